@@ -1,0 +1,37 @@
+"""latency-planner: measured latency tables, speedup-constrained plans, real shrinking, verification.
+
+Importing ``planner`` is cheap; heavy modules (transformers, onnxruntime, matplotlib) load on use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from planner.errors import PlannerError, UnsupportedModelError
+from planner.version import __version__
+
+_LAZY = {
+    "ProfileConfig": "planner.profile",
+    "profile_model": "planner.profile",
+    "load_model": "planner.models",
+    "LatencyTable": "profilers",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'planner' has no attribute {name!r}")
+
+
+__all__ = [
+    "LatencyTable",
+    "PlannerError",
+    "ProfileConfig",
+    "UnsupportedModelError",
+    "__version__",
+    "load_model",
+    "profile_model",
+]

@@ -1,0 +1,231 @@
+"""BERT-family encoders (``BertModel`` and ``BertFor*`` models built on it): units, inputs, surgery.
+
+Per layer: one attention unit (heads kept H..0) and one FFN unit (neurons kept N..0 on a grid).
+Unit names are module paths in the user's model: ``<prefix>encoder.layer.<i>.attention`` and
+``<prefix>encoder.layer.<i>.ffn`` (the FFN is ``intermediate`` + ``output`` of that layer).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from planner.errors import UnsupportedModelError
+from planner.models.base import OutputTensor, UnitWorkload
+from planner.models.bert_surgery import attention_heads, ffn_neurons, prune_heads, prune_neurons
+from planner.models.units import Unit, default_ffn_step, head_levels, neuron_levels
+
+SUPPORTED = "BertModel and BertFor* models built on it (e.g. BertForSequenceClassification)"
+
+
+def find_bert(model: nn.Module) -> tuple[Any, str]:
+    """The ``BertModel`` inside ``model`` and its module-path prefix ("" or "bert.")."""
+    from transformers import BertModel
+
+    if isinstance(model, BertModel):
+        return model, ""
+    inner = getattr(model, "bert", None)
+    if isinstance(inner, BertModel):
+        return inner, "bert."
+    raise UnsupportedModelError(
+        f"unsupported architecture {type(model).__name__}; supported: {SUPPORTED}, or any model through "
+        "a 'package.module:factory' spec (generic Linear/Conv2d units)."
+    )
+
+
+class AttentionBlock(nn.Module):
+    """Standalone attention unit for timing: (B, S, D) [, mask] -> (B, S, D)."""
+
+    def __init__(self, attention: Any) -> None:
+        super().__init__()
+        self.attention = attention
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        return self.attention(hidden, mask)[0]
+
+
+class FFNBlock(nn.Module):
+    """Standalone FFN unit for timing: (B, S, D) -> (B, S, D), residual and LayerNorm included."""
+
+    def __init__(self, layer: Any) -> None:
+        super().__init__()
+        self.intermediate = layer.intermediate
+        self.output = layer.output
+
+    def forward(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.output(self.intermediate(hidden), hidden)
+
+
+class BertAdapter:
+    """Units, example inputs, standalone workloads and shrinking for a BERT encoder."""
+
+    architecture = "bert"
+
+    def __init__(self, model: nn.Module, *, name: str, ffn_step: int | None = None) -> None:
+        self.model = model.eval()
+        self.name = name
+        self.bert: Any
+        self.bert, self.prefix = find_bert(model)
+        config = self.bert.config
+        self.num_layers = len(self.bert.encoder.layer)
+        self.num_heads = int(config.num_attention_heads)
+        self.head_size = int(config.hidden_size // config.num_attention_heads)
+        self.intermediate_size = int(config.intermediate_size)
+        self.ffn_step = ffn_step or default_ffn_step(self.intermediate_size)
+        if not 1 <= self.ffn_step <= self.intermediate_size:
+            raise UnsupportedModelError(
+                f"The 'ffn_step' parameter must be in 1..{self.intermediate_size}. Got {self.ffn_step} instead."
+            )
+
+    @property
+    def layers(self) -> Any:
+        """The encoder's ``BertLayer`` modules."""
+        return self.bert.encoder.layer
+
+    def attention_unit(self, layer: int) -> str:
+        return f"{self.prefix}encoder.layer.{layer}.attention"
+
+    def ffn_unit(self, layer: int) -> str:
+        return f"{self.prefix}encoder.layer.{layer}.ffn"
+
+    def units(self) -> tuple[Unit, ...]:
+        config = self.bert.config
+        common = f"D={config.hidden_size}:attn={config._attn_implementation}"
+        att_sig = f"bert-attention:H={self.num_heads}:d={self.head_size}:{common}"
+        ffn_sig = f"bert-ffn:N={self.intermediate_size}:act={config.hidden_act}:{common}"
+        out: list[Unit] = []
+        for i, layer in enumerate(self.layers):
+            if attention_heads(layer.attention) != self.num_heads or ffn_neurons(layer) != self.intermediate_size:
+                raise UnsupportedModelError(
+                    f"layer {i} is already pruned; profile and plan the dense model, then apply the plan."
+                )
+            out.append(Unit(self.attention_unit(i), "attention", head_levels(self.num_heads), att_sig, self.num_heads))
+            out.append(
+                Unit(
+                    self.ffn_unit(i),
+                    "ffn",
+                    neuron_levels(self.intermediate_size, self.ffn_step),
+                    ffn_sig,
+                    self.intermediate_size,
+                )
+            )
+        return tuple(out)
+
+    def example_inputs(self, batch_size: int, seq_len: int, *, seed: int = 0) -> tuple[torch.Tensor, ...]:
+        """(input_ids, attention_mask), both (batch, seq) int64; random tokens, no padding."""
+        limit = int(self.bert.config.max_position_embeddings)
+        if seq_len > limit:
+            raise UnsupportedModelError(
+                f"The 'seq_len' parameter must be <= {limit} for this model (max_position_embeddings). "
+                f"Got {seq_len} instead."
+            )
+        generator = torch.Generator().manual_seed(seed)
+        vocab = int(self.bert.config.vocab_size)
+        ids = torch.randint(min(1000, vocab - 1), vocab, (batch_size, seq_len), generator=generator)
+        return ids, torch.ones_like(ids)
+
+    def forward_module(self) -> nn.Module:
+        return self.forward_module_of(self.model)
+
+    def forward_module_of(self, model: nn.Module) -> nn.Module:
+        """``forward_module`` for a (shrunk) copy of this model."""
+        return OutputTensor(model, ("input_ids", "attention_mask"))
+
+    supports_shrinking = True
+    """``shrink_to_levels`` builds real models at any levels (used for calibration anchors)."""
+
+    def captured_unit_inputs(self, inputs: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
+        """What layer 0's attention and FFN receive in a real forward: ((hidden[, mask]), ffn_input)."""
+        seen: dict[str, Any] = {}
+        layer = self.layers[0]
+
+        def attention_hook(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            seen["hidden"] = args[0]
+            seen["mask"] = args[1] if len(args) > 1 else kwargs.get("attention_mask")
+
+        def ffn_hook(module: nn.Module, args: tuple[Any, ...]) -> None:
+            seen["ffn"] = args[0]
+
+        handles = [
+            layer.attention.register_forward_pre_hook(attention_hook, with_kwargs=True),
+            layer.intermediate.register_forward_pre_hook(ffn_hook),
+        ]
+        try:
+            with torch.inference_mode():
+                self.forward_module()(*inputs)
+        finally:
+            for handle in handles:
+                handle.remove()
+        hidden, mask, ffn = seen["hidden"], seen["mask"], seen["ffn"]
+        assert isinstance(hidden, torch.Tensor) and isinstance(ffn, torch.Tensor)
+        attention_inputs = (hidden.clone(),) if mask is None else (hidden.clone(), mask.clone())
+        return attention_inputs, ffn.clone()
+
+    def workloads(
+        self,
+        units: Sequence[Unit],
+        inputs: tuple[torch.Tensor, ...],
+        *,
+        runtime: str,
+        device: str,
+        dtype: torch.dtype,
+    ) -> list[UnitWorkload]:
+        attention_inputs, ffn_input = self.captured_unit_inputs(inputs)
+        layer = self.layers[0]
+        out: list[UnitWorkload] = []
+        done: set[str] = set()
+        for unit in units:
+            if unit.signature in done:
+                continue
+            done.add(unit.signature)
+            for level in unit.levels:
+                impl = "dense" if level.index == 0 else "shrunk"
+                assert level.kept is not None
+                if unit.kind == "attention":
+                    module: nn.Module = AttentionBlock(prune_heads(layer.attention, range(level.kept)))
+                    out.append(UnitWorkload(unit.signature, level.index, impl, module, attention_inputs))
+                else:
+                    block = copy.deepcopy(layer)
+                    prune_neurons(block, range(level.kept))
+                    out.append(UnitWorkload(unit.signature, level.index, impl, FFNBlock(block), (ffn_input,)))
+        return out
+
+    def shrink(
+        self,
+        heads: Mapping[int, Sequence[int]] | None = None,
+        neurons: Mapping[int, Sequence[int]] | None = None,
+    ) -> nn.Module:
+        """A physically smaller copy of the model (the original is untouched).
+
+        Args:
+            heads: layer -> indices of heads to keep (layers not named keep all).
+            neurons: layer -> indices of FFN neurons to keep (layers not named keep all).
+        """
+        model = copy.deepcopy(self.model)
+        bert, _ = find_bert(model)
+        for index, keep in (heads or {}).items():
+            layer = bert.encoder.layer[index]
+            layer.attention = prune_heads(layer.attention, keep)
+        for index, keep in (neurons or {}).items():
+            prune_neurons(bert.encoder.layer[index], keep)
+        return model.eval()
+
+    def shrink_to_levels(self, levels: Mapping[str, int]) -> nn.Module:
+        """Shrink keeping the FIRST ``kept`` heads/neurons of each unit at the given level indices.
+
+        Which units are kept does not change latency; this is what profiling and latency checks use.
+        """
+        by_name = {u.name: u for u in self.units()}
+        heads: dict[int, range] = {}
+        neurons: dict[int, range] = {}
+        for name, index in levels.items():
+            unit = by_name[name]
+            kept = unit.levels[index].kept
+            assert kept is not None
+            layer = int(name.split("encoder.layer.")[1].split(".")[0])
+            (heads if unit.kind == "attention" else neurons)[layer] = range(kept)
+        return self.shrink(heads, neurons)

@@ -1,0 +1,260 @@
+"""``profile_model``: the model's units x levels -> a measured ``LatencyTable`` on this device.
+
+Workloads: every distinct (shape signature, level, implementation) of the units, timed standalone
+with the inputs the unit receives in a real forward pass, plus the whole dense model. All of them
+are interleaved round by round. Units with one signature share measurements (MiniLM's 6 layers
+are one attention shape and one FFN shape).
+
+For weight-sparsity levels both the dense kernel on masked weights and the sparse kernel (where
+one exists) are timed; the table keeps both and plans with the faster (``impl``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from planner.errors import PlannerError
+from planner.models import LoadedModel, Unit, load_model
+from planner.version import __version__
+from profilers import LatencyTable, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
+from profilers.calibration import CalibrationCurve
+from profilers.runtimes import DTYPES, canonical_dtype, device_name, get_runtime
+from profilers.smoothing import non_increasing_fit
+from profilers.timing import TimingStats
+
+DENSE_KEY = "__dense_model__"
+ANCHOR_FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
+"""Whole models timed for the calibration curve: every unit at this fraction of its levels."""
+SMOOTHING = ("none", "monotone")
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """Validated settings of one profile run (see ``planner profile --help``)."""
+
+    model: str = "minilm"
+    runtime: str = "torch"
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 32
+    seq_len: int = 128
+    threads: int = 0
+    rounds: int = 10
+    warmup: int = 2
+    ffn_step: int | None = None
+    sparsity_levels: int | None = None
+    smoothing: str = "none"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("batch_size", "seq_len"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise PlannerError(f"The '{name}' parameter must be an integer > 0. Got {value!r} instead.")
+        if self.smoothing not in SMOOTHING:
+            raise PlannerError(f"unknown smoothing {self.smoothing!r}; available: {', '.join(SMOOTHING)}")
+        object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
+        get_runtime(self.runtime)  # unknown runtimes fail here, with the list
+
+    def profiler_settings(self) -> ProfilerSettings:
+        return ProfilerSettings(
+            runtime=self.runtime,
+            device=self.device,
+            dtype=self.dtype,
+            threads=self.threads,
+            rounds=self.rounds,
+            warmup=self.warmup,
+            seed=self.seed,
+        )
+
+
+def profile_model(
+    config: ProfileConfig,
+    *,
+    out: str | Path | None = None,
+    loaded: LoadedModel | None = None,
+    progress: bool = True,
+    reuse: bool = True,
+) -> LatencyTable:
+    """Measure a latency table for ``config.model`` and save it to ``out`` (if given).
+
+    Args:
+        out: CSV path; its JSON sidecar is written beside it. While profiling, samples are
+            checkpointed to ``<out>.partial.json`` so an interrupted run resumes.
+        loaded: an already loaded model (skips loading ``config.model``).
+        reuse: if ``out`` already holds a table for the same model and settings, return it.
+    """
+    settings = config.profiler_settings()  # validates threads/rounds before anything slow
+    profiler = Profiler(settings)  # checks device, runtime, providers
+    loaded = loaded or load_model(
+        config.model,
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+        ffn_step=config.ffn_step,
+        sparsity_levels=config.sparsity_levels,
+    )
+    out_path = Path(out) if out is not None else None
+    if out_path is not None and reuse and out_path.exists():
+        cached = _matching_table(out_path, loaded, config, settings)
+        if cached is not None:
+            return cached
+
+    adapter = loaded.adapter
+    units = adapter.units()
+    inputs = adapter.example_inputs(config.batch_size, config.seq_len)
+    unit_work = adapter.workloads(
+        units, inputs, runtime=config.runtime, device=config.device, dtype=DTYPES[config.dtype]
+    )
+    workloads = [Workload(w.key, w.module, w.inputs) for w in unit_work]
+    workloads.append(Workload(DENSE_KEY, adapter.forward_module(), inputs, settle=1))
+    anchors = {DENSE_KEY: {u.name: 0 for u in units}}
+    if adapter.supports_shrinking:
+        for fraction in ANCHOR_FRACTIONS:
+            key = f"__anchor_{fraction:g}__"
+            anchors[key] = _anchor_levels(units, fraction)
+            model = adapter.forward_module_of(adapter.shrink_to_levels(anchors[key]))
+            workloads.append(Workload(key, model, inputs, settle=1))
+    checkpoint = None if out_path is None else out_path.with_name(out_path.name + ".partial.json")
+    stats = profiler.measure(
+        workloads,
+        checkpoint=checkpoint,
+        checkpoint_key=_checkpoint_key(loaded, config),
+        progress=progress,
+        description=f"profiling {loaded.adapter.name} ({config.runtime}, {config.device})",
+    )
+    frame = _table_rows(units, stats, smoothing=config.smoothing)
+    dense = stats[DENSE_KEY]
+    curve = _calibration(frame, anchors, stats)
+    meta = TableMetadata(
+        model_name=adapter.name,
+        model_fingerprint=loaded.fingerprint,
+        architecture=adapter.architecture,
+        device=config.device,
+        device_name=device_name(config.device),
+        runtime=config.runtime,
+        runtime_version=profiler.runtime.version(),
+        torch_version=str(torch.__version__),
+        dtype=config.dtype,
+        batch_size=int(inputs[0].shape[0]) if adapter.architecture == "generic" else config.batch_size,
+        seq_len=config.seq_len,
+        threads=settings.threads,
+        dense_ms=dense.median_ms,
+        dense_p10_ms=dense.p10_ms,
+        dense_p90_ms=dense.p90_ms,
+        fixed_ms=curve.fixed_ms,
+        calibration_sum_ms=curve.sum_ms,
+        calibration_total_ms=curve.total_ms,
+        rounds=settings.rounds,
+        warmup=settings.warmup,
+        smoothing=config.smoothing,
+        created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        planner_version=__version__,
+    )
+    table = LatencyTable(frame=frame, meta=meta)
+    if out_path is not None:
+        table.save(out_path)
+        if checkpoint is not None and checkpoint.exists():
+            checkpoint.unlink()
+    return table
+
+
+def _anchor_levels(units: Sequence[Unit], fraction: float) -> dict[str, int]:
+    """Every unit at the level nearest ``fraction`` of its range (0 = dense, 1 = last level)."""
+    return {u.name: round(fraction * (len(u.levels) - 1)) for u in units}
+
+
+def _calibration(
+    frame: pd.DataFrame,
+    anchors: dict[str, dict[str, int]],
+    stats: dict[str, TimingStats],
+) -> CalibrationCurve:
+    """Fit g through the anchors: (sum of the table's unit times at the anchor's levels, measured)."""
+    by_unit = {name: rows.set_index("level")["median_ms"] for name, rows in frame.groupby("unit", sort=False)}
+    sums, totals = [], []
+    for key, levels in anchors.items():
+        sums.append(float(sum(by_unit[name].loc[level] for name, level in levels.items())))
+        totals.append(stats[key].median_ms)
+    if len(sums) == 1:
+        return CalibrationCurve((sums[0],), (totals[0],))
+    return CalibrationCurve.fit(sums, totals)
+
+
+def _checkpoint_key(loaded: LoadedModel, config: ProfileConfig) -> str:
+    payload = json.dumps({"fingerprint": loaded.fingerprint, "config": config.__dict__}, sort_keys=True, default=str)
+    return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def _matching_table(
+    path: Path, loaded: LoadedModel, config: ProfileConfig, settings: ProfilerSettings
+) -> LatencyTable | None:
+    """The table at ``path`` if it was measured for this model and these settings, else an error."""
+    try:
+        table = LatencyTable.load(path, expected_fingerprint=loaded.fingerprint)
+    except TableFormatError as exc:
+        raise PlannerError(f"{path} exists but cannot be reused: {exc} Pass --force to re-profile into it.") from None
+    m = table.meta
+    same = (
+        m.runtime == config.runtime
+        and m.device == config.device
+        and m.dtype == config.dtype
+        and m.batch_size == config.batch_size
+        and m.seq_len == config.seq_len
+        and m.threads == settings.threads
+        and m.smoothing == config.smoothing
+        and len(table.frame) == sum(len(u.levels) for u in loaded.adapter.units())
+    )
+    if not same:
+        raise PlannerError(
+            f"{path} holds a table measured with other settings ({m.runtime}, {m.device}, {m.dtype}, batch "
+            f"{m.batch_size}, seq {m.seq_len}, {m.threads} threads); pass --force to overwrite it or choose "
+            "another --out."
+        )
+    return table
+
+
+def _table_rows(units: Sequence[Unit], stats: dict[str, TimingStats], *, smoothing: str) -> pd.DataFrame:
+    rows = []
+    for unit in units:
+        unit_rows: list[dict[str, Any]] = []
+        for level in unit.levels:
+            prefix = f"{unit.signature}|{level.index}|"
+            impls = {k[len(prefix) :]: s for k, s in stats.items() if k.startswith(prefix)}
+            best_impl = min(impls, key=lambda name: impls[name].median_ms)
+            best = impls[best_impl]
+            masked = impls.get("masked")
+            sparse = impls.get("csr") or impls.get("semi_structured")
+            unit_rows.append(
+                {
+                    "unit": unit.name,
+                    "kind": unit.kind,
+                    "level": level.index,
+                    "structure": level.structure,
+                    "kept": np.nan if level.kept is None else level.kept,
+                    "sparsity": np.nan if level.sparsity is None else level.sparsity,
+                    "median_ms": best.median_ms,
+                    "raw_median_ms": best.median_ms,
+                    "p10_ms": best.p10_ms,
+                    "p90_ms": best.p90_ms,
+                    "repeats": best.repeats,
+                    "impl": best_impl,
+                    "masked_ms": np.nan if masked is None else masked.median_ms,
+                    "sparse_ms": np.nan if sparse is None else sparse.median_ms,
+                    "signature": unit.signature,
+                }
+            )
+        if smoothing == "monotone" and unit.kind in ("attention", "ffn"):
+            fitted = non_increasing_fit([r["raw_median_ms"] for r in unit_rows])
+            for row, value in zip(unit_rows, fitted, strict=True):
+                row["median_ms"] = float(value)
+        rows.extend(unit_rows)
+    return pd.DataFrame(rows)

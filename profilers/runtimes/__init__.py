@@ -1,0 +1,35 @@
+"""Runtimes by name: ``torch`` (eager) and ``onnxruntime``."""
+
+from __future__ import annotations
+
+from profilers.errors import ProfileError
+from profilers.runtimes.base import DEVICES, DTYPES, Runtime, canonical_dtype, check_device, device_name
+from profilers.runtimes.ort_runtime import OnnxRuntimeRuntime, export_onnx, session_options
+from profilers.runtimes.torch_runtime import TorchRuntime
+
+RUNTIMES: dict[str, type] = {"torch": TorchRuntime, "onnxruntime": OnnxRuntimeRuntime}
+
+
+def get_runtime(name: str) -> Runtime:
+    """A fresh runtime by name; unknown names list the available ones."""
+    try:
+        runtime: Runtime = RUNTIMES[name]()
+    except KeyError:
+        raise ProfileError(f"unknown runtime {name!r}; available: {', '.join(RUNTIMES)}") from None
+    return runtime
+
+
+__all__ = [
+    "DEVICES",
+    "DTYPES",
+    "RUNTIMES",
+    "OnnxRuntimeRuntime",
+    "Runtime",
+    "TorchRuntime",
+    "canonical_dtype",
+    "check_device",
+    "device_name",
+    "export_onnx",
+    "get_runtime",
+    "session_options",
+]

@@ -1,0 +1,333 @@
+"""``LatencyTable``: unit x level -> measured ms on one device/runtime/shape, plus the fixed part.
+
+Saved as a CSV (one row per unit and level) and a JSON sidecar (same stem, ``.json``) holding the
+metadata; both written atomically. The prediction is additive in the units, then calibrated:
+
+    predicted_ms = g(sum over units of median_ms[unit, chosen level])
+
+where g is the calibration curve through whole models measured end to end (see
+``profilers.calibration``; without anchors g(S) = fixed_ms + S, SPDY's model). ``fixed_ms`` is
+g(0): everything not searched (embeddings, norms, pooler, framework overhead).
+
+CSV columns (one row per unit and level, units in model order, levels 0 = dense first):
+    unit           unit name, e.g. "encoder.layer.0.attention"
+    kind           "attention", "ffn", "linear" or "conv2d"
+    level          level index within the unit (0 = dense)
+    structure      "dense", "heads", "neurons", "channels", "unstructured" or "2:4"
+    kept           heads / neurons / output channels kept (empty for weight sparsity)
+    sparsity       fraction of weights that are zero (empty for structured levels)
+    median_ms      standalone latency used for planning (smoothed when smoothing is on), ms
+    raw_median_ms  measured standalone median before smoothing, ms
+    p10_ms, p90_ms 10th / 90th percentile of the samples, ms
+    repeats        number of samples
+    impl           implementation timed: "dense", "shrunk", "masked", "csr", "semi_structured"
+    masked_ms      median of the dense kernel on masked weights (sparsity levels), ms
+    sparse_ms      median of the sparse kernel where one exists (sparsity levels), ms
+    signature      shape signature; units with equal signatures share measurements
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from profilers.atomic import atomic_path, atomic_write_text
+from profilers.calibration import CalibrationCurve
+from profilers.errors import TableFormatError
+
+SCHEMA_VERSION = 1
+
+COLUMNS: tuple[str, ...] = (
+    "unit",
+    "kind",
+    "level",
+    "structure",
+    "kept",
+    "sparsity",
+    "median_ms",
+    "raw_median_ms",
+    "p10_ms",
+    "p90_ms",
+    "repeats",
+    "impl",
+    "masked_ms",
+    "sparse_ms",
+    "signature",
+)
+_NUMERIC = (
+    "level",
+    "kept",
+    "sparsity",
+    "median_ms",
+    "raw_median_ms",
+    "p10_ms",
+    "p90_ms",
+    "repeats",
+    "masked_ms",
+    "sparse_ms",
+)
+_REQUIRED_FINITE = ("level", "median_ms", "raw_median_ms", "p10_ms", "p90_ms", "repeats")
+
+
+@dataclass(frozen=True)
+class TableMetadata:
+    """Provenance and the fixed part of a latency table (times in ms)."""
+
+    model_name: str
+    model_fingerprint: str
+    architecture: str
+    device: str
+    device_name: str
+    runtime: str
+    runtime_version: str
+    torch_version: str
+    dtype: str
+    batch_size: int
+    seq_len: int
+    threads: int
+    dense_ms: float
+    dense_p10_ms: float
+    dense_p90_ms: float
+    fixed_ms: float
+    calibration_sum_ms: tuple[float, ...]
+    calibration_total_ms: tuple[float, ...]
+    rounds: int
+    warmup: int
+    smoothing: str
+    created: str
+    planner_version: str
+    schema_version: int = SCHEMA_VERSION
+
+    def provenance(self) -> dict[str, Any]:
+        """The fields a plan records about the table it was made from."""
+        keys = (
+            "model_name",
+            "model_fingerprint",
+            "device",
+            "device_name",
+            "runtime",
+            "runtime_version",
+            "dtype",
+            "batch_size",
+            "seq_len",
+            "threads",
+            "dense_ms",
+            "fixed_ms",
+            "created",
+        )
+        return {k: getattr(self, k) for k in keys}
+
+
+def sidecar_path(csv_path: str | Path) -> Path:
+    """The JSON metadata file that belongs to a table CSV."""
+    return Path(csv_path).with_suffix(".json")
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """A frozen latency table. ``frame`` is a private copy; callers get copies too."""
+
+    frame: pd.DataFrame
+    meta: TableMetadata
+
+    def __post_init__(self) -> None:
+        _validate_frame(self.frame, source="table")
+        object.__setattr__(self, "frame", self.frame.loc[:, list(COLUMNS)].copy())
+
+    @property
+    def calibration(self) -> CalibrationCurve:
+        """g: summed unit ms -> end-to-end ms."""
+        return CalibrationCurve(self.meta.calibration_sum_ms, self.meta.calibration_total_ms)
+
+    # ----- queries -------------------------------------------------------------------------
+    def units(self) -> list[str]:
+        """Unit names in table (model) order."""
+        return list(dict.fromkeys(self.frame["unit"]))
+
+    def unit_frame(self, unit: str) -> pd.DataFrame:
+        """The rows of one unit, ordered by level."""
+        rows = self.frame[self.frame["unit"] == unit]
+        if rows.empty:
+            raise KeyError(f"unit {unit!r} is not in this table; units: {', '.join(self.units()[:6])}...")
+        return rows.sort_values("level").reset_index(drop=True)
+
+    def unit_costs(self, column: str = "median_ms") -> list[np.ndarray]:
+        """Per unit (table order), the latency of each level (ms), shape (n_levels,)."""
+        return [self.unit_frame(u)[column].to_numpy(dtype=np.float64) for u in self.units()]
+
+    @property
+    def searched_dense_ms(self) -> float:
+        """Sum of every unit's dense-level latency (ms)."""
+        return float(sum(c[0] for c in self.unit_costs()))
+
+    def predict_ms(self, levels: Sequence[int] | Mapping[str, int]) -> float:
+        """Predicted end-to-end latency ``g(sum of the chosen levels' median_ms)`` (ms).
+
+        ``levels`` is one level index per unit in table order, or a mapping unit -> level (units
+        not named stay dense).
+        """
+        costs = self.unit_costs()
+        names = self.units()
+        if isinstance(levels, Mapping):
+            unknown = set(levels) - set(names)
+            if unknown:
+                raise KeyError(f"units not in this table: {sorted(unknown)}")
+            chosen = [int(levels.get(n, 0)) for n in names]
+        else:
+            chosen = [int(k) for k in levels]
+            if len(chosen) != len(names):
+                raise ValueError(f"need one level per unit ({len(names)}); got {len(chosen)}")
+        total = 0.0
+        for name, c, k in zip(names, costs, chosen, strict=True):
+            if not 0 <= k < c.size:
+                raise ValueError(f"unit {name!r} has levels 0..{c.size - 1}; got {k}")
+            total += float(c[k])
+        return self.calibration.total(total)
+
+    def budget_ms(self, speedup: float) -> float:
+        """Budget for the summed unit latencies that meets ``speedup`` over the dense model (ms).
+
+        ``g^-1(dense_ms / speedup)``; with a linear g this is SPDY's ``dense / X - fixed``. May be
+        below the fastest plan's sum, which means the target is not reachable.
+        """
+        if not speedup > 1.0:
+            raise ValueError(f"The 'speedup' parameter must be > 1.0. Got {speedup!r} instead.")
+        return self.calibration.max_sum(self.meta.dense_ms / speedup)
+
+    def max_speedup(self) -> float:
+        """``dense / g(sum of each unit's fastest level)``."""
+        fastest = self.calibration.total(sum(float(c.min()) for c in self.unit_costs()))
+        return self.meta.dense_ms / fastest if fastest > 0 else math.inf
+
+    def summary(self) -> str:
+        """A few readable lines: fixed part, dense time, reachable speedup, per-kind ranges."""
+        m = self.meta
+        lines = [
+            f"latency table: {m.model_name} on {m.device} ({m.device_name}), {m.runtime} {m.runtime_version}, "
+            f"{m.dtype}, batch {m.batch_size} x seq {m.seq_len}, {m.threads} threads",
+            f"  dense end-to-end: {m.dense_ms:.2f} ms (p10 {m.dense_p10_ms:.2f}, p90 {m.dense_p90_ms:.2f})",
+            f"  fixed part (not searched): {m.fixed_ms:.2f} ms; "
+            f"searched units at dense: {self.searched_dense_ms:.2f} ms "
+            f"(standalone); {len(m.calibration_sum_ms)} whole-model calibration points",
+            f"  maximum achievable speedup: {self.max_speedup():.2f}x",
+        ]
+        for kind, rows in self.frame.groupby("kind", sort=False):
+            units = rows["unit"].nunique()
+            dense = rows[rows["level"] == 0]["median_ms"]
+            fastest = rows.groupby("unit")["median_ms"].min()
+            lines.append(
+                f"  {kind}: {units} units x {len(rows) // units} levels; dense {dense.mean():.2f} ms, "
+                f"fastest level {fastest.mean():.2f} ms (mean per unit)"
+            )
+        return "\n".join(lines)
+
+    # ----- files ---------------------------------------------------------------------------
+    def save(self, path: str | Path) -> Path:
+        """Write the CSV and its JSON sidecar atomically; returns the CSV path."""
+        csv_path = Path(path)
+        meta = dataclasses.asdict(self.meta)
+        meta["columns"] = list(COLUMNS)
+        meta["rows"] = len(self.frame)
+        with atomic_path(csv_path) as tmp:
+            self.frame.to_csv(tmp, index=False, float_format="%.6g")
+            atomic_write_text(sidecar_path(csv_path), json.dumps(meta, indent=2, sort_keys=True) + "\n")
+        return csv_path
+
+    @classmethod
+    def load(cls, path: str | Path, *, expected_fingerprint: str | None = None, force: bool = False) -> LatencyTable:
+        """Read a table written by ``save``; validates everything.
+
+        Args:
+            expected_fingerprint: the model's fingerprint; a table for another model is an error
+                unless ``force``.
+        """
+        csv_path = Path(path)
+        json_path = sidecar_path(csv_path)
+        for p in (csv_path, json_path):
+            if not p.is_file():
+                raise TableFormatError(
+                    f"latency table file {p} does not exist; run `planner profile ... --out {csv_path}` first."
+                )
+        try:
+            raw_meta = json.loads(json_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise TableFormatError(f"{json_path} is not valid JSON ({exc}); re-run `planner profile`.") from None
+        if not isinstance(raw_meta, dict):
+            raise TableFormatError(f"{json_path} must hold a JSON object; re-run `planner profile`.")
+        version = raw_meta.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise TableFormatError(
+                f"{json_path} has schema version {version!r}; this planner reads version {SCHEMA_VERSION}. "
+                "Re-run `planner profile` with this version."
+            )
+        fields = {f.name for f in dataclasses.fields(TableMetadata)}
+        missing = sorted(fields - set(raw_meta))
+        if missing:
+            raise TableFormatError(f"{json_path} lacks metadata fields {missing}; re-run `planner profile`.")
+        values = {k: raw_meta[k] for k in fields}
+        for key in ("calibration_sum_ms", "calibration_total_ms"):
+            values[key] = tuple(float(v) for v in values[key]) if isinstance(values[key], list) else values[key]
+        meta = TableMetadata(**values)
+        try:
+            CalibrationCurve(meta.calibration_sum_ms, meta.calibration_total_ms)
+        except (TypeError, ValueError) as exc:
+            raise TableFormatError(f"{json_path}: bad calibration anchors ({exc}); re-run `planner profile`.") from None
+        try:
+            frame = pd.read_csv(
+                csv_path, dtype={"unit": str, "kind": str, "structure": str, "impl": str, "signature": str}
+            )
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+            raise TableFormatError(f"{csv_path} is not a readable CSV ({exc}); re-run `planner profile`.") from None
+        _validate_frame(frame, source=str(csv_path))
+        if int(raw_meta.get("rows", len(frame))) != len(frame):
+            raise TableFormatError(
+                f"{csv_path} has {len(frame)} rows but its sidecar says {raw_meta['rows']}: the pair is "
+                "truncated or mismatched; re-run `planner profile`."
+            )
+        if expected_fingerprint is not None and meta.model_fingerprint != expected_fingerprint and not force:
+            raise TableFormatError(
+                f"{csv_path} was profiled for model {meta.model_name!r} (fingerprint {meta.model_fingerprint}), "
+                f"not for this model (fingerprint {expected_fingerprint}); profile this model, or pass "
+                "--force-table to use it anyway."
+            )
+        return cls(frame=frame, meta=meta)
+
+
+def _validate_frame(frame: pd.DataFrame, *, source: str) -> None:
+    try:
+        _check_frame(frame, source=source)
+    except TableFormatError as exc:
+        if source == "table":
+            raise
+        raise TableFormatError(f"{exc} Re-run `planner profile` to measure it again.") from None
+
+
+def _check_frame(frame: pd.DataFrame, *, source: str) -> None:
+    missing = [c for c in COLUMNS if c not in frame.columns]
+    if missing:
+        raise TableFormatError(f"{source} lacks columns {missing}.")
+    if frame.empty:
+        raise TableFormatError(f"{source} has no rows.")
+    for column in _NUMERIC:
+        if not pd.api.types.is_numeric_dtype(frame[column]):
+            raise TableFormatError(f"{source}: column {column!r} must be numeric; the file is corrupt.")
+    for column in _REQUIRED_FINITE:
+        values = frame[column].to_numpy(dtype=np.float64)
+        if not np.all(np.isfinite(values)):
+            raise TableFormatError(f"{source}: column {column!r} has empty or non-finite values; the file is corrupt.")
+    if (frame["median_ms"] < 0).any():
+        raise TableFormatError(f"{source}: negative latencies; the file is corrupt.")
+    for unit, rows in frame.groupby("unit", sort=False):
+        levels = sorted(int(v) for v in rows["level"])
+        if levels != list(range(len(levels))):
+            raise TableFormatError(
+                f"{source}: unit {unit!r} has levels {levels}, expected 0..{len(levels) - 1} without gaps."
+            )

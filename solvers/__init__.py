@@ -1,0 +1,36 @@
+"""Solvers: choose one level per unit that meets a latency budget with the least estimated error.
+
+Pure numpy/scipy; works on arrays (one cost and one error array per unit), never on models.
+"""
+
+from solvers.baselines import solve_greedy, solve_milp, solve_uniform
+from solvers.budget import budget_for_speedup, check_reachable, max_speedup
+from solvers.dp import DEFAULT_BUCKETS, BucketedProblem, bucketize, solve_dp
+from solvers.error_models import normalised_curves, scaled_errors, spdy_prior
+from solvers.local_search import SearchResult, SearchStep, local_search
+from solvers.registry import SOLVERS, get_solver, solve
+from solvers.result import InfeasibleBudgetError, Solution
+
+__all__ = [
+    "DEFAULT_BUCKETS",
+    "SOLVERS",
+    "BucketedProblem",
+    "InfeasibleBudgetError",
+    "SearchResult",
+    "SearchStep",
+    "Solution",
+    "bucketize",
+    "budget_for_speedup",
+    "check_reachable",
+    "get_solver",
+    "local_search",
+    "max_speedup",
+    "normalised_curves",
+    "scaled_errors",
+    "solve",
+    "solve_dp",
+    "solve_greedy",
+    "solve_milp",
+    "solve_uniform",
+    "spdy_prior",
+]

@@ -1,0 +1,206 @@
+"""SPDY's local search over per-unit error coefficients.
+
+The DP needs an error per unit and level; SPDY parameterises it as ``e[l] = c_l * curve_l`` and
+searches the coefficients ``c`` against a real loss: each candidate ``c`` is turned into levels by
+the DP, the model is built at those levels and its calibration loss measured (the ``evaluate``
+callback). Identical level choices are evaluated once.
+
+Call order: random starts (after the all-ones start, which is the plain DP), then mutation of k
+random coordinates of the best ``c``, k shrinking from round(0.1 L) to 1 after ``patience``
+candidates without a strict improvement.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+from solvers._validation import as_unit_arrays, check_buckets, check_budget
+from solvers.dp import DEFAULT_BUCKETS, solve_dp
+from solvers.error_models import scaled_errors, spdy_prior
+from solvers.result import Solution
+
+Evaluator = Callable[[tuple[int, ...]], float]
+
+
+@dataclass(frozen=True)
+class SearchStep:
+    """One real evaluation of the callback.
+
+    Attributes:
+        evaluation: 1-based count of real evaluations so far.
+        phase: "start" (all-ones coefficients, the plain DP), "random" or "mutate".
+        loss: the callback's loss for this candidate's levels.
+        best_loss: best loss seen up to and including this step.
+        seconds: wall time since the search started (s).
+        mutated: number of coordinates resampled (0 for start and random phases).
+    """
+
+    evaluation: int
+    phase: str
+    loss: float
+    best_loss: float
+    seconds: float
+    mutated: int
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    """Best plan found, how it was found, and the full history for plots."""
+
+    solution: Solution
+    coefficients: tuple[float, ...]
+    loss: float
+    start_loss: float
+    history: tuple[SearchStep, ...]
+    evaluations: int
+    candidates: int
+    stopped: str
+
+
+@dataclass
+class _Incumbent:
+    """The best candidate so far (mutable, private to one search)."""
+
+    loss: float = float("inf")
+    coeffs: NDArray[np.float64] | None = None
+    solution: Solution | None = None
+
+
+def _check_limit(name: str, value: float | None) -> None:
+    if value is not None and (not np.isfinite(value) or value <= 0):
+        raise ValueError(f"The '{name}' parameter must be > 0 or None. Got {value!r} instead.")
+
+
+def local_search(
+    costs_ms: Sequence[ArrayLike],
+    budget_ms: float,
+    evaluate: Evaluator,
+    *,
+    curves: Sequence[ArrayLike] | None = None,
+    seed: int = 0,
+    max_evaluations: int | None = 1_000,
+    max_seconds: float | None = None,
+    random_starts: int = 100,
+    patience: int = 100,
+    buckets: int = DEFAULT_BUCKETS,
+) -> SearchResult:
+    """Search per-unit coefficients ``c`` in [0, 1] that minimise ``evaluate(levels)``.
+
+    Args:
+        costs_ms: per unit, 1-D array of level latencies (ms).
+        budget_ms: latency budget for the searched units (ms); every candidate meets it.
+        evaluate: levels (one index per unit) -> loss; called once per distinct level choice.
+        curves: per unit error curve over levels (default: SPDY's prior ``(i/(n-1))**2``); a
+            backend's measured errors can be passed after ``normalised_curves``.
+        seed: seeds the coefficient sampling; the same seed and callback give the same result.
+        max_evaluations / max_seconds: stop at whichever comes first (None = no limit; at least one
+            must be set).
+        random_starts: random coefficient vectors tried after the all-ones start.
+        patience: candidates without a strict improvement before k is lowered by one.
+        buckets: DP budget buckets.
+
+    Returns:
+        ``SearchResult`` with the best (never the last) candidate; its loss is <= the start's.
+    """
+    costs, _ = as_unit_arrays(costs_ms, [np.zeros(np.asarray(c).size) for c in costs_ms])
+    budget = check_budget(budget_ms)
+    check_buckets(buckets)
+    _check_limit("max_seconds", max_seconds)
+    if max_evaluations is not None and max_evaluations < 1:
+        raise ValueError(f"The 'max_evaluations' parameter must be >= 1 or None. Got {max_evaluations!r} instead.")
+    if max_evaluations is None and max_seconds is None:
+        raise ValueError("Set 'max_evaluations' or 'max_seconds' (or both) so the search stops.")
+    if random_starts < 0 or patience < 1:
+        raise ValueError(f"'random_starts' must be >= 0 and 'patience' >= 1; got {random_starts} and {patience}.")
+    if curves is None:
+        unit_curves = spdy_prior([c.size for c in costs])
+    else:
+        unit_curves, _ = as_unit_arrays(curves, curves)
+        if [c.size for c in unit_curves] != [c.size for c in costs]:
+            raise ValueError("'curves' must have one value per level of every unit, like 'costs_ms'.")
+
+    n_units = len(costs)
+    rng = np.random.default_rng(seed)
+    started = time.perf_counter()
+    cache: dict[tuple[int, ...], float] = {}
+    history: list[SearchStep] = []
+    candidates = 0
+    best = _Incumbent()
+
+    def out_of_budget() -> str | None:
+        if max_evaluations is not None and len(cache) >= max_evaluations:
+            return "max_evaluations"
+        if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+            return "max_seconds"
+        return None
+
+    def try_candidate(coeffs: NDArray[np.float64], phase: str, mutated: int) -> bool:
+        """Solve and evaluate one coefficient vector; True on a strict improvement."""
+        nonlocal candidates
+        candidates += 1
+        solution = solve_dp(costs, scaled_errors(coeffs, unit_curves), budget, buckets=buckets)
+        key = solution.levels
+        if key in cache:
+            loss = cache[key]
+        else:
+            loss = float(evaluate(key))
+            if not np.isfinite(loss):
+                raise ValueError(f"evaluate() returned {loss} for levels {key}; it must return a finite loss.")
+            cache[key] = loss
+            history.append(
+                SearchStep(len(cache), phase, loss, min(loss, best.loss), time.perf_counter() - started, mutated)
+            )
+        if loss < best.loss:
+            best.loss, best.coeffs, best.solution = loss, coeffs.copy(), solution
+            return True
+        return False
+
+    try_candidate(np.ones(n_units), "start", 0)
+    start_loss = best.loss
+    stopped = out_of_budget()
+    for _ in range(random_starts):
+        if stopped:
+            break
+        try_candidate(rng.uniform(size=n_units), "random", 0)
+        stopped = out_of_budget()
+
+    k = max(1, round(0.1 * n_units))
+    misses = 0
+    # Without a cap, a search whose candidates all hit the cache would never stop on evaluations.
+    max_candidates = None if max_evaluations is None else 50 * max_evaluations + 10 * patience
+    while not stopped:
+        assert best.coeffs is not None  # set by the start candidate
+        coeffs = best.coeffs.copy()
+        picked = rng.choice(n_units, size=k, replace=False)
+        coeffs[picked] = rng.uniform(size=k)
+        if try_candidate(coeffs, "mutate", k):
+            misses = 0
+        else:
+            misses += 1
+            if misses >= patience:
+                if k == 1:
+                    stopped = "converged"
+                    break
+                k -= 1
+                misses = 0
+        stopped = out_of_budget()
+        if not stopped and max_candidates is not None and candidates >= max_candidates:
+            stopped = "max_candidates"
+
+    assert best.solution is not None and best.coeffs is not None
+    solution = best.solution
+    return SearchResult(
+        solution=Solution(solution.levels, solution.cost_ms, solution.error, "dp+search"),
+        coefficients=tuple(float(c) for c in best.coeffs),
+        loss=best.loss,
+        start_loss=start_loss,
+        history=tuple(history),
+        evaluations=len(cache),
+        candidates=candidates,
+        stopped=str(stopped),
+    )

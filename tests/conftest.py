@@ -1,0 +1,21 @@
+"""Shared test configuration: GPU tests skip without CUDA; runs are single-threaded and quiet."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+os.environ.setdefault("PLANNER_NO_PROGRESS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA GPU")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,170 @@
+"""``profile_model`` end to end on tiny models, both runtimes; the ``planner profile`` CLI."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+
+from planner.cli import main
+from planner.errors import PlannerError
+from planner.models import load_model
+from planner.profile import ProfileConfig, profile_model
+from profilers import LatencyTable
+
+BERT = "tests.tiny_models:tiny_bert_factory"
+NET = "tests.tiny_models:tiny_net"
+FAST = dict(rounds=2, warmup=1, threads=1)
+
+
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_profile_tiny_bert_writes_a_complete_table(tmp_path: Path, runtime: str) -> None:
+    out = tmp_path / "table.csv"
+    config = ProfileConfig(model=BERT, runtime=runtime, batch_size=2, seq_len=8, **FAST)  # type: ignore[arg-type]
+    table = profile_model(config, out=out, progress=False)
+    loaded = load_model(BERT, batch_size=2, seq_len=8)
+    units = loaded.adapter.units()
+    assert len(table.frame) == sum(len(u.levels) for u in units)
+    assert table.units() == [u.name for u in units]
+    assert (table.frame["median_ms"] > 0).all()
+    # Layers with one shape share one set of measurements.
+    f = table.frame
+    layer0 = f[f["unit"] == "encoder.layer.0.attention"]["median_ms"].to_numpy()
+    layer1 = f[f["unit"] == "encoder.layer.1.attention"]["median_ms"].to_numpy()
+    assert (layer0 == layer1).all()
+    m = table.meta
+    assert (m.runtime, m.batch_size, m.seq_len, m.threads) == (runtime, 2, 8, 1)
+    assert m.model_fingerprint == loaded.fingerprint
+    assert m.dense_ms > 0 and math.isfinite(m.fixed_ms)
+    assert len(m.calibration_sum_ms) == 6  # dense + 5 whole-model anchors
+    assert table.predict_ms([0] * len(units)) == pytest.approx(m.calibration_total_ms[-1])
+    assert table.predict_ms([len(u.levels) - 1 for u in units]) <= table.predict_ms([0] * len(units))
+    assert table.max_speedup() > 1.0
+    reloaded = LatencyTable.load(out, expected_fingerprint=loaded.fingerprint)
+    assert reloaded.meta == m
+    assert not list(tmp_path.glob("*.partial.json"))  # checkpoint removed after success
+
+
+def test_generic_model_times_masked_and_sparse_kernels(tmp_path: Path) -> None:
+    config = ProfileConfig(model=NET, sparsity_levels=3, **FAST)  # type: ignore[arg-type]
+    table = profile_model(config, out=tmp_path / "t.csv", progress=False)
+    f = table.frame
+    fc1 = f[(f["unit"] == "fc1") & (f["structure"] == "unstructured")]
+    assert len(fc1) == 3
+    assert fc1["masked_ms"].notna().all() and fc1["sparse_ms"].notna().all()
+    best = fc1[["masked_ms", "sparse_ms"]].min(axis=1).to_numpy()
+    assert (abs(fc1["median_ms"].to_numpy() - best) < 1e-9).all()
+    assert len(table.meta.calibration_sum_ms) == 1  # generic: no anchors, fixed = dense - sum
+    assert set(fc1["impl"]) <= {"masked", "csr"}
+    conv = f[(f["unit"] == "conv") & (f["structure"] == "unstructured")]
+    assert conv["sparse_ms"].isna().all() and set(conv["impl"]) == {"masked"}  # no sparse conv kernel
+    assert set(f[f["structure"] == "channels"]["impl"]) == {"shrunk"}
+
+
+def test_existing_table_is_reused_or_refused(tmp_path: Path) -> None:
+    out = tmp_path / "t.csv"
+    config = ProfileConfig(model=BERT, batch_size=2, seq_len=8, **FAST)  # type: ignore[arg-type]
+    first = profile_model(config, out=out, progress=False)
+    again = profile_model(config, out=out, progress=False)
+    assert again.meta.created == first.meta.created  # reused, not re-measured
+    other = ProfileConfig(model=BERT, batch_size=2, seq_len=16, **FAST)  # type: ignore[arg-type]
+    with pytest.raises(PlannerError, match="other settings"):
+        profile_model(other, out=out, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--model", "no-such-model"], "unknown model spec 'no-such-model'"),
+        (["--model", "tests.tiny_models:missing"], "cannot import the model factory"),
+        (["--model", "tests.tiny_models:not_a_factory"], "must return (model, example_inputs)"),
+        (["--model", BERT, "--runtime", "ort"], "unknown runtime 'ort'; available: torch, onnxruntime"),
+        (["--model", BERT, "--device", "cuda"], "cuda"),
+        (["--model", BERT, "--runtime", "onnxruntime", "--dtype", "fp16"], "float32 only"),
+        (["--model", BERT, "--seq-len", "100"], "seq_len"),
+    ],
+)
+def test_cli_bad_input_is_one_line_exit_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], message: str
+) -> None:
+    import torch
+
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("a GPU is present")
+    code = main(["profile", *args, "--batch-size", "2", "--out", str(tmp_path / "t.csv"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert err.startswith("error: ") and message in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.iterdir())  # nothing half-written
+
+
+@pytest.mark.parametrize("value", ["0", "-3", "x"])
+def test_cli_rejects_non_positive_shapes(tmp_path: Path, value: str) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["profile", "--batch-size", value, "--out", str(tmp_path / "t.csv")])
+    assert info.value.code == 2
+
+
+def test_cli_profile_prints_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.csv"
+    code = main(
+        [
+            "profile",
+            "--model",
+            BERT,
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "8",
+            "--rounds",
+            "2",
+            "--threads",
+            "1",
+            "--out",
+            str(out),
+            "--no-progress",
+        ]
+    )
+    text = capsys.readouterr().out
+    assert code == 0
+    assert "maximum achievable speedup" in text and "fixed part" in text
+    assert out.is_file() and out.with_suffix(".json").is_file()
+
+
+def test_cli_corrupt_existing_table_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "t.csv"
+    out.write_text("unit,level\nx,0\n")
+    out.with_suffix(".json").write_text("{}")
+    code = main(["profile", "--model", BERT, "--batch-size", "2", "--seq-len", "8", "--out", str(out), "--no-progress"])
+    assert code == 2
+    assert "--force" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_profile_real_minilm(tmp_path: Path, runtime: str) -> None:
+    config = ProfileConfig(model="minilm", runtime=runtime, batch_size=4, seq_len=32, rounds=2, warmup=1)
+    table = profile_model(config, out=tmp_path / "t.csv", progress=False)
+    assert table.units()[0] == "encoder.layer.0.attention"
+    assert len(table.frame) == 6 * (13 + 25)
+    assert 1.5 < table.max_speedup() < 200
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_profile_on_cuda(tmp_path: Path, runtime: str) -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    dtype = "float16"
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
+            pytest.skip("onnxruntime-gpu is not installed")
+    config = ProfileConfig(model=BERT, runtime=runtime, device="cuda", dtype=dtype, batch_size=2, seq_len=8, **FAST)  # type: ignore[arg-type]
+    table = profile_model(config, out=tmp_path / "t.csv", progress=False)
+    assert table.meta.device == "cuda" and (table.frame["median_ms"] > 0).all()

@@ -1,0 +1,139 @@
+"""Contract tests for every runtime, plus resumable and robust timing."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from profilers import ProfileError, Profiler, ProfilerSettings, TimingStats, Workload, get_runtime
+from profilers.runtimes import RUNTIMES
+from profilers.smoothing import non_increasing_fit
+from profilers.timing import run_rounds
+
+
+def _workloads() -> list[Workload]:
+    torch.manual_seed(0)
+    x = torch.randn(16, 32)
+    return [
+        Workload("small", nn.Linear(32, 8), (x,)),
+        Workload("large", nn.Sequential(nn.Linear(32, 256), nn.ReLU(), nn.Linear(256, 32)), (x,)),
+    ]
+
+
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_every_runtime_returns_positive_well_formed_timings(runtime: str) -> None:
+    stats = Profiler(ProfilerSettings(runtime=runtime, rounds=3, warmup=1, threads=1)).measure(
+        _workloads(), progress=False
+    )
+    assert set(stats) == {"small", "large"}
+    for s in stats.values():
+        assert np.isfinite(s.median_ms) and s.median_ms > 0
+        assert s.p10_ms <= s.median_ms <= s.p90_ms
+        assert s.repeats == 3
+
+
+@pytest.mark.parametrize("runtime", sorted(RUNTIMES))
+def test_every_runtime_leaves_modules_untouched(runtime: str) -> None:
+    workloads = _workloads()
+    before = [w.module.state_dict()["weight"].clone() if "weight" in w.module.state_dict() else None for w in workloads]
+    Profiler(ProfilerSettings(runtime=runtime, rounds=1, warmup=0, threads=1, dtype="float32")).measure(
+        workloads, progress=False
+    )
+    assert workloads[0].module.weight.dtype == torch.float32
+    assert torch.equal(workloads[0].module.weight, before[0])  # type: ignore[arg-type]
+
+
+def test_unknown_runtime_lists_the_available_ones() -> None:
+    with pytest.raises(ProfileError, match="unknown runtime 'ort'; available: torch, onnxruntime"):
+        get_runtime("ort")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_cuda_without_a_gpu_is_a_clear_error(runtime: str) -> None:
+    with pytest.raises(ProfileError, match=r"cuda|CUDA"):
+        Profiler(ProfilerSettings(runtime=runtime, device="cuda"))
+
+
+def test_onnxruntime_cpu_refuses_half_precision() -> None:
+    with pytest.raises(ProfileError, match="float32 only"):
+        Profiler(ProfilerSettings(runtime="onnxruntime", dtype="fp16"))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"rounds": 0}, "rounds"),
+        ({"threads": -1}, "threads"),
+        ({"dtype": "int3"}, "unknown dtype"),
+        ({"device": "tpu"}, "unknown device"),
+    ],
+)
+def test_bad_settings_are_rejected(kwargs, message) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ProfileError, match=message):
+        Profiler(ProfilerSettings(**kwargs))
+
+
+class _Crash(Exception):
+    pass
+
+
+def test_interrupted_profile_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    checkpoint = tmp_path / "t.csv.partial.json"
+    settings = ProfilerSettings(rounds=4, warmup=0, threads=1, min_sample_ms=0.0)
+    import profilers.profiler as profiler_module
+
+    real = profiler_module.run_rounds
+    counted: list[str] = []
+
+    def crash_after_two_rounds(*args, **kwargs):  # type: ignore[no-untyped-def]
+        on_round = kwargs["on_round"]
+
+        def limited(index: int) -> None:
+            on_round(index)
+            if index == 2:
+                raise _Crash
+
+        kwargs["on_round"] = limited
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(profiler_module, "run_rounds", crash_after_two_rounds)
+    with pytest.raises(_Crash):
+        Profiler(settings).measure(_workloads(), checkpoint=checkpoint, checkpoint_key="k", progress=False)
+    assert checkpoint.is_file()
+
+    def count_samples(*args, **kwargs):  # type: ignore[no-untyped-def]
+        kwargs["on_sample"] = counted.append
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(profiler_module, "run_rounds", count_samples)
+    stats = Profiler(settings).measure(_workloads(), checkpoint=checkpoint, checkpoint_key="k", progress=False)
+    assert len(counted) == 2 * 2  # only the two missing rounds of each workload were measured
+    assert all(s.repeats == 4 for s in stats.values())
+
+    # A checkpoint for something else is ignored, not mixed in.
+    counted.clear()
+    Profiler(settings).measure(_workloads(), checkpoint=checkpoint, checkpoint_key="other", progress=False)
+    assert len(counted) == 4 * 2
+
+
+def test_rounds_interleave_workloads() -> None:
+    order: list[str] = []
+    runners = {k: (lambda k=k: order.append(k) or 1.0) for k in "abc"}
+    samples: dict[str, list[float]] = {}
+    run_rounds(runners, samples, rounds=3, calls=dict.fromkeys("abc", 1), rng=np.random.default_rng(0))
+    assert [sorted(order[i : i + 3]) for i in (0, 3, 6)] == [["a", "b", "c"]] * 3
+    assert all(len(v) == 3 for v in samples.values())
+
+
+def test_timing_stats_and_smoothing() -> None:
+    stats = TimingStats.from_samples([1.0, 2.0, 3.0, 4.0, 100.0])
+    assert stats.median_ms == 3.0 and stats.repeats == 5 and stats.p90_ms > stats.median_ms
+    fitted = non_increasing_fit([5.0, 6.0, 4.0, 4.5, 1.0])
+    assert np.all(np.diff(fitted) <= 0)
+    assert fitted.sum() == pytest.approx(20.5)  # isotonic regression preserves the mean
+    assert non_increasing_fit([3.0, 2.0, 1.0]).tolist() == [3.0, 2.0, 1.0]

@@ -1,0 +1,140 @@
+"""LatencyTable: round trips exactly, refuses corrupt or mismatched files with clear messages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from profilers import LatencyTable, TableFormatError, TableMetadata
+
+
+def make_table(fingerprint: str = "abc123") -> LatencyTable:
+    rows = []
+    for unit, costs in (("u0", [10.0, 6.0, 1.0]), ("u1", [20.0, 25.0, 5.0, 2.0])):
+        for level, cost in enumerate(costs):
+            rows.append(
+                {
+                    "unit": unit,
+                    "kind": "attention",
+                    "level": level,
+                    "structure": "dense" if level == 0 else "heads",
+                    "kept": len(costs) - 1 - level,
+                    "sparsity": np.nan,
+                    "median_ms": cost,
+                    "raw_median_ms": cost,
+                    "p10_ms": cost * 0.9,
+                    "p90_ms": cost * 1.1,
+                    "repeats": 5,
+                    "impl": "shrunk",
+                    "masked_ms": np.nan,
+                    "sparse_ms": np.nan,
+                    "signature": f"sig-{unit}",
+                }
+            )
+    meta = TableMetadata(
+        model_name="tiny",
+        model_fingerprint=fingerprint,
+        architecture="bert",
+        device="cpu",
+        device_name="cpu x",
+        runtime="torch",
+        runtime_version="2.13",
+        torch_version="2.13",
+        dtype="float32",
+        batch_size=2,
+        seq_len=8,
+        threads=1,
+        dense_ms=40.0,
+        dense_p10_ms=38.0,
+        dense_p90_ms=42.0,
+        fixed_ms=10.0,
+        calibration_sum_ms=(30.0,),
+        calibration_total_ms=(40.0,),
+        rounds=5,
+        warmup=1,
+        smoothing="none",
+        created="2026-11-21T00:00:00+00:00",
+        planner_version="0.1.0",
+    )
+    return LatencyTable(frame=pd.DataFrame(rows), meta=meta)
+
+
+def test_round_trip_is_identical(tmp_path: Path) -> None:
+    table = make_table()
+    path = table.save(tmp_path / "t.csv")
+    loaded = LatencyTable.load(path, expected_fingerprint="abc123")
+    assert loaded.meta == table.meta
+    pd.testing.assert_frame_equal(loaded.frame, table.frame, check_dtype=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.csv", "t.json"]  # no temp files left
+
+
+def test_prediction_and_max_speedup() -> None:
+    table = make_table()
+    assert table.units() == ["u0", "u1"]
+    assert table.predict_ms([0, 0]) == pytest.approx(40.0)
+    assert table.predict_ms({"u1": 3}) == pytest.approx(10 + 10 + 2)
+    assert table.max_speedup() == pytest.approx(40.0 / (10 + 1 + 2))
+    with pytest.raises(ValueError, match=r"levels 0\.\.2"):
+        table.predict_ms([3, 0])
+    # With one anchor g is SPDY's model: budget = dense / X - fixed.
+    assert table.budget_ms(2.0) == pytest.approx(40.0 / 2 - 10.0)
+
+
+def _corrupt(tmp_path: Path, how: str) -> Path:
+    path = make_table().save(tmp_path / "t.csv")
+    meta_path = path.with_suffix(".json")
+    if how == "no-sidecar":
+        meta_path.unlink()
+    elif how == "bad-json":
+        meta_path.write_text("{not json")
+    elif how == "newer-schema":
+        meta = json.loads(meta_path.read_text())
+        meta["schema_version"] = 99
+        meta_path.write_text(json.dumps(meta))
+    elif how == "missing-field":
+        meta = json.loads(meta_path.read_text())
+        del meta["fixed_ms"]
+        meta_path.write_text(json.dumps(meta))
+    elif how == "truncated":
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(lines[:-2]) + "\n")
+    elif how == "nan":
+        frame = pd.read_csv(path)
+        frame.loc[1, "median_ms"] = np.nan
+        frame.to_csv(path, index=False)
+    elif how == "missing-column":
+        pd.read_csv(path).drop(columns=["p90_ms"]).to_csv(path, index=False)
+    elif how == "garbage":
+        path.write_bytes(b"\x00\xff\x00garbage")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("how", "message"),
+    [
+        ("no-sidecar", "does not exist"),
+        ("bad-json", "not valid JSON"),
+        ("newer-schema", "schema version 99"),
+        ("missing-field", "lacks metadata fields"),
+        ("truncated", "truncated or mismatched|without gaps"),
+        ("nan", "non-finite"),
+        ("missing-column", "lacks columns"),
+        ("garbage", "not a readable CSV|lacks columns"),
+    ],
+)
+def test_corrupt_tables_are_rejected_with_the_fix(tmp_path: Path, how: str, message: str) -> None:
+    path = _corrupt(tmp_path, how)
+    with pytest.raises(TableFormatError, match=message) as info:
+        LatencyTable.load(path)
+    assert "planner profile" in str(info.value)
+
+
+def test_table_for_another_model_needs_force(tmp_path: Path) -> None:
+    path = make_table(fingerprint="other").save(tmp_path / "t.csv")
+    with pytest.raises(TableFormatError, match="--force-table"):
+        LatencyTable.load(path, expected_fingerprint="mine")
+    assert LatencyTable.load(path, expected_fingerprint="mine", force=True).meta.model_fingerprint == "other"
