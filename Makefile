@@ -17,7 +17,7 @@ $(STAMP): pyproject.toml
 
 run: $(STAMP)
 	$(BIN)/planner profile --model minilm --runtime torch --device cpu --batch-size 32 --seq-len 128 \
-		--out $(RUN_DIR)/table.csv --resume
+		--out $(RUN_DIR)/table.csv
 
 test: $(STAMP)
 	$(BIN)/ruff check planner profilers solvers tests benchmarks

@@ -67,6 +67,13 @@ def run(runtime: str, rounds: int, seed: int) -> tuple[list[float], float]:
         f"(p10 {stats['dense'].p10_ms:.1f}, p90 {stats['dense'].p90_ms:.1f}); max speedup {table.max_speedup():.2f}x; "
         f"profile {profile_seconds:.1f} s"
     )
+    anchors = ", ".join(
+        f"{a:.0f}->{b:.0f}" for a, b in zip(table.meta.calibration_sum_ms, table.meta.calibration_total_ms, strict=True)
+    )
+    print(
+        f"[{runtime}] calibration anchors (sum of unit ms -> measured ms): {anchors}; "
+        f"table dense p10/p90 {table.meta.dense_p10_ms:.1f}/{table.meta.dense_p90_ms:.1f}"
+    )
     print(
         f"{'runtime':>11} {'cfg':>4} {'pred_ms':>8} {'meas_ms':>8} {'pred_x':>7} {'meas_x':>7} "
         f"{'err_pct':>8} {'spread':>7}"

@@ -45,7 +45,7 @@ def _add_profile(sub: Any) -> None:
     p.add_argument("--seq-len", type=_positive_int, default=128)
     p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: all cores)")
     p.add_argument("--rounds", type=_positive_int, default=10, help="timed samples per workload (default: 10)")
-    p.add_argument("--warmup", type=int, default=2, help="untimed calls per workload (default: 2)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed calls per workload (default: 1)")
     p.add_argument(
         "--ffn-step", type=_positive_int, default=None, help="FFN neuron grid step (default: about 25 levels)"
     )
@@ -103,6 +103,10 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (PlannerError, ProfileError, TableFormatError, InfeasibleBudgetError, FileNotFoundError)
 
 
+def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``planner`` console command; returns the exit code."""
     parser = build_parser()
@@ -110,6 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Callable[[argparse.Namespace], int] = args.handler
     if not args.debug:
         warnings.filterwarnings("ignore", category=UserWarning)
+        warnings.showwarning = _one_line_warning
     if getattr(args, "no_progress", False):
         os.environ["PLANNER_NO_PROGRESS"] = "1"
     try:

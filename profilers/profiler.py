@@ -34,6 +34,8 @@ class Workload:
 
     ``settle``: untimed calls right before each sample; 1 for whole models (steady state, as
     deployed), 0 for units of a model (cold, as inside a forward pass). See ``profilers.timing``.
+    Workloads that take at least half as long as the slowest one skip it: nothing much larger can
+    have run before them, and settling the dense model would double the cost of every round.
     """
 
     key: str
@@ -62,7 +64,7 @@ class ProfilerSettings:
     dtype: str = "float32"
     threads: int = 0
     rounds: int = 10
-    warmup: int = 2
+    warmup: int = 1
     min_sample_ms: float = 2.0
     seed: int = 0
 
@@ -117,11 +119,13 @@ class Profiler:
                 runners[w.key] = self.runtime.prepare(
                     w.module, w.inputs, device=s.device, dtype=s.dtype, threads=s.threads
                 )
-            calls = {}
+            calls: dict[str, int] = {}
+            once_ms: dict[str, float] = {}
             for key, runner in runners.items():
                 for _ in range(s.warmup):
                     runner()
-                calls[key] = calls_per_sample(runner, min_sample_ms=s.min_sample_ms)
+                once_ms[key] = runner()
+                calls[key] = calls_per_sample(once_ms[key], min_sample_ms=s.min_sample_ms)
             remaining = sum(max(0, s.rounds - len(samples.get(k, []))) for k in keys)
             with _progress(remaining, description, enabled=progress) as bar:
                 run_rounds(
@@ -130,7 +134,7 @@ class Profiler:
                     rounds=s.rounds,
                     calls=calls,
                     rng=rng,
-                    settle={w.key: w.settle for w in workloads},
+                    settle={w.key: w.settle if once_ms[w.key] < 0.5 * max(once_ms.values()) else 0 for w in workloads},
                     on_sample=lambda _key: bar.update(1),
                     on_round=lambda _r: _save_checkpoint(checkpoint, full_key, samples),
                 )

@@ -53,10 +53,10 @@ class TimingStats:
         return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
 
 
-def calls_per_sample(runner: Runner, *, min_sample_ms: float, max_calls: int = 200) -> int:
-    """How many calls one sample should average so it lasts at least ``min_sample_ms`` (timer noise)."""
-    once = max(runner(), 1e-6)
-    return int(min(max_calls, max(1, math.ceil(min_sample_ms / once))))
+def calls_per_sample(once_ms: float, *, min_sample_ms: float, max_calls: int = 200) -> int:
+    """How many calls one sample should average so it lasts at least ``min_sample_ms`` (timer noise),
+    given one call's latency ``once_ms``."""
+    return int(min(max_calls, max(1, math.ceil(min_sample_ms / max(once_ms, 1e-6)))))
 
 
 def run_rounds(
