@@ -15,6 +15,10 @@ _LAZY = {
     "profile_model": "planner.profile",
     "load_model": "planner.models",
     "LatencyTable": "profilers",
+    "Plan": "planner.plan",
+    "load_pruned": "planner.pruned_io",
+    "create_plan": "planner.workflows",
+    "apply_plan": "planner.workflows",
 }
 
 

@@ -84,6 +84,93 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+
+
+def _add_plan(sub: Any) -> None:
+    p = sub.add_parser(
+        "plan",
+        help="choose per-unit levels that meet a speedup on a measured table",
+        description="Turn a latency table (measured on the target device) and locally computed error scores "
+        "into a plan: one level per unit meeting the speedup with the least estimated loss.",
+    )
+    p.add_argument("--table", required=True, help="latency table CSV from `planner profile` (on the target device)")
+    p.add_argument("--speedup", type=_positive_float, required=True, help="target speedup over the dense model, > 1")
+    p.add_argument("--model", default="minilm", help="the model the table was measured for")
+    p.add_argument("--backend", default="fisher", help="fisher (needs --data) or magnitude (default: fisher)")
+    p.add_argument("--solver", default="dp", help="dp, greedy, uniform or milp (default: dp)")
+    p.add_argument("--data", default="bbc", help="labelled data for Fisher: 'bbc' or a <class>/*.txt folder")
+    p.add_argument("--calibration-size", type=_positive_int, default=256, help="calibration examples (<= 512)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--force-table", action="store_true", help="use a table measured for other weights, same shapes")
+    p.add_argument("--out", required=True, help="plan JSON to write")
+    p.set_defaults(handler=_cmd_plan)
+
+
+def _cmd_plan(args: argparse.Namespace) -> int:
+    from planner.workflows import create_plan
+
+    plan = create_plan(
+        model=args.model,
+        table=args.table,
+        speedup=args.speedup,
+        backend=args.backend,
+        solver=args.solver,
+        data=args.data,
+        calibration_size=args.calibration_size,
+        seed=args.seed,
+        force_table=args.force_table,
+        out=args.out,
+    )
+    print(
+        f"wrote {args.out}: {plan.backend} + {plan.solver}, predicted {plan.predicted_ms:.1f} ms "
+        f"({plan.predicted_speedup:.2f}x, target {plan.target_speedup:g}x) on {plan.table['device']} / "
+        f"{plan.table['runtime']}"
+    )
+    for choice in plan.units:
+        print(f"  {choice.unit:<40} level {choice.level:>2}  {choice.structure:<12} kept {choice.kept}")
+    return 0
+
+
+def _add_apply(sub: Any) -> None:
+    p = sub.add_parser(
+        "apply",
+        help="cut the model as a plan says and save it",
+        description="Apply a plan for real: physically remove heads and neurons (Fisher: with mask tuning), "
+        "save safetensors + pruned_config.json, reloadable with planner.load_pruned(DIR).",
+    )
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--plan", required=True, help="plan JSON from `planner plan`")
+    p.add_argument("--out", required=True, help="folder to write (must not exist unless --overwrite)")
+    p.add_argument("--data", default="bbc", help="labelled data for Fisher mask tuning and the task head")
+    p.add_argument("--calibration-size", type=_positive_int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--onnx", action="store_true", help="also export model.onnx for ONNX Runtime")
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(handler=_cmd_apply)
+
+
+def _cmd_apply(args: argparse.Namespace) -> int:
+    from planner.workflows import apply_plan
+
+    out = apply_plan(
+        model=args.model,
+        plan=args.plan,
+        out=args.out,
+        data=args.data,
+        calibration_size=args.calibration_size,
+        seed=args.seed,
+        overwrite=args.overwrite,
+        onnx=args.onnx,
+    )
+    print(f"wrote {out} (model.safetensors, pruned_config.json{', model.onnx' if args.onnx else ''})")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planner",
@@ -93,6 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_profile(sub)
+    _add_plan(sub)
+    _add_apply(sub)
     return parser
 
 

@@ -33,7 +33,7 @@ from profilers.smoothing import non_increasing_fit
 from profilers.timing import TimingStats
 
 DENSE_KEY = "__dense_model__"
-ANCHOR_FRACTIONS = (0.25, 0.5, 0.75, 0.9, 1.0)
+ANCHOR_FRACTIONS = (0.25, 0.5, 0.75, 0.85, 0.95, 1.0)
 """Whole models timed for the calibration curve: every unit at this fraction of its levels."""
 SMOOTHING = ("none", "monotone")
 

@@ -37,7 +37,7 @@ def test_profile_tiny_bert_writes_a_complete_table(tmp_path: Path, runtime: str)
     assert (m.runtime, m.batch_size, m.seq_len, m.threads) == (runtime, 2, 8, 1)
     assert m.model_fingerprint == loaded.fingerprint
     assert m.dense_ms > 0 and math.isfinite(m.fixed_ms)
-    assert len(m.calibration_sum_ms) == 6  # dense + 5 whole-model anchors
+    assert len(m.calibration_sum_ms) >= 5  # dense + whole-model anchors (equal sums merge)
     assert table.predict_ms([0] * len(units)) == pytest.approx(m.calibration_total_ms[-1])
     assert table.predict_ms([len(u.levels) - 1 for u in units]) <= table.predict_ms([0] * len(units))
     assert table.max_speedup() > 1.0

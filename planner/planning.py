@@ -1,0 +1,118 @@
+"""``make_plan``: latency table + error table + speedup target -> a validated ``Plan``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+import solvers
+from planner.backends.base import Backend, ErrorTable
+from planner.errors import PlannerError
+from planner.models import LoadedModel
+from planner.plan import Plan, choices_from_levels, library_versions
+from profilers import LatencyTable
+
+
+def check_table_matches(table: LatencyTable, loaded: LoadedModel, *, force: bool = False) -> None:
+    """The table must be for this model (fingerprint) and list exactly its units and levels."""
+    if table.meta.model_fingerprint != loaded.fingerprint and not force:
+        raise PlannerError(
+            f"the latency table was measured for model {table.meta.model_name!r} (fingerprint "
+            f"{table.meta.model_fingerprint}), not {loaded.spec!r} (fingerprint {loaded.fingerprint}); profile this "
+            "model, or pass --force-table if the weights differ but the shapes are the same."
+        )
+    units = loaded.adapter.units()
+    names = table.units()
+    if names != [u.name for u in units]:
+        raise PlannerError(
+            f"the latency table's units ({names[:2]}...) do not match the model's ({[u.name for u in units][:2]}...); "
+            "profile this model with the same settings."
+        )
+    for unit, costs in zip(units, table.unit_costs(), strict=True):
+        if len(unit.levels) != costs.size:
+            raise PlannerError(
+                f"unit {unit.name}: the table has {costs.size} levels but the model has {len(unit.levels)} "
+                "(different --ffn-step or --sparsity-levels?); profile again with the same grid."
+            )
+
+
+def make_plan(
+    *,
+    loaded: LoadedModel,
+    table: LatencyTable,
+    scores: ErrorTable,
+    backend: Backend,
+    speedup: float,
+    solver: str = "dp",
+    seed: int = 0,
+    force_table: bool = False,
+    levels: list[int] | None = None,
+    solver_label: str | None = None,
+) -> Plan:
+    """Choose one level per unit meeting ``speedup`` (measured table) with the least estimated error.
+
+    Args:
+        scores: the backend's error table (same units as the table).
+        solver: "dp" (default), "greedy", "uniform" or "milp" (see ``solvers.SOLVERS``).
+        levels: already chosen levels (e.g. from the local search); skips the solver.
+
+    Raises:
+        InfeasibleBudgetError: the target is above the table's maximum speedup (the message says it).
+    """
+    if not speedup > 1.0:
+        raise PlannerError(f"The 'speedup' parameter must be > 1.0. Got {speedup!r} instead.")
+    check_table_matches(table, loaded, force=force_table)
+    units = loaded.adapter.units()
+    if list(scores.units) != [u.name for u in units]:
+        raise PlannerError("the error table's units do not match the model's; score this model again.")
+    costs = table.unit_costs()
+    budget = table.budget_ms(speedup)
+    fastest = float(sum(c.min() for c in costs))
+    if fastest > budget:
+        best = table.max_speedup()
+        raise solvers.InfeasibleBudgetError(
+            f"{speedup:g}x is not reachable on this device; the fastest plan gives {best:.2f}x. "
+            f"Ask for at most {best:.2f}x.",
+            budget_ms=budget,
+            min_cost_ms=fastest,
+            target_speedup=speedup,
+            max_speedup=best,
+        )
+    if levels is None:
+        options: dict[str, Any] = {}
+        if solver == "uniform":
+            options["fractions"] = [u.compression() for u in units]
+        solution = solvers.get_solver(solver)(costs, scores.unit_errors(), budget, **options)
+        levels = list(solution.levels)
+    choices = choices_from_levels(units, levels, table.frame)
+    for i, choice in enumerate(choices):
+        if choice.structure in ("heads", "neurons") and choice.kept is not None:
+            keep = backend.select(scores, choice.unit, choice.kept)
+            choices[i] = _with_keep(choice, keep)
+        elif choice.structure == "dense" and choice.kind in ("attention", "ffn"):
+            choices[i] = _with_keep(choice, tuple(range(int(choice.kept or 0))))
+    predicted = table.predict_ms(levels)
+    return Plan(
+        model_name=loaded.adapter.name,
+        model_fingerprint=loaded.fingerprint,
+        architecture=loaded.adapter.architecture,
+        table=table.meta.provenance(),
+        target_speedup=float(speedup),
+        predicted_ms=predicted,
+        predicted_speedup=table.meta.dense_ms / predicted,
+        budget_ms=float(budget),
+        backend=backend.name,
+        solver=solver_label or solver,
+        seed=seed,
+        units=tuple(choices),
+        versions=library_versions(),
+    )
+
+
+def _with_keep(choice: Any, keep: tuple[int, ...]) -> Any:
+    import dataclasses
+
+    if choice.kept is not None and len(keep) != choice.kept:
+        raise PlannerError(f"unit {choice.unit}: the backend kept {len(keep)} units, the level needs {choice.kept}.")
+    return dataclasses.replace(choice, keep=tuple(int(i) for i in np.asarray(keep)))
