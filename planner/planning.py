@@ -79,11 +79,15 @@ def make_plan(
             target_speedup=speedup,
             max_speedup=best,
         )
+    try:
+        solve = solvers.get_solver(solver)
+    except ValueError as exc:
+        raise PlannerError(str(exc)) from None
     if levels is None:
         options: dict[str, Any] = {}
         if solver == "uniform":
             options["fractions"] = [u.compression() for u in units]
-        solution = solvers.get_solver(solver)(costs, scores.unit_errors(), budget, **options)
+        solution = solve(costs, scores.unit_errors(), budget, **options)
         levels = list(solution.levels)
     choices = choices_from_levels(units, levels, table.frame)
     for i, choice in enumerate(choices):

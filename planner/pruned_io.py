@@ -110,9 +110,9 @@ def load_pruned(path: str | Path) -> nn.Module:
         from planner.classifier import MeanPoolClassifier
 
         head = config["classifier_head"]
-        model = MeanPoolClassifier(
-            BertModel(base, add_pooling_layer=False), nn.Linear(head["in_features"], head["classes"])
-        )
+        pooler = "encoder.pooler.dense.weight" in _keys(folder)
+        linear = nn.Linear(head["in_features"], head["classes"])
+        model = MeanPoolClassifier(BertModel(base, add_pooling_layer=pooler), linear)
     elif model_class == "BertModel":
         model = BertModel(base, add_pooling_layer="pooler.dense.weight" in _keys(folder))
     else:

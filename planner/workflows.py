@@ -32,8 +32,8 @@ class ScoringSetup:
 def _scoring_setup(
     loaded: LoadedModel, backend: str, *, data: str | None, seq_len: int, calibration_size: int, seed: int
 ) -> ScoringSetup:
-    if backend != "fisher" and data is None:
-        return ScoringSetup(None, None)
+    if backend != "fisher":
+        return ScoringSetup(None, None)  # magnitude pruning needs no data
     if data is None:
         raise PlannerError(
             "the Fisher backend needs labelled data for its task loss: pass --data bbc (bundled) or a folder "
@@ -43,6 +43,22 @@ def _scoring_setup(
 
     task = build_task(loaded, data=data, seq_len=seq_len, calibration_size=calibration_size, seed=seed)
     return ScoringSetup(task.calibration, task.classifier)
+
+
+def load_for_table(model: str, table: LatencyTable) -> LoadedModel:
+    """Load ``model`` with the level grid the table was measured on (FFN step, sparsity levels)."""
+    frame = table.frame
+    ffn = frame[frame["kind"] == "ffn"]
+    ffn_step = None
+    if not ffn.empty:
+        first = ffn[ffn["unit"] == ffn["unit"].iloc[0]].sort_values("level")["kept"].to_numpy()
+        ffn_step = int(first[0] - first[1]) if first.size > 2 else int(first[0]) or None
+    sparse = frame[frame["structure"] == "unstructured"]
+    sparsity_levels = int(sparse.groupby("unit").size().iloc[0]) if not sparse.empty else None
+    return load_model(
+        model, batch_size=table.meta.batch_size, seq_len=table.meta.seq_len, ffn_step=ffn_step,
+        sparsity_levels=sparsity_levels,
+    )
 
 
 def create_plan(
@@ -60,7 +76,7 @@ def create_plan(
 ) -> Plan:
     """Make a plan from a latency table (measured on the target) and locally computed error scores."""
     latency = LatencyTable.load(table)
-    loaded = load_model(model, batch_size=latency.meta.batch_size, seq_len=latency.meta.seq_len)
+    loaded = load_for_table(model, latency)
     pruner = get_backend(backend)
     setup = _scoring_setup(
         loaded, backend, data=data, seq_len=latency.meta.seq_len, calibration_size=calibration_size, seed=seed
@@ -94,7 +110,8 @@ def apply_plan(
 ) -> Path:
     """Cut ``model`` as ``plan`` says and save it to ``out`` (safetensors + pruned_config.json).
 
-    With a task (``data``), the saved model is the classifier (pruned encoder + its head).
+    Fisher plans are tuned on ``data`` and saved as the task's classifier (pruned encoder + head);
+    magnitude plans need no data and save the pruned model itself.
     """
     out_dir = Path(out)
     if out_dir.exists() and not overwrite:
@@ -112,10 +129,11 @@ def apply_plan(
     pruned = pruner.apply(loaded.adapter, chosen, setup.calibration)
     if setup.classifier is not None and loaded.adapter.architecture == "bert":
         from planner.classifier import MeanPoolClassifier
+        from planner.models.bert import find_bert
 
         head = getattr(setup.classifier, "head", None)
         if isinstance(head, nn.Linear):
-            pruned = MeanPoolClassifier(pruned, head).eval()
+            pruned = MeanPoolClassifier(find_bert(pruned)[0], head).eval()
     if loaded.adapter.architecture != "bert":
         raise PlannerError(
             "saving pruned generic models is not supported yet; use the Python API "

@@ -1,0 +1,238 @@
+"""`planner profile` -> `planner plan` -> `planner apply` on a tiny Hugging Face folder with a real
+tokenizer and a tiny labelled text folder; the saved model reloads and matches."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from planner.cli import main
+from planner.models import minilm_path
+from planner.pruned_io import load_pruned
+from tests.tiny_models import tiny_bert_config
+
+TOPICS = {
+    "sport": "the team won the match after a late goal and the fans celebrated the victory in the stadium",
+    "tech": "the new phone has a faster chip and the software update improves the battery and the camera",
+}
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from transformers import BertForSequenceClassification
+
+    root = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_bert_config(vocab_size=30522, max_position_embeddings=64, num_labels=2))
+    model.save_pretrained(root / "model")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_path() / name, root / "model" / name)
+    for label, text in TOPICS.items():
+        (root / "data" / label).mkdir(parents=True)
+        for i in range(8):
+            (root / "data" / label / f"{i}.txt").write_text(f"{text} number {i}")
+    return root
+
+
+def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = str(workspace / "model")
+    table = tmp_path / "table.csv"
+    code, _, err = _run(
+        [
+            "profile",
+            "--model",
+            model,
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--rounds",
+            "2",
+            "--threads",
+            "1",
+            "--ffn-step",
+            "8",
+            "--out",
+            str(table),
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    plan = tmp_path / "plan.json"
+    code, out, err = _run(
+        [
+            "plan",
+            "--model",
+            model,
+            "--table",
+            str(table),
+            "--speedup",
+            "1.5",
+            "--backend",
+            "fisher",
+            "--data",
+            str(workspace / "data"),
+            "--calibration-size",
+            "8",
+            "--out",
+            str(plan),
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    data = json.loads(plan.read_text())
+    assert data["backend"] == "fisher" and data["predicted_speedup"] >= 1.5 - 1e-9
+    assert data["table"]["seq_len"] == 16
+    pruned_dir = tmp_path / "pruned"
+    code, out, err = _run(
+        [
+            "apply",
+            "--model",
+            model,
+            "--plan",
+            str(plan),
+            "--out",
+            str(pruned_dir),
+            "--data",
+            str(workspace / "data"),
+            "--calibration-size",
+            "8",
+            "--onnx",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    assert {p.name for p in pruned_dir.iterdir()} == {"model.safetensors", "pruned_config.json", "model.onnx"}
+    reloaded = load_pruned(pruned_dir)
+    ids = torch.randint(100, 2000, (3, 16))
+    logits = reloaded(ids, torch.ones_like(ids))
+    assert logits.shape == (3, 2)
+    # The ONNX export runs in ONNX Runtime and agrees with PyTorch (dynamic batch size).
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(pruned_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+    names = [i.name for i in session.get_inputs()]
+    feeds = dict(zip(names, [ids.numpy(), torch.ones_like(ids).numpy()], strict=False))
+    torch.testing.assert_close(torch.from_numpy(session.run(None, feeds)[0]), logits.detach(), rtol=1e-4, atol=1e-4)
+    # Refuses to overwrite, and a plan for another model is refused.
+    code, _, err = _run(["apply", "--model", model, "--plan", str(plan), "--out", str(pruned_dir)], capsys)
+    assert code == 2 and "already exists" in err
+    code, _, err = _run(["apply", "--model", "minilm", "--plan", str(plan), "--out", str(tmp_path / "x")], capsys)
+    assert code == 2 and "not for this model" in err
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--speedup", "0.5"], "must be > 1.0"),
+        (["--speedup", "500"], "is not reachable"),
+        (["--speedup", "2", "--backend", "obs"], "unknown backend 'obs'"),
+        (["--speedup", "2", "--solver", "annealing"], "unknown solver"),
+    ],
+)
+def test_plan_bad_input(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], message: str
+) -> None:
+    model = str(workspace / "model")
+    table = tmp_path / "table.csv"
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                model,
+                "--batch-size",
+                "2",
+                "--seq-len",
+                "16",
+                "--rounds",
+                "1",
+                "--threads",
+                "1",
+                "--ffn-step",
+                "8",
+                "--out",
+                str(table),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    capsys.readouterr()
+    code, _, err = _run(
+        [
+            "plan",
+            "--model",
+            model,
+            "--table",
+            str(table),
+            "--backend",
+            "magnitude",
+            *extra,
+            "--out",
+            str(tmp_path / "plan.json"),
+        ],
+        capsys,
+    )
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "plan.json").exists()
+
+
+def test_fisher_on_single_class_data_is_refused(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "one" / "only").mkdir(parents=True)
+    (tmp_path / "one" / "only" / "a.txt").write_text("text")
+    table = tmp_path / "table.csv"
+    model = str(workspace / "model")
+    assert (
+        main(
+            [
+                "profile",
+                "--model",
+                model,
+                "--batch-size",
+                "2",
+                "--seq-len",
+                "16",
+                "--rounds",
+                "1",
+                "--threads",
+                "1",
+                "--ffn-step",
+                "8",
+                "--out",
+                str(table),
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    code, _, err = _run(
+        [
+            "plan",
+            "--model",
+            model,
+            "--table",
+            str(table),
+            "--speedup",
+            "1.5",
+            "--data",
+            str(tmp_path / "one"),
+            "--out",
+            str(tmp_path / "p.json"),
+        ],
+        capsys,
+    )
+    assert code == 2 and "single class" in err
