@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 import pytest
 
 os.environ.setdefault("PLANNER_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+# Classification heads fitted by tests are cached in a throw-away folder, not the user's cache.
+os.environ.setdefault("PLANNER_CACHE", tempfile.mkdtemp(prefix="planner-test-cache-"))
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

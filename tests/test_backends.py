@@ -263,3 +263,34 @@ def test_magnitude_generic_apply_uses_csr_where_the_table_says_so() -> None:
             torch.relu(torch.nn.functional.linear(torch.relu(net.conv(x)).flatten(1), masked, net.fc1.bias))
         )
         torch.testing.assert_close(pruned(x), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_fisher_plan_and_apply_on_the_real_minilm(tmp_path: Path) -> None:
+    from planner.classifier import accuracy
+    from planner.profile import ProfileConfig, profile_model
+    from planner.workflows import apply_plan, create_plan
+
+    table = tmp_path / "table.csv"
+    profile_model(ProfileConfig(model="minilm", batch_size=4, seq_len=32, rounds=2), out=table, progress=False)
+    plan = create_plan(
+        model="minilm",
+        table=table,
+        speedup=1.5,
+        backend="fisher",
+        data="bbc",
+        calibration_size=32,
+        out=tmp_path / "plan.json",
+    )
+    assert plan.predicted_speedup >= 1.5 - 1e-9
+    out = apply_plan(
+        model="minilm", plan=tmp_path / "plan.json", out=tmp_path / "pruned", data="bbc", calibration_size=32
+    )
+    model = load_pruned(out)
+    from planner.models import load_model
+    from planner.task import build_task
+
+    task = build_task(load_model("minilm"), data="bbc", seq_len=32, calibration_size=32)
+    acc = accuracy(model, task.test_tokens.subset(list(range(64))))
+    assert 0.0 <= acc <= 1.0
+    assert acc > 0.5  # five classes: chance is 0.2

@@ -70,7 +70,7 @@ def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: 
     )
     assert code == 0, err
     plan = tmp_path / "plan.json"
-    code, out, err = _run(
+    code, _, err = _run(
         [
             "plan",
             "--model",
@@ -95,7 +95,7 @@ def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: 
     assert data["backend"] == "fisher" and data["predicted_speedup"] >= 1.5 - 1e-9
     assert data["table"]["seq_len"] == 16
     pruned_dir = tmp_path / "pruned"
-    code, out, err = _run(
+    code, _, err = _run(
         [
             "apply",
             "--model",
