@@ -16,8 +16,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/planner profile --model minilm --runtime torch --device cpu --batch-size 32 --seq-len 128 \
-		--out $(RUN_DIR)/table.csv
+	$(BIN)/planner run --out $(RUN_DIR) --overwrite
 
 test: $(STAMP)
 	$(BIN)/ruff check planner profilers solvers tests benchmarks

@@ -70,7 +70,7 @@ class MeanPoolClassifier(nn.Module):
     def __init__(self, encoder: nn.Module, head: nn.Linear) -> None:
         super().__init__()
         self.encoder = encoder
-        self.head = head
+        self.head: nn.Linear = head
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.encoder(input_ids=input_ids, attention_mask=attention_mask)[0]

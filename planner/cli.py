@@ -171,6 +171,112 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_run(sub: Any) -> None:
+    p = sub.add_parser(
+        "run",
+        help="end to end: profile, score, plan, search, apply, verify (the main job)",
+        description="From a model and a speedup goal to a pruned model whose speedup is measured and whose "
+        "accuracy is reported. Defaults: the bundled MiniLM on BBC News, 2x, torch on CPU, batch 32, seq 128.",
+    )
+    p.add_argument("--model", default="minilm", help="'minilm' (bundled) or a Hugging Face BERT folder with tokenizer")
+    p.add_argument("--data", default="bbc", help="'bbc' (bundled BBC News) or a folder of <class>/*.txt files")
+    p.add_argument("--speedup", type=_positive_float, default=2.0, help="target speedup over dense (default: 2.0)")
+    p.add_argument("--runtime", default="torch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="float32")
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--seq-len", type=_positive_int, default=128)
+    p.add_argument("--threads", type=_positive_int, default=None)
+    p.add_argument("--backend", default="fisher", help="fisher (default) or magnitude")
+    p.add_argument("--solver", default="dp", help="dp (default, with local search), greedy, uniform or milp")
+    p.add_argument("--search-seconds", type=float, default=60.0, help="local search time budget (0 = plain DP)")
+    p.add_argument("--calibration-size", type=_positive_int, default=256, help="calibration documents (<= 512)")
+    p.add_argument("--rounds", type=_positive_int, default=10, help="timing rounds for profiling and verification")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_cmd_run)
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from planner.pipeline import RunConfig, run_pipeline
+
+    config = RunConfig(
+        model=args.model,
+        data=args.data,
+        speedup=args.speedup,
+        runtime=args.runtime,
+        device=args.device,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        threads=args.threads or 0,
+        backend=args.backend,
+        solver=args.solver,
+        search_seconds=args.search_seconds,
+        search_examples=min(64, args.calibration_size),
+        calibration_size=args.calibration_size,
+        rounds=args.rounds,
+        verify_rounds=args.rounds,
+        seed=args.seed,
+    )
+    report = run_pipeline(
+        config,
+        out=args.out,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    print(summary_text(report, args.out))
+    return 0
+
+
+def summary_text(report: dict[str, Any], out: str) -> str:
+    """The one-screen summary printed at the end of ``planner run``."""
+    r = report
+    verdict = "met" if r["measured_speedup"] >= 0.95 * r["target_speedup"] else "MISSED (see report.md)"
+    return "\n".join(
+        [
+            f"{r['model']} on {r['device']} ({r['device_name']}), {r['runtime']}, "
+            f"batch {r['batch_size']} x seq {r['seq_len']}",
+            f"  speedup   target {r['target_speedup']:.2f}x | predicted {r['predicted_speedup']:.2f}x | "
+            f"measured {r['measured_speedup']:.2f}x  -> {verdict}",
+            f"  latency   dense {r['dense_ms']:.1f} ms -> pruned {r['pruned_ms']:.1f} ms "
+            f"(p10-p90 {r['pruned_p10_ms']:.1f}-{r['pruned_p90_ms']:.1f})",
+            f"  accuracy  dense {100 * r['dense_accuracy']:.2f}% -> pruned {100 * r['pruned_accuracy']:.2f}% "
+            f"({100 * (r['pruned_accuracy'] - r['dense_accuracy']):+.2f} points)",
+            f"  kept      heads {r['heads_kept']}  neurons {r['neurons_kept']}",
+            "  seconds   " + ", ".join(f"{k} {v:.0f}" for k, v in r["stage_seconds"].items()),
+            f"  wrote     {out}/ (report.md, report.json, plan.json, table.csv, pruned/, *.png)",
+        ]
+    )
+
+
+def _add_verify(sub: Any) -> None:
+    p = sub.add_parser("verify", help="measure a saved pruned model against the dense one on this device")
+    p.add_argument("--model", default="minilm")
+    p.add_argument("--pruned", required=True, help="folder written by `planner apply` or `planner run` (pruned/)")
+    p.add_argument("--runtime", default="torch")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--rounds", type=_positive_int, default=10)
+    p.set_defaults(handler=_cmd_verify)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from planner.verify import verify_pruned
+
+    check = verify_pruned(
+        model=args.model, pruned=args.pruned, runtime=args.runtime, device=args.device, rounds=args.rounds
+    )
+    print(
+        f"dense {check.dense_ms:.1f} ms (p10 {check.dense_p10_ms:.1f}, p90 {check.dense_p90_ms:.1f}) | pruned "
+        f"{check.pruned_ms:.1f} ms (p10 {check.pruned_p10_ms:.1f}, p90 {check.pruned_p90_ms:.1f}) | measured speedup "
+        f"{check.measured_speedup:.2f}x ({args.runtime}, {args.device}, {check.rounds} interleaved rounds)"
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="planner",
@@ -182,6 +288,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_profile(sub)
     _add_plan(sub)
     _add_apply(sub)
+    _add_run(sub)
+    _add_verify(sub)
     return parser
 
 

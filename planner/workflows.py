@@ -56,7 +56,10 @@ def load_for_table(model: str, table: LatencyTable) -> LoadedModel:
     sparse = frame[frame["structure"] == "unstructured"]
     sparsity_levels = int(sparse.groupby("unit").size().iloc[0]) if not sparse.empty else None
     return load_model(
-        model, batch_size=table.meta.batch_size, seq_len=table.meta.seq_len, ffn_step=ffn_step,
+        model,
+        batch_size=table.meta.batch_size,
+        seq_len=table.meta.seq_len,
+        ffn_step=ffn_step,
         sparsity_levels=sparsity_levels,
     )
 

@@ -108,3 +108,34 @@ def structured_keep(plan: Plan) -> tuple[dict[int, Sequence[int]], dict[int, Seq
             raise PlannerError(f"plan unit {choice.unit} has no 'keep' list; re-create the plan with `planner plan`.")
         (heads if choice.kind == "attention" else neurons)[layer_of(choice.unit)] = choice.keep
     return heads, neurons
+
+
+def save_error_table(scores: ErrorTable, path: Any) -> None:
+    """Write an error table to ``.npz`` atomically (for resuming runs)."""
+    import json
+
+    from profilers.atomic import atomic_path
+
+    arrays: dict[str, Any] = {}
+    for i, errors in enumerate(scores.errors):
+        arrays[f"errors_{i}"] = errors
+    for name, values in scores.importance.items():
+        arrays[f"importance::{name}"] = values
+    for name, values in scores.extra.items():
+        arrays[f"extra::{name}"] = np.asarray(values)
+    meta = json.dumps({"units": list(scores.units), "method": scores.method})
+    with atomic_path(path) as tmp, open(tmp, "wb") as fh:
+        np.savez(fh, __meta__=np.array(meta), **arrays)
+
+
+def load_error_table(path: Any) -> ErrorTable:
+    """Read an error table written by ``save_error_table``."""
+    import json
+
+    with np.load(path, allow_pickle=False) as data:
+        meta = json.loads(str(data["__meta__"]))
+        units = tuple(meta["units"])
+        errors = tuple(data[f"errors_{i}"] for i in range(len(units)))
+        importance = {k.split("::", 1)[1]: data[k] for k in data.files if k.startswith("importance::")}
+        extra = {k.split("::", 1)[1]: data[k] for k in data.files if k.startswith("extra::")}
+    return ErrorTable(units, errors, importance, meta["method"], extra)

@@ -1,0 +1,370 @@
+"""``planner run``: profile -> score -> solve -> search -> apply -> verify, writing one folder.
+
+Each stage reuses what an interrupted or earlier run cached (latency table, classification head,
+error scores), keyed by the model fingerprint and the settings, so a rerun resumes. The output
+folder is written to a temporary sibling and renamed at the end: nothing half-written is left.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import solvers
+from planner.backends import ErrorTable, get_backend
+from planner.backends.base import load_error_table, save_error_table
+from planner.classifier import MeanPoolClassifier, accuracy
+from planner.errors import PlannerError
+from planner.models import LoadedModel, load_model
+from planner.models.bert import find_bert
+from planner.plan import Plan
+from planner.planning import make_plan
+from planner.profile import ProfileConfig, profile_model
+from planner.pruned_io import save_pruned
+from planner.search_eval import CalibrationLoss
+from planner.task import DEFAULT_CACHE, Task, build_task
+from planner.verify import measure_models
+from planner.version import __version__
+from profilers import LatencyTable
+
+STAGES = ("profile", "score", "solve", "search", "apply", "verify")
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of ``planner run`` (all have defaults; see ``planner run --help``)."""
+
+    model: str = "minilm"
+    data: str = "bbc"
+    speedup: float = 2.0
+    runtime: str = "torch"
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 32
+    seq_len: int = 128
+    threads: int = 0
+    backend: str = "fisher"
+    solver: str = "dp"
+    search_seconds: float = 60.0
+    search_examples: int = 128
+    search_objective: str = "kl"
+    calibration_size: int = 256
+    rounds: int = 10
+    verify_rounds: int = 10
+    seed: int = 0
+    cache_dir: Path = field(default_factory=lambda: DEFAULT_CACHE)
+
+    def __post_init__(self) -> None:
+        if not self.speedup > 1.0:
+            raise PlannerError(f"The 'speedup' parameter must be > 1.0. Got {self.speedup!r} instead.")
+        if self.search_seconds < 0:
+            raise PlannerError(f"The 'search_seconds' parameter must be >= 0. Got {self.search_seconds!r} instead.")
+        if not 1 <= self.search_examples <= self.calibration_size:
+            raise PlannerError(
+                f"The 'search_examples' parameter must be in 1..calibration_size ({self.calibration_size}). "
+                f"Got {self.search_examples} instead."
+            )
+
+    def profile_config(self) -> ProfileConfig:
+        return ProfileConfig(
+            model=self.model,
+            runtime=self.runtime,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            threads=self.threads,
+            rounds=self.rounds,
+            seed=self.seed,
+        )
+
+
+@dataclass
+class RunState:
+    """What the stages of one run produced (shared by ``run`` and ``sweep``)."""
+
+    loaded: LoadedModel
+    table: LatencyTable
+    task: Task
+    scores: dict[str, ErrorTable] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def _key(*parts: object) -> str:
+    return hashlib.sha256(json.dumps([str(p) for p in parts]).encode()).hexdigest()[:16]
+
+
+def _timed(state: RunState, stage: str, fn: Callable[[], Any]) -> Any:
+    start = time.perf_counter()
+    try:
+        return fn()
+    finally:
+        state.seconds[stage] = state.seconds.get(stage, 0.0) + time.perf_counter() - start
+
+
+def prepare(config: RunConfig, *, progress: bool = True) -> RunState:
+    """Profile (or reuse the cached table) and build the task (head cached)."""
+    seconds: dict[str, float] = {}
+    start = time.perf_counter()
+    profile = config.profile_config()
+    loaded = load_model(config.model, batch_size=config.batch_size, seq_len=config.seq_len)
+    tables = config.cache_dir / "tables"
+    key = _key(loaded.fingerprint, profile)
+    table = profile_model(profile, out=tables / f"table-{key}.csv", loaded=loaded, progress=progress, reuse=True)
+    seconds["profile"] = time.perf_counter() - start
+    start = time.perf_counter()
+    task = build_task(
+        loaded,
+        data=config.data,
+        seq_len=config.seq_len,
+        calibration_size=config.calibration_size,
+        batch_size=min(32, config.batch_size),
+        seed=config.seed,
+        cache_dir=config.cache_dir,
+    )
+    seconds["score"] = time.perf_counter() - start
+    return RunState(loaded=loaded, table=table, task=task, seconds=seconds)
+
+
+def scores_for(state: RunState, config: RunConfig, backend_name: str) -> ErrorTable:
+    """The backend's error table, cached on disk per model, data and calibration settings."""
+    if backend_name in state.scores:
+        return state.scores[backend_name]
+    backend = get_backend(backend_name)
+    key = _key(state.loaded.fingerprint, config.data, config.seq_len, config.calibration_size, config.seed)
+    path = config.cache_dir / "scores" / f"{backend_name}-{key}.npz"
+    if path.is_file():
+        scores = load_error_table(path)
+    else:
+        calibration = state.task.calibration if backend_name == "fisher" else None
+        scores = _timed(state, "score", lambda: backend.score(state.loaded.adapter, calibration))
+        save_error_table(scores, path)
+    state.scores[backend_name] = scores
+    return scores
+
+
+@dataclass(frozen=True)
+class PlannedModel:
+    """A plan, its search result (if any) and the pruned classifier."""
+
+    plan: Plan
+    search: solvers.SearchResult | None
+    classifier: MeanPoolClassifier
+
+
+def plan_and_apply(
+    state: RunState, config: RunConfig, *, backend_name: str, solver: str, search_seconds: float
+) -> PlannedModel:
+    """Solve (and search) a plan for ``config.speedup``, then apply it and wrap the task head."""
+    backend = get_backend(backend_name)
+    scores = scores_for(state, config, backend_name)
+    plan = _timed(
+        state,
+        "solve",
+        lambda: make_plan(
+            loaded=state.loaded,
+            table=state.table,
+            scores=scores,
+            backend=backend,
+            speedup=config.speedup,
+            solver=solver,
+            seed=config.seed,
+        ),
+    )
+    search = None
+    if search_seconds > 0 and solver == "dp":
+        head = state.task.classifier.head
+        tokens = state.task.calibration.tokens.subset(
+            list(range(min(config.search_examples, len(state.task.calibration.tokens))))
+        )
+        loss = CalibrationLoss(
+            adapter=state.loaded.adapter,
+            head=head,
+            backend=backend,
+            scores=scores,
+            tokens=tokens,
+            objective=config.search_objective,
+        )
+        budget = state.table.budget_ms(config.speedup)
+        search = _timed(
+            state,
+            "search",
+            lambda: solvers.local_search(
+                state.table.unit_costs(),
+                budget,
+                loss,
+                curves=scores.unit_errors(),
+                seed=config.seed,
+                max_evaluations=None,
+                max_seconds=search_seconds,
+            ),
+        )
+        plan = make_plan(
+            loaded=state.loaded,
+            table=state.table,
+            scores=scores,
+            backend=backend,
+            speedup=config.speedup,
+            solver=solver,
+            seed=config.seed,
+            levels=list(search.solution.levels),
+            solver_label="dp+search",
+        )
+    calibration = state.task.calibration if backend_name == "fisher" else None
+    pruned = _timed(state, "apply", lambda: backend.apply(state.loaded.adapter, plan, calibration))
+    head = state.task.classifier.head
+    return PlannedModel(plan, search, MeanPoolClassifier(find_bert(pruned)[0], head).eval())
+
+
+def _write_outputs(folder: Path, state: RunState, planned: PlannedModel, report: dict[str, Any]) -> None:
+    from planner import plots
+    from planner.report_md import render_report
+
+    state.table.save(folder / "table.csv")
+    planned.plan.save(folder / "plan.json")
+    save_pruned(planned.classifier, folder / "pruned", plan=planned.plan)
+    (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    sizes = {u.name: u.size for u in state.loaded.adapter.units()}
+    plots.save_figure(plots.plot_latency(plots.latency_frame(state.table)), folder / "latency_table")
+    plots.save_figure(plots.plot_allocation(plots.allocation_frame(planned.plan, sizes)), folder / "allocation")
+    points = [
+        {
+            "label": "dense",
+            "predicted_ms": report["dense_predicted_ms"],
+            "measured_ms": report["dense_ms"],
+            "measured_p10_ms": report["dense_p10_ms"],
+            "measured_p90_ms": report["dense_p90_ms"],
+        },
+        {
+            "label": "pruned",
+            "predicted_ms": report["predicted_ms"],
+            "measured_ms": report["pruned_ms"],
+            "measured_p10_ms": report["pruned_p10_ms"],
+            "measured_p90_ms": report["pruned_p90_ms"],
+        },
+    ]
+    plots.save_figure(plots.plot_prediction(plots.prediction_frame(points)), folder / "predicted_vs_measured")
+    if planned.search is not None and planned.search.history:
+        plots.save_figure(plots.plot_search(plots.search_frame(planned.search.history)), folder / "search_history")
+    (folder / "report.md").write_text(render_report(report), encoding="utf-8")
+
+
+def run_pipeline(
+    config: RunConfig,
+    *,
+    out: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+) -> dict[str, Any]:
+    """Run every stage and write ``out``; returns the report (also ``out/report.json``)."""
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
+    log("[1/6] profile: latency table (cached per model, device, runtime and shape)")
+    state = prepare(config, progress=progress)
+    log(f"      {state.table.summary().splitlines()[1].strip()}; max {state.table.max_speedup():.2f}x")
+    if config.speedup > state.table.max_speedup():
+        best = state.table.max_speedup()
+        raise PlannerError(
+            f"{config.speedup:g}x is not reachable on this device; the fastest plan gives {best:.2f}x. "
+            f"Ask for at most {best:.2f}x."
+        )
+    log(f"[2/6] score: {config.backend} on {len(state.task.calibration.tokens)} calibration documents")
+    log(f"[3/6] solve + [4/6] search ({config.search_seconds:g} s) + [5/6] apply")
+    planned = plan_and_apply(
+        state, config, backend_name=config.backend, solver=config.solver, search_seconds=config.search_seconds
+    )
+    log("[6/6] verify: dense vs pruned latency interleaved, and test accuracy")
+    start = time.perf_counter()
+    inputs = state.loaded.adapter.example_inputs(config.batch_size, config.seq_len)
+    timing = measure_models(
+        {"dense": state.loaded.model, "pruned": planned.classifier.encoder},
+        inputs,
+        runtime=config.runtime,
+        device=config.device,
+        dtype=config.dtype,
+        threads=config.threads,
+        rounds=config.verify_rounds,
+        seed=config.seed,
+        progress=progress,
+    )
+    dense_acc = accuracy(state.task.classifier, state.task.test_tokens)
+    pruned_acc = accuracy(planned.classifier, state.task.test_tokens)
+    state.seconds["verify"] = time.perf_counter() - start
+    report = build_report(config, state, planned, timing, dense_acc, pruned_acc)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        _write_outputs(tmp, state, planned, report)
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    return report
+
+
+def build_report(
+    config: RunConfig,
+    state: RunState,
+    planned: PlannedModel,
+    timing: dict[str, tuple[float, float, float]],
+    dense_accuracy: float,
+    pruned_accuracy: float,
+) -> dict[str, Any]:
+    """The ``report.json`` content (keys documented in the README)."""
+    plan = planned.plan
+    dense, pruned = timing["dense"], timing["pruned"]
+    search = planned.search
+    return {
+        "model": config.model,
+        "data": config.data,
+        "target_speedup": config.speedup,
+        "predicted_speedup": plan.predicted_speedup,
+        "measured_speedup": dense[0] / pruned[0],
+        "predicted_ms": plan.predicted_ms,
+        "dense_predicted_ms": state.table.predict_ms([0] * len(state.table.units())),
+        "table_dense_ms": state.table.meta.dense_ms,
+        "dense_ms": dense[0],
+        "dense_p10_ms": dense[1],
+        "dense_p90_ms": dense[2],
+        "pruned_ms": pruned[0],
+        "pruned_p10_ms": pruned[1],
+        "pruned_p90_ms": pruned[2],
+        "verify_rounds": config.verify_rounds,
+        "dense_accuracy": dense_accuracy,
+        "pruned_accuracy": pruned_accuracy,
+        "stage_seconds": {stage: round(state.seconds.get(stage, 0.0), 2) for stage in STAGES},
+        "backend": plan.backend,
+        "solver": plan.solver,
+        "runtime": config.runtime,
+        "device": config.device,
+        "device_name": state.table.meta.device_name,
+        "dtype": config.dtype,
+        "batch_size": config.batch_size,
+        "seq_len": config.seq_len,
+        "threads": state.table.meta.threads,
+        "search": None
+        if search is None
+        else {
+            "evaluations": search.evaluations,
+            "start_loss": search.start_loss,
+            "best_loss": search.loss,
+            "stopped": search.stopped,
+        },
+        "heads_kept": [c.kept for c in plan.units if c.kind == "attention"],
+        "neurons_kept": [c.kept for c in plan.units if c.kind == "ffn"],
+        "config": {k: str(v) for k, v in asdict(config).items()},
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "planner_version": __version__,
+    }

@@ -1,0 +1,219 @@
+"""Plot data computed apart from drawing: ``*_frame(...) -> DataFrame`` (tested) and
+``plot_*(frame, ax=None) -> Axes`` (matplotlib, imported only when drawing)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from planner.plan import Plan
+from profilers import LatencyTable
+
+
+def latency_frame(table: LatencyTable) -> pd.DataFrame:
+    """One row per (signature, level): kind, fraction kept, planning and raw latency (ms).
+
+    Units sharing a signature share measurements, so each shape is listed once.
+    """
+    f = table.frame
+    first = f.drop_duplicates(subset=["signature", "level"]).copy()
+    sizes = {str(k): float(v) for k, v in first[first["level"] == 0].set_index("signature")["kept"].items()}
+    fractions = []
+    for signature, kept, sparsity in zip(first["signature"], first["kept"], first["sparsity"], strict=True):
+        size = sizes.get(str(signature), float("nan"))
+        if pd.notna(kept) and size > 0:
+            fractions.append(float(kept) / size)
+        else:
+            fractions.append(1.0 - (0.0 if pd.isna(sparsity) else float(sparsity)))
+    first["fraction_kept"] = fractions
+    return first[
+        [
+            "signature",
+            "kind",
+            "level",
+            "structure",
+            "kept",
+            "fraction_kept",
+            "median_ms",
+            "raw_median_ms",
+            "p10_ms",
+            "p90_ms",
+            "impl",
+        ]
+    ].reset_index(drop=True)
+
+
+def allocation_frame(plan: Plan, sizes: dict[str, int]) -> pd.DataFrame:
+    """One row per unit: kind, layer, kept, size, fraction kept (structured plans)."""
+    rows = []
+    for choice in plan.units:
+        size = sizes.get(choice.unit)
+        kept = choice.kept if choice.kept is not None else size
+        layer = int(choice.unit.split("encoder.layer.")[1].split(".")[0]) if "encoder.layer." in choice.unit else None
+        rows.append(
+            {
+                "unit": choice.unit,
+                "kind": choice.kind,
+                "layer": layer,
+                "kept": kept,
+                "size": size,
+                "fraction_kept": (kept / size) if kept is not None and size else 1.0 - (choice.sparsity or 0.0),
+                "latency_ms": choice.latency_ms,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def prediction_frame(points: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Rows of {label, predicted_ms, measured_ms, measured_p10_ms, measured_p90_ms} plus the error (%)."""
+    frame = pd.DataFrame(list(points))
+    frame["error_pct"] = 100.0 * (frame["predicted_ms"] / frame["measured_ms"] - 1.0)
+    return frame
+
+
+def search_frame(history: Sequence[Any]) -> pd.DataFrame:
+    """One row per real evaluation of the local search: evaluation, phase, loss, best loss, seconds."""
+    return pd.DataFrame(
+        [
+            {
+                "evaluation": s.evaluation,
+                "phase": s.phase,
+                "loss": s.loss,
+                "best_loss": s.best_loss,
+                "seconds": s.seconds,
+            }
+            for s in history
+        ]
+    )
+
+
+def pareto_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
+    """Sweep rows {method, target_speedup, measured_speedup, accuracy, ...} sorted for plotting."""
+    return pd.DataFrame(list(rows)).sort_values(["method", "target_speedup"]).reset_index(drop=True)
+
+
+def _axes(ax: Any) -> Any:
+    if ax is not None:
+        return ax
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    _, new_ax = plt.subplots(figsize=(7, 4.5))
+    return new_ax
+
+
+def plot_latency(frame: pd.DataFrame, ax: Any = None) -> Any:
+    """Latency (ms) of every level against the fraction kept, one line per unit shape."""
+    ax = _axes(ax)
+    for (_, kind), rows in frame.groupby(["signature", "kind"], sort=False):
+        rows = rows.sort_values("fraction_kept")
+        line = ax.plot(rows["fraction_kept"], rows["median_ms"], marker="o", ms=3, label=f"{kind} (planned)")[0]
+        if (rows["raw_median_ms"] != rows["median_ms"]).any():
+            ax.plot(
+                rows["fraction_kept"], rows["raw_median_ms"], ls="--", color=line.get_color(), label=f"{kind} (raw)"
+            )
+        ax.fill_between(rows["fraction_kept"], rows["p10_ms"], rows["p90_ms"], color=line.get_color(), alpha=0.15)
+    ax.set_xlabel("fraction of heads / neurons kept")
+    ax.set_ylabel("latency per unit (ms)")
+    ax.set_title("Measured latency table (p10-p90 band)")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_allocation(frame: pd.DataFrame, ax: Any = None) -> Any:
+    """Fraction of heads and neurons kept per layer (grouped bars)."""
+    ax = _axes(ax)
+    kinds = list(dict.fromkeys(frame["kind"]))
+    width = 0.8 / max(1, len(kinds))
+    for i, kind in enumerate(kinds):
+        rows = frame[frame["kind"] == kind]
+        xs = rows["layer"].to_numpy(dtype=float) + (i - (len(kinds) - 1) / 2) * width
+        bars = ax.bar(xs, rows["fraction_kept"], width=width, label=kind)
+        for bar, kept in zip(bars, rows["kept"], strict=True):
+            ax.annotate(
+                str(kept), (bar.get_x() + bar.get_width() / 2, bar.get_height()), ha="center", va="bottom", fontsize=7
+            )
+    ax.set_xlabel("layer")
+    ax.set_ylabel("fraction kept")
+    ax.set_ylim(0, 1.12)
+    ax.set_title("Per-layer allocation (numbers: units kept)")
+    ax.legend(fontsize=8)
+    return ax
+
+
+def plot_prediction(frame: pd.DataFrame, ax: Any = None) -> Any:
+    """Predicted vs measured end-to-end latency (ms) with the y = x line and measured p10-p90."""
+    ax = _axes(ax)
+    lo = float(min(frame["predicted_ms"].min(), frame["measured_ms"].min())) * 0.9
+    hi = float(max(frame["predicted_ms"].max(), frame["measured_ms"].max())) * 1.1
+    ax.plot([lo, hi], [lo, hi], color="gray", ls="--", label="y = x")
+    yerr = [frame["measured_ms"] - frame["measured_p10_ms"], frame["measured_p90_ms"] - frame["measured_ms"]]
+    ax.errorbar(frame["predicted_ms"], frame["measured_ms"], yerr=yerr, fmt="o", capsize=3, label="models")
+    for row in frame.itertuples():
+        ax.annotate(
+            f"{row.label} ({row.error_pct:+.1f}%)",
+            (row.predicted_ms, row.measured_ms),
+            fontsize=8,
+            xytext=(4, 4),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("predicted latency (ms)")
+    ax.set_ylabel("measured latency (ms)")
+    ax.set_title("Predicted vs measured end-to-end latency")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_search(frame: pd.DataFrame, ax: Any = None) -> Any:
+    """Calibration loss of every evaluated plan and the best so far."""
+    ax = _axes(ax)
+    ax.scatter(frame["evaluation"], frame["loss"], s=8, alpha=0.5, label="candidate")
+    ax.plot(frame["evaluation"], frame["best_loss"], color="C3", label="best so far")
+    ax.set_xlabel("evaluation")
+    ax.set_ylabel("calibration loss")
+    ax.set_title("Local search history")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def plot_pareto(frame: pd.DataFrame, ax: Any = None, *, dense_accuracy: float | None = None) -> Any:
+    """Accuracy against measured speedup, one line per method, dense accuracy as a reference."""
+    ax = _axes(ax)
+    for method, rows in frame.groupby("method", sort=False):
+        rows = rows.sort_values("measured_speedup")
+        ax.plot(rows["measured_speedup"], 100 * rows["accuracy"], marker="o", label=str(method))
+    if dense_accuracy is not None:
+        ax.axhline(100 * dense_accuracy, color="gray", ls="--", label="dense")
+        ax.plot([1.0], [100 * dense_accuracy], marker="*", ms=12, color="gray")
+    ax.set_xlabel("measured speedup (x)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy / speedup trade-off")
+    ax.legend(fontsize=8)
+    ax.grid(alpha=0.3)
+    return ax
+
+
+def save_figure(ax: Any, path: str | Path) -> list[Path]:
+    """Save the axes' figure as PNG and SVG (same stem), atomically; closes the figure."""
+    import matplotlib.pyplot as plt
+
+    from profilers.atomic import atomic_path
+
+    out = []
+    figure = ax.get_figure()
+    figure.tight_layout()
+    for suffix in (".png", ".svg"):
+        target = Path(path).with_suffix(suffix)
+        with atomic_path(target) as tmp:
+            figure.savefig(tmp, format=suffix[1:], dpi=120)
+        out.append(target)
+    plt.close(figure)
+    return out
