@@ -253,6 +253,60 @@ def summary_text(report: dict[str, Any], out: str) -> str:
     )
 
 
+def _add_sweep(sub: Any) -> None:
+    p = sub.add_parser(
+        "sweep",
+        help="accuracy/speedup trade-off: planner vs uniform vs magnitude at several targets",
+        description="For each target speedup: the planner (Fisher, DP + search), uniform allocation with the "
+        "same backend and table, and the planner with magnitude scores; all applied, measured interleaved "
+        "with the dense model, and evaluated. Writes pareto.csv and pareto.png.",
+    )
+    p.add_argument("--speedups", type=_positive_float, nargs="+", default=[1.5, 2.0, 2.5, 3.0, 4.0])
+    for flag, default in (("--model", "minilm"), ("--data", "bbc"), ("--runtime", "torch"), ("--device", "cpu")):
+        p.add_argument(flag, default=default)
+    p.add_argument("--batch-size", type=_positive_int, default=32)
+    p.add_argument("--seq-len", type=_positive_int, default=128)
+    p.add_argument("--search-seconds", type=float, default=30.0, help="local search per planner plan (default: 30)")
+    p.add_argument("--calibration-size", type=_positive_int, default=256)
+    p.add_argument("--rounds", type=_positive_int, default=10)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default="runs/sweep")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_cmd_sweep)
+
+
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from planner.pipeline import RunConfig, run_sweep
+
+    config = RunConfig(
+        model=args.model,
+        data=args.data,
+        runtime=args.runtime,
+        device=args.device,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
+        search_seconds=args.search_seconds,
+        search_examples=min(128, args.calibration_size),
+        calibration_size=args.calibration_size,
+        rounds=args.rounds,
+        verify_rounds=args.rounds,
+        seed=args.seed,
+    )
+    frame = run_sweep(
+        config,
+        list(args.speedups),
+        out=args.out,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    columns = ["method", "target_speedup", "predicted_speedup", "measured_speedup", "accuracy"]
+    print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(f"wrote {args.out}/pareto.csv and {args.out}/pareto.png")
+    return 0
+
+
 def _add_verify(sub: Any) -> None:
     p = sub.add_parser("verify", help="measure a saved pruned model against the dense one on this device")
     p.add_argument("--model", default="minilm")
@@ -289,6 +343,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_plan(sub)
     _add_apply(sub)
     _add_run(sub)
+    _add_sweep(sub)
     _add_verify(sub)
     return parser
 

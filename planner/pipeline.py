@@ -368,3 +368,98 @@ def build_report(
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "planner_version": __version__,
     }
+
+
+SWEEP_METHODS = (
+    ("planner (fisher)", "fisher", "dp", True),
+    ("uniform (fisher)", "fisher", "uniform", False),
+    ("planner (magnitude)", "magnitude", "dp", True),
+)
+"""(label, backend, solver, searched) of the plans compared at every target of a sweep."""
+
+
+def run_sweep(
+    config: RunConfig,
+    speedups: list[float],
+    *,
+    out: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+) -> Any:
+    """The accuracy/speedup trade-off: for each target, the planner (Fisher, DP + search), uniform
+    allocation (same backend and table) and the planner with magnitude scores; each applied, all
+    timed interleaved with the dense model in one run, and evaluated on the test split.
+
+    Writes ``out/pareto.csv`` and ``out/pareto.png`` (+ .svg); returns the pareto DataFrame.
+    """
+    import dataclasses
+
+    from planner import plots
+    from profilers.atomic import atomic_path
+
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
+    if not speedups or any(not s > 1.0 for s in speedups):
+        raise PlannerError(f"The 'speedups' parameter must list targets > 1.0. Got {speedups!r} instead.")
+    state = prepare(config, progress=progress)
+    best = state.table.max_speedup()
+    too_far = [s for s in speedups if s > best]
+    if too_far:
+        raise PlannerError(
+            f"targets {too_far} are not reachable on this device; the fastest plan gives {best:.2f}x. "
+            f"Ask for at most {best:.2f}x."
+        )
+    models: dict[str, MeanPoolClassifier] = {}
+    rows: list[dict[str, Any]] = []
+    for speedup in speedups:
+        per_target = dataclasses.replace(config, speedup=speedup)
+        for label, backend, solver, searched in SWEEP_METHODS:
+            log(f"{speedup:g}x: {label}")
+            planned = plan_and_apply(
+                state,
+                per_target,
+                backend_name=backend,
+                solver=solver,
+                search_seconds=config.search_seconds if searched else 0.0,
+            )
+            key = f"{label}@{speedup:g}"
+            models[key] = planned.classifier
+            rows.append(
+                {
+                    "method": label,
+                    "target_speedup": speedup,
+                    "predicted_speedup": planned.plan.predicted_speedup,
+                    "key": key,
+                    "heads_kept": [c.kept for c in planned.plan.units if c.kind == "attention"],
+                    "neurons_kept": [c.kept for c in planned.plan.units if c.kind == "ffn"],
+                }
+            )
+    log("verify: every pruned model timed interleaved with the dense one; test accuracy")
+    inputs = state.loaded.adapter.example_inputs(config.batch_size, config.seq_len)
+    timing = measure_models(
+        {"dense": state.loaded.model, **{k: m.encoder for k, m in models.items()}},
+        inputs,
+        runtime=config.runtime,
+        device=config.device,
+        dtype=config.dtype,
+        threads=config.threads,
+        rounds=config.verify_rounds,
+        seed=config.seed,
+        progress=progress,
+    )
+    dense_acc = accuracy(state.task.classifier, state.task.test_tokens)
+    for row in rows:
+        key = row.pop("key")
+        row["measured_speedup"] = timing["dense"][0] / timing[key][0]
+        row["pruned_ms"] = timing[key][0]
+        row["dense_ms"] = timing["dense"][0]
+        row["accuracy"] = accuracy(models[key], state.task.test_tokens)
+        row["dense_accuracy"] = dense_acc
+    frame = plots.pareto_frame(rows)
+    target.mkdir(parents=True, exist_ok=True)
+    with atomic_path(target / "pareto.csv") as tmp:
+        frame.to_csv(tmp, index=False)
+    plots.save_figure(plots.plot_pareto(frame, dense_accuracy=dense_acc), target / "pareto")
+    return frame

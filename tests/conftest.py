@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -11,6 +12,37 @@ os.environ.setdefault("PLANNER_NO_PROGRESS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 # Classification heads fitted by tests are cached in a throw-away folder, not the user's cache.
 os.environ.setdefault("PLANNER_CACHE", tempfile.mkdtemp(prefix="planner-test-cache-"))
+
+
+TOPICS = {
+    "sport": "the team won the match after a late goal and the fans celebrated the victory in the stadium",
+    "tech": "the new phone has a faster chip and the software update improves the battery and the camera",
+}
+
+
+@pytest.fixture(scope="session")
+def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny BertForSequenceClassification folder with the MiniLM tokenizer, and a tiny 2-class
+    text folder (8 documents per class)."""
+    import shutil
+
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from planner.models import minilm_path
+    from tests.tiny_models import tiny_bert_config
+
+    root = tmp_path_factory.mktemp("workspace")
+    torch.manual_seed(0)
+    model = BertForSequenceClassification(tiny_bert_config(vocab_size=30522, max_position_embeddings=64, num_labels=2))
+    model.save_pretrained(root / "model")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_path() / name, root / "model" / name)
+    for label, text in TOPICS.items():
+        (root / "data" / label).mkdir(parents=True)
+        for i in range(8):
+            (root / "data" / label / f"{i}.txt").write_text(f"{text} number {i}")
+    return root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -4,38 +4,13 @@ tokenizer and a tiny labelled text folder; the saved model reloads and matches."
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 import torch
 
 from planner.cli import main
-from planner.models import minilm_path
 from planner.pruned_io import load_pruned
-from tests.tiny_models import tiny_bert_config
-
-TOPICS = {
-    "sport": "the team won the match after a late goal and the fans celebrated the victory in the stadium",
-    "tech": "the new phone has a faster chip and the software update improves the battery and the camera",
-}
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from transformers import BertForSequenceClassification
-
-    root = tmp_path_factory.mktemp("cli")
-    torch.manual_seed(0)
-    model = BertForSequenceClassification(tiny_bert_config(vocab_size=30522, max_position_embeddings=64, num_labels=2))
-    model.save_pretrained(root / "model")
-    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
-        shutil.copy(minilm_path() / name, root / "model" / name)
-    for label, text in TOPICS.items():
-        (root / "data" / label).mkdir(parents=True)
-        for i in range(8):
-            (root / "data" / label / f"{i}.txt").write_text(f"{text} number {i}")
-    return root
 
 
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:

@@ -1,0 +1,161 @@
+"""`planner run` and `planner sweep` end to end on a tiny model and tiny data; report invariants."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from planner.cli import main
+from planner.errors import PlannerError
+from planner.pipeline import RunConfig, run_pipeline, run_sweep
+
+
+def tiny_config(workspace: Path, cache: Path, **overrides: object) -> RunConfig:
+    values: dict[str, object] = dict(
+        model=str(workspace / "model"),
+        data=str(workspace / "data"),
+        speedup=1.5,
+        batch_size=2,
+        seq_len=16,
+        threads=1,
+        search_seconds=2.0,
+        search_examples=4,
+        calibration_size=8,
+        rounds=2,
+        verify_rounds=2,
+        cache_dir=cache,
+    )
+    values.update(overrides)
+    return RunConfig(**values)  # type: ignore[arg-type]
+
+
+REPORT_KEYS = {
+    "target_speedup",
+    "predicted_speedup",
+    "measured_speedup",
+    "dense_ms",
+    "pruned_ms",
+    "dense_accuracy",
+    "pruned_accuracy",
+    "stage_seconds",
+    "backend",
+    "runtime",
+    "device",
+    "batch_size",
+    "seq_len",
+    "threads",
+    "dense_p10_ms",
+    "dense_p90_ms",
+    "pruned_p10_ms",
+    "pruned_p90_ms",
+}
+
+
+def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    report = run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=out, progress=False)
+    assert set(report) >= REPORT_KEYS
+    assert report["predicted_speedup"] >= 1.5 - 1e-9  # the plan fits its budget
+    assert report["measured_speedup"] > 0 and report["pruned_ms"] > 0
+    assert 0.0 <= report["dense_accuracy"] <= 1.0 and 0.0 <= report["pruned_accuracy"] <= 1.0
+    assert set(report["stage_seconds"]) == {"profile", "score", "solve", "search", "apply", "verify"}
+    assert report["search"]["evaluations"] >= 1 and report["search"]["best_loss"] <= report["search"]["start_loss"]
+    names = {p.name for p in out.iterdir()}
+    for name in (
+        "table.csv",
+        "table.json",
+        "plan.json",
+        "report.json",
+        "report.md",
+        "pruned",
+        "latency_table.png",
+        "allocation.png",
+        "predicted_vs_measured.png",
+        "search_history.png",
+    ):
+        assert name in names, name
+    assert json.loads((out / "report.json").read_text())["measured_speedup"] == report["measured_speedup"]
+    assert "predicted" in (out / "report.md").read_text()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]  # no temp folders left
+    with pytest.raises(PlannerError, match="already exists"):
+        run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=out, progress=False)
+    # A rerun reuses the cached table and scores.
+    assert list((tmp_path / "cache" / "tables").glob("*.csv")) and list((tmp_path / "cache" / "scores").glob("*.npz"))
+    again = run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=out, overwrite=True, progress=False)
+    assert again["stage_seconds"]["profile"] < report["stage_seconds"]["profile"] + 5
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"speedup": 1.0}, "must be > 1.0"),
+        ({"speedup": 1000.0}, "not reachable"),
+        ({"search_examples": 100}, "search_examples"),
+    ],
+)
+def test_run_bad_input(workspace: Path, tmp_path: Path, overrides: dict[str, object], message: str) -> None:
+    with pytest.raises(PlannerError, match=message):
+        run_pipeline(tiny_config(workspace, tmp_path / "cache", **overrides), out=tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
+
+
+def test_run_cli_empty_data_folder(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "empty").mkdir()
+    code = main(
+        [
+            "run",
+            "--model",
+            str(workspace / "model"),
+            "--data",
+            str(tmp_path / "empty"),
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--rounds",
+            "1",
+            "--out",
+            str(tmp_path / "run"),
+            "--no-progress",
+        ]
+    )
+    assert code == 2
+    assert "no class sub-folders" in capsys.readouterr().err
+
+
+def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path) -> None:
+    frame = run_sweep(
+        tiny_config(workspace, tmp_path / "cache", search_seconds=1.0),
+        [1.3, 1.6],
+        out=tmp_path / "sweep",
+        progress=False,
+    )
+    assert len(frame) == 6
+    assert set(frame["method"]) == {"planner (fisher)", "uniform (fisher)", "planner (magnitude)"}
+    assert (frame["measured_speedup"] > 0).all() and frame["accuracy"].between(0, 1).all()
+    assert (frame["predicted_speedup"] >= frame["target_speedup"] - 1e-9).all()
+    saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv")
+    assert len(saved) == 6 and (tmp_path / "sweep" / "pareto.png").is_file()
+
+
+@pytest.mark.slow
+def test_run_on_the_real_minilm_small_setting(tmp_path: Path) -> None:
+    config = RunConfig(
+        speedup=1.5,
+        batch_size=4,
+        seq_len=32,
+        search_seconds=5.0,
+        search_examples=16,
+        calibration_size=32,
+        rounds=2,
+        verify_rounds=3,
+        cache_dir=tmp_path / "cache",
+    )
+    report = run_pipeline(config, out=tmp_path / "run", progress=False)
+    assert report["predicted_speedup"] >= 1.5 - 1e-9
+    assert report["measured_speedup"] > 1.0
+    assert 0.5 < report["dense_accuracy"] <= 1.0 and 0.0 <= report["pruned_accuracy"] <= 1.0
+    assert (tmp_path / "run" / "pruned" / "model.safetensors").is_file()
