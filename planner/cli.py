@@ -307,6 +307,38 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_export(sub: Any) -> None:
+    from planner.exports import EXPORTS
+
+    p = sub.add_parser("export", help="write a plan in another pruner's format")
+    p.add_argument("--plan", required=True)
+    p.add_argument("--to", required=True, help=f"format: {', '.join(EXPORTS)}")
+    p.add_argument("--out", required=True)
+    p.set_defaults(handler=_cmd_export)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from planner.exports import export_plan
+
+    for path in export_plan(args.plan, args.to, args.out):
+        print(f"wrote {path}")
+    return 0
+
+
+def _add_report(sub: Any) -> None:
+    p = sub.add_parser("report", help="re-render report.md and the plots of a `planner run` folder")
+    p.add_argument("folder")
+    p.set_defaults(handler=_cmd_report)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from planner.pipeline import render_folder
+
+    for path in render_folder(args.folder):
+        print(f"wrote {path}")
+    return 0
+
+
 def _add_verify(sub: Any) -> None:
     p = sub.add_parser("verify", help="measure a saved pruned model against the dense one on this device")
     p.add_argument("--model", default="minilm")
@@ -345,6 +377,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run(sub)
     _add_sweep(sub)
     _add_verify(sub)
+    _add_export(sub)
+    _add_report(sub)
     return parser
 
 

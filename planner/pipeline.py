@@ -225,16 +225,37 @@ def plan_and_apply(
 
 
 def _write_outputs(folder: Path, state: RunState, planned: PlannedModel, report: dict[str, Any]) -> None:
+    """The run's data files, then the readable report and plots drawn from them."""
     from planner import plots
-    from planner.report_md import render_report
 
     state.table.save(folder / "table.csv")
     planned.plan.save(folder / "plan.json")
     save_pruned(planned.classifier, folder / "pruned", plan=planned.plan)
     (folder / "report.json").write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-    sizes = {u.name: u.size for u in state.loaded.adapter.units()}
-    plots.save_figure(plots.plot_latency(plots.latency_frame(state.table)), folder / "latency_table")
-    plots.save_figure(plots.plot_allocation(plots.allocation_frame(planned.plan, sizes)), folder / "allocation")
+    if planned.search is not None:
+        plots.search_frame(planned.search.history).to_csv(folder / "search_history.csv", index=False)
+    render_folder(folder)
+
+
+def render_folder(folder: str | Path) -> list[Path]:
+    """``planner report DIR``: draw the plots and ``report.md`` of a run folder from its files."""
+    import pandas as pd
+
+    from planner import plots
+    from planner.report_md import render_report
+
+    root = Path(folder)
+    for name in ("report.json", "table.csv", "plan.json"):
+        if not (root / name).is_file():
+            raise PlannerError(
+                f"{root} is not a `planner run` folder (no {name}); run `planner run --out {root}` first."
+            )
+    report = json.loads((root / "report.json").read_text(encoding="utf-8"))
+    table = LatencyTable.load(root / "table.csv")
+    plan = Plan.load(root / "plan.json")
+    written: list[Path] = []
+    written += plots.save_figure(plots.plot_latency(plots.latency_frame(table)), root / "latency_table")
+    written += plots.save_figure(plots.plot_allocation(plots.allocation_frame(plan)), root / "allocation")
     points = [
         {
             "label": "dense",
@@ -251,10 +272,21 @@ def _write_outputs(folder: Path, state: RunState, planned: PlannedModel, report:
             "measured_p90_ms": report["pruned_p90_ms"],
         },
     ]
-    plots.save_figure(plots.plot_prediction(plots.prediction_frame(points)), folder / "predicted_vs_measured")
-    if planned.search is not None and planned.search.history:
-        plots.save_figure(plots.plot_search(plots.search_frame(planned.search.history)), folder / "search_history")
-    (folder / "report.md").write_text(render_report(report), encoding="utf-8")
+    written += plots.save_figure(plots.plot_prediction(plots.prediction_frame(points)), root / "predicted_vs_measured")
+    history = root / "search_history.csv"
+    if history.is_file():
+        frame = pd.read_csv(history)
+        if not frame.empty:
+            written += plots.save_figure(plots.plot_search(frame), root / "search_history")
+    pareto = root / "pareto.csv"
+    if pareto.is_file():
+        frame = pd.read_csv(pareto)
+        written += plots.save_figure(
+            plots.plot_pareto(frame, dense_accuracy=float(frame["dense_accuracy"].iloc[0])), root / "pareto"
+        )
+    (root / "report.md").write_text(render_report(report), encoding="utf-8")
+    written.append(root / "report.md")
+    return written
 
 
 def run_pipeline(

@@ -36,6 +36,7 @@ class UnitChoice:
         sparsity: fraction of weights zeroed (weight-sparsity levels), else None.
         impl: kernel the table measured as fastest for this level ("shrunk", "masked", "csr", ...).
         latency_ms: the table's latency for this unit at this level (ms).
+        size: heads / neurons / output channels of the dense unit (what ``kept`` is out of).
     """
 
     unit: str
@@ -47,6 +48,7 @@ class UnitChoice:
     sparsity: float | None = None
     impl: str = "dense"
     latency_ms: float = 0.0
+    size: int | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ _UNIT_TYPES: dict[str, tuple[type, ...]] = {
     "sparsity": (int, float, type(None)),
     "impl": (str,),
     "latency_ms": (int, float),
+    "size": (int, type(None)),
 }
 
 
@@ -220,6 +223,7 @@ def choices_from_levels(units: Sequence[Any], levels: Sequence[int], table_frame
                 sparsity=lv.sparsity if lv.structure in ("unstructured", "2:4") else None,
                 impl=str(row["impl"]),
                 latency_ms=float(row["median_ms"]),
+                size=int(unit.size),
             )
         )
     return out

@@ -46,11 +46,11 @@ def latency_frame(table: LatencyTable) -> pd.DataFrame:
     ].reset_index(drop=True)
 
 
-def allocation_frame(plan: Plan, sizes: dict[str, int]) -> pd.DataFrame:
+def allocation_frame(plan: Plan) -> pd.DataFrame:
     """One row per unit: kind, layer, kept, size, fraction kept (structured plans)."""
     rows = []
     for choice in plan.units:
-        size = sizes.get(choice.unit)
+        size = choice.size
         kept = choice.kept if choice.kept is not None else size
         layer = int(choice.unit.split("encoder.layer.")[1].split(".")[0]) if "encoder.layer." in choice.unit else None
         rows.append(

@@ -34,10 +34,26 @@ def sample_plan() -> Plan:
         seed=0,
         units=(
             UnitChoice(
-                "encoder.layer.0.attention", "attention", 2, "heads", kept=2, keep=(0, 3), impl="shrunk", latency_ms=4.0
+                "encoder.layer.0.attention",
+                "attention",
+                2,
+                "heads",
+                kept=2,
+                keep=(0, 3),
+                impl="shrunk",
+                latency_ms=4.0,
+                size=4,
             ),
             UnitChoice(
-                "encoder.layer.0.ffn", "ffn", 0, "dense", kept=48, keep=tuple(range(48)), impl="dense", latency_ms=9.0
+                "encoder.layer.0.ffn",
+                "ffn",
+                0,
+                "dense",
+                kept=48,
+                keep=tuple(range(48)),
+                impl="dense",
+                latency_ms=9.0,
+                size=48,
             ),
         ),
         versions={"planner": "0.1.0"},

@@ -36,11 +36,11 @@ def test_allocation_prediction_search_and_pareto_frames(tmp_path: Path) -> None:
         seed=0,
         versions={},
         units=(
-            UnitChoice("encoder.layer.0.attention", "attention", 3, "heads", kept=9, keep=tuple(range(9))),
-            UnitChoice("encoder.layer.0.ffn", "ffn", 4, "neurons", kept=768, keep=tuple(range(768))),
+            UnitChoice("encoder.layer.0.attention", "attention", 3, "heads", kept=9, keep=tuple(range(9)), size=12),
+            UnitChoice("encoder.layer.0.ffn", "ffn", 4, "neurons", kept=768, keep=tuple(range(768)), size=1536),
         ),
     )
-    alloc = plots.allocation_frame(plan, {"encoder.layer.0.attention": 12, "encoder.layer.0.ffn": 1536})
+    alloc = plots.allocation_frame(plan)
     assert alloc["fraction_kept"].tolist() == [0.75, 0.5] and alloc["layer"].tolist() == [0, 0]
     pred = plots.prediction_frame(
         [

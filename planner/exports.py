@@ -1,0 +1,239 @@
+"""Exports of a plan to other pruners' configuration formats.
+
+Each export refuses, with a clear message, what the target cannot express. Formats:
+- ``torch-pruning``: a JSON ratio file plus a generated Python snippet building ``pruning_ratio_dict``
+  (module objects from names) and the head settings for Torch-Pruning.
+- ``llmcompressor``: a recipe YAML; per-target ``sparsity`` lists follow ``model.named_modules()``
+  order (llm-compressor aligns them that way, not to ``targets``), one modifier per mask structure.
+- ``torch-ao``: the ``sparsifier.prepare(model, config)`` list for ``torch.ao.pruning``.
+- ``nni``: an NNI 3.0 ``config_list`` (one entry per distinct ratio).
+- ``hf-heads``: ``{layer: [heads to prune]}`` for ``prune_heads`` in transformers < 5.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from planner.errors import PlannerError
+from planner.plan import Plan, UnitChoice
+from profilers.atomic import atomic_write_text
+
+
+def _layer(unit: str) -> int:
+    return int(unit.split("encoder.layer.")[1].split(".")[0])
+
+
+def _prefix(unit: str) -> str:
+    return unit.split("encoder.layer.")[0]
+
+
+def _size(choice: UnitChoice, plan: Plan) -> int:
+    """Dense size of a structured unit (heads H / neurons N / output channels) from the plan."""
+    if choice.size is not None:
+        return choice.size
+    raise PlannerError(f"the plan does not record the dense size of {choice.unit}; re-create it with `planner plan`.")
+
+
+def _refuse(fmt: str, choice: UnitChoice, why: str) -> PlannerError:
+    return PlannerError(f"{fmt} cannot express unit {choice.unit} at level {choice.level} ({choice.structure}): {why}.")
+
+
+def module_ratios(plan: Plan, fmt: str) -> dict[str, float]:
+    """Structured plans as module name -> fraction of output channels to remove."""
+    ratios: dict[str, float] = {}
+    for c in plan.units:
+        if c.structure in ("unstructured", "2:4"):
+            raise _refuse(fmt, c, "it prunes channels, not individual weights")
+        if c.structure == "dense" or c.kept is None:
+            continue
+        size = _size(c, plan)
+        ratio = 1.0 - c.kept / size
+        if c.kind == "ffn":
+            ratios[f"{_prefix(c.unit)}encoder.layer.{_layer(c.unit)}.intermediate.dense"] = ratio
+        elif c.kind == "attention":
+            ratios[f"{_prefix(c.unit)}encoder.layer.{_layer(c.unit)}.attention.self.query"] = ratio
+        else:
+            ratios[c.unit] = ratio
+    return ratios
+
+
+def to_torch_pruning(plan: Plan) -> tuple[dict[str, Any], str]:
+    """(ratio JSON, Python snippet). Attention units become head ratios on the query/key/value layers."""
+    ratios = module_ratios(plan, "torch-pruning")
+    heads = {n: r for n, r in ratios.items() if n.endswith(".attention.self.query")}
+    channels = {n: r for n, r in ratios.items() if n not in heads}
+    num_heads = {c.unit: _size(c, plan) for c in plan.units if c.kind == "attention"}
+    data = {
+        "format": "latency-planner/torch-pruning",
+        "model_name": plan.model_name,
+        "pruning_ratio_dict": channels,
+        "head_pruning_ratio_dict": heads,
+        "num_heads": {f"{u}.self.query": h for u, h in num_heads.items()},
+    }
+    snippet = f'''"""Apply a latency-planner plan with Torch-Pruning.
+
+Generated for {plan.model_name}, target {plan.target_speedup:g}x.
+
+Torch-Pruning picks WHICH channels/heads to remove with its own importance; the ratios per layer
+come from the plan (measured on {plan.table.get("device", "?")}, {plan.table.get("runtime", "?")}).
+"""
+import json
+
+import torch_pruning as tp
+
+
+def prune(model, example_inputs, ratio_file, importance=None):
+    spec = json.load(open(ratio_file))
+    ratio_dict = {{model.get_submodule(n): r for n, r in spec["pruning_ratio_dict"].items()}}
+    num_heads, head_ratios = {{}}, {{}}
+    for query_name, heads in spec["num_heads"].items():
+        attention = model.get_submodule(query_name.rsplit(".", 1)[0])
+        for proj in (attention.query, attention.key, attention.value):
+            num_heads[proj] = heads
+            if query_name in spec["head_pruning_ratio_dict"]:
+                head_ratios[proj] = spec["head_pruning_ratio_dict"][query_name]
+    pruner = tp.pruner.BasePruner(
+        model, example_inputs, importance=importance or tp.importance.GroupMagnitudeImportance(),
+        pruning_ratio=0.0, pruning_ratio_dict=ratio_dict, num_heads=num_heads,
+        prune_num_heads=bool(head_ratios), prune_head_dims=False, head_pruning_ratio_dict=head_ratios,
+    )
+    pruner.step()
+    return model
+'''
+    return data, snippet
+
+
+def to_llmcompressor(plan: Plan, module_order: list[str] | None = None) -> str:
+    """Recipe YAML; ``module_order`` is ``[n for n, _ in model.named_modules()]`` (default: plan order)."""
+    order = {name: i for i, name in enumerate(module_order or [c.unit for c in plan.units])}
+    groups: dict[str, list[tuple[str, float]]] = {"0:0": [], "2:4": []}
+    for c in plan.units:
+        if c.structure == "dense":
+            continue
+        if c.structure not in ("unstructured", "2:4"):
+            raise _refuse("llmcompressor", c, "llm-compressor prunes weights (SparseGPT/Wanda), not heads or neurons")
+        if c.unit not in order:
+            raise PlannerError(f"{c.unit} is not among the model's named_modules(); pass the model's module order.")
+        groups["2:4" if c.structure == "2:4" else "0:0"].append((c.unit, float(c.sparsity or 0.0)))
+    lines = [
+        "# Generated by latency-planner: per-layer sparsities measured against a latency budget.",
+        f"# plan: {plan.model_name}, target {plan.target_speedup:g}x on {plan.table.get('device', '?')}.",
+        "# The sparsity list follows model.named_modules() order, as llm-compressor aligns it.",
+        "sparsity_stage:",
+        "  sparsity_modifiers:",
+    ]
+    emitted = 0
+    for structure, items in groups.items():
+        if not items:
+            continue
+        items.sort(key=lambda item: order[item[0]])
+        name = "SparseGPTModifier" if emitted == 0 else f"SparseGPTModifier_{emitted}"
+        lines += [
+            f"    {name}:",
+            f"      sparsity: [{', '.join(f'{s:.6g}' for _, s in items)}]",
+            f"      targets: [{', '.join(json.dumps(n) for n, _ in items)}]",
+            f'      mask_structure: "{structure}"',
+        ]
+        emitted += 1
+    if emitted == 0:
+        raise PlannerError("the plan prunes no weights; there is nothing to export to llm-compressor.")
+    return "\n".join(lines) + "\n"
+
+
+def to_torch_ao(plan: Plan) -> list[dict[str, Any]]:
+    """``sparsifier.prepare(model, config)`` list: unstructured levels and 2:4 blocks."""
+    config: list[dict[str, Any]] = []
+    for c in plan.units:
+        if c.structure == "dense":
+            continue
+        if c.kind == "conv2d":
+            raise _refuse("torch-ao", c, "its WeightNormSparsifier blocks work on 2-D (Linear) weights")
+        if c.structure == "unstructured":
+            config.append(
+                {
+                    "tensor_fqn": f"{c.unit}.weight",
+                    "sparsity_level": float(c.sparsity or 0.0),
+                    "sparse_block_shape": [1, 1],
+                    "zeros_per_block": 1,
+                }
+            )
+        elif c.structure == "2:4":
+            config.append(
+                {
+                    "tensor_fqn": f"{c.unit}.weight",
+                    "sparsity_level": 1.0,
+                    "sparse_block_shape": [1, 4],
+                    "zeros_per_block": 2,
+                }
+            )
+        else:
+            raise _refuse("torch-ao", c, "torch.ao.pruning masks weights and cannot remove heads or neurons")
+    return config
+
+
+def to_nni(plan: Plan) -> list[dict[str, Any]]:
+    """NNI 3.0 ``config_list``: one entry per distinct ratio (channels/neurons or weight sparsity)."""
+    by_ratio: dict[tuple[str, float], list[str]] = {}
+    for c in plan.units:
+        if c.structure == "dense":
+            continue
+        if c.structure == "2:4":
+            raise _refuse("nni", c, "NNI 3.0 config lists have no N:M sparsity")
+        if c.kind == "attention":
+            raise _refuse("nni", c, "use the hf-heads or torch-pruning export for attention heads")
+        if c.structure == "unstructured":
+            key = ("weight", round(float(c.sparsity or 0.0), 6))
+            name = c.unit
+        else:
+            assert c.kept is not None
+            key = ("channel", round(1.0 - c.kept / _size(c, plan), 6))
+            name = f"{_prefix(c.unit)}encoder.layer.{_layer(c.unit)}.intermediate.dense" if c.kind == "ffn" else c.unit
+        by_ratio.setdefault(key, []).append(name)
+    return [
+        {"op_names": names, "sparse_ratio": ratio, "granularity": "default" if kind == "weight" else "out_channel"}
+        for (kind, ratio), names in sorted(by_ratio.items())
+    ]
+
+
+def to_hf_heads(plan: Plan) -> dict[str, list[int]]:
+    """``{layer: [heads to prune]}`` (transformers < 5 ``prune_heads``)."""
+    if plan.architecture != "bert":
+        raise PlannerError("hf-heads exports BERT attention heads; this plan is for a generic model.")
+    out: dict[str, list[int]] = {}
+    for c in plan.units:
+        if c.kind != "attention" or c.structure == "dense":
+            continue
+        if c.keep is None:
+            raise PlannerError(f"plan unit {c.unit} has no 'keep' list; re-create the plan with `planner plan`.")
+        size = _size(c, plan)
+        out[str(_layer(c.unit))] = [h for h in range(size) if h not in set(c.keep)]
+    return out
+
+
+EXPORTS: dict[str, Callable[[Plan], Any]] = {
+    "torch-pruning": to_torch_pruning,
+    "llmcompressor": to_llmcompressor,
+    "torch-ao": to_torch_ao,
+    "nni": to_nni,
+    "hf-heads": to_hf_heads,
+}
+
+
+def export_plan(plan: Plan | str | Path, fmt: str, out: str | Path) -> list[Path]:
+    """Write ``plan`` in format ``fmt`` to ``out`` (torch-pruning also writes ``out`` with ``.py``)."""
+    if fmt not in EXPORTS:
+        raise PlannerError(f"unknown export format {fmt!r}; available: {', '.join(EXPORTS)}")
+    chosen = plan if isinstance(plan, Plan) else Plan.load(plan)
+    target = Path(out)
+    result = EXPORTS[fmt](chosen)
+    if fmt == "torch-pruning":
+        data, snippet = result
+        atomic_write_text(target, json.dumps(data, indent=2) + "\n")
+        atomic_write_text(target.with_suffix(".py"), snippet)
+        return [target, target.with_suffix(".py")]
+    text = result if isinstance(result, str) else json.dumps(result, indent=2) + "\n"
+    atomic_write_text(target, text)
+    return [target]
