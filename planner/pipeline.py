@@ -34,6 +34,7 @@ from planner.task import DEFAULT_CACHE, Task, build_task
 from planner.verify import measure_models
 from planner.version import __version__
 from profilers import LatencyTable
+from profilers.profiler import progress_bar
 
 STAGES = ("profile", "score", "solve", "search", "apply", "verify")
 
@@ -134,11 +135,11 @@ def prepare(config: RunConfig, *, progress: bool = True) -> RunState:
     return RunState(loaded=loaded, table=table, task=task, seconds=seconds)
 
 
-def scores_for(state: RunState, config: RunConfig, backend_name: str) -> ErrorTable:
+def scores_for(state: RunState, config: RunConfig, backend_name: str, *, progress: bool = False) -> ErrorTable:
     """The backend's error table, cached on disk per model, data and calibration settings."""
     if backend_name in state.scores:
         return state.scores[backend_name]
-    backend = get_backend(backend_name)
+    backend = get_backend(backend_name, progress=progress)
     key = _key(state.loaded.fingerprint, config.data, config.seq_len, config.calibration_size, config.seed)
     path = config.cache_dir / "scores" / f"{backend_name}-{key}.npz"
     if path.is_file():
@@ -161,11 +162,17 @@ class PlannedModel:
 
 
 def plan_and_apply(
-    state: RunState, config: RunConfig, *, backend_name: str, solver: str, search_seconds: float
+    state: RunState,
+    config: RunConfig,
+    *,
+    backend_name: str,
+    solver: str,
+    search_seconds: float,
+    progress: bool = False,
 ) -> PlannedModel:
     """Solve (and search) a plan for ``config.speedup``, then apply it and wrap the task head."""
-    backend = get_backend(backend_name)
-    scores = scores_for(state, config, backend_name)
+    backend = get_backend(backend_name, progress=progress)
+    scores = scores_for(state, config, backend_name, progress=progress)
     plan = _timed(
         state,
         "solve",
@@ -194,19 +201,27 @@ def plan_and_apply(
             objective=config.search_objective,
         )
         budget = state.table.budget_ms(config.speedup)
-        search = _timed(
-            state,
-            "search",
-            lambda: solvers.local_search(
-                state.table.unit_costs(),
-                budget,
-                loss,
-                curves=scores.unit_errors(),
-                seed=config.seed,
-                max_evaluations=None,
-                max_seconds=search_seconds,
-            ),
-        )
+        with progress_bar(round(search_seconds), f"search ({backend_name})", unit="s", enabled=progress) as bar:
+            done = [0]
+
+            def tick(step: solvers.SearchStep) -> None:
+                bar.update(max(0, int(step.seconds) - done[0]))
+                done[0] = max(done[0], int(step.seconds))
+
+            search = _timed(
+                state,
+                "search",
+                lambda: solvers.local_search(
+                    state.table.unit_costs(),
+                    budget,
+                    loss,
+                    curves=scores.unit_errors(),
+                    seed=config.seed,
+                    max_evaluations=None,
+                    max_seconds=search_seconds,
+                    on_step=tick,
+                ),
+            )
         plan = make_plan(
             loaded=state.loaded,
             table=state.table,

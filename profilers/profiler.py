@@ -127,7 +127,7 @@ class Profiler:
                 once_ms[key] = runner()
                 calls[key] = calls_per_sample(once_ms[key], min_sample_ms=s.min_sample_ms)
             remaining = sum(max(0, s.rounds - len(samples.get(k, []))) for k in keys)
-            with _progress(remaining, description, enabled=progress) as bar:
+            with progress_bar(remaining, description, enabled=progress) as bar:
                 run_rounds(
                     runners,
                     samples,
@@ -182,13 +182,14 @@ class _NullBar:
 
 
 @contextlib.contextmanager
-def _progress(total: int, description: str, *, enabled: bool) -> Iterator[Any]:
+def progress_bar(total: int, description: str, *, unit: str = "sample", enabled: bool = True) -> Iterator[Any]:
+    """A tqdm bar on stderr (a no-op bar when disabled, empty, or PLANNER_NO_PROGRESS is set)."""
     if not enabled or total == 0 or os.environ.get("PLANNER_NO_PROGRESS"):
         yield _NullBar()
         return
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=description, unit="sample", file=sys.stderr, leave=False)
+    bar = tqdm(total=total, desc=description, unit=unit, file=sys.stderr, leave=False)
     try:
         yield bar
     finally:

@@ -88,6 +88,7 @@ def local_search(
     random_starts: int = 100,
     patience: int = 100,
     buckets: int = DEFAULT_BUCKETS,
+    on_step: Callable[[SearchStep], None] | None = None,
 ) -> SearchResult:
     """Search per-unit coefficients ``c`` in [0, 1] that minimise ``evaluate(levels)``.
 
@@ -103,6 +104,7 @@ def local_search(
         random_starts: random coefficient vectors tried after the all-ones start.
         patience: candidates without a strict improvement before k is lowered by one.
         buckets: DP budget buckets.
+        on_step: called after every real evaluation (e.g. to drive a progress bar).
 
     Returns:
         ``SearchResult`` with the best (never the last) candidate; its loss is <= the start's.
@@ -152,9 +154,10 @@ def local_search(
             if not np.isfinite(loss):
                 raise ValueError(f"evaluate() returned {loss} for levels {key}; it must return a finite loss.")
             cache[key] = loss
-            history.append(
-                SearchStep(len(cache), phase, loss, min(loss, best.loss), time.perf_counter() - started, mutated)
-            )
+            step = SearchStep(len(cache), phase, loss, min(loss, best.loss), time.perf_counter() - started, mutated)
+            history.append(step)
+            if on_step is not None:
+                on_step(step)
         if loss < best.loss:
             best.loss, best.coeffs, best.solution = loss, coeffs.copy(), solution
             return True

@@ -26,9 +26,10 @@ from planner.errors import PlannerError
 from planner.models.bert import BertAdapter, find_bert
 from planner.models.masks import bert_masks
 from planner.plan import Plan
+from profilers.profiler import progress_bar
 
 
-def mask_gradients(adapter: Any, calibration: Calibration) -> tuple[np.ndarray, np.ndarray]:
+def mask_gradients(adapter: Any, calibration: Calibration, *, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Per-batch gradients of the task loss w.r.t. all-ones masks.
 
     Returns:
@@ -40,18 +41,31 @@ def mask_gradients(adapter: Any, calibration: Calibration) -> tuple[np.ndarray, 
     heads, neurons = [], []
     was_training = adapter.model.training
     adapter.model.eval()
+    batches = -(-len(calibration.tokens) // calibration.batch_size)
     try:
-        for ids, mask, labels in calibration.tokens.batches(calibration.batch_size):
-            with bert_masks(layers, head_mask=head_mask, neuron_mask=neuron_mask):
-                logits = calibration.forward(ids, mask)
-                assert labels is not None  # Calibration guarantees labels
-                loss = F.cross_entropy(logits, labels)
-            grad_heads, grad_neurons = torch.autograd.grad(loss, [head_mask, neuron_mask])
-            heads.append(grad_heads.double().numpy())
-            neurons.append(grad_neurons.double().numpy())
+        with progress_bar(batches, "Fisher gradients", unit="batch", enabled=progress) as bar:
+            for ids, mask, labels in calibration.tokens.batches(calibration.batch_size):
+                grad_heads, grad_neurons = _batch_gradients(
+                    layers, head_mask, neuron_mask, calibration, ids, mask, labels
+                )
+                heads.append(grad_heads.double().numpy())
+                neurons.append(grad_neurons.double().numpy())
+                bar.update(1)
     finally:
         adapter.model.train(was_training)
     return np.stack(heads), np.stack(neurons)
+
+
+def _batch_gradients(  # type: ignore[no-untyped-def]
+    layers, head_mask, neuron_mask, calibration, ids, mask, labels
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradient of one mini-batch's mean cross-entropy w.r.t. the head and neuron masks."""
+    with bert_masks(layers, head_mask=head_mask, neuron_mask=neuron_mask):
+        logits = calibration.forward(ids, mask)
+        assert labels is not None  # Calibration guarantees labels
+        loss = F.cross_entropy(logits, labels)
+    grads = torch.autograd.grad(loss, [head_mask, neuron_mask])
+    return grads[0], grads[1]
 
 
 @dataclass(frozen=True)
@@ -80,7 +94,9 @@ class FisherBackend:
         tune: bool = True,
         rearrange: bool = True,
         teacher_masks: tuple[torch.Tensor, torch.Tensor] | None = None,
+        progress: bool = False,
     ) -> None:
+        self.progress = progress
         self.tune = tune
         self.rearrange = rearrange
         self.teacher_masks = teacher_masks
@@ -100,7 +116,7 @@ class FisherBackend:
 
     def score(self, adapter: Any, calibration: Calibration | None) -> ErrorTable:
         calib = self._check(adapter, calibration)
-        head_grads, neuron_grads = mask_gradients(adapter, calib)
+        head_grads, neuron_grads = mask_gradients(adapter, calib, progress=self.progress)
         errors, importance = [], {}
         for unit in adapter.units():
             layer = layer_of(unit.name)
@@ -126,7 +142,9 @@ class FisherBackend:
         model = adapter.model
         if self.tune:
             calib = self._check(adapter, calibration)
-            head_scale, neuron_scale = tune_masks(adapter, heads, neurons, calib, teacher_masks=self.teacher_masks)
+            head_scale, neuron_scale = tune_masks(
+                adapter, heads, neurons, calib, teacher_masks=self.teacher_masks, progress=self.progress
+            )
             model = fold_scales(adapter, head_scale, neuron_scale)
         return BertAdapter(model, name=adapter.name, ffn_step=adapter.ffn_step).shrink(heads, neurons)
 
@@ -194,6 +212,7 @@ def tune_masks(
     calibration: Calibration,
     *,
     teacher_masks: tuple[torch.Tensor, torch.Tensor] | None = None,
+    progress: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Layer-wise damped least-squares scales for kept heads and neurons.
 
@@ -212,53 +231,55 @@ def tune_masks(
     token_mask = tokens.attention_mask.to(hidden.dtype).unsqueeze(-1)  # (n, S, 1)
     batch = calibration.batch_size
     tuning = True
-    for index, layer in enumerate(adapter.layers):
-        attention = layer.attention
-        size = attention.self.attention_head_size
-        w_o = attention.output.dense.weight  # (D, H*d)
-        b_o = attention.output.dense.bias
-        kept_heads = torch.nonzero(head_scale[index]).flatten()
-        # --- attention: per-head contributions through W_O -------------------------------------
-        gram = torch.zeros(len(kept_heads), len(kept_heads), dtype=torch.float64)
-        rhs = torch.zeros(len(kept_heads), dtype=torch.float64)
-        contexts = []
-        for batch_index, start in enumerate(range(0, hidden.shape[0], batch)):
-            x = hidden[start : start + batch]
-            context = attention.self(x, layer_masks[batch_index])[0]  # (b, S, H*d)
-            contexts.append(context)
+    with progress_bar(len(adapter.layers), "mask tuning", unit="layer", enabled=progress) as bar:
+        for index, layer in enumerate(adapter.layers):
+            attention = layer.attention
+            size = attention.self.attention_head_size
+            w_o = attention.output.dense.weight  # (D, H*d)
+            b_o = attention.output.dense.bias
+            kept_heads = torch.nonzero(head_scale[index]).flatten()
+            # --- attention: per-head contributions through W_O -------------------------------------
+            gram = torch.zeros(len(kept_heads), len(kept_heads), dtype=torch.float64)
+            rhs = torch.zeros(len(kept_heads), dtype=torch.float64)
+            contexts = []
+            for batch_index, start in enumerate(range(0, hidden.shape[0], batch)):
+                x = hidden[start : start + batch]
+                context = attention.self(x, layer_masks[batch_index])[0]  # (b, S, H*d)
+                contexts.append(context)
+                if tuning and len(kept_heads):
+                    blocks = [slice(h * size, (h + 1) * size) for h in kept_heads.tolist()]
+                    c = torch.stack([context[..., b] @ w_o[:, b].T for b in blocks], dim=-1)  # (b, S, D, K)
+                    m = token_mask[start : start + batch].unsqueeze(-1)
+                    y = (targets[index].attention[start : start + batch] - b_o - x).unsqueeze(-1)
+                    gram += torch.einsum("bsdk,bsdj->kj", c * m, c).double()
+                    rhs += torch.einsum("bsdk,bsdj->k", c * m, y).double()
             if tuning and len(kept_heads):
-                blocks = [slice(h * size, (h + 1) * size) for h in kept_heads.tolist()]
-                c = torch.stack([context[..., b] @ w_o[:, b].T for b in blocks], dim=-1)  # (b, S, D, K)
-                m = token_mask[start : start + batch].unsqueeze(-1)
-                y = (targets[index].attention[start : start + batch] - b_o - x).unsqueeze(-1)
-                gram += torch.einsum("bsdk,bsdj->kj", c * m, c).double()
-                rhs += torch.einsum("bsdk,bsdj->k", c * m, y).double()
-        if tuning and len(kept_heads):
-            scales = damped_scales(gram.numpy(), rhs.numpy())
-            if scales is None:
-                tuning = False
-            else:
-                head_scale[index, kept_heads] = torch.from_numpy(scales).float()
-        context_all = torch.cat(contexts)
-        scale_cols = head_scale[index].repeat_interleave(size)
-        att_out = attention.output.LayerNorm(F.linear(context_all * scale_cols, w_o, b_o) + hidden)
-        # --- FFN: normal equations over kept neurons ---------------------------------------------
-        w1, b1 = layer.intermediate.dense.weight, layer.intermediate.dense.bias
-        w2, b2 = layer.output.dense.weight, layer.output.dense.bias
-        kept = torch.nonzero(neuron_scale[index]).flatten()
-        activations = layer.intermediate.intermediate_act_fn(F.linear(att_out, w1, b1))  # (n, S, N)
-        if tuning and len(kept):
-            a = (activations[..., kept] * token_mask).reshape(-1, len(kept)).double()
-            w2k = w2[:, kept].double()
-            y = ((targets[index].ffn - b2 - att_out) * token_mask).reshape(-1, w2.shape[0]).double()
-            gram_ffn = (w2k.T @ w2k) * (a.T @ a)
-            rhs_ffn = (a * (y @ w2k)).sum(dim=0)
-            scales = damped_scales(gram_ffn.numpy(), rhs_ffn.numpy())
-            if scales is None:
-                tuning = False
-            else:
-                neuron_scale[index, kept] = torch.from_numpy(scales).float()
-        hidden = layer.output.LayerNorm(F.linear(activations * neuron_scale[index], w2, b2) + att_out)
+                scales = damped_scales(gram.numpy(), rhs.numpy())
+                if scales is None:
+                    tuning = False
+                else:
+                    head_scale[index, kept_heads] = torch.from_numpy(scales).float()
+            context_all = torch.cat(contexts)
+            scale_cols = head_scale[index].repeat_interleave(size)
+            att_out = attention.output.LayerNorm(F.linear(context_all * scale_cols, w_o, b_o) + hidden)
+            # --- FFN: normal equations over kept neurons ---------------------------------------------
+            w1, b1 = layer.intermediate.dense.weight, layer.intermediate.dense.bias
+            w2, b2 = layer.output.dense.weight, layer.output.dense.bias
+            kept = torch.nonzero(neuron_scale[index]).flatten()
+            activations = layer.intermediate.intermediate_act_fn(F.linear(att_out, w1, b1))  # (n, S, N)
+            if tuning and len(kept):
+                a = (activations[..., kept] * token_mask).reshape(-1, len(kept)).double()
+                w2k = w2[:, kept].double()
+                y = ((targets[index].ffn - b2 - att_out) * token_mask).reshape(-1, w2.shape[0]).double()
+                gram_ffn = (w2k.T @ w2k) * (a.T @ a)
+                rhs_ffn = (a * (y @ w2k)).sum(dim=0)
+                scales = damped_scales(gram_ffn.numpy(), rhs_ffn.numpy())
+                if scales is None:
+                    tuning = False
+                else:
+                    neuron_scale[index, kept] = torch.from_numpy(scales).float()
+            hidden = layer.output.LayerNorm(F.linear(activations * neuron_scale[index], w2, b2) + att_out)
+            bar.update(1)
     return head_scale, neuron_scale
 
 

@@ -53,6 +53,9 @@ class MagnitudeBackend:
 
     name = "magnitude"
 
+    def __init__(self, *, progress: bool = False) -> None:
+        self.progress = progress  # scoring and shrinking take well under a second: no bar needed
+
     def score(self, adapter: Any, calibration: Calibration | None = None) -> ErrorTable:
         units = adapter.units()
         errors = []
