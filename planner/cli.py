@@ -28,6 +28,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _add_device_args(p: Any, *, dtype: bool = True, threads: bool = True, shape_default: bool = True) -> None:
+    """--model/--runtime/--device/--dtype/--batch-size/--seq-len/--threads/--rounds, shared by commands."""
+    p.add_argument(
+        "--model", default="minilm", help="'minilm' (bundled), a Hugging Face BERT folder, or pkg.mod:factory"
+    )
+    p.add_argument("--runtime", default="torch", help="torch or onnxruntime (default: torch)")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    if dtype:
+        p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
+    where = "" if shape_default else " (default: the plan's)"
+    p.add_argument("--batch-size", type=_positive_int, default=32 if shape_default else None, help=where or None)
+    p.add_argument("--seq-len", type=_positive_int, default=128 if shape_default else None, help=where or None)
+    if threads:
+        p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: all cores)")
+    p.add_argument("--rounds", type=_positive_int, default=10, help="timed samples per workload (default: 10)")
+
+
 def _add_profile(sub: Any) -> None:
     p = sub.add_parser(
         "profile",
@@ -35,16 +52,7 @@ def _add_profile(sub: Any) -> None:
         description="Measure the latency of every prunable unit at every candidate level, plus the dense "
         "model end to end, on this device and runtime at the given input shape.",
     )
-    p.add_argument(
-        "--model", default="minilm", help="'minilm' (bundled), a Hugging Face folder, or package.module:factory"
-    )
-    p.add_argument("--runtime", default="torch", help="torch or onnxruntime (default: torch)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--seq-len", type=_positive_int, default=128)
-    p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: all cores)")
-    p.add_argument("--rounds", type=_positive_int, default=10, help="timed samples per workload (default: 10)")
+    _add_device_args(p)
     p.add_argument("--warmup", type=int, default=1, help="untimed calls per workload (default: 1)")
     p.add_argument(
         "--ffn-step", type=_positive_int, default=None, help="FFN neuron grid step (default: about 25 levels)"
@@ -178,20 +186,13 @@ def _add_run(sub: Any) -> None:
         description="From a model and a speedup goal to a pruned model whose speedup is measured and whose "
         "accuracy is reported. Defaults: the bundled MiniLM on BBC News, 2x, torch on CPU, batch 32, seq 128.",
     )
-    p.add_argument("--model", default="minilm", help="'minilm' (bundled) or a Hugging Face BERT folder with tokenizer")
+    _add_device_args(p)
     p.add_argument("--data", default="bbc", help="'bbc' (bundled BBC News) or a folder of <class>/*.txt files")
     p.add_argument("--speedup", type=_positive_float, default=2.0, help="target speedup over dense (default: 2.0)")
-    p.add_argument("--runtime", default="torch")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="float32")
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--seq-len", type=_positive_int, default=128)
-    p.add_argument("--threads", type=_positive_int, default=None)
     p.add_argument("--backend", default="fisher", help="fisher (default) or magnitude")
     p.add_argument("--solver", default="dp", help="dp (default, with local search), greedy, uniform or milp")
     p.add_argument("--search-seconds", type=float, default=60.0, help="local search time budget (0 = plain DP)")
     p.add_argument("--calibration-size", type=_positive_int, default=256, help="calibration documents (<= 512)")
-    p.add_argument("--rounds", type=_positive_int, default=10, help="timing rounds for profiling and verification")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -262,13 +263,10 @@ def _add_sweep(sub: Any) -> None:
         "with the dense model, and evaluated. Writes pareto.csv and pareto.png.",
     )
     p.add_argument("--speedups", type=_positive_float, nargs="+", default=[1.5, 2.0, 2.5, 3.0, 4.0])
-    for flag, default in (("--model", "minilm"), ("--data", "bbc"), ("--runtime", "torch"), ("--device", "cpu")):
-        p.add_argument(flag, default=default)
-    p.add_argument("--batch-size", type=_positive_int, default=32)
-    p.add_argument("--seq-len", type=_positive_int, default=128)
+    _add_device_args(p, dtype=False, threads=False)
+    p.add_argument("--data", default="bbc", help="'bbc' (bundled BBC News) or a folder of <class>/*.txt files")
     p.add_argument("--search-seconds", type=float, default=30.0, help="local search per planner plan (default: 30)")
     p.add_argument("--calibration-size", type=_positive_int, default=256)
-    p.add_argument("--rounds", type=_positive_int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/sweep")
     p.add_argument("--overwrite", action="store_true")
@@ -341,11 +339,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _add_verify(sub: Any) -> None:
     p = sub.add_parser("verify", help="measure a saved pruned model against the dense one on this device")
-    p.add_argument("--model", default="minilm")
     p.add_argument("--pruned", required=True, help="folder written by `planner apply` or `planner run` (pruned/)")
-    p.add_argument("--runtime", default="torch")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--rounds", type=_positive_int, default=10)
+    _add_device_args(p, dtype=False, threads=False, shape_default=False)
     p.set_defaults(handler=_cmd_verify)
 
 
@@ -353,7 +348,13 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     from planner.verify import verify_pruned
 
     check = verify_pruned(
-        model=args.model, pruned=args.pruned, runtime=args.runtime, device=args.device, rounds=args.rounds
+        model=args.model,
+        pruned=args.pruned,
+        runtime=args.runtime,
+        device=args.device,
+        rounds=args.rounds,
+        batch_size=args.batch_size,
+        seq_len=args.seq_len,
     )
     print(
         f"dense {check.dense_ms:.1f} ms (p10 {check.dense_p10_ms:.1f}, p90 {check.dense_p90_ms:.1f}) | pruned "

@@ -10,8 +10,6 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -34,6 +32,7 @@ from planner.task import DEFAULT_CACHE, Task, build_task
 from planner.verify import measure_models
 from planner.version import __version__
 from profilers import LatencyTable
+from profilers.atomic import atomic_dir
 from profilers.profiler import progress_bar
 
 STAGES = ("profile", "score", "solve", "search", "apply", "verify")
@@ -304,6 +303,24 @@ def render_folder(folder: str | Path) -> list[Path]:
     return written
 
 
+def _measure(
+    state: RunState, config: RunConfig, pruned: dict[str, Any], *, progress: bool
+) -> dict[str, tuple[float, float, float]]:
+    """The dense model and the pruned ones, timed interleaved on the run's runtime and shape."""
+    inputs = state.loaded.adapter.example_inputs(config.batch_size, config.seq_len)
+    return measure_models(
+        {"dense": state.loaded.model, **pruned},
+        inputs,
+        runtime=config.runtime,
+        device=config.device,
+        dtype=config.dtype,
+        threads=config.threads,
+        rounds=config.verify_rounds,
+        seed=config.seed,
+        progress=progress,
+    )
+
+
 def run_pipeline(
     config: RunConfig,
     *,
@@ -332,32 +349,13 @@ def run_pipeline(
     )
     log("[6/6] verify: dense vs pruned latency interleaved, and test accuracy")
     start = time.perf_counter()
-    inputs = state.loaded.adapter.example_inputs(config.batch_size, config.seq_len)
-    timing = measure_models(
-        {"dense": state.loaded.model, "pruned": planned.classifier.encoder},
-        inputs,
-        runtime=config.runtime,
-        device=config.device,
-        dtype=config.dtype,
-        threads=config.threads,
-        rounds=config.verify_rounds,
-        seed=config.seed,
-        progress=progress,
-    )
+    timing = _measure(state, config, {"pruned": planned.classifier.encoder}, progress=progress)
     dense_acc = accuracy(state.task.classifier, state.task.test_tokens)
     pruned_acc = accuracy(planned.classifier, state.task.test_tokens)
     state.seconds["verify"] = time.perf_counter() - start
     report = build_report(config, state, planned, timing, dense_acc, pruned_acc)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target, overwrite=True) as tmp:
         _write_outputs(tmp, state, planned, report)
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return report
 
 
@@ -443,7 +441,6 @@ def run_sweep(
     import dataclasses
 
     from planner import plots
-    from profilers.atomic import atomic_path
 
     target = Path(out)
     if target.exists() and not overwrite:
@@ -484,18 +481,7 @@ def run_sweep(
                 }
             )
     log("verify: every pruned model timed interleaved with the dense one; test accuracy")
-    inputs = state.loaded.adapter.example_inputs(config.batch_size, config.seq_len)
-    timing = measure_models(
-        {"dense": state.loaded.model, **{k: m.encoder for k, m in models.items()}},
-        inputs,
-        runtime=config.runtime,
-        device=config.device,
-        dtype=config.dtype,
-        threads=config.threads,
-        rounds=config.verify_rounds,
-        seed=config.seed,
-        progress=progress,
-    )
+    timing = _measure(state, config, {k: m.encoder for k, m in models.items()}, progress=progress)
     dense_acc = accuracy(state.task.classifier, state.task.test_tokens)
     for row in rows:
         key = row.pop("key")
@@ -505,8 +491,7 @@ def run_sweep(
         row["accuracy"] = accuracy(models[key], state.task.test_tokens)
         row["dense_accuracy"] = dense_acc
     frame = plots.pareto_frame(rows)
-    target.mkdir(parents=True, exist_ok=True)
-    with atomic_path(target / "pareto.csv") as tmp:
-        frame.to_csv(tmp, index=False)
-    plots.save_figure(plots.plot_pareto(frame, dense_accuracy=dense_acc), target / "pareto")
+    with atomic_dir(target, overwrite=True) as tmp:
+        frame.to_csv(tmp / "pareto.csv", index=False)
+        plots.save_figure(plots.plot_pareto(frame, dense_accuracy=dense_acc), tmp / "pareto")
     return frame

@@ -8,8 +8,6 @@ same shapes and loads the weights, giving outputs identical to the in-memory pru
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ from planner.errors import PlannerError
 from planner.models.bert import BertAdapter, find_bert
 from planner.models.bert_surgery import attention_heads, ffn_neurons
 from planner.plan import Plan
+from profilers.atomic import atomic_dir
 
 FORMAT = "latency-planner-pruned"
 FORMAT_VERSION = 1
@@ -72,17 +71,9 @@ def save_pruned(model: nn.Module, out_dir: str | Path, *, plan: Plan, overwrite:
         head: Any = model.head
         config["classifier_head"] = {"in_features": head.in_features, "classes": head.out_features}
     state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
+    with atomic_dir(target, overwrite=True) as tmp:
         save_file(state, str(tmp / "model.safetensors"))
         (tmp / "pruned_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return target
 
 

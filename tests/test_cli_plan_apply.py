@@ -100,6 +100,10 @@ def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: 
     names = [i.name for i in session.get_inputs()]
     feeds = dict(zip(names, [ids.numpy(), torch.ones_like(ids).numpy()], strict=False))
     torch.testing.assert_close(torch.from_numpy(session.run(None, feeds)[0]), logits.detach(), rtol=1e-4, atol=1e-4)
+    # `planner verify` measures the saved model against the dense one on this machine.
+    code, out, err = _run(["verify", "--model", model, "--pruned", str(pruned_dir), "--rounds", "2"], capsys)
+    assert code == 0, err
+    assert "measured speedup" in out and "interleaved rounds" in out
     # Refuses to overwrite, and a plan for another model is refused.
     code, _, err = _run(["apply", "--model", model, "--plan", str(plan), "--out", str(pruned_dir)], capsys)
     assert code == 2 and "already exists" in err
