@@ -55,10 +55,10 @@ def run(runtime: str, rounds: int, seed: int) -> tuple[list[float], float]:
     fractions = np.linspace(0.0, 0.95, CONFIGS)
     configs = [random_levels(units, rng, float(f)) for f in fractions]
     inputs = adapter.example_inputs(32, 128)
-    workloads = [Workload("dense", adapter.forward_module(), inputs, settle=1)]
+    workloads = [Workload("dense", adapter.forward_module(), inputs, steady=True)]
     for i, levels in enumerate(configs):
         shrunk = adapter.shrink_to_levels(levels)
-        workloads.append(Workload(f"config{i}", adapter.forward_module_of(shrunk), inputs, settle=1))
+        workloads.append(Workload(f"config{i}", adapter.forward_module_of(shrunk), inputs, steady=True))
     profiler = Profiler(ProfilerSettings(runtime=runtime, rounds=rounds, seed=seed))
     stats = profiler.measure(workloads, progress=False)
     dense_now = stats["dense"].median_ms

@@ -172,12 +172,12 @@ def plot_prediction(frame: pd.DataFrame, ax: Any = None) -> Any:
 
 
 def plot_search(frame: pd.DataFrame, ax: Any = None) -> Any:
-    """Calibration loss of every evaluated plan and the best so far."""
+    """Search loss (e.g. KL to the dense model on calibration documents) of every evaluated plan and the best."""
     ax = _axes(ax)
     ax.scatter(frame["evaluation"], frame["loss"], s=8, alpha=0.5, label="candidate")
     ax.plot(frame["evaluation"], frame["best_loss"], color="C3", label="best so far")
     ax.set_xlabel("evaluation")
-    ax.set_ylabel("calibration loss")
+    ax.set_ylabel("search loss on calibration documents")
     ax.set_title("Local search history")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)

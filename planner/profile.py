@@ -116,14 +116,14 @@ def profile_model(
         units, inputs, runtime=config.runtime, device=config.device, dtype=DTYPES[config.dtype]
     )
     workloads = [Workload(w.key, w.module, w.inputs) for w in unit_work]
-    workloads.append(Workload(DENSE_KEY, adapter.forward_module(), inputs, settle=1))
+    workloads.append(Workload(DENSE_KEY, adapter.forward_module(), inputs, steady=True))
     anchors = {DENSE_KEY: {u.name: 0 for u in units}}
     if adapter.supports_shrinking:
         for fraction in ANCHOR_FRACTIONS:
             key = f"__anchor_{fraction:g}__"
             anchors[key] = _anchor_levels(units, fraction)
             model = adapter.forward_module_of(adapter.shrink_to_levels(anchors[key]))
-            workloads.append(Workload(key, model, inputs, settle=1))
+            workloads.append(Workload(key, model, inputs, steady=True))
     checkpoint = None if out_path is None else out_path.with_name(out_path.name + ".partial.json")
     stats = profiler.measure(
         workloads,

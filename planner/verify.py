@@ -51,7 +51,7 @@ def measure_models(
             name,
             OutputTensor(model, ("input_ids", "attention_mask")) if _takes_ids(model) else OutputTensor(model),
             inputs,
-            settle=1,
+            steady=True,
         )
         for name, model in models.items()
     ]

@@ -32,16 +32,14 @@ from profilers.timing import WIDE_SPREAD, Runner, TimingStats, calls_per_sample,
 class Workload:
     """One thing to time: ``module(*inputs)`` (module and inputs are never modified).
 
-    ``settle``: untimed calls right before each sample; 1 for whole models (steady state, as
-    deployed), 0 for units of a model (cold, as inside a forward pass). See ``profilers.timing``.
-    Workloads that take at least half as long as the slowest one skip it: nothing much larger can
-    have run before them, and settling the dense model would double the cost of every round.
+    ``steady``: True for whole models (timed in a steady state, as deployed), False for units of a
+    model (timed cold, as inside a forward pass). See ``profilers.timing.run_rounds``.
     """
 
     key: str
     module: torch.nn.Module
     inputs: tuple[torch.Tensor, ...]
-    settle: int = 0
+    steady: bool = False
 
 
 @dataclass(frozen=True)
@@ -134,7 +132,7 @@ class Profiler:
                     rounds=s.rounds,
                     calls=calls,
                     rng=rng,
-                    settle={w.key: w.settle if once_ms[w.key] < 0.5 * max(once_ms.values()) else 0 for w in workloads},
+                    steady={w.key: once_ms[w.key] for w in workloads if w.steady},
                     on_sample=lambda _key: bar.update(1),
                     on_round=lambda _r: _save_checkpoint(checkpoint, full_key, samples),
                 )

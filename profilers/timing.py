@@ -5,13 +5,12 @@ latency in milliseconds (host timer on CPU; CUDA events on a GPU). Rounds visit 
 a fresh random order, so slow drifts of the machine's load hit every level alike instead of
 biasing whichever level happened to be timed during a busy spell.
 
-A workload can ask for ``settle`` untimed calls of itself right before each of its samples. Whole
-models do: a deployed model runs back to back, and without settling a small model timed right after
-a large one pays for the large one's memory churn (measured on this project's CPU box with glibc
-malloc: an all-pruned MiniLM took 8 ms back to back but 14-23 ms right after the dense model).
-Units of a model do not: inside a forward pass a unit runs with its weights evicted by the other
-layers, which interleaving without settling reproduces (settled unit timings predicted pruned
-MiniLMs 8-13% too fast).
+Whole models are timed in a steady state, as a deployed model runs back to back; units of a model
+are timed cold, as inside a forward pass their weights were evicted by the other layers (settled
+unit timings predicted pruned MiniLMs 8-13% too fast). On this project's CPU box with glibc malloc a
+model timed right after a much smaller or larger workload pays for the memory churn: an all-pruned
+MiniLM took 8 ms back to back but 14-23 ms right after the dense model, and the dense model read 5%
+slow right after small units, which made plans miss their speedup. Hence ``run_rounds``' order.
 """
 
 from __future__ import annotations
@@ -66,7 +65,7 @@ def run_rounds(
     rounds: int,
     calls: Mapping[str, int],
     rng: np.random.Generator,
-    settle: Mapping[str, int] | None = None,
+    steady: Mapping[str, float] | None = None,
     on_sample: Callable[[str], None] | None = None,
     on_round: Callable[[int], None] | None = None,
 ) -> None:
@@ -74,7 +73,13 @@ def run_rounds(
 
     ``samples`` is updated in place (it may already hold samples from an interrupted run). Each
     round visits, in a random order, every workload that still needs samples.
+
+    ``steady`` maps whole-model workloads to their latency (ms, from warm-up): they are timed in a
+    steady state, as deployed. Each round visits the other workloads (units of a model: timed cold,
+    as inside a forward pass) first, then the steady ones; a steady workload gets one untimed call
+    right before its sample unless the workload just before it took at least half as long.
     """
+    steady = steady or {}
     keys = sorted(runners)
     for key in keys:
         samples.setdefault(key, [])
@@ -83,15 +88,19 @@ def run_rounds(
         pending = [k for k in keys if len(samples[k]) < rounds]
         if not pending:
             return
-        for position in rng.permutation(len(pending)):
-            key = pending[int(position)]
-            n = calls[key]
-            for _ in range((settle or {}).get(key, 0)):
+        cold = [k for k in pending if k not in steady]
+        warm = [k for k in pending if k in steady]
+        order = [cold[int(i)] for i in rng.permutation(len(cold))] + [warm[int(i)] for i in rng.permutation(len(warm))]
+        previous_ms = 0.0
+        for key in order:
+            if key in steady and previous_ms < 0.5 * steady[key]:
                 runners[key]()
+            n = calls[key]
             total = 0.0
             for _ in range(n):
                 total += runners[key]()
             samples[key].append(total / n)
+            previous_ms = total / n
             if on_sample is not None:
                 on_sample(key)
         round_index += 1

@@ -86,6 +86,18 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     assert list((tmp_path / "cache" / "tables").glob("*.csv")) and list((tmp_path / "cache" / "scores").glob("*.npz"))
     again = run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=out, overwrite=True, progress=False)
     assert again["stage_seconds"]["profile"] < report["stage_seconds"]["profile"] + 5
+    # `planner report DIR` redraws the pictures and report.md from the folder's files.
+    for picture in out.glob("*.png"):
+        picture.unlink()
+    assert main(["report", str(out)]) == 0
+    assert {"latency_table.png", "allocation.png", "predicted_vs_measured.png", "search_history.png"} <= {
+        p.name for p in out.glob("*.png")
+    }
+
+
+def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(tmp_path)]) == 2
+    assert "not a `planner run` folder" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

@@ -137,3 +137,29 @@ def test_timing_stats_and_smoothing() -> None:
     assert np.all(np.diff(fitted) <= 0)
     assert fitted.sum() == pytest.approx(20.5)  # isotonic regression preserves the mean
     assert non_increasing_fit([3.0, 2.0, 1.0]).tolist() == [3.0, 2.0, 1.0]
+
+
+def test_whole_models_are_timed_after_units_and_settled_after_small_workloads() -> None:
+    calls: list[str] = []
+    times = {"unit_a": 1.0, "unit_b": 1.0, "dense": 10.0, "half": 6.0}
+
+    def runner(key: str):  # type: ignore[no-untyped-def]
+        return lambda: calls.append(key) or times[key]
+
+    runners = {k: runner(k) for k in times}
+    samples: dict[str, list[float]] = {}
+    run_rounds(
+        runners,
+        samples,
+        rounds=1,
+        calls=dict.fromkeys(times, 1),
+        rng=np.random.default_rng(1),
+        steady={"dense": 10.0, "half": 6.0},
+    )
+    assert set(calls[:2]) == {"unit_a", "unit_b"}  # units first (cold), whole models after (steady)
+    first_model = calls[2]
+    assert calls[3] == first_model  # after a small unit: one untimed call first
+    rest = calls[4:]
+    second = "half" if first_model == "dense" else "dense"
+    # The second model follows one at least half its size: no extra call.
+    assert rest == [second]
