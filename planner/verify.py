@@ -42,7 +42,7 @@ def measure_models(
     seed: int = 0,
     progress: bool = False,
 ) -> dict[str, tuple[float, float, float]]:
-    """Median, p10 and p90 latency (ms) of each model, all timed interleaved (settled, as deployed).
+    """Median, p10 and p90 latency (ms) of each model, all timed interleaved in a steady state, as deployed.
 
     Models take ``(input_ids, attention_mask)`` keyword inputs (BERT-family) or positional inputs.
     """
