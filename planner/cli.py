@@ -53,7 +53,7 @@ def _add_profile(sub: Any) -> None:
         "model end to end, on this device and runtime at the given input shape.",
     )
     _add_device_args(p)
-    p.add_argument("--warmup", type=int, default=1, help="untimed calls per workload (default: 1)")
+    p.add_argument("--warmup", type=int, default=0, help="extra untimed calls per workload (default: 0)")
     p.add_argument(
         "--ffn-step", type=_positive_int, default=None, help="FFN neuron grid step (default: about 25 levels)"
     )

@@ -50,7 +50,7 @@ class ProfileConfig:
     seq_len: int = 128
     threads: int = 0
     rounds: int = 10
-    warmup: int = 1
+    warmup: int = 0
     ffn_step: int | None = None
     sparsity_levels: int | None = None
     smoothing: str = "none"

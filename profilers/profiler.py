@@ -52,7 +52,7 @@ class ProfilerSettings:
         dtype: "float32", "float16" or "bfloat16".
         threads: intra-op threads (CPU); default: all cores torch sees.
         rounds: samples per workload (medians over these).
-        warmup: untimed calls per workload before sampling.
+        warmup: untimed calls per workload before sampling, besides the one that sizes samples.
         min_sample_ms: a sample averages enough calls to last at least this long (timer noise).
         seed: seeds the interleaving order.
     """
@@ -62,7 +62,7 @@ class ProfilerSettings:
     dtype: str = "float32"
     threads: int = 0
     rounds: int = 10
-    warmup: int = 1
+    warmup: int = 0
     min_sample_ms: float = 2.0
     seed: int = 0
 
@@ -118,12 +118,10 @@ class Profiler:
                     w.module, w.inputs, device=s.device, dtype=s.dtype, threads=s.threads
                 )
             calls: dict[str, int] = {}
-            once_ms: dict[str, float] = {}
             for key, runner in runners.items():
                 for _ in range(s.warmup):
                     runner()
-                once_ms[key] = runner()
-                calls[key] = calls_per_sample(once_ms[key], min_sample_ms=s.min_sample_ms)
+                calls[key] = calls_per_sample(runner(), min_sample_ms=s.min_sample_ms)
             remaining = sum(max(0, s.rounds - len(samples.get(k, []))) for k in keys)
             with progress_bar(remaining, description, enabled=progress) as bar:
                 run_rounds(
@@ -132,7 +130,7 @@ class Profiler:
                     rounds=s.rounds,
                     calls=calls,
                     rng=rng,
-                    steady={w.key: once_ms[w.key] for w in workloads if w.steady},
+                    steady={w.key for w in workloads if w.steady},
                     on_sample=lambda _key: bar.update(1),
                     on_round=lambda _r: _save_checkpoint(checkpoint, full_key, samples),
                 )

@@ -8,15 +8,16 @@ biasing whichever level happened to be timed during a busy spell.
 Whole models are timed in a steady state, as a deployed model runs back to back; units of a model
 are timed cold, as inside a forward pass their weights were evicted by the other layers (settled
 unit timings predicted pruned MiniLMs 8-13% too fast). On this project's CPU box with glibc malloc a
-model timed right after a much smaller or larger workload pays for the memory churn: an all-pruned
-MiniLM took 8 ms back to back but 14-23 ms right after the dense model, and the dense model read 5%
-slow right after small units, which made plans miss their speedup. Hence ``run_rounds``' order.
+model timed right after a different workload pays for the memory churn: an all-pruned MiniLM took
+8 ms back to back but 14-23 ms right after the dense model, and the dense model read about 5% slow
+right after smaller models, which made plans miss their speedup. Hence ``run_rounds``' order and
+its untimed call before every whole-model sample.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -65,7 +66,7 @@ def run_rounds(
     rounds: int,
     calls: Mapping[str, int],
     rng: np.random.Generator,
-    steady: Mapping[str, float] | None = None,
+    steady: Collection[str] = (),
     on_sample: Callable[[str], None] | None = None,
     on_round: Callable[[int], None] | None = None,
 ) -> None:
@@ -74,12 +75,10 @@ def run_rounds(
     ``samples`` is updated in place (it may already hold samples from an interrupted run). Each
     round visits, in a random order, every workload that still needs samples.
 
-    ``steady`` maps whole-model workloads to their latency (ms, from warm-up): they are timed in a
-    steady state, as deployed. Each round visits the other workloads (units of a model: timed cold,
-    as inside a forward pass) first, then the steady ones; a steady workload gets one untimed call
-    right before its sample unless the workload just before it took at least half as long.
+    ``steady`` names whole-model workloads: they are timed in a steady state, as deployed. Each
+    round visits the other workloads (units of a model: timed cold, as inside a forward pass)
+    first, then the steady ones, each right after one untimed call of itself.
     """
-    steady = steady or {}
     keys = sorted(runners)
     for key in keys:
         samples.setdefault(key, [])
@@ -91,16 +90,14 @@ def run_rounds(
         cold = [k for k in pending if k not in steady]
         warm = [k for k in pending if k in steady]
         order = [cold[int(i)] for i in rng.permutation(len(cold))] + [warm[int(i)] for i in rng.permutation(len(warm))]
-        previous_ms = 0.0
         for key in order:
-            if key in steady and previous_ms < 0.5 * steady[key]:
+            if key in steady:
                 runners[key]()
             n = calls[key]
             total = 0.0
             for _ in range(n):
                 total += runners[key]()
             samples[key].append(total / n)
-            previous_ms = total / n
             if on_sample is not None:
                 on_sample(key)
         round_index += 1

@@ -139,27 +139,24 @@ def test_timing_stats_and_smoothing() -> None:
     assert non_increasing_fit([3.0, 2.0, 1.0]).tolist() == [3.0, 2.0, 1.0]
 
 
-def test_whole_models_are_timed_after_units_and_settled_after_small_workloads() -> None:
+def test_whole_models_are_timed_after_units_each_after_an_untimed_call() -> None:
     calls: list[str] = []
     times = {"unit_a": 1.0, "unit_b": 1.0, "dense": 10.0, "half": 6.0}
 
     def runner(key: str):  # type: ignore[no-untyped-def]
         return lambda: calls.append(key) or times[key]
 
-    runners = {k: runner(k) for k in times}
     samples: dict[str, list[float]] = {}
     run_rounds(
-        runners,
+        {k: runner(k) for k in times},
         samples,
-        rounds=1,
+        rounds=2,
         calls=dict.fromkeys(times, 1),
         rng=np.random.default_rng(1),
-        steady={"dense": 10.0, "half": 6.0},
+        steady={"dense", "half"},
     )
-    assert set(calls[:2]) == {"unit_a", "unit_b"}  # units first (cold), whole models after (steady)
-    first_model = calls[2]
-    assert calls[3] == first_model  # after a small unit: one untimed call first
-    rest = calls[4:]
-    second = "half" if first_model == "dense" else "dense"
-    # The second model follows one at least half its size: no extra call.
-    assert rest == [second]
+    for round_calls in (calls[:6], calls[6:]):
+        assert set(round_calls[:2]) == {"unit_a", "unit_b"}  # units first (cold)
+        first, second = round_calls[2:4], round_calls[4:6]  # then each model twice: untimed + timed
+        assert first[0] == first[1] and second[0] == second[1] and {first[0], second[0]} == {"dense", "half"}
+    assert all(len(v) == 2 for v in samples.values())
