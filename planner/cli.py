@@ -193,6 +193,12 @@ def _add_run(sub: Any) -> None:
     p.add_argument("--solver", default="dp", help="dp (default, with local search), greedy, uniform or milp")
     p.add_argument("--search-seconds", type=float, default=60.0, help="local search time budget (0 = plain DP)")
     p.add_argument("--calibration-size", type=_positive_int, default=256, help="calibration documents (<= 512)")
+    p.add_argument(
+        "--corrections",
+        type=int,
+        default=1,
+        help="re-plans when the measured speedup is more than 3%% below the target (default: 1; 0 = off)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
@@ -220,6 +226,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         calibration_size=args.calibration_size,
         rounds=args.rounds,
         verify_rounds=args.rounds,
+        corrections=args.corrections,
         seed=args.seed,
     )
     report = run_pipeline(

@@ -7,6 +7,7 @@ folder is written to a temporary sibling and renamed at the end: nothing half-wr
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -59,10 +60,13 @@ class RunConfig:
     calibration_size: int = 256
     rounds: int = 10
     verify_rounds: int = 10
+    corrections: int = 1
     seed: int = 0
     cache_dir: Path = field(default_factory=lambda: DEFAULT_CACHE)
 
     def __post_init__(self) -> None:
+        if self.corrections < 0:
+            raise PlannerError(f"The 'corrections' parameter must be >= 0. Got {self.corrections} instead.")
         if not self.speedup > 1.0:
             raise PlannerError(f"The 'speedup' parameter must be > 1.0. Got {self.speedup!r} instead.")
         if self.search_seconds < 0:
@@ -168,10 +172,34 @@ def plan_and_apply(
     solver: str,
     search_seconds: float,
     progress: bool = False,
+    coefficients: tuple[float, ...] | None = None,
 ) -> PlannedModel:
-    """Solve (and search) a plan for ``config.speedup``, then apply it and wrap the task head."""
+    """Solve (and search) a plan for ``config.speedup``, then apply it and wrap the task head.
+
+    ``coefficients`` (from an earlier search) re-weight the backend's errors instead of searching
+    again: used when a plan is corrected for a new budget.
+    """
     backend = get_backend(backend_name, progress=progress)
     scores = scores_for(state, config, backend_name, progress=progress)
+    if coefficients is not None:
+        budget = state.table.budget_ms(config.speedup)
+        errors = solvers.scaled_errors(coefficients, scores.unit_errors())
+        levels = list(solvers.solve_dp(state.table.unit_costs(), errors, budget).levels)
+        plan = make_plan(
+            loaded=state.loaded,
+            table=state.table,
+            scores=scores,
+            backend=backend,
+            speedup=config.speedup,
+            solver=solver,
+            seed=config.seed,
+            levels=levels,
+            solver_label="dp+search",
+        )
+        calibration = state.task.calibration if backend_name == "fisher" else None
+        pruned = _timed(state, "apply", lambda: backend.apply(state.loaded.adapter, plan, calibration))
+        classifier = MeanPoolClassifier(find_bert(pruned)[0], state.task.classifier.head).eval()
+        return PlannedModel(plan, None, classifier)
     plan = _timed(
         state,
         "solve",
@@ -321,6 +349,20 @@ def _measure(
     )
 
 
+CORRECTION_TOLERANCE = 0.97
+"""A run whose measured speedup is below this fraction of the target re-plans (``corrections``)."""
+
+
+def _attempt(
+    planned_for: float, planned: PlannedModel, timing: dict[str, tuple[float, float, float]]
+) -> dict[str, float]:
+    return {
+        "planned_for": planned_for,
+        "predicted_speedup": planned.plan.predicted_speedup,
+        "measured_speedup": timing["dense"][0] / timing["pruned"][0],
+    }
+
+
 def run_pipeline(
     config: RunConfig,
     *,
@@ -345,15 +387,48 @@ def run_pipeline(
     log(f"[2/6] score: {config.backend} on {len(state.task.calibration.tokens)} calibration documents")
     log(f"[3/6] solve + [4/6] search ({config.search_seconds:g} s) + [5/6] apply")
     planned = plan_and_apply(
-        state, config, backend_name=config.backend, solver=config.solver, search_seconds=config.search_seconds
+        state,
+        config,
+        backend_name=config.backend,
+        solver=config.solver,
+        search_seconds=config.search_seconds,
+        progress=progress,
     )
     log("[6/6] verify: dense vs pruned latency interleaved, and test accuracy")
     start = time.perf_counter()
     timing = _measure(state, config, {"pruned": planned.classifier.encoder}, progress=progress)
+    attempts = [_attempt(config.speedup, planned, timing)]
+    search = planned.search
+    for _ in range(config.corrections):
+        measured = attempts[-1]["measured_speedup"]
+        if measured >= CORRECTION_TOLERANCE * config.speedup:
+            break
+        corrected = attempts[-1]["planned_for"] * config.speedup / measured
+        if corrected > state.table.max_speedup():
+            log(f"      measured {measured:.2f}x; a corrected plan ({corrected:.2f}x) is beyond this table's maximum")
+            break
+        log(
+            f"      measured {measured:.2f}x < {config.speedup:g}x: the table over-promised; re-planning for "
+            f"{corrected:.2f}x and measuring again"
+        )
+        planned = plan_and_apply(
+            state,
+            dataclasses.replace(config, speedup=corrected),
+            backend_name=config.backend,
+            solver=config.solver,
+            search_seconds=0.0,
+            progress=progress,
+            coefficients=None if search is None else search.coefficients,
+        )
+        timing = _measure(state, config, {"pruned": planned.classifier.encoder}, progress=progress)
+        attempts.append(_attempt(corrected, planned, timing))
+    planned = dataclasses.replace(planned, search=search)
     dense_acc = accuracy(state.task.classifier, state.task.test_tokens)
     pruned_acc = accuracy(planned.classifier, state.task.test_tokens)
     state.seconds["verify"] = time.perf_counter() - start
     report = build_report(config, state, planned, timing, dense_acc, pruned_acc)
+    report["attempts"] = attempts
+    report["planned_speedup"] = attempts[-1]["planned_for"]
     with atomic_dir(target, overwrite=True) as tmp:
         _write_outputs(tmp, state, planned, report)
     return report
@@ -438,7 +513,6 @@ def run_sweep(
 
     Writes ``out/pareto.csv`` and ``out/pareto.png`` (+ .svg); returns the pareto DataFrame.
     """
-    import dataclasses
 
     from planner import plots
 

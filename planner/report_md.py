@@ -29,6 +29,13 @@ def render_report(report: dict[str, Any]) -> str:
         "",
         "Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r["stage_seconds"].items()) + ".",
     ]
+    if len(r.get("attempts", [])) > 1:
+        steps = "; ".join(
+            f"planned for {a['planned_for']:.2f}x, predicted {a['predicted_speedup']:.2f}x, measured "
+            f"{a['measured_speedup']:.2f}x"
+            for a in r["attempts"]
+        )
+        lines += ["", f"Corrected after measuring (the table over-promised): {steps}."]
     if r.get("search"):
         s = r["search"]
         lines += [

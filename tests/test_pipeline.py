@@ -171,3 +171,26 @@ def test_run_on_the_real_minilm_small_setting(tmp_path: Path) -> None:
     assert report["measured_speedup"] > 1.0
     assert 0.5 < report["dense_accuracy"] <= 1.0 and 0.0 <= report["pruned_accuracy"] <= 1.0
     assert (tmp_path / "run" / "pruned" / "model.safetensors").is_file()
+
+
+def test_run_corrects_a_plan_whose_measured_speedup_falls_short(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import planner.pipeline as pipeline
+
+    monkeypatch.setattr(pipeline, "CORRECTION_TOLERANCE", 100.0)  # every measurement "falls short"
+    report = run_pipeline(
+        tiny_config(workspace, tmp_path / "cache", corrections=1), out=tmp_path / "run", progress=False
+    )
+    attempts = report["attempts"]
+    assert 1 <= len(attempts) <= 2
+    if len(attempts) == 2:  # re-planned for more than the target, and measured again
+        first = attempts[0]
+        assert first["planned_for"] == 1.5
+        assert attempts[1]["planned_for"] == pytest.approx(1.5 * 1.5 / first["measured_speedup"])
+        assert report["planned_speedup"] == attempts[1]["planned_for"]
+        assert report["measured_speedup"] == pytest.approx(attempts[1]["measured_speedup"])
+    none = run_pipeline(
+        tiny_config(workspace, tmp_path / "cache", corrections=0), out=tmp_path / "run0", progress=False
+    )
+    assert len(none["attempts"]) == 1
