@@ -181,25 +181,16 @@ def plan_and_apply(
     """
     backend = get_backend(backend_name, progress=progress)
     scores = scores_for(state, config, backend_name, progress=progress)
+    budget = state.table.budget_ms(config.speedup)
+    search = None
+    levels: list[int] | None = None
     if coefficients is not None:
-        budget = state.table.budget_ms(config.speedup)
         errors = solvers.scaled_errors(coefficients, scores.unit_errors())
         levels = list(solvers.solve_dp(state.table.unit_costs(), errors, budget).levels)
-        plan = make_plan(
-            loaded=state.loaded,
-            table=state.table,
-            scores=scores,
-            backend=backend,
-            speedup=config.speedup,
-            solver=solver,
-            seed=config.seed,
-            levels=levels,
-            solver_label="dp+search",
-        )
-        calibration = state.task.calibration if backend_name == "fisher" else None
-        pruned = _timed(state, "apply", lambda: backend.apply(state.loaded.adapter, plan, calibration))
-        classifier = MeanPoolClassifier(find_bert(pruned)[0], state.task.classifier.head).eval()
-        return PlannedModel(plan, None, classifier)
+    elif search_seconds > 0 and solver == "dp":
+        search = _search(state, config, backend, scores, budget, search_seconds, progress=progress)
+        levels = list(search.solution.levels)
+    searched = levels is not None
     plan = _timed(
         state,
         "solve",
@@ -211,59 +202,59 @@ def plan_and_apply(
             speedup=config.speedup,
             solver=solver,
             seed=config.seed,
+            levels=levels,
+            solver_label="dp+search" if searched else None,
         ),
     )
-    search = None
-    if search_seconds > 0 and solver == "dp":
-        head = state.task.classifier.head
-        tokens = state.task.calibration.tokens.subset(
-            list(range(min(config.search_examples, len(state.task.calibration.tokens))))
-        )
-        loss = CalibrationLoss(
-            adapter=state.loaded.adapter,
-            head=head,
-            backend=backend,
-            scores=scores,
-            tokens=tokens,
-            objective=config.search_objective,
-        )
-        budget = state.table.budget_ms(config.speedup)
-        with progress_bar(round(search_seconds), f"search ({backend_name})", unit="s", enabled=progress) as bar:
-            done = [0]
-
-            def tick(step: solvers.SearchStep) -> None:
-                bar.update(max(0, int(step.seconds) - done[0]))
-                done[0] = max(done[0], int(step.seconds))
-
-            search = _timed(
-                state,
-                "search",
-                lambda: solvers.local_search(
-                    state.table.unit_costs(),
-                    budget,
-                    loss,
-                    curves=scores.unit_errors(),
-                    seed=config.seed,
-                    max_evaluations=None,
-                    max_seconds=search_seconds,
-                    on_step=tick,
-                ),
-            )
-        plan = make_plan(
-            loaded=state.loaded,
-            table=state.table,
-            scores=scores,
-            backend=backend,
-            speedup=config.speedup,
-            solver=solver,
-            seed=config.seed,
-            levels=list(search.solution.levels),
-            solver_label="dp+search",
-        )
     calibration = state.task.calibration if backend_name == "fisher" else None
     pruned = _timed(state, "apply", lambda: backend.apply(state.loaded.adapter, plan, calibration))
-    head = state.task.classifier.head
-    return PlannedModel(plan, search, MeanPoolClassifier(find_bert(pruned)[0], head).eval())
+    classifier = MeanPoolClassifier(find_bert(pruned)[0], state.task.classifier.head).eval()
+    return PlannedModel(plan, search, classifier)
+
+
+def _search(
+    state: RunState,
+    config: RunConfig,
+    backend: Any,
+    scores: ErrorTable,
+    budget: float,
+    seconds: float,
+    *,
+    progress: bool,
+) -> solvers.SearchResult:
+    """SPDY's local search over per-unit weights of the backend's errors, scored by ``CalibrationLoss``."""
+    calibration_tokens = state.task.calibration.tokens
+    tokens = calibration_tokens.subset(list(range(min(config.search_examples, len(calibration_tokens)))))
+    loss = CalibrationLoss(
+        adapter=state.loaded.adapter,
+        head=state.task.classifier.head,
+        backend=backend,
+        scores=scores,
+        tokens=tokens,
+        objective=config.search_objective,
+    )
+    with progress_bar(round(seconds), f"search ({backend.name})", unit="s", enabled=progress) as bar:
+        done = [0]
+
+        def tick(step: solvers.SearchStep) -> None:
+            bar.update(max(0, int(step.seconds) - done[0]))
+            done[0] = max(done[0], int(step.seconds))
+
+        result: solvers.SearchResult = _timed(
+            state,
+            "search",
+            lambda: solvers.local_search(
+                state.table.unit_costs(),
+                budget,
+                loss,
+                curves=scores.unit_errors(),
+                seed=config.seed,
+                max_evaluations=None,
+                max_seconds=seconds,
+                on_step=tick,
+            ),
+        )
+    return result
 
 
 def _write_outputs(folder: Path, state: RunState, planned: PlannedModel, report: dict[str, Any]) -> None:

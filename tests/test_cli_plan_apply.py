@@ -13,6 +13,29 @@ from planner.cli import main
 from planner.pruned_io import load_pruned
 
 
+def profile_args(model: str, table: Path, *, rounds: int = 1, extra: tuple[str, ...] = ()) -> list[str]:
+    """`planner profile` arguments for the tiny workspace model at batch 2, seq 16 (FFN step 8)."""
+    return [
+        "profile",
+        "--model",
+        model,
+        "--batch-size",
+        "2",
+        "--seq-len",
+        "16",
+        "--rounds",
+        str(rounds),
+        "--threads",
+        "1",
+        "--ffn-step",
+        "8",
+        *extra,
+        "--out",
+        str(table),
+        "--no-progress",
+    ]
+
+
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(args)
     captured = capsys.readouterr()
@@ -22,27 +45,7 @@ def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str,
 def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     model = str(workspace / "model")
     table = tmp_path / "table.csv"
-    code, _, err = _run(
-        [
-            "profile",
-            "--model",
-            model,
-            "--batch-size",
-            "2",
-            "--seq-len",
-            "16",
-            "--rounds",
-            "2",
-            "--threads",
-            "1",
-            "--ffn-step",
-            "8",
-            "--out",
-            str(table),
-            "--no-progress",
-        ],
-        capsys,
-    )
+    code, _, err = _run(profile_args(model, table, rounds=2), capsys)
     assert code == 0, err
     plan = tmp_path / "plan.json"
     code, _, err = _run(
@@ -125,29 +128,7 @@ def test_plan_bad_input(
 ) -> None:
     model = str(workspace / "model")
     table = tmp_path / "table.csv"
-    assert (
-        main(
-            [
-                "profile",
-                "--model",
-                model,
-                "--batch-size",
-                "2",
-                "--seq-len",
-                "16",
-                "--rounds",
-                "1",
-                "--threads",
-                "1",
-                "--ffn-step",
-                "8",
-                "--out",
-                str(table),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(profile_args(model, table, rounds=1)) == 0
     capsys.readouterr()
     code, _, err = _run(
         [
@@ -175,29 +156,7 @@ def test_fisher_on_single_class_data_is_refused(
     (tmp_path / "one" / "only" / "a.txt").write_text("text")
     table = tmp_path / "table.csv"
     model = str(workspace / "model")
-    assert (
-        main(
-            [
-                "profile",
-                "--model",
-                model,
-                "--batch-size",
-                "2",
-                "--seq-len",
-                "16",
-                "--rounds",
-                "1",
-                "--threads",
-                "1",
-                "--ffn-step",
-                "8",
-                "--out",
-                str(table),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(profile_args(model, table, rounds=1)) == 0
     code, _, err = _run(
         [
             "plan",

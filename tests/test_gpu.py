@@ -10,6 +10,7 @@ import torch
 from planner.cli import main
 from planner.models import GenericAdapter
 from profilers.sparse_kernels import SemiStructuredLinear, semi_structured_supported, two_four_mask
+from tests.test_cli_plan_apply import profile_args
 
 pytestmark = pytest.mark.gpu
 
@@ -37,31 +38,7 @@ def test_generic_2_4_levels_time_the_semi_structured_kernel_on_cuda() -> None:
 def test_plan_from_a_gpu_table_applies_on_the_gpu(workspace: Path, tmp_path: Path) -> None:
     model = str(workspace / "model")
     table = tmp_path / "gpu.csv"
-    assert (
-        main(
-            [
-                "profile",
-                "--model",
-                model,
-                "--device",
-                "cuda",
-                "--dtype",
-                "float16",
-                "--batch-size",
-                "2",
-                "--seq-len",
-                "16",
-                "--rounds",
-                "3",
-                "--ffn-step",
-                "8",
-                "--out",
-                str(table),
-                "--no-progress",
-            ]
-        )
-        == 0
-    )
+    assert main(profile_args(model, table, rounds=3, extra=("--device", "cuda", "--dtype", "float16"))) == 0
     from profilers import LatencyTable
 
     best = LatencyTable.load(table).max_speedup()
