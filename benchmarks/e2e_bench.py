@@ -22,11 +22,15 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from planner.pipeline import RunConfig, run_sweep
 
 
-def timed_run(cache: Path, out: Path, runtime: str, search_seconds: float) -> float:
+def timed_run(
+    cache: Path, out: Path, runtime: str, search_seconds: float, speedup: float = 2.0
+) -> tuple[float, dict[str, Any]]:
+    """Run `planner run` in a subprocess (as a user would); returns (seconds, report)."""
     env = dict(os.environ, PLANNER_CACHE=str(cache), PLANNER_NO_PROGRESS="1")
     command = [
         sys.executable,
@@ -34,7 +38,7 @@ def timed_run(cache: Path, out: Path, runtime: str, search_seconds: float) -> fl
         "planner.cli",
         "run",
         "--speedup",
-        "2",
+        str(speedup),
         "--runtime",
         runtime,
         "--search-seconds",
