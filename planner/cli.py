@@ -45,6 +45,20 @@ def _add_device_args(p: Any, *, dtype: bool = True, threads: bool = True, shape_
     p.add_argument("--rounds", type=_positive_int, default=10, help="timed samples per workload (default: 10)")
 
 
+def _device_kwargs(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings added by ``_add_device_args``, as keyword arguments of the config records."""
+    return {
+        "model": args.model,
+        "runtime": args.runtime,
+        "device": args.device,
+        "dtype": args.dtype,
+        "batch_size": args.batch_size,
+        "seq_len": args.seq_len,
+        "threads": args.threads or 0,
+        "rounds": args.rounds,
+    }
+
+
 def _add_profile(sub: Any) -> None:
     p = sub.add_parser(
         "profile",
@@ -71,14 +85,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     from planner.profile import ProfileConfig, profile_model
 
     config = ProfileConfig(
-        model=args.model,
-        runtime=args.runtime,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        threads=args.threads or 0,
-        rounds=args.rounds,
+        **_device_kwargs(args),
         warmup=args.warmup,
         ffn_step=args.ffn_step,
         sparsity_levels=args.sparsity_levels,
@@ -210,21 +217,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from planner.pipeline import RunConfig, run_pipeline
 
     config = RunConfig(
-        model=args.model,
+        **_device_kwargs(args),
         data=args.data,
         speedup=args.speedup,
-        runtime=args.runtime,
-        device=args.device,
-        dtype=args.dtype,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        threads=args.threads or 0,
         backend=args.backend,
         solver=args.solver,
         search_seconds=args.search_seconds,
         search_examples=min(64, args.calibration_size),
         calibration_size=args.calibration_size,
-        rounds=args.rounds,
         verify_rounds=args.rounds,
         corrections=args.corrections,
         seed=args.seed,
@@ -292,7 +292,7 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         seq_len=args.seq_len,
         search_seconds=args.search_seconds,
-        search_examples=min(128, args.calibration_size),
+        search_examples=min(64, args.calibration_size),
         calibration_size=args.calibration_size,
         rounds=args.rounds,
         verify_rounds=args.rounds,

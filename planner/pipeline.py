@@ -55,7 +55,7 @@ class RunConfig:
     backend: str = "fisher"
     solver: str = "dp"
     search_seconds: float = 60.0
-    search_examples: int = 128
+    search_examples: int = 64
     search_objective: str = "kl"
     calibration_size: int = 256
     rounds: int = 10

@@ -62,6 +62,10 @@ def make_plan(
     """
     if not speedup > 1.0:
         raise PlannerError(f"The 'speedup' parameter must be > 1.0. Got {speedup!r} instead.")
+    try:
+        solve = solvers.get_solver(solver)
+    except ValueError as exc:
+        raise PlannerError(str(exc)) from None
     check_table_matches(table, loaded, force=force_table)
     units = loaded.adapter.units()
     if list(scores.units) != [u.name for u in units]:
@@ -79,10 +83,6 @@ def make_plan(
             target_speedup=speedup,
             max_speedup=best,
         )
-    try:
-        solve = solvers.get_solver(solver)
-    except ValueError as exc:
-        raise PlannerError(str(exc)) from None
     if levels is None:
         options: dict[str, Any] = {}
         if solver == "uniform":
