@@ -186,6 +186,39 @@ def _cmd_apply(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_task_args(p: Any, *, search_seconds: float, out: str) -> None:
+    """Settings shared by `run` and `sweep`: device and shape, task data, search, output folder."""
+    _add_device_args(p)
+    p.add_argument("--data", default="bbc", help="'bbc' (bundled BBC News) or a folder of <class>/*.txt files")
+    p.add_argument(
+        "--search-seconds",
+        type=float,
+        default=search_seconds,
+        help=f"local search time per plan (default: {search_seconds:g}; 0 = plain DP)",
+    )
+    p.add_argument("--calibration-size", type=_positive_int, default=256, help="calibration documents (<= 512)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", default=out, help=f"output folder (default: {out})")
+    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _run_config(args: argparse.Namespace, **extra: Any) -> Any:
+    """A ``RunConfig`` from the arguments added by ``_add_task_args`` (plus command-specific ones)."""
+    from planner.pipeline import RunConfig
+
+    return RunConfig(
+        **_device_kwargs(args),
+        data=args.data,
+        search_seconds=args.search_seconds,
+        search_examples=min(64, args.calibration_size),
+        calibration_size=args.calibration_size,
+        verify_rounds=args.rounds,
+        seed=args.seed,
+        **extra,
+    )
+
+
 def _add_run(sub: Any) -> None:
     p = sub.add_parser(
         "run",
@@ -193,41 +226,24 @@ def _add_run(sub: Any) -> None:
         description="From a model and a speedup goal to a pruned model whose speedup is measured and whose "
         "accuracy is reported. Defaults: the bundled MiniLM on BBC News, 2x, torch on CPU, batch 32, seq 128.",
     )
-    _add_device_args(p)
-    p.add_argument("--data", default="bbc", help="'bbc' (bundled BBC News) or a folder of <class>/*.txt files")
+    _add_task_args(p, search_seconds=60.0, out="runs/latest")
     p.add_argument("--speedup", type=_positive_float, default=2.0, help="target speedup over dense (default: 2.0)")
     p.add_argument("--backend", default="fisher", help="fisher (default) or magnitude")
     p.add_argument("--solver", default="dp", help="dp (default, with local search), greedy, uniform or milp")
-    p.add_argument("--search-seconds", type=float, default=60.0, help="local search time budget (0 = plain DP)")
-    p.add_argument("--calibration-size", type=_positive_int, default=256, help="calibration documents (<= 512)")
     p.add_argument(
         "--corrections",
         type=int,
         default=1,
         help="re-plans when the measured speedup is more than 3%% below the target (default: 1; 0 = off)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/latest", help="output folder (default: runs/latest)")
-    p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
-    p.add_argument("--no-progress", action="store_true")
     p.set_defaults(handler=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from planner.pipeline import RunConfig, run_pipeline
+    from planner.pipeline import run_pipeline
 
-    config = RunConfig(
-        **_device_kwargs(args),
-        data=args.data,
-        speedup=args.speedup,
-        backend=args.backend,
-        solver=args.solver,
-        search_seconds=args.search_seconds,
-        search_examples=min(64, args.calibration_size),
-        calibration_size=args.calibration_size,
-        verify_rounds=args.rounds,
-        corrections=args.corrections,
-        seed=args.seed,
+    config = _run_config(
+        args, speedup=args.speedup, backend=args.backend, solver=args.solver, corrections=args.corrections
     )
     report = run_pipeline(
         config,
@@ -270,34 +286,14 @@ def _add_sweep(sub: Any) -> None:
         "with the dense model, and evaluated. Writes pareto.csv and pareto.png.",
     )
     p.add_argument("--speedups", type=_positive_float, nargs="+", default=[1.5, 2.0, 2.5, 3.0, 4.0])
-    _add_device_args(p, dtype=False, threads=False)
-    p.add_argument("--data", default="bbc", help="'bbc' (bundled BBC News) or a folder of <class>/*.txt files")
-    p.add_argument("--search-seconds", type=float, default=30.0, help="local search per planner plan (default: 30)")
-    p.add_argument("--calibration-size", type=_positive_int, default=256)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", default="runs/sweep")
-    p.add_argument("--overwrite", action="store_true")
-    p.add_argument("--no-progress", action="store_true")
+    _add_task_args(p, search_seconds=30.0, out="runs/sweep")
     p.set_defaults(handler=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from planner.pipeline import RunConfig, run_sweep
+    from planner.pipeline import run_sweep
 
-    config = RunConfig(
-        model=args.model,
-        data=args.data,
-        runtime=args.runtime,
-        device=args.device,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-        search_seconds=args.search_seconds,
-        search_examples=min(64, args.calibration_size),
-        calibration_size=args.calibration_size,
-        rounds=args.rounds,
-        verify_rounds=args.rounds,
-        seed=args.seed,
-    )
+    config = _run_config(args)
     frame = run_sweep(
         config,
         list(args.speedups),

@@ -395,6 +395,8 @@ def run_pipeline(
         if measured >= CORRECTION_TOLERANCE * config.speedup:
             break
         corrected = attempts[-1]["planned_for"] * config.speedup / measured
+        if corrected <= attempts[-1]["planned_for"]:
+            break  # only ever ask for more speed than the last plan did
         if corrected > state.table.max_speedup():
             log(f"      measured {measured:.2f}x; a corrected plan ({corrected:.2f}x) is beyond this table's maximum")
             break

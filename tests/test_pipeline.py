@@ -188,9 +188,42 @@ def test_run_corrects_a_plan_whose_measured_speedup_falls_short(
         first = attempts[0]
         assert first["planned_for"] == 1.5
         assert attempts[1]["planned_for"] == pytest.approx(1.5 * 1.5 / first["measured_speedup"])
+        assert attempts[1]["planned_for"] > first["planned_for"]
         assert report["planned_speedup"] == attempts[1]["planned_for"]
         assert report["measured_speedup"] == pytest.approx(attempts[1]["measured_speedup"])
     none = run_pipeline(
         tiny_config(workspace, tmp_path / "cache", corrections=0), out=tmp_path / "run0", progress=False
     )
     assert len(none["attempts"]) == 1
+
+
+def test_sweep_cli(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(
+        [
+            "sweep",
+            "--speedups",
+            "1.3",
+            "--model",
+            str(workspace / "model"),
+            "--data",
+            str(workspace / "data"),
+            "--batch-size",
+            "2",
+            "--seq-len",
+            "16",
+            "--threads",
+            "1",
+            "--rounds",
+            "2",
+            "--search-seconds",
+            "1",
+            "--calibration-size",
+            "8",
+            "--out",
+            str(tmp_path / "sweep"),
+            "--no-progress",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert "uniform (fisher)" in capsys.readouterr().out
+    assert len(pd.read_csv(tmp_path / "sweep" / "pareto.csv")) == 3
