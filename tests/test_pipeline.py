@@ -141,7 +141,7 @@ def test_run_cli_empty_data_folder(workspace: Path, tmp_path: Path, capsys: pyte
 def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path) -> None:
     frame = run_sweep(
         tiny_config(workspace, tmp_path / "cache", search_seconds=1.0),
-        [1.3, 1.6],
+        [1.2, 1.4],
         out=tmp_path / "sweep",
         progress=False,
     )
@@ -202,7 +202,7 @@ def test_sweep_cli(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
         [
             "sweep",
             "--speedups",
-            "1.3",
+            "1.2",
             "--model",
             str(workspace / "model"),
             "--data",
