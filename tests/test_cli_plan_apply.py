@@ -56,7 +56,7 @@ def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: 
             "--table",
             str(table),
             "--speedup",
-            "1.5",
+            "1.25",
             "--backend",
             "fisher",
             "--data",
@@ -70,7 +70,7 @@ def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: 
     )
     assert code == 0, err
     data = json.loads(plan.read_text())
-    assert data["backend"] == "fisher" and data["predicted_speedup"] >= 1.5 - 1e-9
+    assert data["backend"] == "fisher" and data["predicted_speedup"] >= 1.25 - 1e-9
     assert data["table"]["seq_len"] == 16
     pruned_dir = tmp_path / "pruned"
     code, _, err = _run(
@@ -119,8 +119,8 @@ def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: 
     [
         (["--speedup", "0.5"], "must be > 1.0"),
         (["--speedup", "500"], "is not reachable"),
-        (["--speedup", "2", "--backend", "obs"], "unknown backend 'obs'"),
-        (["--speedup", "2", "--solver", "annealing"], "unknown solver"),
+        (["--speedup", "1.1", "--backend", "obs"], "unknown backend 'obs'"),
+        (["--speedup", "1.1", "--solver", "annealing"], "unknown solver"),
     ],
 )
 def test_plan_bad_input(
@@ -165,7 +165,7 @@ def test_fisher_on_single_class_data_is_refused(
             "--table",
             str(table),
             "--speedup",
-            "1.5",
+            "1.25",
             "--data",
             str(tmp_path / "one"),
             "--out",

@@ -13,11 +13,16 @@ from planner.errors import PlannerError
 from planner.pipeline import RunConfig, run_pipeline, run_sweep
 
 
+# The tiny model is dominated by per-call overhead: its fastest plan measured anywhere from 1.47x to 2.25x
+# on the same 2-core box, so tiny-model targets stay well inside that range.
+TINY_SPEEDUP = 1.25
+
+
 def tiny_config(workspace: Path, cache: Path, **overrides: object) -> RunConfig:
     values: dict[str, object] = dict(
         model=str(workspace / "model"),
         data=str(workspace / "data"),
-        speedup=1.5,
+        speedup=TINY_SPEEDUP,
         batch_size=2,
         seq_len=16,
         threads=1,
@@ -58,7 +63,7 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     out = tmp_path / "run"
     report = run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=out, progress=False)
     assert set(report) >= REPORT_KEYS
-    assert report["predicted_speedup"] >= 1.5 - 1e-9  # the plan fits its budget
+    assert report["predicted_speedup"] >= TINY_SPEEDUP - 1e-9  # the plan fits its budget
     assert report["measured_speedup"] > 0 and report["pruned_ms"] > 0
     assert 0.0 <= report["dense_accuracy"] <= 1.0 and 0.0 <= report["pruned_accuracy"] <= 1.0
     assert set(report["stage_seconds"]) == {"profile", "score", "solve", "search", "apply", "verify"}
@@ -141,7 +146,7 @@ def test_run_cli_empty_data_folder(workspace: Path, tmp_path: Path, capsys: pyte
 def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path) -> None:
     frame = run_sweep(
         tiny_config(workspace, tmp_path / "cache", search_seconds=1.0),
-        [1.2, 1.4],
+        [1.15, 1.3],
         out=tmp_path / "sweep",
         progress=False,
     )
@@ -186,8 +191,8 @@ def test_run_corrects_a_plan_whose_measured_speedup_falls_short(
     assert 1 <= len(attempts) <= 2
     if len(attempts) == 2:  # re-planned for more than the target, and measured again
         first = attempts[0]
-        assert first["planned_for"] == 1.5
-        assert attempts[1]["planned_for"] == pytest.approx(1.5 * 1.5 / first["measured_speedup"])
+        assert first["planned_for"] == TINY_SPEEDUP
+        assert attempts[1]["planned_for"] == pytest.approx(TINY_SPEEDUP**2 / first["measured_speedup"])
         assert attempts[1]["planned_for"] > first["planned_for"]
         assert report["planned_speedup"] == attempts[1]["planned_for"]
         assert report["measured_speedup"] == pytest.approx(attempts[1]["measured_speedup"])
