@@ -12,7 +12,6 @@ from planner.cli import main
 from planner.errors import PlannerError
 from planner.pipeline import RunConfig, run_pipeline, run_sweep
 
-
 # The tiny model is dominated by per-call overhead: its fastest plan measured anywhere from 1.47x to 2.25x
 # on the same 2-core box, so tiny-model targets stay well inside that range.
 TINY_SPEEDUP = 1.25
