@@ -29,6 +29,7 @@ from planner.planning import make_plan
 from planner.profile import ProfileConfig, profile_model
 from planner.pruned_io import save_pruned
 from planner.search_eval import CalibrationLoss
+from planner.selection import Contender, Selection, select_plan
 from planner.task import DEFAULT_CACHE, Task, build_task
 from planner.verify import measure_models
 from planner.version import __version__
@@ -157,11 +158,19 @@ def scores_for(state: RunState, config: RunConfig, backend_name: str, *, progres
 
 @dataclass(frozen=True)
 class PlannedModel:
-    """A plan, its search result (if any) and the pruned classifier."""
+    """A plan, its search result and final pick (if searched) and the pruned classifier."""
 
     plan: Plan
     search: solvers.SearchResult | None
     classifier: MeanPoolClassifier
+    selection: Selection | None = None
+
+    def replan_recipe(self, solver: str) -> tuple[str, tuple[float, ...] | None]:
+        """(solver, coefficients) that re-plan this plan's choice for another budget."""
+        if self.selection is None:
+            return solver, None if self.search is None else self.search.coefficients
+        chosen = self.selection.chosen
+        return ("uniform", None) if chosen.coefficients is None else (solver, chosen.coefficients)
 
 
 def plan_and_apply(
@@ -183,14 +192,18 @@ def plan_and_apply(
     scores = scores_for(state, config, backend_name, progress=progress)
     budget = state.table.budget_ms(config.speedup)
     search = None
+    selection = None
     levels: list[int] | None = None
+    label = None
     if coefficients is not None:
         errors = solvers.scaled_errors(coefficients, scores.unit_errors())
         levels = list(solvers.solve_dp(state.table.unit_costs(), errors, budget).levels)
+        label = "dp+search"
     elif search_seconds > 0 and solver == "dp":
         search = _search(state, config, backend, scores, budget, search_seconds, progress=progress)
-        levels = list(search.solution.levels)
-    searched = levels is not None
+        selection = _timed(state, "search", lambda: _select(state, config, backend, scores, budget, search))
+        levels = list(selection.chosen.levels)
+        label = "dp+search" if selection.chosen.coefficients is not None else "dp+search:uniform"
     plan = _timed(
         state,
         "solve",
@@ -203,13 +216,45 @@ def plan_and_apply(
             solver=solver,
             seed=config.seed,
             levels=levels,
-            solver_label="dp+search" if searched else None,
+            solver_label=label,
         ),
     )
     calibration = state.task.calibration if backend_name == "fisher" else None
     pruned = _timed(state, "apply", lambda: backend.apply(state.loaded.adapter, plan, calibration))
     classifier = MeanPoolClassifier(find_bert(pruned)[0], state.task.classifier.head).eval()
-    return PlannedModel(plan, search, classifier)
+    return PlannedModel(plan, search, classifier, selection)
+
+
+def _select(
+    state: RunState,
+    config: RunConfig,
+    backend: Any,
+    scores: ErrorTable,
+    budget: float,
+    search: solvers.SearchResult,
+) -> Selection:
+    """Re-rank the search's best plans and the uniform allocation on the calibration documents the
+    search did not score (all of them when it scored every one)."""
+    tokens = state.task.calibration.tokens
+    used = min(config.search_examples, len(tokens))
+    held_out = list(range(used, len(tokens))) or list(range(len(tokens)))
+    units = state.loaded.adapter.units()
+    uniform = solvers.solve_uniform(
+        state.table.unit_costs(), scores.unit_errors(), budget, fractions=[u.compression() for u in units]
+    )
+    contenders = [
+        Contender(f"search #{rank}", c.levels, c.coefficients, c.loss) for rank, c in enumerate(search.top, start=1)
+    ]
+    contenders.append(Contender("uniform", tuple(uniform.levels), None))
+    loss = CalibrationLoss(
+        adapter=state.loaded.adapter,
+        head=state.task.classifier.head,
+        backend=backend,
+        scores=scores,
+        tokens=tokens.subset(held_out),
+        objective=config.search_objective,
+    )
+    return select_plan(contenders, loss, examples=len(held_out))
 
 
 def _search(
@@ -389,7 +434,8 @@ def run_pipeline(
     start = time.perf_counter()
     timing = _measure(state, config, {"pruned": planned.classifier.encoder}, progress=progress)
     attempts = [_attempt(config.speedup, planned, timing)]
-    search = planned.search
+    search, selection = planned.search, planned.selection
+    replan_solver, replan_coefficients = planned.replan_recipe(config.solver)
     for _ in range(config.corrections):
         measured = attempts[-1]["measured_speedup"]
         if measured >= CORRECTION_TOLERANCE * config.speedup:
@@ -408,14 +454,14 @@ def run_pipeline(
             state,
             dataclasses.replace(config, speedup=corrected),
             backend_name=config.backend,
-            solver=config.solver,
+            solver=replan_solver,
             search_seconds=0.0,
             progress=progress,
-            coefficients=None if search is None else search.coefficients,
+            coefficients=replan_coefficients,
         )
         timing = _measure(state, config, {"pruned": planned.classifier.encoder}, progress=progress)
         attempts.append(_attempt(corrected, planned, timing))
-    planned = dataclasses.replace(planned, search=search)
+    planned = dataclasses.replace(planned, search=search, selection=selection)
     dense_acc = accuracy(state.task.classifier, state.task.test_tokens)
     pruned_acc = accuracy(planned.classifier, state.task.test_tokens)
     state.seconds["verify"] = time.perf_counter() - start
@@ -474,6 +520,7 @@ def build_report(
             "start_loss": search.start_loss,
             "best_loss": search.loss,
             "stopped": search.stopped,
+            "selection": None if planned.selection is None else planned.selection.as_dict(),
         },
         "heads_kept": [c.kept for c in plan.units if c.kind == "attention"],
         "neurons_kept": [c.kept for c in plan.units if c.kind == "ffn"],
@@ -542,6 +589,7 @@ def run_sweep(
                     "method": label,
                     "target_speedup": speedup,
                     "predicted_speedup": planned.plan.predicted_speedup,
+                    "solver": planned.plan.solver,
                     "key": key,
                     "heads_kept": [c.kept for c in planned.plan.units if c.kind == "attention"],
                     "neurons_kept": [c.kept for c in planned.plan.units if c.kind == "ffn"],

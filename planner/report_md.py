@@ -43,6 +43,12 @@ def render_report(report: dict[str, Any]) -> str:
             f"Local search: {s['evaluations']} evaluations, calibration loss {s['start_loss']:.4f} -> "
             f"{s['best_loss']:.4f} (stopped: {s['stopped']}).",
         ]
+        if s.get("selection"):
+            pick = s["selection"]
+            scored = ", ".join(f"{c['source']} {c['loss']:.4f}" for c in pick["contenders"])
+            lines.append(
+                f"Final pick on {pick['examples']} held-out calibration documents: {pick['chosen']} ({scored})."
+            )
     lines += [
         "",
         "Measured speedups are dense vs pruned end-to-end latency, timed interleaved in one process on the "

@@ -7,7 +7,7 @@ from solvers.baselines import solve_greedy, solve_milp, solve_uniform
 from solvers.budget import budget_for_speedup, check_reachable, max_speedup
 from solvers.dp import DEFAULT_BUCKETS, BucketedProblem, bucketize, solve_dp
 from solvers.error_models import normalised_curves, scaled_errors, spdy_prior
-from solvers.local_search import SearchResult, SearchStep, local_search
+from solvers.local_search import Candidate, SearchResult, SearchStep, local_search
 from solvers.registry import SOLVERS, get_solver, solve
 from solvers.result import InfeasibleBudgetError, Solution
 
@@ -15,6 +15,7 @@ __all__ = [
     "DEFAULT_BUCKETS",
     "SOLVERS",
     "BucketedProblem",
+    "Candidate",
     "InfeasibleBudgetError",
     "SearchResult",
     "SearchStep",

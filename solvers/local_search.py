@@ -49,8 +49,22 @@ class SearchStep:
 
 
 @dataclass(frozen=True)
+class Candidate:
+    """One evaluated level choice: its levels, the coefficients that first produced it, its loss."""
+
+    levels: tuple[int, ...]
+    coefficients: tuple[float, ...]
+    loss: float
+    phase: str
+
+
+@dataclass(frozen=True)
 class SearchResult:
-    """Best plan found, how it was found, and the full history for plots."""
+    """Best plan found, how it was found, and the full history for plots.
+
+    ``top`` holds the best ``keep_top`` distinct candidates, best first (``top[0]`` is the result):
+    a caller can re-rank them on more data, since the best loss on a small sample is optimistic.
+    """
 
     solution: Solution
     coefficients: tuple[float, ...]
@@ -60,6 +74,7 @@ class SearchResult:
     evaluations: int
     candidates: int
     stopped: str
+    top: tuple[Candidate, ...] = ()
 
 
 @dataclass
@@ -89,6 +104,7 @@ def local_search(
     patience: int = 100,
     buckets: int = DEFAULT_BUCKETS,
     on_step: Callable[[SearchStep], None] | None = None,
+    keep_top: int = 5,
 ) -> SearchResult:
     """Search per-unit coefficients ``c`` in [0, 1] that minimise ``evaluate(levels)``.
 
@@ -105,6 +121,7 @@ def local_search(
         patience: candidates without a strict improvement before k is lowered by one.
         buckets: DP budget buckets.
         on_step: called after every real evaluation (e.g. to drive a progress bar).
+        keep_top: how many of the best distinct candidates ``SearchResult.top`` keeps (>= 1).
 
     Returns:
         ``SearchResult`` with the best (never the last) candidate; its loss is <= the start's.
@@ -117,6 +134,8 @@ def local_search(
         raise ValueError(f"The 'max_evaluations' parameter must be >= 1 or None. Got {max_evaluations!r} instead.")
     if max_evaluations is None and max_seconds is None:
         raise ValueError("Set 'max_evaluations' or 'max_seconds' (or both) so the search stops.")
+    if keep_top < 1:
+        raise ValueError(f"The 'keep_top' parameter must be >= 1. Got {keep_top!r} instead.")
     if random_starts < 0 or patience < 1:
         raise ValueError(f"'random_starts' must be >= 0 and 'patience' >= 1; got {random_starts} and {patience}.")
     if curves is None:
@@ -130,6 +149,7 @@ def local_search(
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
     cache: dict[tuple[int, ...], float] = {}
+    seen: dict[tuple[int, ...], Candidate] = {}
     history: list[SearchStep] = []
     candidates = 0
     best = _Incumbent()
@@ -154,6 +174,7 @@ def local_search(
             if not np.isfinite(loss):
                 raise ValueError(f"evaluate() returned {loss} for levels {key}; it must return a finite loss.")
             cache[key] = loss
+            seen[key] = Candidate(key, tuple(float(c) for c in coeffs), loss, phase)
             step = SearchStep(len(cache), phase, loss, min(loss, best.loss), time.perf_counter() - started, mutated)
             history.append(step)
             if on_step is not None:
@@ -206,4 +227,5 @@ def local_search(
         evaluations=len(cache),
         candidates=candidates,
         stopped=str(stopped),
+        top=tuple(sorted(seen.values(), key=lambda c: c.loss)[:keep_top]),
     )

@@ -84,3 +84,29 @@ def test_search_rejects_non_finite_losses() -> None:
     costs, budget, _, _ = _instance()
     with pytest.raises(ValueError, match="finite loss"):
         local_search(costs, budget, lambda levels: float("nan"), max_evaluations=5)
+
+
+@pytest.mark.parametrize("keep_top", [1, 3, 500])
+def test_top_keeps_the_best_distinct_candidates_best_first(keep_top: int) -> None:
+    costs, budget, evaluate, calls = _instance(seed=2)
+    result = local_search(
+        costs, budget, evaluate, seed=0, max_evaluations=40, random_starts=10, patience=5, keep_top=keep_top
+    )
+    top = result.top
+    assert len(top) == min(keep_top, result.evaluations)
+    assert top[0].levels == result.solution.levels and top[0].loss == result.loss
+    assert top[0].coefficients == result.coefficients
+    assert [c.loss for c in top] == sorted(c.loss for c in top)
+    assert len({c.levels for c in top}) == len(top)
+    worst_kept = top[-1].loss
+    assert sum(1 for step in result.history if step.loss < worst_kept) <= len(top) - 1
+    for candidate in top:  # the coefficients reproduce the levels through the DP
+        assert candidate.loss == pytest.approx(evaluate(candidate.levels))
+        errors = [c * curve for c, curve in zip(candidate.coefficients, spdy_prior([len(x) for x in costs]))]
+        assert solve_dp(costs, errors, budget).levels == candidate.levels
+
+
+def test_keep_top_must_be_positive() -> None:
+    costs, budget, evaluate, _ = _instance()
+    with pytest.raises(ValueError, match="keep_top"):
+        local_search(costs, budget, evaluate, max_evaluations=5, keep_top=0)

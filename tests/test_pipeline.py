@@ -67,6 +67,14 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     assert 0.0 <= report["dense_accuracy"] <= 1.0 and 0.0 <= report["pruned_accuracy"] <= 1.0
     assert set(report["stage_seconds"]) == {"profile", "score", "solve", "search", "apply", "verify"}
     assert report["search"]["evaluations"] >= 1 and report["search"]["best_loss"] <= report["search"]["start_loss"]
+    pick = report["search"]["selection"]
+    sources = [c["source"] for c in pick["contenders"]]
+    assert sources[0] == "search #1" and "uniform" in sources and pick["chosen"] in sources
+    assert min(c["loss"] for c in pick["contenders"]) == next(
+        c["loss"] for c in pick["contenders"] if c["source"] == pick["chosen"]
+    )
+    assert pick["examples"] == 4  # the 8 calibration documents minus the search's 4
+    assert report["solver"] == ("dp+search:uniform" if pick["chosen"] == "uniform" else "dp+search")
     names = {p.name for p in out.iterdir()}
     for name in (
         "table.csv",
@@ -231,3 +239,25 @@ def test_sweep_cli(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 0, capsys.readouterr().err
     assert "uniform (fisher)" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "sweep" / "pareto.csv")) == 3
+
+
+def test_when_uniform_wins_the_final_pick_corrections_stay_uniform(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import planner.pipeline as pipeline
+    from planner.selection import Contender, Selection
+
+    real = pipeline.select_plan
+
+    def uniform_wins(contenders: list[Contender], evaluate: object, *, examples: int) -> Selection:
+        uniform = next(c.levels for c in contenders if c.source == "uniform")
+        return real(contenders, lambda levels: 0.0 if levels == uniform else 1.0, examples=examples)
+
+    monkeypatch.setattr(pipeline, "select_plan", uniform_wins)
+    monkeypatch.setattr(pipeline, "CORRECTION_TOLERANCE", 100.0)  # force the re-plan
+    report = run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=tmp_path / "run", progress=False)
+    assert report["search"]["selection"]["chosen"] == "uniform"
+    # Same compression for every unit of a kind, in the first plan and in any corrected one.
+    assert len(set(report["heads_kept"])) == 1 and len(set(report["neurons_kept"])) == 1
+    assert report["solver"] == ("uniform" if len(report["attempts"]) == 2 else "dp+search:uniform")
+
