@@ -72,6 +72,8 @@ def main() -> None:
         print(f"cold run: {cold:.0f} s")
         warm, warm_report = timed_run(cache, Path(tmp) / "warm", args.runtime, args.search_seconds)
         print(f"warm run: {warm:.0f} s")
+        pick = warm_report["search"]["selection"]
+        print("final pick: " + ", ".join(f"{c['source']} {c['loss']:.4f}" for c in pick["contenders"]))
         ratios = {2.0: warm_report["measured_speedup"] / 2.0}
         for target in args.speedups:
             if target != 2.0:
@@ -92,7 +94,15 @@ def main() -> None:
                 log=lambda m: print(m, file=sys.stderr),
             )
             frame["ratio"] = frame["measured_speedup"] / frame["target_speedup"]
-            columns = ["method", "target_speedup", "predicted_speedup", "measured_speedup", "ratio", "accuracy"]
+            columns = [
+                "method",
+                "solver",
+                "target_speedup",
+                "predicted_speedup",
+                "measured_speedup",
+                "ratio",
+                "accuracy",
+            ]
             print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
             planner = frame[frame["method"] == "planner (fisher)"].set_index("target_speedup")
             uniform = frame[frame["method"] == "uniform (fisher)"].set_index("target_speedup")

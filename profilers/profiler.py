@@ -33,7 +33,8 @@ class Workload:
     """One thing to time: ``module(*inputs)`` (module and inputs are never modified).
 
     ``steady``: True for whole models (timed in a steady state, as deployed), False for units of a
-    model (timed cold, as inside a forward pass). See ``profilers.timing.run_rounds``.
+    model (timed cold, as inside a forward pass). See ``profilers.timing.run_rounds``. Runtimes whose
+    ``settles_whole_models`` is False time steady workloads like the others (ONNX Runtime).
     """
 
     key: str
@@ -130,7 +131,7 @@ class Profiler:
                     rounds=s.rounds,
                     calls=calls,
                     rng=rng,
-                    steady={w.key for w in workloads if w.steady},
+                    steady={w.key for w in workloads if w.steady} if self.runtime.settles_whole_models else (),
                     on_sample=lambda _key: bar.update(1),
                     on_round=lambda _r: _save_checkpoint(checkpoint, full_key, samples),
                 )

@@ -160,3 +160,28 @@ def test_whole_models_are_timed_after_units_each_after_an_untimed_call() -> None
         first, second = round_calls[2:4], round_calls[4:6]  # then each model twice: untimed + timed
         assert first[0] == first[1] and second[0] == second[1] and {first[0], second[0]} == {"dense", "half"}
     assert all(len(v) == 2 for v in samples.values())
+
+
+class _CountingModule(nn.Module):
+    calls = 0  # class-level: runtimes time copies of the module
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        type(self).calls += 1
+        return x * 2.0
+
+
+@pytest.mark.parametrize("settles", [True, False])
+def test_whole_models_get_an_untimed_call_only_where_the_runtime_needs_it(
+    settles: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    profiler = Profiler(ProfilerSettings(runtime="torch", rounds=4, warmup=0, threads=1, min_sample_ms=0.0))
+    monkeypatch.setattr(profiler.runtime, "settles_whole_models", settles)
+    _CountingModule.calls = 0
+    profiler.measure([Workload("model", _CountingModule(), (torch.ones(3),), steady=True)], progress=False)
+    # One call sizes the sample, then one timed call per round (plus one untimed call when settling).
+    assert _CountingModule.calls == 1 + 4 * (2 if settles else 1)
+
+
+def test_runtimes_declare_whether_whole_models_are_settled() -> None:
+    assert get_runtime("torch").settles_whole_models is True
+    assert get_runtime("onnxruntime").settles_whole_models is False

@@ -70,6 +70,10 @@ class Runtime(Protocol):
     """
 
     name: str
+    settles_whole_models: bool
+    """True: time each whole-model sample right after an untimed call of the same model (see
+    ``run_rounds``). PyTorch needs it (with glibc malloc, a model's first call after other models
+    read 14-23 ms slow); ONNX Runtime keeps each session's memory in its own arena and does not."""
 
     def version(self) -> str:
         """Version string of the runtime library."""

@@ -18,6 +18,7 @@ class TorchRuntime:
     """Eager PyTorch on CPU or CUDA, in float32, float16 or bfloat16."""
 
     name = "torch"
+    settles_whole_models = True
 
     def version(self) -> str:
         return str(torch.__version__)
