@@ -88,7 +88,7 @@ def test_search_rejects_non_finite_losses() -> None:
 
 @pytest.mark.parametrize("keep_top", [1, 3, 500])
 def test_top_keeps_the_best_distinct_candidates_best_first(keep_top: int) -> None:
-    costs, budget, evaluate, calls = _instance(seed=2)
+    costs, budget, evaluate, _ = _instance(seed=2)
     result = local_search(
         costs, budget, evaluate, seed=0, max_evaluations=40, random_starts=10, patience=5, keep_top=keep_top
     )
@@ -102,7 +102,9 @@ def test_top_keeps_the_best_distinct_candidates_best_first(keep_top: int) -> Non
     assert sum(1 for step in result.history if step.loss < worst_kept) <= len(top) - 1
     for candidate in top:  # the coefficients reproduce the levels through the DP
         assert candidate.loss == pytest.approx(evaluate(candidate.levels))
-        errors = [c * curve for c, curve in zip(candidate.coefficients, spdy_prior([len(x) for x in costs]))]
+        errors = [
+            c * curve for c, curve in zip(candidate.coefficients, spdy_prior([len(x) for x in costs]), strict=True)
+        ]
         assert solve_dp(costs, errors, budget).levels == candidate.levels
 
 

@@ -260,4 +260,3 @@ def test_when_uniform_wins_the_final_pick_corrections_stay_uniform(
     # Same compression for every unit of a kind, in the first plan and in any corrected one.
     assert len(set(report["heads_kept"])) == 1 and len(set(report["neurons_kept"])) == 1
     assert report["solver"] == ("uniform" if len(report["attempts"]) == 2 else "dp+search:uniform")
-
