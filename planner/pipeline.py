@@ -239,13 +239,16 @@ def _select(
     used = min(config.search_examples, len(tokens))
     held_out = list(range(used, len(tokens))) or list(range(len(tokens)))
     units = state.loaded.adapter.units()
-    uniform = solvers.solve_uniform(
-        state.table.unit_costs(), scores.unit_errors(), budget, fractions=[u.compression() for u in units]
-    )
     contenders = [
         Contender(f"search #{rank}", c.levels, c.coefficients, c.loss) for rank, c in enumerate(search.top, start=1)
     ]
-    contenders.append(Contender("uniform", tuple(uniform.levels), None))
+    try:
+        uniform = solvers.solve_uniform(
+            state.table.unit_costs(), scores.unit_errors(), budget, fractions=[u.compression() for u in units]
+        )
+        contenders.append(Contender("uniform", tuple(uniform.levels), None))
+    except solvers.InfeasibleBudgetError:
+        pass  # non-monotone costs: even the most compressed uniform plan can miss a budget the DP meets
     loss = CalibrationLoss(
         adapter=state.loaded.adapter,
         head=state.task.classifier.head,

@@ -260,3 +260,19 @@ def test_when_uniform_wins_the_final_pick_corrections_stay_uniform(
     # Same compression for every unit of a kind, in the first plan and in any corrected one.
     assert len(set(report["heads_kept"])) == 1 and len(set(report["neurons_kept"])) == 1
     assert report["solver"] == ("uniform" if len(report["attempts"]) == 2 else "dp+search:uniform")
+
+
+def test_the_final_pick_goes_on_without_uniform_when_no_uniform_plan_fits(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import solvers
+
+    def no_uniform(*_args: object, **_kwargs: object) -> None:
+        raise solvers.InfeasibleBudgetError("no uniform plan fits", budget_ms=1.0, min_cost_ms=2.0)
+
+    monkeypatch.setattr(solvers, "solve_uniform", no_uniform)
+    report = run_pipeline(
+        tiny_config(workspace, tmp_path / "cache", corrections=0), out=tmp_path / "run", progress=False
+    )
+    sources = [c["source"] for c in report["search"]["selection"]["contenders"]]
+    assert sources and "uniform" not in sources and report["solver"] == "dp+search"
