@@ -72,8 +72,9 @@ def main() -> None:
         print(f"cold run: {cold:.0f} s")
         warm, warm_report = timed_run(cache, Path(tmp) / "warm", args.runtime, args.search_seconds)
         print(f"warm run: {warm:.0f} s")
-        pick = warm_report["search"]["selection"]
-        print("final pick: " + ", ".join(f"{c['source']} {c['loss']:.4f}" for c in pick["contenders"]))
+        if warm_report["search"]:  # None with --search-seconds 0
+            pick = warm_report["search"]["selection"]
+            print("final pick: " + ", ".join(f"{c['source']} {c['loss']:.4f}" for c in pick["contenders"]))
         ratios = {2.0: warm_report["measured_speedup"] / 2.0}
         for target in args.speedups:
             if target != 2.0:

@@ -167,8 +167,8 @@ class PlannedModel:
 
     def replan_recipe(self, solver: str) -> tuple[str, tuple[float, ...] | None]:
         """(solver, coefficients) that re-plan this plan's choice for another budget."""
-        if self.selection is None:
-            return solver, None if self.search is None else self.search.coefficients
+        if self.selection is None:  # not searched: the solver alone made the plan
+            return solver, None
         chosen = self.selection.chosen
         return ("uniform", None) if chosen.coefficients is None else (solver, chosen.coefficients)
 

@@ -148,8 +148,7 @@ def local_search(
     n_units = len(costs)
     rng = np.random.default_rng(seed)
     started = time.perf_counter()
-    cache: dict[tuple[int, ...], float] = {}
-    seen: dict[tuple[int, ...], Candidate] = {}
+    cache: dict[tuple[int, ...], Candidate] = {}  # every distinct level choice evaluated so far
     history: list[SearchStep] = []
     candidates = 0
     best = _Incumbent()
@@ -168,13 +167,12 @@ def local_search(
         solution = solve_dp(costs, scaled_errors(coeffs, unit_curves), budget, buckets=buckets)
         key = solution.levels
         if key in cache:
-            loss = cache[key]
+            loss = cache[key].loss
         else:
             loss = float(evaluate(key))
             if not np.isfinite(loss):
                 raise ValueError(f"evaluate() returned {loss} for levels {key}; it must return a finite loss.")
-            cache[key] = loss
-            seen[key] = Candidate(key, tuple(float(c) for c in coeffs), loss, phase)
+            cache[key] = Candidate(key, tuple(float(c) for c in coeffs), loss, phase)
             step = SearchStep(len(cache), phase, loss, min(loss, best.loss), time.perf_counter() - started, mutated)
             history.append(step)
             if on_step is not None:
@@ -227,5 +225,5 @@ def local_search(
         evaluations=len(cache),
         candidates=candidates,
         stopped=str(stopped),
-        top=tuple(sorted(seen.values(), key=lambda c: c.loss)[:keep_top]),
+        top=tuple(sorted(cache.values(), key=lambda c: c.loss)[:keep_top]),
     )

@@ -67,8 +67,8 @@ class OnnxRuntimeRuntime:
     """ONNX Runtime with the CPU provider, or the CUDA provider where onnxruntime-gpu has it."""
 
     name = "onnxruntime"
-    # Measured on MiniLM (2-core CPU): without the untimed call, profiling took 47.5 s instead of 65 s
-    # and the table's error stayed within 2.2-2.6% median, 4.1-6.7% max (with it: 0.9-1.5%, 9.6-13.7%).
+    # MiniLM on 2 CPU cores: profiling 46-52 s instead of 65 s, table error in the same class
+    # (benchmarks/RESULTS.md, "ONNX Runtime without the settling call").
     settles_whole_models = False
 
     def version(self) -> str:
