@@ -21,7 +21,7 @@ from planner.planning import make_plan
 from planner.pruned_io import load_pruned, save_pruned
 from profilers.sparse_kernels import two_four_mask, unstructured_mask
 from tests.test_table import make_table
-from tests.tiny_models import tiny_bert, tiny_net
+from tests.tiny_models import plan_of, tiny_bert, tiny_net
 
 
 def classifier_setup(seed: int = 0, n: int = 24, dtype: torch.dtype = torch.float32):  # type: ignore[no-untyped-def]
@@ -240,21 +240,7 @@ def test_magnitude_generic_apply_uses_csr_where_the_table_says_so() -> None:
     choice = UnitChoice(
         unit="fc1", kind="linear", level=3, structure="unstructured", sparsity=level.sparsity, impl="csr"
     )
-    plan = Plan(
-        model_name="net",
-        model_fingerprint="x",
-        architecture="generic",
-        table={},
-        target_speedup=2.0,
-        predicted_ms=1.0,
-        predicted_speedup=2.0,
-        budget_ms=1.0,
-        backend="magnitude",
-        solver="dp",
-        seed=0,
-        units=(choice,),
-        versions={},
-    )
+    plan = plan_of(choice)
     pruned = apply_weight_sparsity(adapter, plan)
     assert isinstance(pruned.fc1, CSRLinear)
     masked = net.fc1.weight * unstructured_mask(net.fc1.weight, level.sparsity or 0.0)

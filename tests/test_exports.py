@@ -12,39 +12,20 @@ import yaml
 from planner.cli import main
 from planner.errors import PlannerError
 from planner.exports import EXPORTS, export_plan, to_hf_heads, to_llmcompressor, to_nni, to_torch_ao
-from planner.plan import Plan, UnitChoice
-from tests.tiny_models import tiny_net
+from planner.plan import UnitChoice
+from tests.tiny_models import plan_of, tiny_net
 
-
-def make_plan(*units: UnitChoice, architecture: str = "generic") -> Plan:
-    return Plan(
-        model_name="net",
-        model_fingerprint="f",
-        architecture=architecture,
-        table={"device": "cpu", "runtime": "torch"},
-        target_speedup=2.0,
-        predicted_ms=1.0,
-        predicted_speedup=2.0,
-        budget_ms=1.0,
-        backend="magnitude",
-        solver="dp",
-        seed=0,
-        units=units,
-        versions={},
-    )
-
-
-CHANNELS = make_plan(
+CHANNELS = plan_of(
     UnitChoice("conv", "conv2d", 7, "channels", kept=4, impl="shrunk", size=8),
     UnitChoice("fc1", "linear", 8, "channels", kept=32, impl="shrunk", size=64),
     UnitChoice("fc2", "linear", 0, "dense", size=10),
 )
-SPARSE = make_plan(  # deliberately NOT in named_modules() order
+SPARSE = plan_of(  # deliberately NOT in named_modules() order
     UnitChoice("fc2", "linear", 2, "unstructured", sparsity=0.5, size=10),
     UnitChoice("conv", "conv2d", 3, "unstructured", sparsity=0.75, size=8),
     UnitChoice("fc1", "linear", 5, "2:4", sparsity=0.5, size=64),
 )
-BERT = make_plan(
+BERT = plan_of(
     UnitChoice("encoder.layer.0.attention", "attention", 2, "heads", kept=2, keep=(1, 3), size=4),
     UnitChoice("encoder.layer.0.ffn", "ffn", 3, "neurons", kept=24, keep=tuple(range(24)), size=48),
     UnitChoice("encoder.layer.1.attention", "attention", 0, "dense", kept=4, keep=(0, 1, 2, 3), size=4),
@@ -82,7 +63,7 @@ def test_torch_ao_config_sparsifies_each_tensor_as_planned() -> None:
     from torch.ao.pruning import WeightNormSparsifier
 
     model, _ = tiny_net()
-    linear_only = make_plan(*[u for u in SPARSE.units if u.kind == "linear"])
+    linear_only = plan_of(*[u for u in SPARSE.units if u.kind == "linear"])
     config = to_torch_ao(linear_only)
     sparsifier = WeightNormSparsifier()
     sparsifier.prepare(model, [{**c, "sparse_block_shape": tuple(c["sparse_block_shape"])} for c in config])

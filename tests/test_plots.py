@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from planner import plots
-from planner.plan import Plan, UnitChoice
+from planner.plan import UnitChoice
 from solvers import SearchStep
 from tests.test_table import make_table
+from tests.tiny_models import plan_of
 
 
 def test_latency_frame_lists_each_shape_once() -> None:
@@ -22,23 +23,11 @@ def test_latency_frame_lists_each_shape_once() -> None:
 
 
 def test_allocation_prediction_search_and_pareto_frames(tmp_path: Path) -> None:
-    plan = Plan(
-        model_name="m",
-        model_fingerprint="f",
+    plan = plan_of(
+        UnitChoice("encoder.layer.0.attention", "attention", 3, "heads", kept=9, keep=tuple(range(9)), size=12),
+        UnitChoice("encoder.layer.0.ffn", "ffn", 4, "neurons", kept=768, keep=tuple(range(768)), size=1536),
         architecture="bert",
-        table={},
-        target_speedup=2.0,
-        predicted_ms=1.0,
-        predicted_speedup=2.0,
-        budget_ms=1.0,
         backend="fisher",
-        solver="dp",
-        seed=0,
-        versions={},
-        units=(
-            UnitChoice("encoder.layer.0.attention", "attention", 3, "heads", kept=9, keep=tuple(range(9)), size=12),
-            UnitChoice("encoder.layer.0.ffn", "ffn", 4, "neurons", kept=768, keep=tuple(range(768)), size=1536),
-        ),
     )
     alloc = plots.allocation_frame(plan)
     assert alloc["fraction_kept"].tolist() == [0.75, 0.5] and alloc["layer"].tolist() == [0, 0]

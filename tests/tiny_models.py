@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -60,3 +62,26 @@ def tiny_net(batch_size: int = 4) -> tuple[nn.Module, torch.Tensor]:
 
 def not_a_factory() -> int:
     return 3
+
+
+def plan_of(*units: Any, architecture: str = "generic", **overrides: Any) -> Any:
+    """A hand-written 2x ``Plan`` with the given ``UnitChoice``s (dummy table, budget and versions)."""
+    from planner.plan import Plan
+
+    values: dict[str, Any] = dict(
+        model_name="net",
+        model_fingerprint="f",
+        architecture=architecture,
+        table={"device": "cpu", "runtime": "torch"},
+        target_speedup=2.0,
+        predicted_ms=1.0,
+        predicted_speedup=2.0,
+        budget_ms=1.0,
+        backend="magnitude",
+        solver="dp",
+        seed=0,
+        units=units,
+        versions={},
+    )
+    values.update(overrides)
+    return Plan(**values)
