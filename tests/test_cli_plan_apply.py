@@ -36,6 +36,11 @@ def profile_args(model: str, table: Path, *, rounds: int = 1, extra: tuple[str, 
     ]
 
 
+def plan_args(model: str, table: Path, out: Path, *extra: str) -> list[str]:
+    """`planner plan` arguments for ``model`` with ``table``, writing ``out``."""
+    return ["plan", "--model", model, "--table", str(table), *extra, "--out", str(out)]
+
+
 def _run(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
     code = main(args)
     captured = capsys.readouterr()
@@ -49,23 +54,12 @@ def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: 
     assert code == 0, err
     plan = tmp_path / "plan.json"
     code, _, err = _run(
-        [
-            "plan",
-            "--model",
+        plan_args(
             model,
-            "--table",
-            str(table),
-            "--speedup",
-            "1.25",
-            "--backend",
-            "fisher",
-            "--data",
-            str(workspace / "data"),
-            "--calibration-size",
-            "8",
-            "--out",
-            str(plan),
-        ],
+            table,
+            plan,
+            *("--speedup", "1.25", "--backend", "fisher", "--data", str(workspace / "data"), "--calibration-size", "8"),
+        ),
         capsys,
     )
     assert code == 0, err
@@ -131,18 +125,7 @@ def test_plan_bad_input(
     assert main(profile_args(model, table, rounds=1)) == 0
     capsys.readouterr()
     code, _, err = _run(
-        [
-            "plan",
-            "--model",
-            model,
-            "--table",
-            str(table),
-            "--backend",
-            "magnitude",
-            *extra,
-            "--out",
-            str(tmp_path / "plan.json"),
-        ],
+        plan_args(model, table, tmp_path / "plan.json", "--backend", "magnitude", *extra),
         capsys,
     )
     assert code == 2 and message in err, err
@@ -158,19 +141,7 @@ def test_fisher_on_single_class_data_is_refused(
     model = str(workspace / "model")
     assert main(profile_args(model, table, rounds=1)) == 0
     code, _, err = _run(
-        [
-            "plan",
-            "--model",
-            model,
-            "--table",
-            str(table),
-            "--speedup",
-            "1.25",
-            "--data",
-            str(tmp_path / "one"),
-            "--out",
-            str(tmp_path / "p.json"),
-        ],
+        plan_args(model, table, tmp_path / "p.json", "--speedup", "1.25", "--data", str(tmp_path / "one")),
         capsys,
     )
     assert code == 2 and "single class" in err
