@@ -24,7 +24,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from planner.pipeline import RunConfig, run_sweep
+from planner.config import RunConfig
+from planner.sweep import run_sweep
 
 
 def timed_run(
@@ -82,7 +83,7 @@ def main() -> None:
                 ratios[target] = report["measured_speedup"] / target
         for target, ratio in sorted(ratios.items()):
             print(f"planner run at {target:g}x: measured / target = {ratio:.3f}")
-        drop_2x = 100 * (warm_report["dense_accuracy"] - warm_report["pruned_accuracy"])
+        drop_2x = 100 * (warm_report["metric"]["dense"] - warm_report["metric"]["pruned"])
         margin = float("nan")
         top = max(args.speedups)
         if not args.no_sweep:
@@ -102,12 +103,12 @@ def main() -> None:
                 "predicted_speedup",
                 "measured_speedup",
                 "ratio",
-                "accuracy",
+                "metric",
             ]
             print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
             planner = frame[frame["method"] == "planner (fisher)"].set_index("target_speedup")
             uniform = frame[frame["method"] == "uniform (fisher)"].set_index("target_speedup")
-            margins = 100 * (planner["accuracy"] - uniform["accuracy"])
+            margins = 100 * (planner["metric"] - uniform["metric"])
             for target, value in margins.items():
                 print(f"planner - uniform at {target:g}x: {value:+.2f} points")
             margin = float(margins.loc[top])

@@ -25,9 +25,10 @@ from pathlib import Path
 
 import numpy as np
 
+from planner.config import RunConfig
 from planner.models import load_model
-from planner.profile import ProfileConfig, profile_model
-from profilers import Profiler, ProfilerSettings, Workload
+from planner.profile import profile_model, profiler_settings
+from profilers import Profiler, Workload
 
 CONFIGS = 8
 
@@ -44,10 +45,10 @@ def random_levels(units, rng: np.random.Generator, fraction: float) -> dict[str,
 
 def run(runtime: str, rounds: int, seed: int) -> tuple[list[float], float]:
     loaded = load_model("minilm")
-    config = ProfileConfig(runtime=runtime, batch_size=32, seq_len=128, rounds=rounds)
+    measurement = RunConfig(runtime=runtime, batch_size=32, seq_len=128, rounds=rounds, seed=seed).measurement()
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
-        table = profile_model(config, out=Path(tmp) / "table.csv", loaded=loaded, progress=False)
+        table = profile_model(loaded, measurement, out=Path(tmp) / "table.csv", progress=False)
         profile_seconds = time.perf_counter() - start
     adapter = loaded.adapter
     units = adapter.units()
@@ -59,7 +60,7 @@ def run(runtime: str, rounds: int, seed: int) -> tuple[list[float], float]:
     for i, levels in enumerate(configs):
         shrunk = adapter.shrink_to_levels(levels)
         workloads.append(Workload(f"config{i}", adapter.forward_module_of(shrunk), inputs, steady=True))
-    profiler = Profiler(ProfilerSettings(runtime=runtime, rounds=rounds, seed=seed))
+    profiler = Profiler(profiler_settings(measurement))
     stats = profiler.measure(workloads, progress=False)
     dense_now = stats["dense"].median_ms
     print(

@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 
 from planner.backends import get_backend
-from planner.classifier import accuracy
+from planner.config import DEFAULT_CACHE, RunConfig
 from planner.models import load_model
-from planner.planning import make_plan
-from planner.profile import ProfileConfig, profile_model
-from planner.task import build_task
+from planner.profile import profile_model
+from planner.solve import solve_plan
+from planner.tasks import build_task
 
 SPEEDUP = 2.0
 
@@ -30,28 +30,29 @@ SPEEDUP = 2.0
 def main() -> None:
     loaded = load_model("minilm")
     start = time.perf_counter()
-    task = build_task(loaded, data="bbc", seq_len=128, calibration_size=256)
+    task = build_task(
+        loaded, data="bbc", seq_len=128, calibration_size=256, batch_size=32, seed=0, cache_dir=DEFAULT_CACHE
+    )
     print(
-        f"task: {len(task.train)} train / {len(task.test)} test documents, "
+        f"task: {len(task.calibration)} calibration / {len(task.test)} test documents, "
         f"head ready in {time.perf_counter() - start:.1f} s"
     )
     with tempfile.TemporaryDirectory() as tmp:
-        table = profile_model(ProfileConfig(rounds=3), out=Path(tmp) / "t.csv", loaded=loaded, progress=False)
-    dense_acc = accuracy(task.classifier, task.test_tokens)
+        table = profile_model(loaded, RunConfig(rounds=3).measurement(), out=Path(tmp) / "t.csv", progress=False)
+    dense_acc = task.evaluate(loaded.model).value
     print(f"dense test accuracy {dense_acc:.4f}; table max speedup {table.max_speedup():.2f}x")
     seconds = {}
     for name in ("fisher", "magnitude"):
         backend = get_backend(name)
-        calibration = task.calibration if name == "fisher" else None
         start = time.perf_counter()
-        scores = backend.score(loaded.adapter, calibration)
+        scores = backend.score(loaded.adapter, task)
         scored = time.perf_counter()
-        plan = make_plan(loaded=loaded, table=table, scores=scores, backend=backend, speedup=SPEEDUP)
+        plan = solve_plan(loaded=loaded, table=table, scores=scores, backend=backend, speedup=SPEEDUP)
         planned = time.perf_counter()
-        pruned = backend.apply(loaded.adapter, plan, calibration)
+        pruned = backend.apply(loaded.adapter, plan, task)
         done = time.perf_counter()
         seconds[name] = done - start
-        acc = accuracy(task.with_encoder(pruned), task.test_tokens)
+        acc = task.evaluate(pruned).value
         print(
             f"{name:>9}: score {scored - start:.1f} s, plan {planned - scored:.1f} s, apply {done - planned:.1f} s, "
             f"total {seconds[name]:.1f} s; predicted {plan.predicted_speedup:.2f}x; test accuracy {acc:.4f} "

@@ -1,80 +1,101 @@
 """``planner`` command line: a thin shell over the Python API (one public function per command).
 
-Errors from bad input print one line (``error: ...``) and exit with code 2; ``--debug`` shows the
-traceback instead.
+Every setting is a ``RunConfig`` field: the flags default to None here and the config supplies (and
+validates) the defaults, so a bad name or range exits 2 with one line before any work starts.
+``--debug`` shows tracebacks instead.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
+import dataclasses
 import sys
-import warnings
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
 from planner.version import __version__
 
 
-def _positive_int(text: str) -> int:
+def _default(name: str) -> Any:
+    """The ``RunConfig`` default of a field (for help texts; the config is the one source)."""
+    from planner.config import RunConfig
+
+    field = {f.name: f for f in dataclasses.fields(RunConfig)}[name]
+    if field.default is not dataclasses.MISSING:
+        return field.default
+    return None
+
+
+def _int(text: str) -> int:
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer > 0, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be an integer > 0, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"must be an integer, got {text!r}") from None
 
 
-def _add_device_args(p: Any, *, dtype: bool = True, threads: bool = True, shape_default: bool = True) -> None:
-    """--model/--runtime/--device/--dtype/--batch-size/--seq-len/--threads/--rounds, shared by commands."""
-    p.add_argument(
-        "--model", default="minilm", help="'minilm' (bundled), a Hugging Face BERT folder, or pkg.mod:factory"
-    )
-    p.add_argument("--runtime", default="torch", help="torch or onnxruntime (default: torch)")
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
-    if dtype:
-        p.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16 (default: float32)")
-    where = "" if shape_default else " (default: the plan's)"
-    p.add_argument("--batch-size", type=_positive_int, default=32 if shape_default else None, help=where or None)
-    p.add_argument("--seq-len", type=_positive_int, default=128 if shape_default else None, help=where or None)
-    if threads:
-        p.add_argument("--threads", type=_positive_int, default=None, help="intra-op threads (default: all cores)")
-    p.add_argument("--rounds", type=_positive_int, default=10, help="timed samples per workload (default: 10)")
+def _float(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
 
 
-def _device_kwargs(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings added by ``_add_device_args``, as keyword arguments of the config records."""
-    return {
-        "model": args.model,
-        "runtime": args.runtime,
-        "device": args.device,
-        "dtype": args.dtype,
-        "batch_size": args.batch_size,
-        "seq_len": args.seq_len,
-        "threads": args.threads or 0,
-        "rounds": args.rounds,
-    }
+def _flag(p: Any, name: str, help_text: str, *, type_: Callable[[str], Any] = str, **kwargs: Any) -> None:
+    """A flag for the ``RunConfig`` field ``name`` (default None: the config's default applies)."""
+    default = _default(name)
+    shown = f" (default: {default})" if default is not None else ""
+    p.add_argument(f"--{name.replace('_', '-')}", dest=name, type=type_, default=None, help=help_text + shown, **kwargs)
 
 
+def _add_model(p: Any) -> None:
+    _flag(p, "model", "'minilm', 'smollm2' (bundled), a Hugging Face folder, a .gguf file, or pkg.mod:factory")
+
+
+def _add_device(p: Any, *, shape: bool = True) -> None:
+    """--runtime/--device/--dtype/--batch-size/--seq-len/--phase/--generate/--threads/--rounds."""
+    _flag(p, "runtime", "torch or onnxruntime")
+    _flag(p, "device", "cpu or cuda")
+    _flag(p, "dtype", "float32, float16 or bfloat16")
+    if shape:
+        _flag(p, "batch_size", "the batch size you deploy with", type_=_int)
+        _flag(p, "seq_len", "the sequence length (LM decode: tokens already in the KV cache)", type_=_int)
+        _flag(p, "phase", "prefill (the prompt at once) or decode (one new token with a KV cache)")
+        _flag(p, "generate", "plan for a reply of N tokens: prefill + N decode steps (0 = off)", type_=_int)
+    _flag(p, "threads", "intra-op threads (0 = all cores)", type_=_int)
+    _flag(p, "rounds", "timed samples per workload", type_=_int)
+
+
+def _add_task(p: Any) -> None:
+    _flag(p, "data", "'bbc' (bundled BBC News), a folder of <class>/*.txt or .txt files, or a .csv/.jsonl file")
+    _flag(p, "task", "auto, text-classification or causal-lm (auto follows from the model)")
+    _flag(p, "calibration_size", "calibration examples (Fisher, mask tuning, search, final pick)", type_=_int)
+    _flag(p, "seed", "seed of data splits, searches and timing order", type_=_int)
+
+
+def _config(args: argparse.Namespace) -> Any:
+    """A validated ``RunConfig`` from the flags that were given (others keep their defaults)."""
+    from planner.config import RunConfig
+
+    names = {f.name for f in dataclasses.fields(RunConfig)}
+    values = {k: v for k, v in vars(args).items() if k in names and v is not None}
+    return RunConfig(**values)
+
+
+# ----- profile ---------------------------------------------------------------------------------
 def _add_profile(sub: Any) -> None:
     p = sub.add_parser(
         "profile",
         help="measure a per-unit latency table on this device",
-        description="Measure the latency of every prunable unit at every candidate level, plus the dense "
-        "model end to end, on this device and runtime at the given input shape.",
+        description="Measure the latency of every prunable unit at every candidate level, plus whole models "
+        "end to end, on this device and runtime at the given input shape and phase.",
     )
-    _add_device_args(p)
-    p.add_argument("--warmup", type=int, default=0, help="extra untimed calls per workload (default: 0)")
-    p.add_argument(
-        "--ffn-step", type=_positive_int, default=None, help="FFN neuron grid step (default: about 25 levels)"
-    )
-    p.add_argument(
-        "--sparsity-levels", type=_positive_int, default=None, help="generic layers: sparsity levels (default: 12)"
-    )
-    p.add_argument("--smooth", action="store_true", help="fit non-increasing curves to heads/neurons (raw values kept)")
+    _add_model(p)
+    _add_device(p)
+    _flag(p, "warmup", "extra untimed calls per workload", type_=_int)
+    _flag(p, "ffn_step", "FFN neuron grid step (default: about 25 levels)", type_=_int)
+    _flag(p, "sparsity_levels", "generic layers: unstructured sparsity levels (default: 12)", type_=_int)
+    p.add_argument("--smooth", action="store_true", help="fit non-increasing curves to heads/neurons (raw kept)")
     p.add_argument("--out", required=True, help="CSV path; a JSON sidecar with the metadata is written beside it")
     p.add_argument("--force", action="store_true", help="re-measure even if --out holds a matching table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -82,30 +103,22 @@ def _add_profile(sub: Any) -> None:
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
-    from planner.profile import ProfileConfig, profile_model
+    from pathlib import Path
 
-    config = ProfileConfig(
-        **_device_kwargs(args),
-        warmup=args.warmup,
-        ffn_step=args.ffn_step,
-        sparsity_levels=args.sparsity_levels,
-        smoothing="monotone" if args.smooth else "none",
-    )
+    from planner.workflows import profile_table
+
+    config = _config(args)
+    if args.smooth:
+        config = config.replace(smoothing="monotone")
     out = Path(args.out)
     existed = out.exists() and not args.force
-    table = profile_model(config, out=out, progress=not args.no_progress, reuse=not args.force)
+    table = profile_table(config, out=out, progress=not args.no_progress, reuse=not args.force)
     print(("reused " if existed else "wrote ") + f"{out} (+ {out.with_suffix('.json').name})")
     print(table.summary())
     return 0
 
 
-def _positive_float(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-
-
+# ----- plan / apply / verify -------------------------------------------------------------------
 def _add_plan(sub: Any) -> None:
     p = sub.add_parser(
         "plan",
@@ -114,13 +127,11 @@ def _add_plan(sub: Any) -> None:
         "into a plan: one level per unit meeting the speedup with the least estimated loss.",
     )
     p.add_argument("--table", required=True, help="latency table CSV from `planner profile` (on the target device)")
-    p.add_argument("--speedup", type=_positive_float, required=True, help="target speedup over the dense model, > 1")
-    p.add_argument("--model", default="minilm", help="the model the table was measured for")
-    p.add_argument("--backend", default="fisher", help="fisher (needs --data) or magnitude (default: fisher)")
-    p.add_argument("--solver", default="dp", help="dp, greedy, uniform or milp (default: dp)")
-    p.add_argument("--data", default="bbc", help="labelled data for Fisher: 'bbc' or a <class>/*.txt folder")
-    p.add_argument("--calibration-size", type=_positive_int, default=256, help="calibration examples (<= 512)")
-    p.add_argument("--seed", type=int, default=0)
+    _flag(p, "speedup", "target speedup over the dense model, > 1", type_=_float, required=True)
+    _add_model(p)
+    _flag(p, "backend", "fisher (needs --data) or magnitude")
+    _flag(p, "solver", "dp, greedy, uniform or milp")
+    _add_task(p)
     p.add_argument("--force-table", action="store_true", help="use a table measured for other weights, same shapes")
     p.add_argument("--out", required=True, help="plan JSON to write")
     p.set_defaults(handler=_cmd_plan)
@@ -129,18 +140,7 @@ def _add_plan(sub: Any) -> None:
 def _cmd_plan(args: argparse.Namespace) -> int:
     from planner.workflows import create_plan
 
-    plan = create_plan(
-        model=args.model,
-        table=args.table,
-        speedup=args.speedup,
-        backend=args.backend,
-        solver=args.solver,
-        data=args.data,
-        calibration_size=args.calibration_size,
-        seed=args.seed,
-        force_table=args.force_table,
-        out=args.out,
-    )
+    plan = create_plan(_config(args), table=args.table, force_table=args.force_table, out=args.out)
     print(
         f"wrote {args.out}: {plan.backend} + {plan.solver}, predicted {plan.predicted_ms:.1f} ms "
         f"({plan.predicted_speedup:.2f}x, target {plan.target_speedup:g}x) on {plan.table['device']} / "
@@ -158,12 +158,10 @@ def _add_apply(sub: Any) -> None:
         description="Apply a plan for real: physically remove heads and neurons (Fisher: with mask tuning), "
         "save safetensors + pruned_config.json, reloadable with planner.load_pruned(DIR).",
     )
-    p.add_argument("--model", default="minilm")
+    _add_model(p)
     p.add_argument("--plan", required=True, help="plan JSON from `planner plan`")
     p.add_argument("--out", required=True, help="folder to write (must not exist unless --overwrite)")
-    p.add_argument("--data", default="bbc", help="labelled data for Fisher mask tuning and the task head")
-    p.add_argument("--calibration-size", type=_positive_int, default=256)
-    p.add_argument("--seed", type=int, default=0)
+    _add_task(p)
     p.add_argument("--onnx", action="store_true", help="also export model.onnx for ONNX Runtime")
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_cmd_apply)
@@ -172,51 +170,49 @@ def _add_apply(sub: Any) -> None:
 def _cmd_apply(args: argparse.Namespace) -> int:
     from planner.workflows import apply_plan
 
-    out = apply_plan(
-        model=args.model,
-        plan=args.plan,
-        out=args.out,
-        data=args.data,
-        calibration_size=args.calibration_size,
-        seed=args.seed,
-        overwrite=args.overwrite,
-        onnx=args.onnx,
-    )
+    out = apply_plan(_config(args), plan=args.plan, out=args.out, overwrite=args.overwrite, onnx=args.onnx)
     print(f"wrote {out} (model.safetensors, pruned_config.json{', model.onnx' if args.onnx else ''})")
     return 0
 
 
-def _add_task_args(p: Any, *, search_seconds: float, out: str) -> None:
-    """Settings shared by `run` and `sweep`: device and shape, task data, search, output folder."""
-    _add_device_args(p)
-    p.add_argument("--data", default="bbc", help="'bbc' (bundled BBC News) or a folder of <class>/*.txt files")
-    p.add_argument(
-        "--search-seconds",
-        type=float,
-        default=search_seconds,
-        help=f"local search time per plan (default: {search_seconds:g}; 0 = plain DP)",
+def _add_verify(sub: Any) -> None:
+    p = sub.add_parser("verify", help="measure a saved pruned model against the dense one on this device")
+    p.add_argument("--pruned", required=True, help="folder written by `planner apply` or `planner run` (pruned/)")
+    _add_model(p)
+    _add_device(p)
+    p.set_defaults(handler=_cmd_verify)
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    from planner.workflows import verify_pruned
+
+    config = _config(args)
+    from_plan = args.batch_size is None and args.seq_len is None
+    check = verify_pruned(config, pruned=args.pruned, shape_from_plan=from_plan)
+    dense, pruned = check["dense"], check["pruned"]
+    speedup = check.speedup("pruned")
+    print(
+        f"dense {dense.median_ms:.1f} ms (p10 {dense.p10_ms:.1f}, p90 {dense.p90_ms:.1f}) | pruned "
+        f"{pruned.median_ms:.1f} ms (p10 {pruned.p10_ms:.1f}, p90 {pruned.p90_ms:.1f}) | measured speedup "
+        f"{speedup.value:.2f}x [{speedup.low:.2f}-{speedup.high:.2f}] ({check.runtime}, {check.device}, "
+        f"{check.rounds} interleaved rounds)"
     )
-    p.add_argument("--calibration-size", type=_positive_int, default=256, help="calibration documents (<= 512)")
-    p.add_argument("--seed", type=int, default=0)
+    return 0
+
+
+# ----- run / sweep -----------------------------------------------------------------------------
+def _add_run_args(p: Any, *, out: str) -> None:
+    """Settings shared by `run` and `sweep`."""
+    _add_model(p)
+    _add_device(p)
+    _add_task(p)
+    _flag(p, "search", "spdy (SPDY's local search) or none")
+    _flag(p, "search_seconds", "search time per plan (0 = plain DP)", type_=_float)
+    _flag(p, "search_examples", "calibration examples the search scores on (the rest pick the final plan)", type_=_int)
+    _flag(p, "verify_rounds", "interleaved rounds when measuring dense vs pruned", type_=_int)
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true")
-
-
-def _run_config(args: argparse.Namespace, **extra: Any) -> Any:
-    """A ``RunConfig`` from the arguments added by ``_add_task_args`` (plus command-specific ones)."""
-    from planner.pipeline import RunConfig
-
-    return RunConfig(
-        **_device_kwargs(args),
-        data=args.data,
-        search_seconds=args.search_seconds,
-        search_examples=min(64, args.calibration_size),
-        calibration_size=args.calibration_size,
-        verify_rounds=args.rounds,
-        seed=args.seed,
-        **extra,
-    )
 
 
 def _add_run(sub: Any) -> None:
@@ -224,27 +220,22 @@ def _add_run(sub: Any) -> None:
         "run",
         help="end to end: profile, score, plan, search, apply, verify (the main job)",
         description="From a model and a speedup goal to a pruned model whose speedup is measured and whose "
-        "accuracy is reported. Defaults: the bundled MiniLM on BBC News, 2x, torch on CPU, batch 32, seq 128.",
+        "held-out metric is reported. Defaults: the bundled MiniLM on BBC News, 2x, torch on CPU, batch 32, "
+        "seq 128.",
     )
-    _add_task_args(p, search_seconds=60.0, out="runs/latest")
-    p.add_argument("--speedup", type=_positive_float, default=2.0, help="target speedup over dense (default: 2.0)")
-    p.add_argument("--backend", default="fisher", help="fisher (default) or magnitude")
-    p.add_argument("--solver", default="dp", help="dp (default, with local search), greedy, uniform or milp")
-    p.add_argument(
-        "--corrections",
-        type=int,
-        default=1,
-        help="re-plans when the measured speedup is more than 3%% below the target (default: 1; 0 = off)",
-    )
+    _add_run_args(p, out="runs/latest")
+    _flag(p, "speedup", "target speedup over dense", type_=_float)
+    _flag(p, "backend", "fisher or magnitude")
+    _flag(p, "solver", "dp (with the search), greedy, uniform or milp")
+    _flag(p, "corrections", "re-plans when the measured speedup falls short of the target (0 = off)", type_=_int)
     p.set_defaults(handler=_cmd_run)
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from planner.pipeline import run_pipeline
+    from planner.report.markdown import summary_text
 
-    config = _run_config(
-        args, speedup=args.speedup, backend=args.backend, solver=args.solver, corrections=args.corrections
-    )
+    config = _config(args)
     report = run_pipeline(
         config,
         out=args.out,
@@ -256,44 +247,25 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary_text(report: dict[str, Any], out: str) -> str:
-    """The one-screen summary printed at the end of ``planner run``."""
-    r = report
-    verdict = "met" if r["measured_speedup"] >= 0.95 * r["target_speedup"] else "MISSED (see report.md)"
-    return "\n".join(
-        [
-            f"{r['model']} on {r['device']} ({r['device_name']}), {r['runtime']}, "
-            f"batch {r['batch_size']} x seq {r['seq_len']}",
-            f"  speedup   target {r['target_speedup']:.2f}x | predicted {r['predicted_speedup']:.2f}x | "
-            f"measured {r['measured_speedup']:.2f}x  -> {verdict}",
-            f"  latency   dense {r['dense_ms']:.1f} ms -> pruned {r['pruned_ms']:.1f} ms "
-            f"(p10-p90 {r['pruned_p10_ms']:.1f}-{r['pruned_p90_ms']:.1f})",
-            f"  accuracy  dense {100 * r['dense_accuracy']:.2f}% -> pruned {100 * r['pruned_accuracy']:.2f}% "
-            f"({100 * (r['pruned_accuracy'] - r['dense_accuracy']):+.2f} points)",
-            f"  kept      heads {r['heads_kept']}  neurons {r['neurons_kept']}",
-            "  seconds   " + ", ".join(f"{k} {v:.0f}" for k, v in r["stage_seconds"].items()),
-            f"  wrote     {out}/ (report.md, report.json, plan.json, table.csv, pruned/, *.png)",
-        ]
-    )
-
-
 def _add_sweep(sub: Any) -> None:
     p = sub.add_parser(
         "sweep",
-        help="accuracy/speedup trade-off: planner vs uniform vs magnitude at several targets",
+        help="metric/speedup trade-off: planner vs uniform vs magnitude at several targets",
         description="For each target speedup: the planner (Fisher, DP + search), uniform allocation with the "
         "same backend and table, and the planner with magnitude scores; all applied, measured interleaved "
         "with the dense model, and evaluated. Writes pareto.csv and pareto.png.",
     )
-    p.add_argument("--speedups", type=_positive_float, nargs="+", default=[1.5, 2.0, 2.5, 3.0, 4.0])
-    _add_task_args(p, search_seconds=30.0, out="runs/sweep")
+    p.add_argument("--speedups", type=_float, nargs="+", default=[1.5, 2.0, 2.5, 3.0, 4.0])
+    _add_run_args(p, out="runs/sweep")
     p.set_defaults(handler=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from planner.pipeline import run_sweep
+    from planner.sweep import SWEEP_SEARCH_SECONDS, run_sweep
 
-    config = _run_config(args)
+    config = _config(args)
+    if args.search_seconds is None:
+        config = config.replace(search_seconds=SWEEP_SEARCH_SECONDS)
     frame = run_sweep(
         config,
         list(args.speedups),
@@ -302,14 +274,15 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         log=lambda m: print(m, file=sys.stderr),
     )
-    columns = ["method", "target_speedup", "predicted_speedup", "measured_speedup", "accuracy"]
+    columns = ["method", "target_speedup", "predicted_speedup", "measured_speedup", "metric"]
     print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     print(f"wrote {args.out}/pareto.csv and {args.out}/pareto.png")
     return 0
 
 
+# ----- export / report -------------------------------------------------------------------------
 def _add_export(sub: Any) -> None:
-    from planner.exports import EXPORTS
+    from planner.report.exports import EXPORTS
 
     p = sub.add_parser("export", help="write a plan in another pruner's format")
     p.add_argument("--plan", required=True)
@@ -319,7 +292,7 @@ def _add_export(sub: Any) -> None:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from planner.exports import export_plan
+    from planner.report.exports import export_plan
 
     for path in export_plan(args.plan, args.to, args.out):
         print(f"wrote {path}")
@@ -333,37 +306,10 @@ def _add_report(sub: Any) -> None:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from planner.pipeline import render_folder
+    from planner.report.folder import render_folder
 
     for path in render_folder(args.folder):
         print(f"wrote {path}")
-    return 0
-
-
-def _add_verify(sub: Any) -> None:
-    p = sub.add_parser("verify", help="measure a saved pruned model against the dense one on this device")
-    p.add_argument("--pruned", required=True, help="folder written by `planner apply` or `planner run` (pruned/)")
-    _add_device_args(p, dtype=False, threads=False, shape_default=False)
-    p.set_defaults(handler=_cmd_verify)
-
-
-def _cmd_verify(args: argparse.Namespace) -> int:
-    from planner.verify import verify_pruned
-
-    check = verify_pruned(
-        model=args.model,
-        pruned=args.pruned,
-        runtime=args.runtime,
-        device=args.device,
-        rounds=args.rounds,
-        batch_size=args.batch_size,
-        seq_len=args.seq_len,
-    )
-    print(
-        f"dense {check.dense_ms:.1f} ms (p10 {check.dense_p10_ms:.1f}, p90 {check.dense_p90_ms:.1f}) | pruned "
-        f"{check.pruned_ms:.1f} ms (p10 {check.pruned_p10_ms:.1f}, p90 {check.pruned_p90_ms:.1f}) | measured speedup "
-        f"{check.measured_speedup:.2f}x ({args.runtime}, {args.device}, {check.rounds} interleaved rounds)"
-    )
     return 0
 
 
@@ -375,14 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"latency-planner {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    _add_profile(sub)
-    _add_plan(sub)
-    _add_apply(sub)
-    _add_run(sub)
-    _add_sweep(sub)
-    _add_verify(sub)
-    _add_export(sub)
-    _add_report(sub)
+    for add in (_add_profile, _add_plan, _add_apply, _add_run, _add_sweep, _add_verify, _add_export, _add_report):
+        add(sub)
     return parser
 
 
@@ -393,30 +333,25 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     return (PlannerError, ProfileError, TableFormatError, InfeasibleBudgetError, FileNotFoundError)
 
 
-def _one_line_warning(message: Warning | str, category: type[Warning], *args: Any, **kwargs: Any) -> None:
-    print(f"warning: {message}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``planner`` console command; returns the exit code."""
+    """Entry point of the ``planner`` console command; returns the exit code. The process is left as
+    it was found (warning filters, environment)."""
+    from planner.process import cli_session
+
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Callable[[argparse.Namespace], int] = args.handler
-    if not args.debug:
-        warnings.filterwarnings("ignore", category=UserWarning)
-        warnings.showwarning = _one_line_warning
-    if getattr(args, "no_progress", False):
-        os.environ["PLANNER_NO_PROGRESS"] = "1"
-    try:
-        return handler(args)
-    except _user_errors() as exc:
-        if args.debug:
-            raise
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted; rerun the same command to resume from what was measured", file=sys.stderr)
-        return 130
+    with cli_session(debug=args.debug, progress=not getattr(args, "no_progress", False)):
+        try:
+            return handler(args)
+        except _user_errors() as exc:
+            if args.debug:
+                raise
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        except KeyboardInterrupt:
+            print("interrupted; rerun the same command to resume from what was measured", file=sys.stderr)
+            return 130
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -11,11 +11,11 @@ one exists) are timed; the table keeps both and plans with the faster (``impl``)
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,97 +23,70 @@ import numpy as np
 import pandas as pd
 import torch
 
+from planner.config import SMOOTHING, LevelGrid, Measurement
 from planner.errors import PlannerError
-from planner.models import LoadedModel, Unit, load_model
+from planner.models import LoadedModel, Unit
 from planner.version import __version__
 from profilers import LatencyTable, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
 from profilers.calibration import CalibrationCurve
-from profilers.runtimes import DTYPES, canonical_dtype, device_name, get_runtime
+from profilers.runtimes import DTYPES, device_name
 from profilers.smoothing import non_increasing_fit
 from profilers.timing import TimingStats
 
 DENSE_KEY = "__dense_model__"
 ANCHOR_FRACTIONS = (0.25, 0.5, 0.75, 0.85, 0.95, 1.0)
 """Whole models timed for the calibration curve: every unit at this fraction of its levels."""
-SMOOTHING = ("none", "monotone")
 
 
-@dataclass(frozen=True)
-class ProfileConfig:
-    """Validated settings of one profile run (see ``planner profile --help``)."""
-
-    model: str = "minilm"
-    runtime: str = "torch"
-    device: str = "cpu"
-    dtype: str = "float32"
-    batch_size: int = 32
-    seq_len: int = 128
-    threads: int = 0
-    rounds: int = 10
-    warmup: int = 0
-    ffn_step: int | None = None
-    sparsity_levels: int | None = None
-    smoothing: str = "none"
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        for name in ("batch_size", "seq_len"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-                raise PlannerError(f"The '{name}' parameter must be an integer > 0. Got {value!r} instead.")
-        if self.smoothing not in SMOOTHING:
-            raise PlannerError(f"unknown smoothing {self.smoothing!r}; available: {', '.join(SMOOTHING)}")
-        object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
-        get_runtime(self.runtime)  # unknown runtimes fail here, with the list
-
-    def profiler_settings(self) -> ProfilerSettings:
-        return ProfilerSettings(
-            runtime=self.runtime,
-            device=self.device,
-            dtype=self.dtype,
-            threads=self.threads,
-            rounds=self.rounds,
-            warmup=self.warmup,
-            seed=self.seed,
-        )
+def profiler_settings(measurement: Measurement) -> ProfilerSettings:
+    """The profiler's settings for a measurement (what to time, how many rounds)."""
+    return ProfilerSettings(
+        runtime=measurement.runtime,
+        device=measurement.device,
+        dtype=measurement.dtype,
+        threads=measurement.threads,
+        rounds=measurement.rounds,
+        warmup=measurement.warmup,
+        seed=measurement.seed,
+    )
 
 
 def profile_model(
-    config: ProfileConfig,
+    loaded: LoadedModel,
+    measurement: Measurement,
     *,
+    smoothing: str = "none",
     out: str | Path | None = None,
-    loaded: LoadedModel | None = None,
     progress: bool = True,
     reuse: bool = True,
 ) -> LatencyTable:
-    """Measure a latency table for ``config.model`` and save it to ``out`` (if given).
+    """Measure a latency table for ``loaded`` and save it to ``out`` (if given).
 
     Args:
+        loaded: the model, loaded with the level grid to measure (``load_model(..., ffn_step=...)``).
+        measurement: runtime, device, dtype, shape, phase, threads, rounds.
+        smoothing: "none" or "monotone" (fit non-increasing curves to head/neuron latencies).
         out: CSV path; its JSON sidecar is written beside it. While profiling, samples are
             checkpointed to ``<out>.partial.json`` so an interrupted run resumes.
-        loaded: an already loaded model (skips loading ``config.model``).
         reuse: if ``out`` already holds a table for the same model and settings, return it.
     """
-    settings = config.profiler_settings()  # validates threads/rounds before anything slow
+    if smoothing not in SMOOTHING:
+        raise PlannerError(
+            f"The 'smoothing' parameter must be one of {', '.join(SMOOTHING)}. Got {smoothing!r} instead."
+        )
+    settings = profiler_settings(measurement)
     profiler = Profiler(settings)  # checks device, runtime, providers
-    loaded = loaded or load_model(
-        config.model,
-        batch_size=config.batch_size,
-        seq_len=config.seq_len,
-        ffn_step=config.ffn_step,
-        sparsity_levels=config.sparsity_levels,
-    )
     out_path = Path(out) if out is not None else None
     if out_path is not None and reuse and out_path.exists():
-        cached = _matching_table(out_path, loaded, config, settings)
+        cached = _matching_table(out_path, loaded, measurement, settings, smoothing)
         if cached is not None:
             return cached
 
     adapter = loaded.adapter
     units = adapter.units()
-    inputs = adapter.example_inputs(config.batch_size, config.seq_len)
+    inputs = adapter.example_inputs(measurement.batch_size, measurement.seq_len)
     unit_work = adapter.workloads(
-        units, inputs, runtime=config.runtime, device=config.device, dtype=DTYPES[config.dtype]
+        units, inputs, runtime=measurement.runtime, device=measurement.device, dtype=DTYPES[measurement.dtype]
     )
     workloads = [Workload(w.key, w.module, w.inputs) for w in unit_work]
     workloads.append(Workload(DENSE_KEY, adapter.forward_module(), inputs, steady=True))
@@ -128,26 +101,31 @@ def profile_model(
     stats = profiler.measure(
         workloads,
         checkpoint=checkpoint,
-        checkpoint_key=_checkpoint_key(loaded, config),
+        checkpoint_key=_checkpoint_key(loaded, measurement, smoothing),
         progress=progress,
-        description=f"profiling {loaded.adapter.name} ({config.runtime}, {config.device})",
+        description=f"profiling {loaded.adapter.name} ({measurement.runtime}, {measurement.device})",
     )
-    frame = _table_rows(units, stats, smoothing=config.smoothing)
+    frame = _table_rows(units, stats, smoothing=smoothing)
     dense = stats[DENSE_KEY]
     curve = _calibration(frame, anchors, stats)
+    grid = level_grid(adapter)
     meta = TableMetadata(
         model_name=adapter.name,
         model_fingerprint=loaded.fingerprint,
         architecture=adapter.architecture,
-        device=config.device,
-        device_name=device_name(config.device),
-        runtime=config.runtime,
+        device=measurement.device,
+        device_name=device_name(measurement.device),
+        runtime=measurement.runtime,
         runtime_version=profiler.runtime.version(),
         torch_version=str(torch.__version__),
-        dtype=config.dtype,
-        batch_size=int(inputs[0].shape[0]) if adapter.architecture == "generic" else config.batch_size,
-        seq_len=config.seq_len,
+        dtype=measurement.dtype,
+        batch_size=int(inputs[0].shape[0]) if adapter.architecture == "generic" else measurement.batch_size,
+        seq_len=measurement.seq_len,
+        phase=measurement.phase,
+        generate_tokens=measurement.generate_tokens,
         threads=settings.threads,
+        ffn_step=grid.ffn_step,
+        sparsity_levels=grid.sparsity_levels,
         dense_ms=dense.median_ms,
         dense_p10_ms=dense.p10_ms,
         dense_p90_ms=dense.p90_ms,
@@ -156,7 +134,7 @@ def profile_model(
         calibration_total_ms=curve.total_ms,
         rounds=settings.rounds,
         warmup=settings.warmup,
-        smoothing=config.smoothing,
+        smoothing=smoothing,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         planner_version=__version__,
     )
@@ -166,6 +144,11 @@ def profile_model(
         if checkpoint is not None and checkpoint.exists():
             checkpoint.unlink()
     return table
+
+
+def level_grid(adapter: Any) -> LevelGrid:
+    """The level grid an adapter was built with (recorded in tables so a model is rebuilt for them)."""
+    return LevelGrid(getattr(adapter, "ffn_step", None), getattr(adapter, "sparsity_levels", None))
 
 
 def _anchor_levels(units: Sequence[Unit], fraction: float) -> dict[str, int]:
@@ -189,13 +172,22 @@ def _calibration(
     return CalibrationCurve.fit(sums, totals)
 
 
-def _checkpoint_key(loaded: LoadedModel, config: ProfileConfig) -> str:
-    payload = json.dumps({"fingerprint": loaded.fingerprint, "config": config.__dict__}, sort_keys=True, default=str)
+def _checkpoint_key(loaded: LoadedModel, measurement: Measurement, smoothing: str) -> str:
+    payload = json.dumps(
+        {
+            "fingerprint": loaded.fingerprint,
+            "measurement": dataclasses.asdict(measurement),
+            "grid": dataclasses.asdict(level_grid(loaded.adapter)),
+            "smoothing": smoothing,
+        },
+        sort_keys=True,
+        default=str,
+    )
     return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _matching_table(
-    path: Path, loaded: LoadedModel, config: ProfileConfig, settings: ProfilerSettings
+    path: Path, loaded: LoadedModel, config: Measurement, settings: ProfilerSettings, smoothing: str
 ) -> LatencyTable | None:
     """The table at ``path`` if it was measured for this model and these settings, else an error."""
     try:
@@ -209,8 +201,10 @@ def _matching_table(
         and m.dtype == config.dtype
         and m.batch_size == config.batch_size
         and m.seq_len == config.seq_len
+        and m.phase == config.phase
+        and m.generate_tokens == config.generate_tokens
         and m.threads == settings.threads
-        and m.smoothing == config.smoothing
+        and m.smoothing == smoothing
         and len(table.frame) == sum(len(u.levels) for u in loaded.adapter.units())
     )
     if not same:

@@ -1,13 +1,15 @@
 """Saving and loading pruned models: ``model.safetensors`` + ``pruned_config.json`` in a folder.
 
-The config records the architecture, the base (dense) config, how many heads and neurons every
-layer kept, the classification head (if any) and the plan, so ``load_pruned(DIR)`` rebuilds the
-same shapes and loads the weights, giving outputs identical to the in-memory pruned model.
+The config records the family, the base (dense) Hugging Face config, how many heads (and KV groups)
+and neurons every unit kept, the classification head (if any) and the plan, so ``load_pruned(DIR)``
+rebuilds the same shapes and loads the weights, giving outputs identical to the in-memory pruned
+model. Stock Hugging Face configs cannot hold per-layer head and neuron counts; this format can.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,113 +17,127 @@ import torch
 from torch import nn
 
 from planner.errors import PlannerError
-from planner.models.bert import BertAdapter, find_bert
-from planner.models.bert_surgery import attention_heads, ffn_neurons
-from planner.plan import Plan
-from profilers.atomic import atomic_dir
+from planner.records.plan import Plan
+from profilers.atomic import atomic_dir, atomic_path
 
 FORMAT = "latency-planner-pruned"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 
-def encoder_of(model: nn.Module) -> Any:
-    """The BertModel inside a BertModel, BertFor* or MeanPoolClassifier."""
-    if isinstance(model, _classifier_type()):
-        return model.encoder
-    return find_bert(model)[0]
+def backbone_of(model: nn.Module) -> nn.Module:
+    """The adapter-level model inside a deployable one (a fitted-head classifier's encoder)."""
+    from planner.tasks.fitted_head import MeanPoolClassifier
+
+    return model.encoder if isinstance(model, MeanPoolClassifier) else model
 
 
-def _structure(model: nn.Module) -> tuple[dict[str, int], dict[str, int]]:
-    bert = encoder_of(model)
-    heads = {str(i): attention_heads(layer.attention) for i, layer in enumerate(bert.encoder.layer)}
-    neurons = {str(i): ffn_neurons(layer) for i, layer in enumerate(bert.encoder.layer)}
-    return heads, neurons
+def save_pruned(
+    model: nn.Module,
+    out_dir: str | Path,
+    *,
+    plan: Plan,
+    shape: Mapping[str, Mapping[str, int | None]],
+    base_config: Mapping[str, Any],
+    overwrite: bool = False,
+) -> Path:
+    """Write a pruned model (the deployable module: the model itself or a fitted-head classifier).
 
-
-def _classifier_type() -> type:
-    from planner.classifier import MeanPoolClassifier
-
-    return MeanPoolClassifier
-
-
-def save_pruned(model: nn.Module, out_dir: str | Path, *, plan: Plan, overwrite: bool = False) -> Path:
-    """Write a pruned BERT-family model (BertModel, BertFor*, MeanPoolClassifier) to ``out_dir``.
+    Args:
+        shape: unit -> {"kept", "groups"} of the pruned backbone (``adapter.kept_shape(pruned)``).
+        base_config: the dense model's Hugging Face config (``config.to_dict()``).
 
     The folder is written to a temporary sibling and renamed, so a failure leaves nothing behind.
     """
     from safetensors.torch import save_file
 
+    from planner.tasks.fitted_head import MeanPoolClassifier
+
     target = Path(out_dir)
     if target.exists() and not overwrite:
         raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
-    is_classifier = isinstance(model, _classifier_type())
-    bert = encoder_of(model)
-    heads, neurons = _structure(model)
+    backbone = backbone_of(model)
     config: dict[str, Any] = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "architecture": "bert",
+        "architecture": plan.architecture,
         "model_class": type(model).__name__,
-        "base_config": bert.config.to_dict(),
-        "heads": heads,
-        "neurons": neurons,
-        "plan": json.loads(plan.to_json()),
+        "backbone_class": type(backbone).__name__,
+        "base_config": dict(base_config),
+        "units": {name: dict(entry) for name, entry in shape.items()},
+        "plan": plan.to_dict(),
     }
-    if is_classifier:
-        head: Any = model.head
-        config["classifier_head"] = {"in_features": head.in_features, "classes": head.out_features}
-    state = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    if isinstance(model, MeanPoolClassifier):
+        config["classifier_head"] = {"in_features": model.head.in_features, "classes": model.head.out_features}
+    # Tied weights (e.g. decoder embeddings and LM head) are stored once; loading re-ties them.
+    state = {}
+    seen: dict[int, str] = {}
+    for key, value in model.state_dict().items():
+        if value.data_ptr() in seen and value.numel() > 0:
+            continue
+        seen[value.data_ptr()] = key
+        state[key] = value.detach().contiguous().clone()
     with atomic_dir(target, overwrite=True) as tmp:
-        save_file(state, str(tmp / "model.safetensors"))
+        with atomic_path(tmp / "model.safetensors") as weights:  # umask permissions (safetensors makes 0600)
+            save_file(state, str(weights))
         (tmp / "pruned_config.json").write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return target
 
 
-def load_pruned(path: str | Path) -> nn.Module:
-    """Rebuild a model saved by ``save_pruned`` (eval mode)."""
-    from safetensors.torch import load_file
-    from transformers import BertConfig, BertForSequenceClassification, BertModel
-
+def read_pruned_config(path: str | Path) -> dict[str, Any]:
+    """The ``pruned_config.json`` of a pruned model folder (validated format)."""
     folder = Path(path)
     config_path = folder / "pruned_config.json"
     if not config_path.is_file() or not (folder / "model.safetensors").is_file():
         raise PlannerError(f"{folder} is not a pruned model folder (needs pruned_config.json and model.safetensors).")
     try:
-        config = json.loads(config_path.read_text(encoding="utf-8"))
+        config: dict[str, Any] = json.loads(config_path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as exc:
         raise PlannerError(f"{config_path} is not valid JSON ({exc}).") from None
     if config.get("format") != FORMAT or config.get("format_version") != FORMAT_VERSION:
         raise PlannerError(f"{config_path} is not a {FORMAT} v{FORMAT_VERSION} file; re-run `planner apply`.")
-    base = BertConfig.from_dict(config["base_config"])
-    model_class = config["model_class"]
-    model: nn.Module
-    if model_class == "BertForSequenceClassification":
-        model = BertForSequenceClassification(base)
-    elif model_class == "MeanPoolClassifier":
-        from planner.classifier import MeanPoolClassifier
+    return config
+
+
+def load_pruned(path: str | Path) -> nn.Module:
+    """Rebuild a model saved by ``save_pruned`` (eval mode), with the weights it was saved with."""
+    from safetensors.torch import load_file
+
+    from planner.models import ADAPTERS, dense_skeleton
+
+    folder = Path(path)
+    config = read_pruned_config(folder)
+    architecture = config["architecture"]
+    if architecture not in ADAPTERS:
+        raise PlannerError(f"{folder}: unsupported architecture {architecture!r}; supported: {', '.join(ADAPTERS)}.")
+    keys = _keys(folder)
+    backbone = dense_skeleton(architecture, config["backbone_class"], config["base_config"], keys)
+    adapter = ADAPTERS[architecture](backbone, name="pruned")
+    pruned = adapter.shrink_to_shape(config["units"])
+    model: nn.Module = pruned
+    if config["model_class"] == "MeanPoolClassifier":
+        from planner.tasks.fitted_head import MeanPoolClassifier
 
         head = config["classifier_head"]
-        pooler = "encoder.pooler.dense.weight" in _keys(folder)
-        linear = nn.Linear(head["in_features"], head["classes"])
-        model = MeanPoolClassifier(BertModel(base, add_pooling_layer=pooler), linear)
-    elif model_class == "BertModel":
-        model = BertModel(base, add_pooling_layer="pooler.dense.weight" in _keys(folder))
-    else:
-        raise PlannerError(f"{config_path}: unsupported model class {model_class!r}.")
-    heads = {int(k): range(v) for k, v in config["heads"].items()}
-    neurons = {int(k): range(v) for k, v in config["neurons"].items()}
-    if isinstance(model, _classifier_type()):
-        model.encoder = BertAdapter(encoder_of(model), name="pruned").shrink(heads, neurons)
-    else:
-        model = BertAdapter(model, name="pruned").shrink(heads, neurons)
+        model = MeanPoolClassifier(pruned, nn.Linear(head["in_features"], head["classes"]))
     state = load_file(str(folder / "model.safetensors"))
     missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not _tied(model, k)]
     if missing or unexpected:
         raise PlannerError(
             f"{folder}: weights do not match the recorded structure (missing {missing[:3]}, "
             f"unexpected {unexpected[:3]})."
         )
+    tie = getattr(model, "tie_weights", None)
+    if callable(tie):
+        tie()
     return model.eval()
+
+
+def _tied(model: nn.Module, key: str) -> bool:
+    """Whether a missing key is a weight tied to another (restored by ``tie_weights``)."""
+    tied = getattr(model, "_tied_weights_keys", None) or {}
+    names = tied if isinstance(tied, (list, tuple, set)) else list(tied)
+    return any(key == n or key.endswith("." + n) for n in names)
 
 
 def _keys(folder: Path) -> set[str]:
@@ -131,23 +147,25 @@ def _keys(folder: Path) -> set[str]:
         return set(fh.keys())
 
 
-def export_onnx_model(model: nn.Module, example: tuple[torch.Tensor, ...], path: str | Path) -> Path:
-    """Export a (pruned) BERT-family model to ONNX for ONNX Runtime, batch and sequence dynamic."""
+def export_onnx_model(
+    model: nn.Module, example: tuple[torch.Tensor, ...], path: str | Path, *, input_names: tuple[str, ...]
+) -> Path:
+    """Export a (pruned) model's first output to ONNX, batch and sequence dynamic (prefill for LMs)."""
     import warnings
 
     from planner.models.base import OutputTensor
-    from profilers.atomic import atomic_path
 
-    wrapper = model if isinstance(model, _classifier_type()) else OutputTensor(model, ("input_ids", "attention_mask"))
+    wrapper = OutputTensor(model, input_names)
+    axes = {name: {0: "batch", 1: "seq"} for name in input_names}
     with atomic_path(path) as tmp, warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")
         torch.onnx.export(
             wrapper.eval(),
             example,
             str(tmp),
-            input_names=["input_ids", "attention_mask"],
+            input_names=list(input_names),
             output_names=["output"],
-            dynamic_axes={"input_ids": {0: "batch", 1: "seq"}, "attention_mask": {0: "batch", 1: "seq"}},
+            dynamic_axes=axes,
             opset_version=17,
             dynamo=False,
         )

@@ -1,98 +1,96 @@
-"""The functions behind ``planner plan`` and ``planner apply`` (the CLI only parses arguments).
+"""The functions behind ``planner profile``, ``plan``, ``apply`` and ``verify`` (the CLI only parses
+arguments into a ``RunConfig``). They compose the same stage functions as ``planner run``.
 
-Plan for a device you are not on: ``planner profile`` on the target writes a table; ``create_plan``
+Plan for a device you are not on: ``profile_table`` on the target writes a table; ``create_plan``
 anywhere turns it into a plan (error scores computed locally); ``apply_plan`` on the target cuts the
-model for real.
+model for real; ``verify_pruned`` measures it there.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 from torch import nn
 
-from planner.backends import Calibration, get_backend
+from planner.backends import get_backend
+from planner.cache import score_units
+from planner.config import RunConfig
 from planner.errors import PlannerError
 from planner.models import LoadedModel, load_model
-from planner.plan import Plan
-from planner.planning import make_plan
-from planner.pruned_io import save_pruned
+from planner.profile import profile_model
+from planner.records.plan import Plan
+from planner.records.verification import Verification
+from planner.report.folder import base_config
+from planner.solve import solve_plan
+from planner.tasks import Task, build_task
+from planner.verify import verify_models
 from profilers import LatencyTable
 
 
-@dataclass(frozen=True)
-class ScoringSetup:
-    """What a backend needs beyond the model: calibration data (None for magnitude)."""
+def load_configured(config: RunConfig) -> LoadedModel:
+    """The configured model, at the configured shape and level grid."""
+    return load_model(
+        config.model,
+        batch_size=config.batch_size,
+        seq_len=config.seq_len,
+        ffn_step=config.ffn_step,
+        sparsity_levels=config.sparsity_levels,
+    )
 
-    calibration: Calibration | None
-    classifier: nn.Module | None
+
+def configured_task(config: RunConfig, loaded: LoadedModel, *, seq_len: int | None = None) -> Task:
+    """The configured task (data, calibration size, seed) for ``loaded`` at ``seq_len`` tokens."""
+    return build_task(
+        loaded,
+        task=config.task,
+        data=config.data,
+        seq_len=config.seq_len if seq_len is None else seq_len,
+        calibration_size=config.calibration_size,
+        batch_size=min(32, config.batch_size),
+        seed=config.seed,
+        cache_dir=config.cache_dir,
+    )
 
 
-def _scoring_setup(
-    loaded: LoadedModel, backend: str, *, data: str | None, seq_len: int, calibration_size: int, seed: int
-) -> ScoringSetup:
-    if backend != "fisher":
-        return ScoringSetup(None, None)  # magnitude pruning needs no data
-    if data is None:
-        raise PlannerError(
-            "the Fisher backend needs labelled data for its task loss: pass --data bbc (bundled) or a folder "
-            "of <class>/*.txt files, or use --backend magnitude."
-        )
-    from planner.task import build_task
-
-    task = build_task(loaded, data=data, seq_len=seq_len, calibration_size=calibration_size, seed=seed)
-    return ScoringSetup(task.calibration, task.classifier)
+def profile_table(config: RunConfig, *, out: str | Path, progress: bool = True, reuse: bool = True) -> LatencyTable:
+    """``planner profile``: measure the model's latency table on this device and write ``out``."""
+    loaded = load_configured(config)
+    return profile_model(
+        loaded, config.measurement(), smoothing=config.smoothing, out=out, progress=progress, reuse=reuse
+    )
 
 
 def load_for_table(model: str, table: LatencyTable) -> LoadedModel:
-    """Load ``model`` with the level grid the table was measured on (FFN step, sparsity levels)."""
-    frame = table.frame
-    ffn = frame[frame["kind"] == "ffn"]
-    ffn_step = None
-    if not ffn.empty:
-        first = ffn[ffn["unit"] == ffn["unit"].iloc[0]].sort_values("level")["kept"].to_numpy()
-        ffn_step = int(first[0] - first[1]) if first.size > 2 else int(first[0]) or None
-    sparse = frame[frame["structure"] == "unstructured"]
-    sparsity_levels = int(sparse.groupby("unit").size().iloc[0]) if not sparse.empty else None
+    """Load ``model`` with the level grid and shape the table records."""
+    m = table.meta
     return load_model(
-        model,
-        batch_size=table.meta.batch_size,
-        seq_len=table.meta.seq_len,
-        ffn_step=ffn_step,
-        sparsity_levels=sparsity_levels,
+        model, batch_size=m.batch_size, seq_len=m.seq_len, ffn_step=m.ffn_step, sparsity_levels=m.sparsity_levels
     )
+
+
+def _task_for(config: RunConfig, loaded: LoadedModel, *, needs_task: bool, seq_len: int) -> Task | None:
+    """The task a backend scores or tunes on (None when the backend needs no data)."""
+    return configured_task(config, loaded, seq_len=seq_len) if needs_task else None
 
 
 def create_plan(
-    *,
-    model: str,
-    table: str | Path,
-    speedup: float,
-    backend: str = "fisher",
-    solver: str = "dp",
-    data: str | None = "bbc",
-    calibration_size: int = 256,
-    seed: int = 0,
-    force_table: bool = False,
-    out: str | Path | None = None,
+    config: RunConfig, *, table: str | Path, force_table: bool = False, out: str | Path | None = None
 ) -> Plan:
-    """Make a plan from a latency table (measured on the target) and locally computed error scores."""
+    """``planner plan``: a plan from a latency table (measured on the target) and locally computed
+    error scores (``config``: model, backend, solver, speedup, data, calibration size, seed)."""
     latency = LatencyTable.load(table)
-    loaded = load_for_table(model, latency)
-    pruner = get_backend(backend)
-    setup = _scoring_setup(
-        loaded, backend, data=data, seq_len=latency.meta.seq_len, calibration_size=calibration_size, seed=seed
-    )
-    scores = pruner.score(loaded.adapter, setup.calibration)
-    plan = make_plan(
+    loaded = load_for_table(config.model, latency)
+    backend = get_backend(config.backend)
+    task = _task_for(config, loaded, needs_task=backend.needs_task, seq_len=latency.meta.seq_len)
+    scores = score_units(backend, loaded, task)
+    plan = solve_plan(
         loaded=loaded,
         table=latency,
         scores=scores,
-        backend=pruner,
-        speedup=speedup,
-        solver=solver,
-        seed=seed,
+        backend=backend,
+        speedup=config.speedup,
+        solver=config.solver,
+        seed=config.seed,
         force_table=force_table,
     )
     if out is not None:
@@ -101,51 +99,62 @@ def create_plan(
 
 
 def apply_plan(
-    *,
-    model: str,
-    plan: str | Path,
-    out: str | Path,
-    data: str | None = "bbc",
-    calibration_size: int = 256,
-    seed: int = 0,
-    overwrite: bool = False,
-    onnx: bool = False,
+    config: RunConfig, *, plan: str | Path, out: str | Path, overwrite: bool = False, onnx: bool = False
 ) -> Path:
-    """Cut ``model`` as ``plan`` says and save it to ``out`` (safetensors + pruned_config.json).
+    """``planner apply``: cut ``config.model`` as ``plan`` says and save it to ``out``.
 
-    Fisher plans are tuned on ``data`` and saved as the task's classifier (pruned encoder + head);
-    magnitude plans need no data and save the pruned model itself.
+    Backends that need data (Fisher's mask tuning) use ``config.data``; a fitted-head classifier is
+    saved with its head.
     """
+    from planner.pruned_io import export_onnx_model, save_pruned
+
     out_dir = Path(out)
     if out_dir.exists() and not overwrite:
         raise PlannerError(f"{out_dir} already exists; choose another --out or pass --overwrite.")
     probe = Plan.load(plan)
+    shape = probe.table
     loaded = load_model(
-        model, batch_size=int(probe.table.get("batch_size", 32)), seq_len=int(probe.table.get("seq_len", 128))
+        config.model,
+        batch_size=int(shape.get("batch_size", config.batch_size)),
+        seq_len=int(shape.get("seq_len", config.seq_len)),
+        ffn_step=shape.get("ffn_step"),
+        sparsity_levels=shape.get("sparsity_levels"),
     )
     chosen = Plan.load(plan, expected_fingerprint=loaded.fingerprint)
-    pruner = get_backend(chosen.backend)
-    seq_len = int(chosen.table.get("seq_len", 128))
-    setup = _scoring_setup(
-        loaded, chosen.backend, data=data, seq_len=seq_len, calibration_size=calibration_size, seed=seed
-    )
-    pruned = pruner.apply(loaded.adapter, chosen, setup.calibration)
-    if setup.classifier is not None and loaded.adapter.architecture == "bert":
-        from planner.classifier import MeanPoolClassifier
-        from planner.models.bert import find_bert
-
-        head = getattr(setup.classifier, "head", None)
-        if isinstance(head, nn.Linear):
-            pruned = MeanPoolClassifier(find_bert(pruned)[0], head).eval()
-    if loaded.adapter.architecture != "bert":
+    if not getattr(loaded.adapter, "supports_shrinking", False):
         raise PlannerError(
             "saving pruned generic models is not supported yet; use the Python API "
             "(planner.backends.magnitude.apply_weight_sparsity) or export the plan to another pruner."
         )
-    target = save_pruned(pruned, out_dir, plan=chosen, overwrite=overwrite)
+    backend = get_backend(chosen.backend)
+    seq_len = int(shape.get("seq_len", config.seq_len))
+    task = _task_for(config, loaded, needs_task=backend.needs_task, seq_len=seq_len)
+    pruned = backend.apply(loaded.adapter, chosen, task)
+    deployable: nn.Module = pruned if task is None else task.deployable(pruned)
+    shrunk = loaded.adapter.kept_shape(pruned)
+    target = save_pruned(
+        deployable, out_dir, plan=chosen, shape=shrunk, base_config=base_config(loaded), overwrite=overwrite
+    )
     if onnx:
-        from planner.pruned_io import export_onnx_model
-
-        example = loaded.adapter.example_inputs(int(chosen.table.get("batch_size", 1)), seq_len)
-        export_onnx_model(pruned, example, target / "model.onnx")
+        example = loaded.adapter.example_inputs(int(shape.get("batch_size", 1)), seq_len)
+        export_onnx_model(deployable, example, target / "model.onnx", input_names=("input_ids", "attention_mask"))
     return target
+
+
+def verify_pruned(config: RunConfig, *, pruned: str | Path, shape_from_plan: bool = True) -> Verification:
+    """``planner verify``: the dense model vs a saved pruned one, timed interleaved here.
+
+    With ``shape_from_plan`` the batch size, sequence length and phase come from the plan saved with
+    the pruned model (what it was planned for); ``config`` gives the runtime, device and rounds.
+    """
+    from planner.pruned_io import backbone_of, load_pruned, read_pruned_config
+
+    table = read_pruned_config(pruned)["plan"]["table"]
+    if shape_from_plan:
+        config = config.replace(batch_size=int(table["batch_size"]), seq_len=int(table["seq_len"]))
+    loaded = load_model(config.model, batch_size=config.batch_size, seq_len=config.seq_len)
+    pruned_model = backbone_of(load_pruned(pruned))
+    # Backbone against backbone: a fitted task head (if any) is the same size on both sides.
+    return verify_models(
+        loaded.adapter, {"dense": loaded.model, "pruned": pruned_model}, config.measurement(rounds=config.rounds)
+    )

@@ -45,7 +45,8 @@ class Workload:
 
 @dataclass(frozen=True)
 class ProfilerSettings:
-    """Validated, frozen profiler configuration.
+    """Validated, frozen profiler configuration (the planner derives it from its run configuration;
+    nothing here has a default that the planner relies on).
 
     Attributes:
         runtime: "torch" or "onnxruntime".
@@ -58,11 +59,11 @@ class ProfilerSettings:
         seed: seeds the interleaving order.
     """
 
-    runtime: str = "torch"
-    device: str = "cpu"
-    dtype: str = "float32"
-    threads: int = 0
-    rounds: int = 10
+    runtime: str
+    device: str
+    dtype: str
+    threads: int
+    rounds: int
     warmup: int = 0
     min_sample_ms: float = 2.0
     seed: int = 0

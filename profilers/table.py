@@ -43,7 +43,9 @@ from profilers.atomic import atomic_path, atomic_write_text
 from profilers.calibration import CalibrationCurve
 from profilers.errors import TableFormatError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""Version 2 added the phase (``phase``, ``generate_tokens``) and the level grid (``ffn_step``,
+``sparsity_levels``) to the metadata."""
 
 COLUMNS: tuple[str, ...] = (
     "unit",
@@ -92,7 +94,11 @@ class TableMetadata:
     dtype: str
     batch_size: int
     seq_len: int
+    phase: str
+    generate_tokens: int
     threads: int
+    ffn_step: int | None
+    sparsity_levels: int | None
     dense_ms: float
     dense_p10_ms: float
     dense_p90_ms: float
@@ -118,12 +124,22 @@ class TableMetadata:
             "dtype",
             "batch_size",
             "seq_len",
+            "phase",
+            "generate_tokens",
             "threads",
+            "ffn_step",
+            "sparsity_levels",
             "dense_ms",
             "fixed_ms",
             "created",
         )
         return {k: getattr(self, k) for k in keys}
+
+
+def _phase_text(meta: TableMetadata) -> str:
+    if meta.phase == "generate":
+        return f"a reply of {meta.generate_tokens} tokens (prefill + {meta.generate_tokens} decode steps)"
+    return meta.phase
 
 
 def sidecar_path(csv_path: str | Path) -> Path:
@@ -212,7 +228,7 @@ class LatencyTable:
         m = self.meta
         lines = [
             f"latency table: {m.model_name} on {m.device} ({m.device_name}), {m.runtime} {m.runtime_version}, "
-            f"{m.dtype}, batch {m.batch_size} x seq {m.seq_len}, {m.threads} threads",
+            f"{m.dtype}, batch {m.batch_size} x seq {m.seq_len}, {_phase_text(m)}, {m.threads} threads",
             f"  dense end-to-end: {m.dense_ms:.2f} ms (p10 {m.dense_p10_ms:.2f}, p90 {m.dense_p90_ms:.2f})",
             f"  fixed part (not searched): {m.fixed_ms:.2f} ms; "
             f"searched units at dense: {self.searched_dense_ms:.2f} ms "

@@ -31,12 +31,14 @@ WIDE_SPREAD = 0.25
 
 @dataclass(frozen=True)
 class TimingStats:
-    """Summary of one workload's samples (ms)."""
+    """Summary of one workload's samples (ms); ``samples_ms`` in the order they were taken (one per
+    round, so samples of different workloads with the same index were taken in the same round)."""
 
     median_ms: float
     p10_ms: float
     p90_ms: float
     repeats: int
+    samples_ms: tuple[float, ...] = ()
 
     @classmethod
     def from_samples(cls, samples_ms: Sequence[float]) -> TimingStats:
@@ -45,12 +47,33 @@ class TimingStats:
         if arr.size == 0:
             raise ValueError("no timing samples to summarise")
         p10, median, p90 = np.percentile(arr, [10, 50, 90])
-        return cls(float(median), float(p10), float(p90), int(arr.size))
+        return cls(float(median), float(p10), float(p90), int(arr.size), tuple(float(v) for v in arr))
 
     @property
     def spread(self) -> float:
         """Relative spread ``(p90 - p10) / median``."""
         return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
+
+
+def median_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(median, low, high): a distribution-free confidence interval for the median of ``values``.
+
+    The interval is between order statistics chosen from the Binomial(n, 1/2) distribution (the
+    classic sign-test interval), so it assumes nothing about the shape of the noise; with fewer
+    than 6 values it is the full range.
+    """
+    arr = np.sort(np.asarray(values, dtype=np.float64))
+    if arr.size == 0:
+        raise ValueError("no values to summarise")
+    median = float(np.median(arr))
+    n = arr.size
+    if n < 6:
+        return median, float(arr[0]), float(arr[-1])
+    from scipy.stats import binom
+
+    low_rank = int(binom.ppf((1 - confidence) / 2, n, 0.5))  # 0-based index of the lower bound
+    high_rank = n - 1 - low_rank
+    return median, float(arr[max(0, low_rank - 1)]), float(arr[min(n - 1, high_rank + 1)])
 
 
 def calls_per_sample(once_ms: float, *, min_sample_ms: float, max_calls: int = 200) -> int:

@@ -4,7 +4,6 @@ Pure numpy/scipy; works on arrays (one cost and one error array per unit), never
 """
 
 from solvers.baselines import solve_greedy, solve_milp, solve_uniform
-from solvers.budget import budget_for_speedup, check_reachable, max_speedup
 from solvers.dp import DEFAULT_BUCKETS, BucketedProblem, bucketize, solve_dp
 from solvers.error_models import normalised_curves, scaled_errors, spdy_prior
 from solvers.local_search import Candidate, SearchResult, SearchStep, local_search
@@ -21,11 +20,8 @@ __all__ = [
     "SearchStep",
     "Solution",
     "bucketize",
-    "budget_for_speedup",
-    "check_reachable",
     "get_solver",
     "local_search",
-    "max_speedup",
     "normalised_curves",
     "scaled_errors",
     "solve",

@@ -88,7 +88,7 @@ def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: 
     assert {p.name for p in pruned_dir.iterdir()} == {"model.safetensors", "pruned_config.json", "model.onnx"}
     reloaded = load_pruned(pruned_dir)
     ids = torch.randint(100, 2000, (3, 16))
-    logits = reloaded(ids, torch.ones_like(ids))
+    logits = reloaded(input_ids=ids, attention_mask=torch.ones_like(ids)).logits  # the model's own head
     assert logits.shape == (3, 2)
     # The ONNX export runs in ONNX Runtime and agrees with PyTorch (dynamic batch size).
     import onnxruntime
@@ -111,10 +111,10 @@ def test_profile_plan_apply_round_trip(workspace: Path, tmp_path: Path, capsys: 
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
-        (["--speedup", "0.5"], "must be > 1.0"),
+        (["--speedup", "0.5"], "The 'speedup' parameter must be a number > 1. Got 0.5 instead."),
         (["--speedup", "500"], "is not reachable"),
-        (["--speedup", "1.1", "--backend", "obs"], "unknown backend 'obs'"),
-        (["--speedup", "1.1", "--solver", "annealing"], "unknown solver"),
+        (["--speedup", "1.1", "--backend", "obs"], "The 'backend' parameter must be one of fisher, magnitude."),
+        (["--speedup", "1.1", "--solver", "annealing"], "The 'solver' parameter must be one of"),
     ],
 )
 def test_plan_bad_input(

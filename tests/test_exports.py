@@ -11,8 +11,8 @@ import yaml
 
 from planner.cli import main
 from planner.errors import PlannerError
-from planner.exports import EXPORTS, export_plan, to_hf_heads, to_llmcompressor, to_nni, to_torch_ao
-from planner.plan import UnitChoice
+from planner.records.plan import UnitChoice
+from planner.report.exports import EXPORTS, export_plan, to_hf_heads, to_llmcompressor, to_nni, to_torch_ao
 from tests.tiny_models import plan_of, tiny_net
 
 CHANNELS = plan_of(
@@ -25,10 +25,48 @@ SPARSE = plan_of(  # deliberately NOT in named_modules() order
     UnitChoice("conv", "conv2d", 3, "unstructured", sparsity=0.75, size=8),
     UnitChoice("fc1", "linear", 5, "2:4", sparsity=0.5, size=64),
 )
+ATTENTION = {"query": "encoder.layer.{}.attention.self.query", "output": "encoder.layer.{}.attention.output.dense"}
+FFN = {"up": "encoder.layer.{}.intermediate.dense", "down": "encoder.layer.{}.output.dense"}
+
+
+def _roles(roles: dict[str, str], layer: int) -> dict[str, str]:
+    return {role: path.format(layer) for role, path in roles.items()}
+
+
 BERT = plan_of(
-    UnitChoice("encoder.layer.0.attention", "attention", 2, "heads", kept=2, keep=(1, 3), size=4),
-    UnitChoice("encoder.layer.0.ffn", "ffn", 3, "neurons", kept=24, keep=tuple(range(24)), size=48),
-    UnitChoice("encoder.layer.1.attention", "attention", 0, "dense", kept=4, keep=(0, 1, 2, 3), size=4),
+    UnitChoice(
+        "encoder.layer.0.attention",
+        "attention",
+        2,
+        "heads",
+        kept=2,
+        keep=(1, 3),
+        size=4,
+        layer=0,
+        modules=_roles(ATTENTION, 0),
+    ),
+    UnitChoice(
+        "encoder.layer.0.ffn",
+        "ffn",
+        3,
+        "neurons",
+        kept=24,
+        keep=tuple(range(24)),
+        size=48,
+        layer=0,
+        modules=_roles(FFN, 0),
+    ),
+    UnitChoice(
+        "encoder.layer.1.attention",
+        "attention",
+        0,
+        "dense",
+        kept=4,
+        keep=(0, 1, 2, 3),
+        size=4,
+        layer=1,
+        modules=_roles(ATTENTION, 1),
+    ),
     architecture="bert",
 )
 

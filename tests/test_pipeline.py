@@ -1,16 +1,25 @@
-"""`planner run` and `planner sweep` end to end on a tiny model and tiny data; report invariants."""
+"""`planner run` and `planner sweep` end to end on a tiny model and tiny data; report invariants;
+the correction and final-pick stages on their own."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import jsonschema
+import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from planner.cli import main
+from planner.config import RunConfig
+from planner.correct import Applied, correct
 from planner.errors import PlannerError
-from planner.pipeline import RunConfig, run_pipeline, run_sweep
+from planner.pipeline import run_pipeline
+from planner.records.report import report_schema
+from planner.records.verification import ModelTiming, Verification
+from planner.sweep import run_sweep
 
 # The tiny model is dominated by per-call overhead: its fastest plan measured anywhere from 1.47x to 2.25x
 # on the same 2-core box, so tiny-model targets stay well inside that range.
@@ -36,45 +45,24 @@ def tiny_config(workspace: Path, cache: Path, **overrides: object) -> RunConfig:
     return RunConfig(**values)  # type: ignore[arg-type]
 
 
-REPORT_KEYS = {
-    "target_speedup",
-    "predicted_speedup",
-    "measured_speedup",
-    "dense_ms",
-    "pruned_ms",
-    "dense_accuracy",
-    "pruned_accuracy",
-    "stage_seconds",
-    "backend",
-    "runtime",
-    "device",
-    "batch_size",
-    "seq_len",
-    "threads",
-    "dense_p10_ms",
-    "dense_p90_ms",
-    "pruned_p10_ms",
-    "pruned_p90_ms",
-}
-
-
 def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     report = run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=out, progress=False)
-    assert set(report) >= REPORT_KEYS
-    assert report["predicted_speedup"] >= TINY_SPEEDUP - 1e-9  # the plan fits its budget
-    assert report["measured_speedup"] > 0 and report["pruned_ms"] > 0
-    assert 0.0 <= report["dense_accuracy"] <= 1.0 and 0.0 <= report["pruned_accuracy"] <= 1.0
-    assert set(report["stage_seconds"]) == {"profile", "score", "solve", "search", "apply", "verify"}
-    assert report["search"]["evaluations"] >= 1 and report["search"]["best_loss"] <= report["search"]["start_loss"]
-    pick = report["search"]["selection"]
-    sources = [c["source"] for c in pick["contenders"]]
-    assert sources[0] == "search #1" and "uniform" in sources and pick["chosen"] in sources
-    assert min(c["loss"] for c in pick["contenders"]) == next(
-        c["loss"] for c in pick["contenders"] if c["source"] == pick["chosen"]
-    )
-    assert pick["examples"] == 4  # the 8 calibration documents minus the search's 4
-    assert report["solver"] == ("dp+search:uniform" if pick["chosen"] == "uniform" else "dp+search")
+    assert report.predicted_speedup >= TINY_SPEEDUP - 1e-9  # the plan fits its budget
+    assert report.measured_speedup > 0 and report.pruned_ms > 0
+    assert report.speedup_low <= report.measured_speedup <= report.speedup_high
+    assert report.metric.name == "accuracy" and 0.0 <= report.metric.pruned <= 1.0
+    assert report.task == "text-classification" and report.phase == "prefill"
+    assert set(report.stage_seconds) == {"profile", "score", "solve", "search", "apply", "verify"}
+    assert report.search is not None and report.search.method == "spdy"
+    assert report.search.evaluations >= 1 and report.search.best_loss <= report.search.start_loss
+    pick = report.search.selection
+    assert pick is not None
+    sources = [c.source for c in pick.contenders]
+    assert sources[0] == "search #1" and pick.chosen in sources
+    assert min(c.loss for c in pick.contenders) == next(c.loss for c in pick.contenders if c.source == pick.chosen)
+    assert pick.examples == 4  # the 8 calibration documents minus the search's 4
+    assert report.solver == ("dp+search:uniform" if pick.chosen == "uniform" else "dp+search")
     names = {p.name for p in out.iterdir()}
     for name in (
         "table.csv",
@@ -89,7 +77,9 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
         "search_history.png",
     ):
         assert name in names, name
-    assert json.loads((out / "report.json").read_text())["measured_speedup"] == report["measured_speedup"]
+    saved = json.loads((out / "report.json").read_text())
+    jsonschema.validate(saved, report_schema())
+    assert saved["measured_speedup"] == report.measured_speedup
     assert "predicted" in (out / "report.md").read_text()
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]  # no temp folders left
     with pytest.raises(PlannerError, match="already exists"):
@@ -97,7 +87,7 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     # A rerun reuses the cached table and scores.
     assert list((tmp_path / "cache" / "tables").glob("*.csv")) and list((tmp_path / "cache" / "scores").glob("*.npz"))
     again = run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=out, overwrite=True, progress=False)
-    assert again["stage_seconds"]["profile"] < report["stage_seconds"]["profile"] + 5
+    assert again.stage_seconds["profile"] < report.stage_seconds["profile"] + 5
     # `planner report DIR` redraws the pictures and report.md from the folder's files.
     for picture in out.glob("*.png"):
         picture.unlink()
@@ -115,7 +105,7 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytes
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        ({"speedup": 1.0}, "must be > 1.0"),
+        ({"speedup": 1.0}, "must be a number > 1"),
         ({"speedup": 1000.0}, "not reachable"),
         ({"search_examples": 100}, "search_examples"),
     ],
@@ -159,7 +149,7 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
     )
     assert len(frame) == 6
     assert set(frame["method"]) == {"planner (fisher)", "uniform (fisher)", "planner (magnitude)"}
-    assert (frame["measured_speedup"] > 0).all() and frame["accuracy"].between(0, 1).all()
+    assert (frame["measured_speedup"] > 0).all() and frame["metric"].between(0, 1).all()
     assert (frame["predicted_speedup"] >= frame["target_speedup"] - 1e-9).all()
     saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv")
     assert len(saved) == 6 and (tmp_path / "sweep" / "pareto.png").is_file()
@@ -179,34 +169,88 @@ def test_run_on_the_real_minilm_small_setting(tmp_path: Path) -> None:
         cache_dir=tmp_path / "cache",
     )
     report = run_pipeline(config, out=tmp_path / "run", progress=False)
-    assert report["predicted_speedup"] >= 1.5 - 1e-9
-    assert report["measured_speedup"] > 1.0
-    assert 0.5 < report["dense_accuracy"] <= 1.0 and 0.0 <= report["pruned_accuracy"] <= 1.0
+    assert report.predicted_speedup >= 1.5 - 1e-9
+    assert report.measured_speedup > 1.0
+    assert 0.5 < report.metric.dense <= 1.0 and 0.0 <= report.metric.pruned <= 1.0
     assert (tmp_path / "run" / "pruned" / "model.safetensors").is_file()
 
 
-def test_run_corrects_a_plan_whose_measured_speedup_falls_short(
-    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import planner.pipeline as pipeline
+def _verification(dense_ms: float, pruned_ms: float, rounds: int = 9) -> Verification:
+    def timing(ms: float) -> ModelTiming:
+        return ModelTiming(ms, ms, ms, tuple([ms] * rounds))
 
-    monkeypatch.setattr(pipeline, "CORRECTION_TOLERANCE", 100.0)  # every measurement "falls short"
-    report = run_pipeline(
-        tiny_config(workspace, tmp_path / "cache", corrections=1), out=tmp_path / "run", progress=False
+    return Verification({"dense": timing(dense_ms), "pruned": timing(pruned_ms)}, runtime="torch", device="cpu")
+
+
+def _applied(predicted: float, measured: float) -> Applied:
+    from tests.tiny_models import plan_of
+
+    plan = plan_of(predicted_speedup=predicted)
+    return Applied(plan, torch.nn.Identity(), _verification(100.0, 100.0 / measured))
+
+
+def test_a_short_measurement_is_corrected_by_re_planning_for_more() -> None:
+    asked: list[float] = []
+
+    def replan(speedup: float) -> Applied:
+        asked.append(speedup)
+        return _applied(speedup, 2.0)
+
+    final, attempts = correct(_applied(2.0, 1.8), target_speedup=2.0, max_speedup=5.0, corrections=2, replan=replan)
+    assert asked == [pytest.approx(2.0 * 2.0 / 1.8)]  # one step, then the promise holds
+    assert [a.planned_for for a in attempts] == [2.0, pytest.approx(2.0 * 2.0 / 1.8)]
+    assert attempts[-1].measured_speedup == pytest.approx(2.0) and final is not None
+    _, once = correct(_applied(2.0, 1.99), target_speedup=2.0, max_speedup=5.0, corrections=2, replan=replan)
+    assert len(once) == 1  # within the tolerance: no re-plan
+    _, capped = correct(_applied(2.0, 1.0), target_speedup=2.0, max_speedup=3.0, corrections=2, replan=replan)
+    assert len(capped) == 1  # 4x would be beyond the table's maximum
+
+
+def test_when_uniform_wins_the_final_pick_corrections_stay_uniform() -> None:
+    from planner.backends import get_backend
+    from planner.pipeline import Prepared, make_plan
+    from planner.search import Recipe
+    from tests.tiny_models import classifier_setup, loaded_of, table_for
+
+    model, adapter, task = classifier_setup()
+    loaded = loaded_of(model, adapter)
+    prepared = Prepared(loaded, table_for(adapter, loaded.fingerprint), task)
+    backend = get_backend("magnitude")
+    scores = backend.score(adapter, None)
+    plan = make_plan(prepared, backend=backend, scores=scores, speedup=1.6, solver="dp", seed=0, recipe=Recipe(None))
+    heads = {c.kept for c in plan.units if c.kind == "attention"}
+    neurons = {c.level for c in plan.units if c.kind == "ffn"}
+    assert plan.solver == "uniform" and len(heads) == 1 and len(neurons) == 1
+
+
+def test_the_final_pick_goes_on_without_uniform_when_no_uniform_plan_fits() -> None:
+    import dataclasses
+
+    from planner.backends import get_backend
+    from planner.config import SearchSettings
+    from planner.search import search_levels
+    from tests.tiny_models import classifier_setup, loaded_of, table_for
+
+    model, adapter, task = classifier_setup(n=8)
+    loaded = loaded_of(model, adapter)
+    table = table_for(adapter, loaded.fingerprint)
+    # Attention levels cost more the more they remove (non-monotone): no single fraction fits a
+    # budget that the DP meets by cutting FFNs alone.
+    frame = table.frame.copy()
+    attention = frame["kind"] == "attention"
+    frame.loc[attention, "median_ms"] = 10.5 + 3.0 * frame.loc[attention, "level"]
+    frame.loc[attention, "raw_median_ms"] = frame.loc[attention, "median_ms"]
+    table = dataclasses.replace(table, frame=frame)
+    backend = get_backend("magnitude")
+    scores = backend.score(adapter, None)
+    budget = table.budget_ms(1.3)
+    settings = SearchSettings("spdy", 1.0, 4, "kl", 0)
+    outcome = search_levels(
+        adapter=adapter, task=task, table=table, scores=scores, backend=backend, budget_ms=budget, settings=settings
     )
-    attempts = report["attempts"]
-    assert 1 <= len(attempts) <= 2
-    if len(attempts) == 2:  # re-planned for more than the target, and measured again
-        first = attempts[0]
-        assert first["planned_for"] == TINY_SPEEDUP
-        assert attempts[1]["planned_for"] == pytest.approx(TINY_SPEEDUP**2 / first["measured_speedup"])
-        assert attempts[1]["planned_for"] > first["planned_for"]
-        assert report["planned_speedup"] == attempts[1]["planned_for"]
-        assert report["measured_speedup"] == pytest.approx(attempts[1]["measured_speedup"])
-    none = run_pipeline(
-        tiny_config(workspace, tmp_path / "cache", corrections=0), out=tmp_path / "run0", progress=False
-    )
-    assert len(none["attempts"]) == 1
+    sources = [c.source for c in outcome.selection.contenders]
+    assert sources and "uniform" not in sources and outcome.recipe.coefficients is not None
+    assert float(np.sum([c[k] for c, k in zip(table.unit_costs(), outcome.levels, strict=True)])) <= budget + 1e-9
 
 
 def test_sweep_cli(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -239,40 +283,3 @@ def test_sweep_cli(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
     assert code == 0, capsys.readouterr().err
     assert "uniform (fisher)" in capsys.readouterr().out
     assert len(pd.read_csv(tmp_path / "sweep" / "pareto.csv")) == 3
-
-
-def test_when_uniform_wins_the_final_pick_corrections_stay_uniform(
-    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import planner.pipeline as pipeline
-    from planner.selection import Contender, Selection
-
-    real = pipeline.select_plan
-
-    def uniform_wins(contenders: list[Contender], evaluate: object, *, examples: int) -> Selection:
-        uniform = next(c.levels for c in contenders if c.source == "uniform")
-        return real(contenders, lambda levels: 0.0 if levels == uniform else 1.0, examples=examples)
-
-    monkeypatch.setattr(pipeline, "select_plan", uniform_wins)
-    monkeypatch.setattr(pipeline, "CORRECTION_TOLERANCE", 100.0)  # force the re-plan
-    report = run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=tmp_path / "run", progress=False)
-    assert report["search"]["selection"]["chosen"] == "uniform"
-    # Same compression for every unit of a kind, in the first plan and in any corrected one.
-    assert len(set(report["heads_kept"])) == 1 and len(set(report["neurons_kept"])) == 1
-    assert report["solver"] == ("uniform" if len(report["attempts"]) == 2 else "dp+search:uniform")
-
-
-def test_the_final_pick_goes_on_without_uniform_when_no_uniform_plan_fits(
-    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    import solvers
-
-    def no_uniform(*_args: object, **_kwargs: object) -> None:
-        raise solvers.InfeasibleBudgetError("no uniform plan fits", budget_ms=1.0, min_cost_ms=2.0)
-
-    monkeypatch.setattr(solvers, "solve_uniform", no_uniform)
-    report = run_pipeline(
-        tiny_config(workspace, tmp_path / "cache", corrections=0), out=tmp_path / "run", progress=False
-    )
-    sources = [c["source"] for c in report["search"]["selection"]["contenders"]]
-    assert sources and "uniform" not in sources and report["solver"] == "dp+search"

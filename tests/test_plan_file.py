@@ -9,7 +9,7 @@ import jsonschema
 import pytest
 
 from planner.errors import PlannerError
-from planner.plan import Plan, UnitChoice, plan_schema
+from planner.records.plan import Plan, UnitChoice, plan_schema
 
 
 def sample_plan() -> Plan:
@@ -43,6 +43,8 @@ def sample_plan() -> Plan:
                 impl="shrunk",
                 latency_ms=4.0,
                 size=4,
+                layer=0,
+                modules={"query": "encoder.layer.0.attention.self.query"},
             ),
             UnitChoice(
                 "encoder.layer.0.ffn",
@@ -54,6 +56,8 @@ def sample_plan() -> Plan:
                 impl="dense",
                 latency_ms=9.0,
                 size=48,
+                layer=0,
+                modules={"up": "encoder.layer.0.intermediate.dense", "down": "encoder.layer.0.output.dense"},
             ),
         ),
         versions={"planner": "0.1.0"},
@@ -79,7 +83,9 @@ def _write(tmp_path: Path, mutate) -> Path:  # type: ignore[no-untyped-def]
 @pytest.mark.parametrize(
     ("mutate", "message"),
     [
-        (lambda d: d.update(schema_version=2), "newer than this planner reads"),
+        (lambda d: d.update(schema_version=3), "newer than this planner reads"),
+        (lambda d: d.update(schema_version=1), "Re-create the plan"),
+        (lambda d: d["units"][0].update(modules={"query": 3}), "module paths"),
         (lambda d: d.pop("units"), "lacks fields"),
         (lambda d: d.update(target_speedup="fast"), "'target_speedup' must be"),
         (lambda d: d["units"][0].pop("level"), r"units\[0\] lacks fields"),

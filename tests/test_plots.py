@@ -7,8 +7,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from planner import plots
-from planner.plan import UnitChoice
+from planner.records.plan import UnitChoice
+from planner.report import plots
 from solvers import SearchStep
 from tests.test_table import make_table
 from tests.tiny_models import plan_of
@@ -24,8 +24,10 @@ def test_latency_frame_lists_each_shape_once() -> None:
 
 def test_allocation_prediction_search_and_pareto_frames(tmp_path: Path) -> None:
     plan = plan_of(
-        UnitChoice("encoder.layer.0.attention", "attention", 3, "heads", kept=9, keep=tuple(range(9)), size=12),
-        UnitChoice("encoder.layer.0.ffn", "ffn", 4, "neurons", kept=768, keep=tuple(range(768)), size=1536),
+        UnitChoice(
+            "encoder.layer.0.attention", "attention", 3, "heads", kept=9, keep=tuple(range(9)), size=12, layer=0
+        ),
+        UnitChoice("encoder.layer.0.ffn", "ffn", 4, "neurons", kept=768, keep=tuple(range(768)), size=1536, layer=0),
         architecture="bert",
         backend="fisher",
     )
@@ -55,9 +57,9 @@ def test_allocation_prediction_search_and_pareto_frames(tmp_path: Path) -> None:
     assert search["best_loss"].tolist() == [0.5, 0.3]
     pareto = plots.pareto_frame(
         [
-            {"method": "b", "target_speedup": 2.0, "measured_speedup": 1.9, "accuracy": 0.9},
-            {"method": "a", "target_speedup": 3.0, "measured_speedup": 2.8, "accuracy": 0.8},
-            {"method": "a", "target_speedup": 2.0, "measured_speedup": 2.1, "accuracy": 0.95},
+            {"method": "b", "target_speedup": 2.0, "measured_speedup": 1.9, "metric_name": "accuracy", "metric": 0.9},
+            {"method": "a", "target_speedup": 3.0, "measured_speedup": 2.8, "metric_name": "accuracy", "metric": 0.8},
+            {"method": "a", "target_speedup": 2.0, "measured_speedup": 2.1, "metric_name": "accuracy", "metric": 0.95},
         ]
     )
     assert pareto["method"].tolist() == ["a", "a", "b"] and pareto["target_speedup"].tolist() == [2.0, 3.0, 2.0]
@@ -66,7 +68,7 @@ def test_allocation_prediction_search_and_pareto_frames(tmp_path: Path) -> None:
     written += plots.save_figure(plots.plot_allocation(alloc), tmp_path / "alloc")
     written += plots.save_figure(plots.plot_prediction(pred), tmp_path / "pred")
     written += plots.save_figure(plots.plot_search(search), tmp_path / "search")
-    written += plots.save_figure(plots.plot_pareto(pareto, dense_accuracy=0.97), tmp_path / "pareto")
+    written += plots.save_figure(plots.plot_pareto(pareto, dense_metric=0.97), tmp_path / "pareto")
     written += plots.save_figure(plots.plot_latency(plots.latency_frame(make_table())), tmp_path / "lat")
     assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
     assert isinstance(pareto, pd.DataFrame)

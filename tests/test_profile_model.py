@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from planner.cli import main
+from planner.config import RunConfig
 from planner.errors import PlannerError
 from planner.models import load_model
-from planner.profile import ProfileConfig, profile_model
+from planner.workflows import profile_table
 from profilers import LatencyTable
 
 BERT = "tests.tiny_models:tiny_bert_factory"
@@ -18,11 +19,14 @@ NET = "tests.tiny_models:tiny_net"
 FAST = dict(rounds=2, warmup=1, threads=1)
 
 
+def profile(out: Path, **settings: object) -> LatencyTable:
+    return profile_table(RunConfig(**{**FAST, **settings}), out=out, progress=False)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_profile_tiny_bert_writes_a_complete_table(tmp_path: Path, runtime: str) -> None:
     out = tmp_path / "table.csv"
-    config = ProfileConfig(model=BERT, runtime=runtime, batch_size=2, seq_len=8, **FAST)  # type: ignore[arg-type]
-    table = profile_model(config, out=out, progress=False)
+    table = profile(out, model=BERT, runtime=runtime, batch_size=2, seq_len=8)
     loaded = load_model(BERT, batch_size=2, seq_len=8)
     units = loaded.adapter.units()
     assert len(table.frame) == sum(len(u.levels) for u in units)
@@ -48,8 +52,7 @@ def test_profile_tiny_bert_writes_a_complete_table(tmp_path: Path, runtime: str)
 
 
 def test_generic_model_times_masked_and_sparse_kernels(tmp_path: Path) -> None:
-    config = ProfileConfig(model=NET, sparsity_levels=3, **FAST)  # type: ignore[arg-type]
-    table = profile_model(config, out=tmp_path / "t.csv", progress=False)
+    table = profile(tmp_path / "t.csv", model=NET, sparsity_levels=3)
     f = table.frame
     fc1 = f[(f["unit"] == "fc1") & (f["structure"] == "unstructured")]
     assert len(fc1) == 3
@@ -65,22 +68,21 @@ def test_generic_model_times_masked_and_sparse_kernels(tmp_path: Path) -> None:
 
 def test_existing_table_is_reused_or_refused(tmp_path: Path) -> None:
     out = tmp_path / "t.csv"
-    config = ProfileConfig(model=BERT, batch_size=2, seq_len=8, **FAST)  # type: ignore[arg-type]
-    first = profile_model(config, out=out, progress=False)
-    again = profile_model(config, out=out, progress=False)
+    first = profile(out, model=BERT, batch_size=2, seq_len=8)
+    again = profile(out, model=BERT, batch_size=2, seq_len=8)
     assert again.meta.created == first.meta.created  # reused, not re-measured
-    other = ProfileConfig(model=BERT, batch_size=2, seq_len=16, **FAST)  # type: ignore[arg-type]
     with pytest.raises(PlannerError, match="other settings"):
-        profile_model(other, out=out, progress=False)
+        profile(out, model=BERT, batch_size=2, seq_len=16)
 
 
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--model", "no-such-model"], "unknown model spec 'no-such-model'"),
+        (["--model", "no-such-model"], "The 'model' parameter must be 'minilm' or"),
         (["--model", "tests.tiny_models:missing"], "cannot import the model factory"),
         (["--model", "tests.tiny_models:not_a_factory"], "must return (model, example_inputs)"),
-        (["--model", BERT, "--runtime", "ort"], "unknown runtime 'ort'; available: torch, onnxruntime"),
+        (["--model", BERT, "--runtime", "ort"], "The 'runtime' parameter must be one of torch, onnxruntime. Got 'ort'"),
+        (["--model", BERT, "--dtype", "nope"], "The 'dtype' parameter must be one of float32, float16, bfloat16."),
         (["--model", BERT, "--device", "cuda"], "cuda"),
         (["--model", BERT, "--runtime", "onnxruntime", "--dtype", "fp16"], "float32 only"),
         (["--model", BERT, "--seq-len", "100"], "seq_len"),
@@ -101,10 +103,12 @@ def test_cli_bad_input_is_one_line_exit_2(
     assert not any(tmp_path.iterdir())  # nothing half-written
 
 
-@pytest.mark.parametrize("value", ["0", "-3", "x"])
-def test_cli_rejects_non_positive_shapes(tmp_path: Path, value: str) -> None:
-    with pytest.raises(SystemExit) as info:
-        main(["profile", "--batch-size", value, "--out", str(tmp_path / "t.csv")])
+@pytest.mark.parametrize("value", ["0", "-3"])
+def test_cli_rejects_non_positive_shapes(tmp_path: Path, value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["profile", "--batch-size", value, "--out", str(tmp_path / "t.csv")]) == 2
+    assert "The 'batch_size' parameter must be an integer >= 1" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:  # not a number at all: argparse refuses it
+        main(["profile", "--batch-size", "x", "--out", str(tmp_path / "t.csv")])
     assert info.value.code == 2
 
 
@@ -146,8 +150,7 @@ def test_cli_corrupt_existing_table_is_refused(tmp_path: Path, capsys: pytest.Ca
 @pytest.mark.slow
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_profile_real_minilm(tmp_path: Path, runtime: str) -> None:
-    config = ProfileConfig(model="minilm", runtime=runtime, batch_size=4, seq_len=32, rounds=2, warmup=1)
-    table = profile_model(config, out=tmp_path / "t.csv", progress=False)
+    table = profile(tmp_path / "t.csv", model="minilm", runtime=runtime, batch_size=4, seq_len=32, threads=0)
     assert table.units()[0] == "encoder.layer.0.attention"
     assert len(table.frame) == 6 * (13 + 25)
     assert 1.5 < table.max_speedup() < 200
@@ -166,6 +169,7 @@ def test_profile_on_cuda(tmp_path: Path, runtime: str) -> None:
 
         if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
             pytest.skip("onnxruntime-gpu is not installed")
-    config = ProfileConfig(model=BERT, runtime=runtime, device="cuda", dtype=dtype, batch_size=2, seq_len=8, **FAST)  # type: ignore[arg-type]
-    table = profile_model(config, out=tmp_path / "t.csv", progress=False)
+    table = profile(
+        tmp_path / "t.csv", model=BERT, runtime=runtime, device="cuda", dtype=dtype, batch_size=2, seq_len=8
+    )
     assert table.meta.device == "cuda" and (table.frame["median_ms"] > 0).all()

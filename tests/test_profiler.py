@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +16,13 @@ from profilers.smoothing import non_increasing_fit
 from profilers.timing import run_rounds
 
 
+def settings(**overrides: object) -> ProfilerSettings:
+    """Profiler settings for tests: torch on CPU, float32, 1 thread, 3 rounds (override any)."""
+    values: dict[str, object] = dict(runtime="torch", device="cpu", dtype="float32", threads=1, rounds=3)
+    values.update(overrides)
+    return ProfilerSettings(**values)  # type: ignore[arg-type]
+
+
 def _workloads() -> list[Workload]:
     torch.manual_seed(0)
     x = torch.randn(16, 32)
@@ -26,9 +34,7 @@ def _workloads() -> list[Workload]:
 
 @pytest.mark.parametrize("runtime", sorted(RUNTIMES))
 def test_every_runtime_returns_positive_well_formed_timings(runtime: str) -> None:
-    stats = Profiler(ProfilerSettings(runtime=runtime, rounds=3, warmup=1, threads=1)).measure(
-        _workloads(), progress=False
-    )
+    stats = Profiler(settings(runtime=runtime, warmup=1)).measure(_workloads(), progress=False)
     assert set(stats) == {"small", "large"}
     for s in stats.values():
         assert np.isfinite(s.median_ms) and s.median_ms > 0
@@ -40,9 +46,7 @@ def test_every_runtime_returns_positive_well_formed_timings(runtime: str) -> Non
 def test_every_runtime_leaves_modules_untouched(runtime: str) -> None:
     workloads = _workloads()
     before = [w.module.state_dict()["weight"].clone() if "weight" in w.module.state_dict() else None for w in workloads]
-    Profiler(ProfilerSettings(runtime=runtime, rounds=1, warmup=0, threads=1, dtype="float32")).measure(
-        workloads, progress=False
-    )
+    Profiler(settings(runtime=runtime, rounds=1)).measure(workloads, progress=False)
     assert workloads[0].module.weight.dtype == torch.float32
     assert torch.equal(workloads[0].module.weight, before[0])  # type: ignore[arg-type]
 
@@ -56,12 +60,12 @@ def test_unknown_runtime_lists_the_available_ones() -> None:
 @pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
 def test_cuda_without_a_gpu_is_a_clear_error(runtime: str) -> None:
     with pytest.raises(ProfileError, match=r"cuda|CUDA"):
-        Profiler(ProfilerSettings(runtime=runtime, device="cuda"))
+        Profiler(settings(runtime=runtime, device="cuda"))
 
 
 def test_onnxruntime_cpu_refuses_half_precision() -> None:
     with pytest.raises(ProfileError, match="float32 only"):
-        Profiler(ProfilerSettings(runtime="onnxruntime", dtype="fp16"))
+        Profiler(settings(runtime="onnxruntime", dtype="fp16"))
 
 
 @pytest.mark.parametrize(
@@ -75,50 +79,55 @@ def test_onnxruntime_cpu_refuses_half_precision() -> None:
 )
 def test_bad_settings_are_rejected(kwargs, message) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(ProfileError, match=message):
-        Profiler(ProfilerSettings(**kwargs))
+        Profiler(settings(**kwargs))
 
 
 class _Crash(Exception):
     pass
 
 
-def test_interrupted_profile_resumes_from_its_checkpoint(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+class _Counting(nn.Module):
+    """A workload that counts its calls and, once armed, fails on the call after ``fail_after``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls = 0
+        self.fail_after: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise _Crash
+        return x * 2.0
+
+
+def test_interrupted_profile_resumes_from_its_checkpoint(tmp_path: Path) -> None:
     checkpoint = tmp_path / "t.csv.partial.json"
-    settings = ProfilerSettings(rounds=4, warmup=0, threads=1, min_sample_ms=0.0)
-    import profilers.profiler as profiler_module
+    config = settings(rounds=4, min_sample_ms=0.0)
+    # The runtime times a private copy of the module: count calls through a shared counter object.
+    shared = _Counting()
 
-    real = profiler_module.run_rounds
-    counted: list[str] = []
+    class Proxy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return shared(x)
 
-    def crash_after_two_rounds(*args, **kwargs):  # type: ignore[no-untyped-def]
-        on_round = kwargs["on_round"]
-
-        def limited(index: int) -> None:
-            on_round(index)
-            if index == 2:
-                raise _Crash
-
-        kwargs["on_round"] = limited
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(profiler_module, "run_rounds", crash_after_two_rounds)
+    work = [Workload("a", Proxy(), (torch.ones(3),)), Workload("b", Proxy(), (torch.ones(3),))]
+    shared.fail_after = 2 + 2 * 2  # 2 sizing calls, then 2 rounds of 2 workloads, then a crash
     with pytest.raises(_Crash):
-        Profiler(settings).measure(_workloads(), checkpoint=checkpoint, checkpoint_key="k", progress=False)
+        Profiler(config).measure(work, checkpoint=checkpoint, checkpoint_key="k", progress=False)
     assert checkpoint.is_file()
+    saved = json.loads(checkpoint.read_text())["samples"]
+    assert sorted(len(v) for v in saved.values()) == [2, 2]
 
-    def count_samples(*args, **kwargs):  # type: ignore[no-untyped-def]
-        kwargs["on_sample"] = counted.append
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(profiler_module, "run_rounds", count_samples)
-    stats = Profiler(settings).measure(_workloads(), checkpoint=checkpoint, checkpoint_key="k", progress=False)
-    assert len(counted) == 2 * 2  # only the two missing rounds of each workload were measured
+    shared.calls, shared.fail_after = 0, None
+    stats = Profiler(config).measure(work, checkpoint=checkpoint, checkpoint_key="k", progress=False)
+    assert shared.calls == 2 + 2 * 2  # sizing, then only the two missing rounds of each workload
     assert all(s.repeats == 4 for s in stats.values())
 
     # A checkpoint for something else is ignored, not mixed in.
-    counted.clear()
-    Profiler(settings).measure(_workloads(), checkpoint=checkpoint, checkpoint_key="other", progress=False)
-    assert len(counted) == 4 * 2
+    shared.calls = 0
+    Profiler(config).measure(work, checkpoint=checkpoint, checkpoint_key="other", progress=False)
+    assert shared.calls == 2 + 4 * 2
 
 
 def test_rounds_interleave_workloads() -> None:
@@ -174,7 +183,7 @@ class _CountingModule(nn.Module):
 def test_whole_models_get_an_untimed_call_only_where_the_runtime_needs_it(
     settles: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    profiler = Profiler(ProfilerSettings(runtime="torch", rounds=4, warmup=0, threads=1, min_sample_ms=0.0))
+    profiler = Profiler(settings(rounds=4, min_sample_ms=0.0))
     monkeypatch.setattr(profiler.runtime, "settles_whole_models", settles)
     _CountingModule.calls = 0
     profiler.measure([Workload("model", _CountingModule(), (torch.ones(3),), steady=True)], progress=False)

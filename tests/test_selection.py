@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from planner.selection import Contender, select_plan
+from planner.search.selection import Contender, select_plan
 
 
 def test_the_lowest_held_out_loss_wins_and_each_plan_is_scored_once() -> None:

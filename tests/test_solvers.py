@@ -15,9 +15,6 @@ from solvers import (
     InfeasibleBudgetError,
     Solution,
     bucketize,
-    budget_for_speedup,
-    check_reachable,
-    max_speedup,
     solve_dp,
     solve_milp,
 )
@@ -197,22 +194,6 @@ def test_greedy_prefers_the_cheapest_error_per_millisecond() -> None:
 def test_registry_lists_available_solvers() -> None:
     with pytest.raises(ValueError, match="unknown solver 'dpp'; available: dp, greedy, milp, uniform"):
         solvers.get_solver("dpp")
-
-
-def test_speedup_budget_counts_unsearched_units_as_fixed() -> None:
-    # dense 100 ms, searched units 80 ms dense: a 2x target leaves 50 - 20 = 30 ms for them.
-    assert budget_for_speedup(dense_ms=100.0, searched_dense_ms=80.0, speedup=2.0) == pytest.approx(30.0)
-    costs = [np.array([40.0, 10.0]), np.array([40.0, 20.0])]
-    assert max_speedup(dense_ms=100.0, searched_dense_ms=80.0, costs_ms=costs) == pytest.approx(2.0)
-
-
-def test_unreachable_speedup_names_the_best_reachable() -> None:
-    costs = [np.array([40.0, 25.0]), np.array([40.0, 25.0])]  # fastest: 20 + 50 -> 1.43x
-    with pytest.raises(InfeasibleBudgetError, match=r"2x is not reachable; the fastest plan gives 1.43x") as info:
-        check_reachable(dense_ms=100.0, searched_dense_ms=80.0, speedup=2.0, costs_ms=costs)
-    assert info.value.max_speedup == pytest.approx(100 / 70)
-    with pytest.raises(ValueError, match=r"must be > 1\.0\. Got 0\.5 instead"):
-        budget_for_speedup(dense_ms=100.0, searched_dense_ms=80.0, speedup=0.5)
 
 
 def test_spdy_prior_shape() -> None:

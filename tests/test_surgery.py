@@ -7,7 +7,6 @@ import torch
 
 from planner.models import BertAdapter
 from planner.models.bert_surgery import HeadlessAttention, attention_heads, ffn_neurons, prune_heads
-from planner.models.masks import bert_masks
 from tests.tiny_models import tiny_bert
 
 
@@ -32,15 +31,17 @@ def _inputs(batch: int = 3, seq: int = 7, pad: bool = True) -> tuple[torch.Tenso
 def test_shrunk_model_matches_masked_dense_model(classifier: bool, heads, neurons) -> None:  # type: ignore[no-untyped-def]
     model = tiny_bert(classifier=classifier)
     adapter = BertAdapter(model, name="tiny")
-    head_mask = torch.zeros(2, 4)
-    neuron_mask = torch.zeros(2, 48)
-    for layer in range(2):
-        head_mask[layer, heads.get(layer, list(range(4)))] = 1.0
-        neuron_mask[layer, neurons.get(layer, list(range(48)))] = 1.0
+    masks, keep = {}, {}
+    for unit in adapter.units():
+        chosen = (heads if unit.kind == "attention" else neurons).get(unit.layer)
+        if chosen is not None:
+            masks[unit.name] = torch.zeros(unit.size)
+            masks[unit.name][list(chosen)] = 1.0
+            keep[unit.name] = chosen
     ids, mask = _inputs()
-    with torch.no_grad(), bert_masks(adapter.layers, head_mask=head_mask, neuron_mask=neuron_mask):
+    with torch.no_grad(), adapter.masked(masks):
         expected = model(input_ids=ids, attention_mask=mask)[0]
-    shrunk = adapter.shrink(heads, neurons)
+    shrunk = adapter.shrink(keep)
     with torch.no_grad():
         got = shrunk(input_ids=ids, attention_mask=mask)[0]
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
@@ -60,7 +61,7 @@ def test_masks_change_outputs_and_are_removed_afterwards() -> None:
     ids, mask = _inputs(pad=False)
     with torch.no_grad():
         before = model(input_ids=ids, attention_mask=mask)[0]
-        with bert_masks(adapter.layers, head_mask=torch.zeros(2, 4)):
+        with adapter.masked({u.name: torch.zeros(4) for u in adapter.units() if u.kind == "attention"}):
             masked = model(input_ids=ids, attention_mask=mask)[0]
         after = model(input_ids=ids, attention_mask=mask)[0]
     assert not torch.allclose(before, masked)
@@ -89,6 +90,6 @@ def test_bad_keep_lists_are_rejected(keep: list[int]) -> None:
 
 def test_pruned_model_refuses_to_be_profiled_again() -> None:
     adapter = BertAdapter(tiny_bert(), name="tiny")
-    shrunk = BertAdapter(adapter.shrink({0: [0]}), name="tiny-pruned")
+    shrunk = BertAdapter(adapter.shrink({"encoder.layer.0.attention": [0]}), name="tiny-pruned")
     with pytest.raises(ValueError, match="already pruned"):
         shrunk.units()

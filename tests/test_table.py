@@ -47,7 +47,11 @@ def make_table(fingerprint: str = "abc123") -> LatencyTable:
         dtype="float32",
         batch_size=2,
         seq_len=8,
+        phase="prefill",
+        generate_tokens=0,
         threads=1,
+        ffn_step=None,
+        sparsity_levels=None,
         dense_ms=40.0,
         dense_p10_ms=38.0,
         dense_p90_ms=42.0,
@@ -138,3 +142,40 @@ def test_table_for_another_model_needs_force(tmp_path: Path) -> None:
     with pytest.raises(TableFormatError, match="--force-table"):
         LatencyTable.load(path, expected_fingerprint="mine")
     assert LatencyTable.load(path, expected_fingerprint="mine", force=True).meta.model_fingerprint == "other"
+
+
+def _spdy_table(fastest: tuple[float, float]) -> LatencyTable:
+    """Two units, 40 ms dense each, dense model 100 ms: a fixed part of 20 ms (one anchor, SPDY's model)."""
+    import dataclasses
+
+    base = make_table()
+    rows = base.frame.iloc[0:0].copy()
+    frames = []
+    for unit, low in zip(("u0", "u1"), fastest, strict=True):
+        part = base.frame[base.frame["unit"] == "u0"].iloc[:2].copy()
+        part["unit"] = unit
+        part["median_ms"] = [40.0, low]
+        frames.append(part)
+    rows = pd.concat(frames, ignore_index=True)
+    meta = dataclasses.replace(base.meta, dense_ms=100.0, calibration_sum_ms=(80.0,), calibration_total_ms=(100.0,))
+    return LatencyTable(frame=rows, meta=meta)
+
+
+def test_speedup_budget_counts_unsearched_units_as_fixed() -> None:
+    # dense 100 ms, searched units 80 ms dense: a 2x target leaves 50 - 20 = 30 ms for them.
+    table = _spdy_table((10.0, 20.0))
+    assert table.budget_ms(2.0) == pytest.approx(30.0)
+    assert table.max_speedup() == pytest.approx(2.0)
+    with pytest.raises(ValueError, match=r"must be > 1\.0\. Got 0\.5 instead"):
+        table.budget_ms(0.5)
+
+
+def test_unreachable_speedup_names_the_best_reachable() -> None:
+    from planner.errors import PlannerError
+    from planner.pipeline import check_reachable
+
+    table = _spdy_table((25.0, 25.0))  # fastest: 20 + 50 -> 1.43x
+    assert table.max_speedup() == pytest.approx(100 / 70)
+    with pytest.raises(PlannerError, match=r"2x is not reachable on this device; the fastest plan gives 1.43x"):
+        check_reachable(table, [2.0])
+    check_reachable(table, [1.4])

@@ -66,7 +66,7 @@ def not_a_factory() -> int:
 
 def plan_of(*units: Any, architecture: str = "generic", **overrides: Any) -> Any:
     """A hand-written 2x ``Plan`` with the given ``UnitChoice``s (dummy table, budget and versions)."""
-    from planner.plan import Plan
+    from planner.records.plan import Plan
 
     values: dict[str, Any] = dict(
         model_name="net",
@@ -85,3 +85,139 @@ def plan_of(*units: Any, architecture: str = "generic", **overrides: Any) -> Any
     )
     values.update(overrides)
     return Plan(**values)
+
+
+def tiny_task(tokens: Any, *, head: nn.Linear | None = None, batch_size: int = 8) -> Any:
+    """A text-classification task over given tokens (calibration = test = ``tokens``)."""
+    from planner.tasks import TextClassification
+
+    return TextClassification(
+        calibration=tokens,
+        test=tokens,
+        classes=("a", "b", "c"),
+        head=head,
+        batch_size=batch_size,
+        provenance={"task": "text-classification", "data": "tiny"},
+    )
+
+
+def classifier_setup(seed: int = 0, n: int = 24, dtype: torch.dtype = torch.float32) -> tuple[Any, Any, Any]:
+    """A tiny BERT sequence classifier with random biases, its adapter (FFN step 8) and a task of
+    ``n`` labelled random documents (some padded)."""
+    from planner.models import BertAdapter
+    from planner.tasks import Tokenized
+
+    model = tiny_bert(classifier=True, seed=seed).to(dtype)
+    torch.manual_seed(seed)
+    with torch.no_grad():  # random biases so zero-unit blocks still matter
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_(0, 0.02)
+    ids = torch.randint(5, 120, (n, 8), generator=torch.Generator().manual_seed(seed))
+    mask = torch.ones_like(ids)
+    mask[::3, 6:] = 0
+    labels = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(seed + 1))
+    adapter = BertAdapter(model, name="tiny", ffn_step=8)
+    return model, adapter, tiny_task(Tokenized(ids, mask, labels))
+
+
+def table_for(adapter: Any, fingerprint: str, *, fixed_ms: float = 5.0) -> Any:
+    """A hand-made latency table for ``adapter``'s units: linear in the level, 0.5..10.5 ms per unit."""
+    import dataclasses
+
+    import numpy as np
+    import pandas as pd
+
+    from profilers import LatencyTable
+    from tests.test_table import make_table
+
+    rows = []
+    for unit in adapter.units():
+        n = len(unit.levels)
+        for level in unit.levels:
+            cost = 10.0 * (n - 1 - level.index) / (n - 1) + 0.5
+            rows.append(
+                {
+                    "unit": unit.name,
+                    "kind": unit.kind,
+                    "level": level.index,
+                    "structure": level.structure,
+                    "kept": level.kept,
+                    "sparsity": np.nan,
+                    "median_ms": cost,
+                    "raw_median_ms": cost,
+                    "p10_ms": cost,
+                    "p90_ms": cost,
+                    "repeats": 3,
+                    "impl": "shrunk",
+                    "masked_ms": np.nan,
+                    "sparse_ms": np.nan,
+                    "signature": unit.signature,
+                }
+            )
+    dense_sum = 10.5 * len(adapter.units())
+    meta = dataclasses.replace(
+        make_table(fingerprint).meta,
+        architecture=adapter.architecture,
+        ffn_step=getattr(adapter, "ffn_step", None),
+        dense_ms=dense_sum + fixed_ms,
+        fixed_ms=fixed_ms,
+        calibration_sum_ms=(dense_sum,),
+        calibration_total_ms=(dense_sum + fixed_ms,),
+    )
+    return LatencyTable(frame=pd.DataFrame(rows), meta=meta)
+
+
+def loaded_of(model: nn.Module, adapter: Any, spec: str = "tiny") -> Any:
+    """A ``LoadedModel`` around an adapter built in a test (no tokenizer)."""
+    from planner.models import LoadedModel
+    from planner.models.fingerprint import model_fingerprint
+
+    return LoadedModel(spec=spec, adapter=adapter, fingerprint=model_fingerprint(model), source=None)
+
+
+def _with_random_biases(model: nn.Module, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    with torch.no_grad():  # random init leaves biases at zero; zero-unit blocks must still keep theirs
+        for p in model.parameters():
+            if p.dim() == 1:
+                p.normal_(0, 0.02)
+    return model.eval()
+
+
+def _bert_encoder() -> Any:
+    from planner.models import BertAdapter
+
+    return BertAdapter(_with_random_biases(tiny_bert()), name="tiny-bert", ffn_step=8)
+
+
+def _bert_classifier() -> Any:
+    from planner.models import BertAdapter
+
+    return BertAdapter(_with_random_biases(tiny_bert(classifier=True)), name="tiny-bert-cls", ffn_step=8)
+
+
+TINY_ADAPTERS: dict[str, Any] = {"bert": _bert_encoder, "bert/classifier": _bert_classifier}
+"""Family (and variant) -> a tiny random-weight adapter; every contract suite runs over all of them."""
+
+
+def _labelled_tokens(adapter: Any, n: int = 12) -> Any:
+    from planner.tasks import Tokenized
+
+    ids, mask = adapter.example_inputs(n, 7)
+    mask = mask.clone()
+    mask[::3, 5:] = 0
+    labels = torch.randint(0, 3, (n,), generator=torch.Generator().manual_seed(0))
+    return Tokenized(ids, mask, labels)
+
+
+def _fitted_head_task(adapter: Any) -> Any:
+    torch.manual_seed(1)
+    return tiny_task(_labelled_tokens(adapter), head=nn.Linear(adapter.model.config.hidden_size, 3))
+
+
+TINY_TASKS: dict[str, Any] = {
+    "bert": _fitted_head_task,
+    "bert/classifier": lambda adapter: tiny_task(_labelled_tokens(adapter)),
+}
+"""Family -> a tiny task for its adapter (what backends score and tune on)."""

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from planner.backends.base import Backend, Calibration, ErrorTable
+from planner.backends.base import Backend
 from planner.backends.fisher import FisherBackend
 from planner.backends.magnitude import MagnitudeBackend
 from planner.errors import PlannerError
+from planner.records.error_table import ErrorTable
 
 BACKENDS: dict[str, type] = {"fisher": FisherBackend, "magnitude": MagnitudeBackend}
 
@@ -15,9 +16,11 @@ def get_backend(name: str, **options: object) -> Backend:
     try:
         cls = BACKENDS[name]
     except KeyError:
-        raise PlannerError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}") from None
+        raise PlannerError(
+            f"The 'backend' parameter must be one of {', '.join(BACKENDS)}. Got {name!r} instead."
+        ) from None
     backend: Backend = cls(**options)
     return backend
 
 
-__all__ = ["BACKENDS", "Backend", "Calibration", "ErrorTable", "FisherBackend", "MagnitudeBackend", "get_backend"]
+__all__ = ["BACKENDS", "Backend", "ErrorTable", "FisherBackend", "MagnitudeBackend", "get_backend"]

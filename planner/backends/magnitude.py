@@ -12,32 +12,48 @@ Scores (documented proxies, each unit's errors in [0, 1]):
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from planner.backends.base import Calibration, ErrorTable, structured_keep, top_k
+from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep
 from planner.errors import PlannerError
 from planner.models.generic import weight_mask
-from planner.plan import Plan
+from planner.models.units import Level, Unit
+from planner.records.error_table import ErrorTable
+from planner.records.plan import Plan
+from planner.tasks.base import Task
 from profilers.sparse_kernels import CSRLinear
 
 
-def head_scores(attention: Any) -> np.ndarray:
+def input_column_energy(module: nn.Module) -> torch.Tensor:
+    """Squared norm of each input feature's weights, (in,) (Linear columns; GPT-2 Conv1D rows)."""
+    weight = module.get_parameter("weight").detach().double()
+    return weight.pow(2).sum(dim=0) if isinstance(module, nn.Linear) else weight.pow(2).sum(dim=1)
+
+
+def output_row_energy(module: nn.Module) -> torch.Tensor:
+    """Squared norm of each output feature's weights, (out,) (Linear rows; GPT-2 Conv1D columns)."""
+    weight = module.get_parameter("weight").detach().double()
+    return weight.pow(2).sum(dim=1) if isinstance(module, nn.Linear) else weight.pow(2).sum(dim=0)
+
+
+def head_scores(adapter: Any, unit: Unit) -> np.ndarray:
     """(H,) Frobenius norm of each head's block of output-projection columns."""
-    size = attention.self.attention_head_size
-    w = attention.output.dense.weight.detach()
-    heads = w.shape[1] // size
-    return w.reshape(w.shape[0], heads, size).pow(2).sum(dim=(0, 2)).sqrt().double().numpy()
+    modules = dict(adapter.model.named_modules())
+    energy = input_column_energy(modules[unit.modules["output"]])
+    return energy.reshape(unit.size, -1).sum(dim=1).sqrt().numpy()
 
 
-def neuron_scores(layer: Any) -> np.ndarray:
+def neuron_scores(adapter: Any, unit: Unit) -> np.ndarray:
     """(N,) ``||W1 row|| * ||W2 column||`` per FFN neuron."""
-    w1 = layer.intermediate.dense.weight.detach()
-    w2 = layer.output.dense.weight.detach()
-    return (w1.norm(dim=1) * w2.norm(dim=0)).double().numpy()
+    modules = dict(adapter.model.named_modules())
+    up = output_row_energy(modules[unit.modules["up"]]).sqrt()
+    down = input_column_energy(modules[unit.modules["down"]]).sqrt()
+    return (up * down).numpy()
 
 
 def removed_share(scores: np.ndarray, kept_per_level: list[int]) -> np.ndarray:
@@ -48,25 +64,37 @@ def removed_share(scores: np.ndarray, kept_per_level: list[int]) -> np.ndarray:
     return np.array([prefix[squares.size - k] / total for k in kept_per_level])
 
 
+def _share_of(total: float) -> Callable[[np.ndarray], float]:
+    """removed scores -> their squared mass over ``total``."""
+
+    def share(removed: np.ndarray) -> float:
+        return float((removed**2).sum()) / total
+
+    return share
+
+
 class MagnitudeBackend:
-    """Magnitude pruning for BERT heads/neurons and generic weight sparsity."""
+    """Magnitude pruning for transformer heads/neurons and generic weight sparsity."""
 
     name = "magnitude"
+    needs_task = False
 
     def __init__(self, *, progress: bool = False) -> None:
         self.progress = progress  # scoring and shrinking take well under a second: no bar needed
 
-    def score(self, adapter: Any, calibration: Calibration | None = None) -> ErrorTable:
+    def score(self, adapter: Any, task: Task | None = None) -> ErrorTable:
         units = adapter.units()
         errors = []
         importance: dict[str, np.ndarray] = {}
         modules = dict(adapter.model.named_modules())
         for unit in units:
             if unit.kind in ("attention", "ffn"):
-                layer = adapter.layers[int(unit.name.split("encoder.layer.")[1].split(".")[0])]
-                scores = head_scores(layer.attention) if unit.kind == "attention" else neuron_scores(layer)
+                scores = head_scores(adapter, unit) if unit.kind == "attention" else neuron_scores(adapter, unit)
                 importance[unit.name] = scores
-                errors.append(removed_share(scores, [int(lv.kept) for lv in unit.levels]))
+                if is_grouped(unit):
+                    errors.append(level_errors(scores, unit, _share_of(float((scores**2).sum()) or 1.0)))
+                else:
+                    errors.append(removed_share(scores, [int(lv.kept or 0) for lv in unit.levels]))
             else:
                 weight = modules[unit.name].weight.detach()
                 total = float(weight.double().pow(2).sum()) or 1.0
@@ -84,13 +112,12 @@ class MagnitudeBackend:
                 errors.append(np.asarray(unit_errors))
         return ErrorTable(tuple(u.name for u in units), tuple(errors), importance, "magnitude: removed weight^2 share")
 
-    def select(self, scores: ErrorTable, unit: str, kept: int) -> tuple[int, ...]:
-        return top_k(scores.importance[unit], kept)
+    def select(self, scores: ErrorTable, unit: Unit, level: Level) -> tuple[int, ...]:
+        return best_keep(scores.importance[unit.name], unit, level)
 
-    def apply(self, adapter: Any, plan: Plan, calibration: Calibration | None = None) -> nn.Module:
-        if adapter.architecture == "bert":
-            heads, neurons = structured_keep(plan)
-            return adapter.shrink(heads, neurons)
+    def apply(self, adapter: Any, plan: Plan, task: Task | None = None) -> nn.Module:
+        if getattr(adapter, "supports_shrinking", False):
+            return adapter.shrink(plan_keep(plan))
         return apply_weight_sparsity(adapter, plan)
 
 

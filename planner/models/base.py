@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -31,7 +31,9 @@ class ModelAdapter(Protocol):
     """What the planner needs from a model family.
 
     Call order: ``units()``; ``example_inputs(batch, seq)``; ``forward_module()`` for end-to-end
-    timing; ``workloads(units, inputs, ...)`` for the per-unit timings.
+    timing; ``workloads(units, inputs, ...)`` for the per-unit timings; structured families also
+    ``shrink(keep)`` / ``shrink_to_levels(levels)`` (a smaller copy) and ``masked(masks)`` (head and
+    neuron multipliers, for gradients).
     """
 
     name: str
@@ -55,8 +57,16 @@ class ModelAdapter(Protocol):
         """``forward_module`` for another (e.g. shrunk) copy of the model."""
         ...
 
-    def shrink_to_levels(self, levels: dict[str, int]) -> nn.Module:
+    def shrink_to_levels(self, levels: Mapping[str, int]) -> nn.Module:
         """A physically shrunk copy at these unit levels (structured adapters only)."""
+        ...
+
+    def shrink(self, keep: Mapping[str, Sequence[int]]) -> nn.Module:
+        """A physically shrunk copy keeping these heads / neurons per unit (structured adapters only)."""
+        ...
+
+    def kept_shape(self, model: nn.Module) -> dict[str, dict[str, int | None]]:
+        """Unit -> {"kept", "groups"} of a shrunk copy (structured adapters only)."""
         ...
 
     def workloads(

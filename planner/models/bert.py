@@ -8,7 +8,7 @@ Unit names are module paths in the user's model: ``<prefix>encoder.layer.<i>.att
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -17,7 +17,8 @@ from torch import nn
 from planner.errors import UnsupportedModelError
 from planner.models.base import OutputTensor, UnitWorkload
 from planner.models.bert_surgery import attention_heads, ffn_neurons, prune_heads, prune_neurons
-from planner.models.units import Unit, default_ffn_step, head_levels, neuron_levels
+from planner.models.transformer import TransformerAdapter
+from planner.models.units import Unit, first_kept
 
 SUPPORTED = "BertModel and BertFor* models built on it (e.g. BertForSequenceClassification)"
 
@@ -60,60 +61,61 @@ class FFNBlock(nn.Module):
         return self.output(self.intermediate(hidden), hidden)
 
 
-class BertAdapter:
+class BertAdapter(TransformerAdapter):
     """Units, example inputs, standalone workloads and shrinking for a BERT encoder."""
 
     architecture = "bert"
 
-    def __init__(self, model: nn.Module, *, name: str, ffn_step: int | None = None) -> None:
-        self.model = model.eval()
-        self.name = name
+    def _read_config(self) -> None:
         self.bert: Any
-        self.bert, self.prefix = find_bert(model)
+        self.bert, self.prefix = find_bert(self.model)
         config = self.bert.config
-        self.num_layers = len(self.bert.encoder.layer)
         self.num_heads = int(config.num_attention_heads)
+        self.num_groups = self.num_heads
         self.head_size = int(config.hidden_size // config.num_attention_heads)
         self.intermediate_size = int(config.intermediate_size)
-        self.ffn_step = ffn_step or default_ffn_step(self.intermediate_size)
-        if not 1 <= self.ffn_step <= self.intermediate_size:
-            raise UnsupportedModelError(
-                f"The 'ffn_step' parameter must be in 1..{self.intermediate_size}. Got {self.ffn_step} instead."
-            )
 
-    @property
-    def layers(self) -> Any:
-        """The encoder's ``BertLayer`` modules."""
-        return self.bert.encoder.layer
+    def layers_of(self, model: nn.Module) -> Sequence[Any]:
+        return find_bert(model)[0].encoder.layer
 
-    def attention_unit(self, layer: int) -> str:
-        return f"{self.prefix}encoder.layer.{layer}.attention"
+    def unit_names(self, layer: int) -> tuple[str, str]:
+        base = f"{self.prefix}encoder.layer.{layer}"
+        return f"{base}.attention", f"{base}.ffn"
 
-    def ffn_unit(self, layer: int) -> str:
-        return f"{self.prefix}encoder.layer.{layer}.ffn"
+    def unit_modules(self, layer: int) -> tuple[dict[str, str], dict[str, str]]:
+        base = f"{self.prefix}encoder.layer.{layer}"
+        attention = {
+            "query": f"{base}.attention.self.query",
+            "key": f"{base}.attention.self.key",
+            "value": f"{base}.attention.self.value",
+            "output": f"{base}.attention.output.dense",
+        }
+        return attention, {"up": f"{base}.intermediate.dense", "down": f"{base}.output.dense"}
 
-    def units(self) -> tuple[Unit, ...]:
+    def attention_heads(self, layer: Any) -> int:
+        return attention_heads(layer.attention)
+
+    def ffn_neurons(self, layer: Any) -> int:
+        return ffn_neurons(layer)
+
+    def prune_attention(self, layer: Any, keep: Sequence[int]) -> None:
+        layer.attention = prune_heads(layer.attention, keep)
+
+    def prune_ffn(self, layer: Any, keep: Sequence[int]) -> None:
+        prune_neurons(layer, keep)
+
+    def head_output(self, layer: Any) -> nn.Module:
+        return layer.attention.output.dense
+
+    def neuron_output(self, layer: Any) -> nn.Module:
+        return layer.output.dense
+
+    def signatures(self) -> tuple[str, str]:
         config = self.bert.config
         common = f"D={config.hidden_size}:attn={config._attn_implementation}"
-        att_sig = f"bert-attention:H={self.num_heads}:d={self.head_size}:{common}"
-        ffn_sig = f"bert-ffn:N={self.intermediate_size}:act={config.hidden_act}:{common}"
-        out: list[Unit] = []
-        for i, layer in enumerate(self.layers):
-            if attention_heads(layer.attention) != self.num_heads or ffn_neurons(layer) != self.intermediate_size:
-                raise UnsupportedModelError(
-                    f"layer {i} is already pruned; profile and plan the dense model, then apply the plan."
-                )
-            out.append(Unit(self.attention_unit(i), "attention", head_levels(self.num_heads), att_sig, self.num_heads))
-            out.append(
-                Unit(
-                    self.ffn_unit(i),
-                    "ffn",
-                    neuron_levels(self.intermediate_size, self.ffn_step),
-                    ffn_sig,
-                    self.intermediate_size,
-                )
-            )
-        return tuple(out)
+        attention = f"bert-attention:H={self.num_heads}:d={self.head_size}:{common}"
+        ffn = f"bert-ffn:N={self.intermediate_size}:act={config.hidden_act}:{common}"
+        return attention, ffn
 
     def example_inputs(self, batch_size: int, seq_len: int, *, seed: int = 0) -> tuple[torch.Tensor, ...]:
         """(input_ids, attention_mask), both (batch, seq) int64; random tokens, no padding."""
@@ -134,9 +136,6 @@ class BertAdapter:
     def forward_module_of(self, model: nn.Module) -> nn.Module:
         """``forward_module`` for a (shrunk) copy of this model."""
         return OutputTensor(model, ("input_ids", "attention_mask"))
-
-    supports_shrinking = True
-    """``shrink_to_levels`` builds real models at any levels (used for calibration anchors)."""
 
     def captured_unit_inputs(self, inputs: tuple[torch.Tensor, ...]) -> tuple[tuple[torch.Tensor, ...], torch.Tensor]:
         """What layer 0's attention and FFN receive in a real forward: ((hidden[, mask]), ffn_input)."""
@@ -184,48 +183,12 @@ class BertAdapter:
             done.add(unit.signature)
             for level in unit.levels:
                 impl = "dense" if level.index == 0 else "shrunk"
-                assert level.kept is not None
+                keep = first_kept(unit, level)
                 if unit.kind == "attention":
-                    module: nn.Module = AttentionBlock(prune_heads(layer.attention, range(level.kept)))
+                    module: nn.Module = AttentionBlock(prune_heads(layer.attention, keep))
                     out.append(UnitWorkload(unit.signature, level.index, impl, module, attention_inputs))
                 else:
                     block = copy.deepcopy(layer)
-                    prune_neurons(block, range(level.kept))
+                    prune_neurons(block, keep)
                     out.append(UnitWorkload(unit.signature, level.index, impl, FFNBlock(block), (ffn_input,)))
         return out
-
-    def shrink(
-        self,
-        heads: Mapping[int, Sequence[int]] | None = None,
-        neurons: Mapping[int, Sequence[int]] | None = None,
-    ) -> nn.Module:
-        """A physically smaller copy of the model (the original is untouched).
-
-        Args:
-            heads: layer -> indices of heads to keep (layers not named keep all).
-            neurons: layer -> indices of FFN neurons to keep (layers not named keep all).
-        """
-        model = copy.deepcopy(self.model)
-        bert, _ = find_bert(model)
-        for index, keep in (heads or {}).items():
-            layer = bert.encoder.layer[index]
-            layer.attention = prune_heads(layer.attention, keep)
-        for index, keep in (neurons or {}).items():
-            prune_neurons(bert.encoder.layer[index], keep)
-        return model.eval()
-
-    def shrink_to_levels(self, levels: Mapping[str, int]) -> nn.Module:
-        """Shrink keeping the FIRST ``kept`` heads/neurons of each unit at the given level indices.
-
-        Which units are kept does not change latency; this is what profiling and latency checks use.
-        """
-        by_name = {u.name: u for u in self.units()}
-        heads: dict[int, range] = {}
-        neurons: dict[int, range] = {}
-        for name, index in levels.items():
-            unit = by_name[name]
-            kept = unit.levels[index].kept
-            assert kept is not None
-            layer = int(name.split("encoder.layer.")[1].split(".")[0])
-            (heads if unit.kind == "attention" else neurons)[layer] = range(kept)
-        return self.shrink(heads, neurons)

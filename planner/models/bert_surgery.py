@@ -16,36 +16,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from planner.models.transformer import columns, head_columns, rows
 
-def _check_keep(keep: Sequence[int], total: int, what: str) -> list[int]:
+
+def check_keep(keep: Sequence[int], total: int, what: str) -> list[int]:
+    """Sorted distinct indices in 0..total-1 (ValueError naming ``what`` otherwise)."""
     kept = sorted({int(i) for i in keep})
     if len(kept) != len(list(keep)):
         raise ValueError(f"{what} to keep contain duplicates: {list(keep)}")
     if kept and (kept[0] < 0 or kept[-1] >= total):
         raise ValueError(f"{what} to keep must be in 0..{total - 1}; got {kept}")
     return kept
-
-
-def _rows(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
-    """A new Linear keeping output rows ``index`` (shape: (len(index), in))."""
-    out = nn.Linear(linear.in_features, len(index), bias=linear.bias is not None)
-    out = out.to(device=linear.weight.device, dtype=linear.weight.dtype)
-    with torch.no_grad():
-        out.weight.copy_(linear.weight[index])
-        if linear.bias is not None:
-            out.bias.copy_(linear.bias[index])
-    return out
-
-
-def _columns(linear: nn.Linear, index: torch.Tensor) -> nn.Linear:
-    """A new Linear keeping input columns ``index`` (shape: (out, len(index)))."""
-    out = nn.Linear(len(index), linear.out_features, bias=linear.bias is not None)
-    out = out.to(device=linear.weight.device, dtype=linear.weight.dtype)
-    with torch.no_grad():
-        out.weight.copy_(linear.weight[:, index])
-        if linear.bias is not None:
-            out.bias.copy_(linear.bias)
-    return out
 
 
 class BiasLayerNorm(nn.Module):
@@ -113,7 +94,7 @@ def prune_heads(attention: Any, keep: Sequence[int]) -> nn.Module:
     The input is not modified. ``keep=[]`` gives a ``HeadlessAttention``.
     """
     heads = attention_heads(attention)
-    kept = _check_keep(keep, heads, "heads")
+    kept = check_keep(keep, heads, "heads")
     if not kept:
         if isinstance(attention, HeadlessAttention):
             return copy.deepcopy(attention)
@@ -121,12 +102,12 @@ def prune_heads(attention: Any, keep: Sequence[int]) -> nn.Module:
     if len(kept) == heads:
         return copy.deepcopy(attention)
     size = attention.self.attention_head_size
-    index = torch.cat([torch.arange(h * size, (h + 1) * size) for h in kept]).to(attention.self.query.weight.device)
+    index = head_columns(kept, size, attention.self.query.weight.device)
     new: Any = copy.deepcopy(attention)
-    new.self.query = _rows(attention.self.query, index)
-    new.self.key = _rows(attention.self.key, index)
-    new.self.value = _rows(attention.self.value, index)
-    new.output.dense = _columns(attention.output.dense, index)
+    new.self.query = rows(attention.self.query, index)
+    new.self.key = rows(attention.self.key, index)
+    new.self.value = rows(attention.self.value, index)
+    new.output.dense = columns(attention.output.dense, index)
     new.self.num_attention_heads = len(kept)
     new.self.all_head_size = len(kept) * size
     return new
@@ -135,7 +116,7 @@ def prune_heads(attention: Any, keep: Sequence[int]) -> nn.Module:
 def prune_neurons(layer: Any, keep: Sequence[int]) -> None:
     """Keep FFN neurons ``keep`` of ``layer`` IN PLACE (call it on a copy you own)."""
     neurons = ffn_neurons(layer)
-    kept = _check_keep(keep, neurons, "neurons")
+    kept = check_keep(keep, neurons, "neurons")
     if len(kept) == neurons:
         return
     if not kept:
@@ -143,5 +124,5 @@ def prune_neurons(layer: Any, keep: Sequence[int]) -> None:
         layer.intermediate = EmptyIntermediate()
         return
     index = torch.tensor(kept, device=layer.intermediate.dense.weight.device)
-    layer.intermediate.dense = _rows(layer.intermediate.dense, index)
-    layer.output.dense = _columns(layer.output.dense, index)
+    layer.intermediate.dense = rows(layer.intermediate.dense, index)
+    layer.output.dense = columns(layer.output.dense, index)

@@ -9,7 +9,7 @@ output-channel keep ratios (a smaller layer; the next layer's input shrink is no
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -139,7 +139,8 @@ class GenericAdapter:
                 channel_ratios=ratios,
             )
             kind = "conv2d" if is_conv else "linear"
-            out.append(Unit(name, kind, levels, self._signature(name, module), int(module.weight.shape[0])))
+            size = int(module.weight.shape[0])
+            out.append(Unit(name, kind, levels, self._signature(name, module), size, modules={"weight": name}))
         return tuple(out)
 
     def example_inputs(self, batch_size: int, seq_len: int) -> tuple[torch.Tensor, ...]:
@@ -155,8 +156,14 @@ class GenericAdapter:
     """Channel levels change the next layer's input, so models at arbitrary levels cannot be built
     generically: no calibration anchors, the prediction is ``dense - sum of dense units + sum``."""
 
-    def shrink_to_levels(self, levels: dict[str, int]) -> nn.Module:
-        raise NotImplementedError("generic models are cut by the pruning backends, not by level shrinking")
+    def shrink_to_levels(self, levels: Mapping[str, int]) -> nn.Module:
+        raise UnsupportedModelError("generic models are cut by the pruning backends, not by level shrinking")
+
+    def shrink(self, keep: Mapping[str, Sequence[int]]) -> nn.Module:
+        raise UnsupportedModelError("generic models have no heads or neurons to remove; use weight-sparsity levels")
+
+    def kept_shape(self, model: nn.Module) -> dict[str, dict[str, int | None]]:
+        raise UnsupportedModelError("generic models have no head or neuron shape to record")
 
     def workloads(
         self,

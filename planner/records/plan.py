@@ -19,7 +19,8 @@ from typing import Any
 from planner.errors import PlannerError
 from profilers.atomic import atomic_write_text
 
-PLAN_SCHEMA_VERSION = 1
+PLAN_SCHEMA_VERSION = 2
+"""Version 2 added per-unit ``layer``, ``groups`` and ``modules`` (version 1 plans must be re-created)."""
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,9 @@ class UnitChoice:
         impl: kernel the table measured as fastest for this level ("shrunk", "masked", "csr", ...).
         latency_ms: the table's latency for this unit at this level (ms).
         size: heads / neurons / output channels of the dense unit (what ``kept`` is out of).
+        layer: the transformer layer of the unit (None for generic layers).
+        groups: key/value groups kept (grouped-query attention), else None.
+        modules: role -> module path of the weights the unit owns (what exports name).
     """
 
     unit: str
@@ -49,6 +53,9 @@ class UnitChoice:
     impl: str = "dense"
     latency_ms: float = 0.0
     size: int | None = None
+    layer: int | None = None
+    groups: int | None = None
+    modules: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -81,11 +88,17 @@ class Plan:
         """unit -> level index."""
         return {c.unit: c.level for c in self.units}
 
-    def to_json(self) -> str:
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready content (what ``plan.json`` holds)."""
         data = dataclasses.asdict(self)
         data["table"] = dict(self.table)
         data["versions"] = dict(self.versions)
-        return json.dumps(data, indent=2, sort_keys=False) + "\n"
+        for unit, choice in zip(data["units"], self.units, strict=True):
+            unit["modules"] = dict(choice.modules)
+        return data
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n"
 
     def save(self, path: str | Path) -> Path:
         """Write the plan atomically (temp file + rename)."""
@@ -140,6 +153,9 @@ _UNIT_TYPES: dict[str, tuple[type, ...]] = {
     "impl": (str,),
     "latency_ms": (int, float),
     "size": (int, type(None)),
+    "layer": (int, type(None)),
+    "groups": (int, type(None)),
+    "modules": (dict,),
 }
 
 
@@ -165,7 +181,10 @@ def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
             "upgrade latency-planner."
         )
     if version != PLAN_SCHEMA_VERSION:
-        raise PlannerError(f"{source} has plan schema version {version!r}; expected {PLAN_SCHEMA_VERSION}.")
+        raise PlannerError(
+            f"{source} has plan schema version {version!r}; this planner reads version {PLAN_SCHEMA_VERSION}. "
+            "Re-create the plan with `planner plan`."
+        )
     _check_fields(data, _TYPES, source)
     units = []
     for i, raw in enumerate(data["units"]):
@@ -177,6 +196,8 @@ def plan_from_dict(data: Any, *, source: str = "plan") -> Plan:
             raise PlannerError(f"{source}: units[{i}].keep must be a list of integers.")
         values = {k: raw[k] for k in _UNIT_TYPES}
         values["keep"] = None if keep is None else tuple(keep)
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in raw["modules"].items()):
+            raise PlannerError(f"{source}: units[{i}].modules must map roles to module paths (strings).")
         units.append(UnitChoice(**values))
     values = {k: data[k] for k in _TYPES}
     values["units"] = tuple(units)
@@ -224,6 +245,9 @@ def choices_from_levels(units: Sequence[Any], levels: Sequence[int], table_frame
                 impl=str(row["impl"]),
                 latency_ms=float(row["median_ms"]),
                 size=int(unit.size),
+                layer=unit.layer,
+                groups=lv.groups,
+                modules=dict(unit.modules),
             )
         )
     return out

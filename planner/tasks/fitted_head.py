@@ -1,4 +1,4 @@
-"""The bundled task's model: a frozen encoder, mean pooling and a linear classification head.
+"""A classification head for a bare encoder: frozen encoder, mean pooling, a fitted linear head.
 
 The head is fitted on the frozen encoder's embeddings of the training split (multinomial logistic
 regression, scikit-learn) and cached on disk, keyed by the encoder's fingerprint, the data and the
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,38 +16,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from planner.data import TextDataset
+from planner.tasks.base import Tokenized
+from planner.tasks.data import TextDataset
 from profilers.atomic import atomic_path
 
 
-@dataclass(frozen=True)
-class Tokenized:
-    """Token ids and attention masks, both (n, seq_len) int64, plus labels (n,) int64 (or None)."""
-
-    input_ids: torch.Tensor
-    attention_mask: torch.Tensor
-    labels: torch.Tensor | None
-
-    def __len__(self) -> int:
-        return int(self.input_ids.shape[0])
-
-    def batches(self, batch_size: int) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]]:
-        """(input_ids, attention_mask, labels) slices of at most ``batch_size`` rows, in order."""
-        for start in range(0, len(self), batch_size):
-            stop = start + batch_size
-            labels = None if self.labels is None else self.labels[start:stop]
-            yield self.input_ids[start:stop], self.attention_mask[start:stop], labels
-
-    def subset(self, index: np.ndarray | list[int]) -> Tokenized:
-        idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
-        labels = None if self.labels is None else self.labels[idx]
-        return Tokenized(self.input_ids[idx], self.attention_mask[idx], labels)
-
-
 def tokenize(tokenizer: Any, data: TextDataset, seq_len: int) -> Tokenized:
-    """Tokenize documents, truncated and padded to ``seq_len`` tokens."""
+    """Tokenize documents (and their pairs, for sentence-pair data), truncated and padded to ``seq_len``."""
+    pairs = None if data.pairs is None else list(data.pairs)
     encoded = tokenizer(
-        list(data.texts), max_length=seq_len, truncation=True, padding="max_length", return_tensors="pt"
+        list(data.texts), pairs, max_length=seq_len, truncation=True, padding="max_length", return_tensors="pt"
     )
     return Tokenized(
         encoded["input_ids"].to(torch.int64),
@@ -141,15 +117,3 @@ def cached_head(
     with atomic_path(path) as tmp:
         save_file({k: v.contiguous() for k, v in head.state_dict().items()}, str(tmp))
     return head
-
-
-@torch.inference_mode()
-def accuracy(model: nn.Module, tokens: Tokenized, *, batch_size: int = 32) -> float:
-    """Fraction of documents whose argmax logit is the label."""
-    assert tokens.labels is not None
-    model.eval()
-    correct = 0
-    for ids, mask, labels in tokens.batches(batch_size):
-        assert labels is not None
-        correct += int((model(ids, mask).argmax(dim=-1) == labels).sum())
-    return correct / max(1, len(tokens))

@@ -18,16 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from planner.errors import PlannerError
-from planner.plan import Plan, UnitChoice
+from planner.records.plan import Plan, UnitChoice
 from profilers.atomic import atomic_write_text
 
 
-def _layer(unit: str) -> int:
-    return int(unit.split("encoder.layer.")[1].split(".")[0])
-
-
-def _prefix(unit: str) -> str:
-    return unit.split("encoder.layer.")[0]
+def _module(choice: UnitChoice, role: str) -> str:
+    """The module path the unit owns in ``role`` (e.g. "up": the FFN's first projection)."""
+    if role not in choice.modules:
+        raise PlannerError(
+            f"the plan does not record the {role!r} module of {choice.unit}; re-create it with `planner plan`."
+        )
+    return choice.modules[role]
 
 
 def _size(choice: UnitChoice, plan: Plan) -> int:
@@ -52,9 +53,9 @@ def module_ratios(plan: Plan, fmt: str) -> dict[str, float]:
         size = _size(c, plan)
         ratio = 1.0 - c.kept / size
         if c.kind == "ffn":
-            ratios[f"{_prefix(c.unit)}encoder.layer.{_layer(c.unit)}.intermediate.dense"] = ratio
+            ratios[_module(c, "up")] = ratio
         elif c.kind == "attention":
-            ratios[f"{_prefix(c.unit)}encoder.layer.{_layer(c.unit)}.attention.self.query"] = ratio
+            ratios[_module(c, "query")] = ratio
         else:
             ratios[c.unit] = ratio
     return ratios
@@ -63,15 +64,16 @@ def module_ratios(plan: Plan, fmt: str) -> dict[str, float]:
 def to_torch_pruning(plan: Plan) -> tuple[dict[str, Any], str]:
     """(ratio JSON, Python snippet). Attention units become head ratios on the query/key/value layers."""
     ratios = module_ratios(plan, "torch-pruning")
-    heads = {n: r for n, r in ratios.items() if n.endswith(".attention.self.query")}
+    queries = {_module(c, "query") for c in plan.units if c.kind == "attention"}
+    heads = {n: r for n, r in ratios.items() if n in queries}
     channels = {n: r for n, r in ratios.items() if n not in heads}
-    num_heads = {c.unit: _size(c, plan) for c in plan.units if c.kind == "attention"}
+    num_heads = {_module(c, "query"): _size(c, plan) for c in plan.units if c.kind == "attention"}
     data = {
         "format": "latency-planner/torch-pruning",
         "model_name": plan.model_name,
         "pruning_ratio_dict": channels,
         "head_pruning_ratio_dict": heads,
-        "num_heads": {f"{u}.self.query": h for u, h in num_heads.items()},
+        "num_heads": num_heads,
     }
     snippet = f'''"""Apply a latency-planner plan with Torch-Pruning.
 
@@ -190,7 +192,7 @@ def to_nni(plan: Plan) -> list[dict[str, Any]]:
         else:
             assert c.kept is not None
             key = ("channel", round(1.0 - c.kept / _size(c, plan), 6))
-            name = f"{_prefix(c.unit)}encoder.layer.{_layer(c.unit)}.intermediate.dense" if c.kind == "ffn" else c.unit
+            name = _module(c, "up") if c.kind == "ffn" else c.unit
         by_ratio.setdefault(key, []).append(name)
     return [
         {"op_names": names, "sparse_ratio": ratio, "granularity": "default" if kind == "weight" else "out_channel"}
@@ -209,7 +211,7 @@ def to_hf_heads(plan: Plan) -> dict[str, list[int]]:
         if c.keep is None:
             raise PlannerError(f"plan unit {c.unit} has no 'keep' list; re-create the plan with `planner plan`.")
         size = _size(c, plan)
-        out[str(_layer(c.unit))] = [h for h in range(size) if h not in set(c.keep)]
+        out[str(c.layer)] = [h for h in range(size) if h not in set(c.keep)]
     return out
 
 

@@ -1,16 +1,23 @@
-"""``make_plan``: latency table + error table + speedup target -> a validated ``Plan``."""
+"""The solve stage: latency table + error table + speedup target -> a validated ``Plan``.
+
+``solve_plan`` runs one of the solvers (``solvers.SOLVERS``) on the table's per-unit costs and the
+backend's per-unit errors (or takes levels a search already chose), then asks the backend which
+heads / neurons each structured level keeps.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 import solvers
-from planner.backends.base import Backend, ErrorTable
+from planner.backends.base import Backend
 from planner.errors import PlannerError
 from planner.models import LoadedModel
-from planner.plan import Plan, choices_from_levels, library_versions
+from planner.records.error_table import ErrorTable
+from planner.records.plan import Plan, UnitChoice, choices_from_levels, library_versions
 from profilers import LatencyTable
 
 
@@ -37,7 +44,7 @@ def check_table_matches(table: LatencyTable, loaded: LoadedModel, *, force: bool
             )
 
 
-def make_plan(
+def solve_plan(
     *,
     loaded: LoadedModel,
     table: LatencyTable,
@@ -90,10 +97,9 @@ def make_plan(
         solution = solve(costs, scores.unit_errors(), budget, **options)
         levels = list(solution.levels)
     choices = choices_from_levels(units, levels, table.frame)
-    for i, choice in enumerate(choices):
+    for i, (unit, choice) in enumerate(zip(units, choices, strict=True)):
         if choice.structure in ("heads", "neurons") and choice.kept is not None:
-            keep = backend.select(scores, choice.unit, choice.kept)
-            choices[i] = _with_keep(choice, keep)
+            choices[i] = _with_keep(choice, backend.select(scores, unit, unit.levels[choice.level]))
         elif choice.structure == "dense" and choice.kind in ("attention", "ffn"):
             choices[i] = _with_keep(choice, tuple(range(int(choice.kept or 0))))
     predicted = table.predict_ms(levels)
@@ -114,9 +120,7 @@ def make_plan(
     )
 
 
-def _with_keep(choice: Any, keep: tuple[int, ...]) -> Any:
-    import dataclasses
-
+def _with_keep(choice: UnitChoice, keep: tuple[int, ...]) -> UnitChoice:
     if choice.kept is not None and len(keep) != choice.kept:
         raise PlannerError(f"unit {choice.unit}: the backend kept {len(keep)} units, the level needs {choice.kept}.")
     return dataclasses.replace(choice, keep=tuple(int(i) for i in np.asarray(keep)))

@@ -1,0 +1,222 @@
+"""The one run configuration: every user-facing setting, its default (declared here only) and its
+constraint, validated before any work starts.
+
+``RunConfig`` backs ``planner run``, ``sweep``, ``profile``, ``plan``, ``apply`` and ``verify``;
+each command reads the fields it needs. Stages never receive it whole: they get the typed values
+derived from it (``measurement()``, ``grid()``, ``search_settings()``) or single fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from planner.params import (
+    NON_NEGATIVE,
+    NON_NEGATIVE_INT,
+    OPTIONAL_POSITIVE_INT,
+    POSITIVE_INT,
+    SPEEDUP,
+    Interval,
+    Satisfies,
+    one_of,
+    validate,
+)
+
+DEFAULT_CACHE = Path(os.environ.get("PLANNER_CACHE", Path.home() / ".cache" / "latency-planner"))
+PHASES = ("prefill", "decode")
+SEARCHES = ("spdy", "none")
+SEARCH_OBJECTIVES = ("kl", "ce")
+SMOOTHING = ("none", "monotone")
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Where and how latency is measured: the runtime, device and dtype, the input shape and phase,
+    threads, and the sampling (rounds per workload, warm-up calls, interleaving seed)."""
+
+    runtime: str
+    device: str
+    dtype: str
+    batch_size: int
+    seq_len: int
+    threads: int
+    rounds: int
+    warmup: int
+    phase: str
+    generate_tokens: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class LevelGrid:
+    """The candidate levels: FFN neuron grid step (None: about 25 levels) and generic layers'
+    unstructured sparsity levels (None: 12)."""
+
+    ffn_step: int | None = None
+    sparsity_levels: int | None = None
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    """The search over per-unit levels: which, how long, on how many calibration examples, judged by
+    which loss ("kl": divergence from the dense model; "ce": the task loss)."""
+
+    method: str
+    seconds: float
+    examples: int
+    objective: str
+    seed: int
+
+
+def _names(registry: str) -> tuple[str, ...]:
+    """Registered names of an extension point (imported only when a config is validated)."""
+    if registry == "runtime":
+        from profilers.runtimes import RUNTIMES
+
+        return tuple(RUNTIMES)
+    if registry == "backend":
+        from planner.backends import BACKENDS
+
+        return tuple(BACKENDS)
+    if registry == "solver":
+        import solvers
+
+        return tuple(solvers.SOLVERS)
+    if registry == "dtype":
+        from profilers.runtimes import DTYPES
+
+        return tuple(DTYPES)
+    if registry == "device":
+        from profilers.runtimes import DEVICES
+
+        return tuple(DEVICES)
+    if registry == "task":
+        from planner.tasks import TASK_CHOICES
+
+        return TASK_CHOICES
+    raise KeyError(registry)
+
+
+def _model_spec_ok(spec: Any) -> bool:
+    from planner.models.loading import spec_kind
+
+    return spec_kind(spec) is not None
+
+
+def _data_spec_ok(spec: Any) -> bool:
+    return isinstance(spec, str) and (spec == "bbc" or Path(spec).exists())
+
+
+MODEL_SPEC = Satisfies(
+    "'minilm' or 'smollm2' (bundled), a Hugging Face model folder with config.json, a .gguf file, or "
+    "'package.module:factory'",
+    _model_spec_ok,
+)
+DATA_SPEC = Satisfies("'bbc' (bundled BBC News), an existing folder, or a .csv/.jsonl/.txt file", _data_spec_ok)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    """Settings of every command (all have defaults; see ``planner <command> --help``).
+
+    Times are seconds; ``threads=0`` means all cores; ``generate=N > 0`` plans for a reply of N
+    tokens (prefill plus N decode steps) and overrides ``phase``.
+    """
+
+    model: str = "minilm"
+    data: str = "bbc"
+    task: str = "auto"
+    speedup: float = 2.0
+    runtime: str = "torch"
+    device: str = "cpu"
+    dtype: str = "float32"
+    batch_size: int = 32
+    seq_len: int = 128
+    phase: str = "prefill"
+    generate: int = 0
+    threads: int = 0
+    rounds: int = 10
+    warmup: int = 0
+    ffn_step: int | None = None
+    sparsity_levels: int | None = None
+    smoothing: str = "none"
+    backend: str = "fisher"
+    solver: str = "dp"
+    search: str = "spdy"
+    search_seconds: float = 60.0
+    search_examples: int | None = None
+    """Calibration examples the search scores on; None: min(64, calibration_size)."""
+    search_objective: str = "kl"
+    calibration_size: int = 256
+    verify_rounds: int = 10
+    corrections: int = 1
+    seed: int = 0
+    cache_dir: Path = field(default_factory=lambda: DEFAULT_CACHE)
+
+    def __post_init__(self) -> None:
+        validate("model", self.model, MODEL_SPEC)
+        validate("data", self.data, DATA_SPEC)
+        for name in ("task", "runtime", "device", "backend", "solver"):
+            validate(name, getattr(self, name), one_of(_names(name)))
+        from profilers.runtimes import canonical_dtype
+
+        try:
+            object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
+        except ValueError:
+            validate("dtype", self.dtype, one_of(_names("dtype")))
+        validate("phase", self.phase, one_of(PHASES))
+        validate("search", self.search, one_of(SEARCHES))
+        validate("search_objective", self.search_objective, one_of(SEARCH_OBJECTIVES))
+        validate("smoothing", self.smoothing, one_of(SMOOTHING))
+        validate("speedup", self.speedup, SPEEDUP)
+        for name in ("batch_size", "seq_len", "rounds", "verify_rounds", "calibration_size"):
+            validate(name, getattr(self, name), POSITIVE_INT)
+        if self.search_examples is None:
+            object.__setattr__(self, "search_examples", min(64, self.calibration_size))
+        for name in ("generate", "threads", "warmup", "corrections"):
+            validate(name, getattr(self, name), NON_NEGATIVE_INT)
+        for name in ("ffn_step", "sparsity_levels"):
+            validate(name, getattr(self, name), OPTIONAL_POSITIVE_INT)
+        validate("search_seconds", self.search_seconds, NON_NEGATIVE)
+        validate("seed", self.seed, Interval(integer=True))
+        validate("search_examples", self.search_examples, Interval(integer=True, low=1, high=self.calibration_size))
+
+    def replace(self, **changes: Any) -> RunConfig:
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def phase_name(self) -> str:
+        """ "generate" when planning for a reply (``generate > 0``), else the phase."""
+        return "generate" if self.generate > 0 else self.phase
+
+    def measurement(self, *, rounds: int | None = None) -> Measurement:
+        return Measurement(
+            runtime=self.runtime,
+            device=self.device,
+            dtype=self.dtype,
+            batch_size=self.batch_size,
+            seq_len=self.seq_len,
+            threads=self.threads,
+            rounds=self.rounds if rounds is None else rounds,
+            warmup=self.warmup,
+            phase=self.phase_name,
+            generate_tokens=self.generate,
+            seed=self.seed,
+        )
+
+    def grid(self) -> LevelGrid:
+        return LevelGrid(self.ffn_step, self.sparsity_levels)
+
+    def search_settings(self) -> SearchSettings:
+        method = self.search if self.search_seconds > 0 and self.solver == "dp" else "none"
+        examples = int(self.search_examples or 0)
+        return SearchSettings(method, self.search_seconds, examples, self.search_objective, self.seed)
+
+    def describe(self) -> dict[str, str]:
+        """Every field as text (recorded in the report)."""
+        return {f.name: str(getattr(self, f.name)) for f in dataclasses.fields(self)}

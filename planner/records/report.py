@@ -1,0 +1,208 @@
+"""``Report``: what one ``planner run`` promised, measured and kept, as a frozen record.
+
+Saved as ``report.json`` (schema ``planner/schemas/report.schema.json``, shipped in the package) and
+read back by ``report.md``, the CLI summary and ``planner report``. Speedups are paired estimates
+(median of per-round ratios) with their confidence interval; the task metric is reported for the
+dense and the pruned model on held-out data.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from planner.errors import PlannerError
+from profilers.atomic import atomic_write_text
+
+REPORT_SCHEMA_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One plan applied and measured: what it was planned for, predicted and measured (paired)."""
+
+    planned_for: float
+    predicted_speedup: float
+    measured_speedup: float
+    measured_low: float
+    measured_high: float
+
+
+@dataclass(frozen=True)
+class MetricSummary:
+    """The task's held-out metric for the dense and the pruned model.
+
+    Attributes:
+        name: "accuracy" or "perplexity".
+        examples: test documents or windows; ``tokens``: tokens they hold (predicted tokens for LMs).
+    """
+
+    name: str
+    dense: float
+    pruned: float
+    higher_is_better: bool
+    examples: int
+    tokens: int
+
+    @property
+    def change(self) -> float:
+        """pruned - dense (points of accuracy x 100 are up to the reader)."""
+        return self.pruned - self.dense
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One plan offered to the final pick, with its loss on the search's and the selection's data."""
+
+    source: str
+    search_loss: float | None
+    loss: float
+
+
+@dataclass(frozen=True)
+class SelectionSummary:
+    """The final pick: contenders re-ranked on calibration examples the search did not score."""
+
+    chosen: str
+    examples: int
+    contenders: tuple[Contender, ...]
+
+
+@dataclass(frozen=True)
+class SearchSummary:
+    """What the search did: evaluations, loss at the start (plain DP) and best, why it stopped."""
+
+    method: str
+    evaluations: int
+    start_loss: float
+    best_loss: float
+    stopped: str
+    seconds: float
+    selection: SelectionSummary | None = None
+
+
+@dataclass(frozen=True)
+class Report:
+    """One run's promise and its measurement (keys of ``report.json``; times in ms, seconds in s)."""
+
+    model: str
+    data: str
+    task: str
+    target_speedup: float
+    predicted_speedup: float
+    measured_speedup: float
+    speedup_low: float
+    speedup_high: float
+    target_met: bool
+    predicted_ms: float
+    dense_predicted_ms: float
+    table_dense_ms: float
+    dense_ms: float
+    dense_p10_ms: float
+    dense_p90_ms: float
+    pruned_ms: float
+    pruned_p10_ms: float
+    pruned_p90_ms: float
+    verify_rounds: int
+    metric: MetricSummary
+    stage_seconds: Mapping[str, float]
+    backend: str
+    solver: str
+    runtime: str
+    device: str
+    device_name: str
+    dtype: str
+    batch_size: int
+    seq_len: int
+    phase: str
+    generate_tokens: int
+    threads: int
+    search: SearchSummary | None
+    attempts: tuple[Attempt, ...]
+    planned_speedup: float
+    heads_kept: tuple[int, ...]
+    neurons_kept: tuple[int, ...]
+    groups_kept: tuple[int, ...]
+    config: Mapping[str, str]
+    created: str
+    planner_version: str
+    notes: tuple[str, ...] = ()
+    schema_version: int = REPORT_SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready content; tuples become lists, nested records objects."""
+        data = dataclasses.asdict(self)
+        data["stage_seconds"] = dict(self.stage_seconds)
+        data["config"] = dict(self.config)
+        return data
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``report.json`` atomically."""
+        target = Path(path)
+        atomic_write_text(target, json.dumps(self.to_dict(), indent=2) + "\n")
+        return target
+
+    @classmethod
+    def load(cls, path: str | Path) -> Report:
+        """Read a ``report.json`` and rebuild the record (checking the schema version and fields)."""
+        source = Path(path)
+        try:
+            data = json.loads(source.read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise PlannerError(f"{source} is not a readable report ({exc}); re-run `planner run`.") from None
+        return report_from_dict(data, source=str(source))
+
+
+def report_from_dict(data: Any, *, source: str = "report") -> Report:
+    """Build a ``Report`` from decoded JSON (nested objects become their records)."""
+    if not isinstance(data, dict) or data.get("schema_version") != REPORT_SCHEMA_VERSION:
+        version = data.get("schema_version") if isinstance(data, dict) else None
+        raise PlannerError(
+            f"{source} has report schema version {version!r}; this planner reads {REPORT_SCHEMA_VERSION}. "
+            "Re-run `planner run`."
+        )
+    names = {f.name for f in dataclasses.fields(Report)}
+    missing = sorted(n for n in names - set(data) if n not in ("notes", "schema_version"))
+    if missing:
+        raise PlannerError(f"{source} lacks report fields {missing}; re-run `planner run`.")
+    values = {k: data[k] for k in names if k in data}
+    values["metric"] = MetricSummary(**data["metric"])
+    values["attempts"] = tuple(Attempt(**a) for a in data["attempts"])
+    for key in ("heads_kept", "neurons_kept", "groups_kept", "notes"):
+        if key in values:
+            values[key] = tuple(values[key])
+    search = data["search"]
+    if search is not None:
+        selection = search.get("selection")
+        if selection is not None:
+            selection = SelectionSummary(
+                selection["chosen"], selection["examples"], tuple(Contender(**c) for c in selection["contenders"])
+            )
+        search = SearchSummary(**{**search, "selection": selection})
+    values["search"] = search
+    return Report(**values)
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema of ``report.json``, as shipped in the package."""
+    text = resources.files("planner").joinpath("schemas/report.schema.json").read_text(encoding="utf-8")
+    schema: dict[str, Any] = json.loads(text)
+    return schema
+
+
+__all__ = [
+    "REPORT_SCHEMA_VERSION",
+    "Attempt",
+    "Contender",
+    "MetricSummary",
+    "Report",
+    "SearchSummary",
+    "SelectionSummary",
+    "report_from_dict",
+    "report_schema",
+]

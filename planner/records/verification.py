@@ -1,0 +1,91 @@
+"""``Verification``: end-to-end latencies of the dense model and pruned ones, measured interleaved.
+
+Every model is timed once per round, in a fresh random order, in one process on one runtime; so the
+samples of different models with the same round index were taken moments apart, under the same
+load. A speedup is estimated *paired*: the median of the per-round ratios dense / pruned, with a
+distribution-free confidence interval for that median (a slow spell of the machine moves both
+sides of a ratio and cancels, where the ratio of two medians taken minutes apart would not).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from profilers.timing import median_interval
+
+TARGET_TOLERANCE = 0.03
+"""A promise of X x is kept when the measured speedup is at least (1 - 0.03) X: the one rule used by
+the run's correction step, the report and the CLI summary."""
+
+
+def target_met(measured_speedup: float, target_speedup: float) -> bool:
+    """The one "target met" rule (see ``TARGET_TOLERANCE``)."""
+    return measured_speedup >= (1.0 - TARGET_TOLERANCE) * target_speedup
+
+
+@dataclass(frozen=True)
+class ModelTiming:
+    """One model's end-to-end latency samples (ms), one per round, and their summary."""
+
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    samples_ms: tuple[float, ...]
+
+    @property
+    def rounds(self) -> int:
+        return len(self.samples_ms)
+
+
+@dataclass(frozen=True)
+class SpeedupEstimate:
+    """A paired speedup: median of per-round ratios and its confidence interval (``level``)."""
+
+    value: float
+    low: float
+    high: float
+    rounds: int
+    level: float = 0.95
+
+    @property
+    def width(self) -> float:
+        """Relative width of the interval, (high - low) / value."""
+        return (self.high - self.low) / self.value if self.value > 0 else float("inf")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"value": self.value, "low": self.low, "high": self.high, "rounds": self.rounds, "level": self.level}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """Models timed interleaved on one runtime and device (``reference`` is the dense model's key)."""
+
+    timings: Mapping[str, ModelTiming]
+    runtime: str
+    device: str
+    reference: str = "dense"
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    def __getitem__(self, name: str) -> ModelTiming:
+        return self.timings[name]
+
+    @property
+    def rounds(self) -> int:
+        return min(t.rounds for t in self.timings.values())
+
+    def ratios(self, name: str) -> np.ndarray:
+        """(rounds,) per-round speedups reference / ``name``."""
+        dense = np.asarray(self.timings[self.reference].samples_ms, dtype=np.float64)
+        model = np.asarray(self.timings[name].samples_ms, dtype=np.float64)
+        n = min(dense.size, model.size)
+        return dense[:n] / model[:n]
+
+    def speedup(self, name: str, *, level: float = 0.95) -> SpeedupEstimate:
+        """Paired speedup of ``name`` over the reference model, with a ``level`` confidence interval."""
+        ratios = self.ratios(name)
+        value, low, high = median_interval(ratios.tolist(), confidence=level)
+        return SpeedupEstimate(value, low, high, int(ratios.size), level)

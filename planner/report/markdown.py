@@ -1,0 +1,108 @@
+"""A readable ``report.md`` and the CLI summary, both from the ``Report`` record."""
+
+from __future__ import annotations
+
+from planner.records.report import MetricSummary, Report
+
+
+def metric_text(metric: MetricSummary) -> str:
+    """ "dense 96.85% -> pruned 96.62% (-0.23 points)" or "dense 28.1 -> pruned 31.4 (+11.7%)"."""
+    if metric.name == "accuracy":
+        return (
+            f"dense {100 * metric.dense:.2f}% -> pruned {100 * metric.pruned:.2f}% ({100 * metric.change:+.2f} points)"
+        )
+    relative = 100 * (metric.pruned / metric.dense - 1) if metric.dense else float("nan")
+    return f"dense {metric.dense:.2f} -> pruned {metric.pruned:.2f} ({relative:+.1f}%)"
+
+
+def phase_text(report: Report) -> str:
+    if report.phase == "generate":
+        return f"a reply of {report.generate_tokens} tokens (prefill + {report.generate_tokens} decode steps)"
+    return f"{report.phase} phase"
+
+
+def verdict(report: Report) -> str:
+    return "met" if report.target_met else "MISSED (see report.md)"
+
+
+def summary_text(report: Report, out: str) -> str:
+    """The one-screen summary printed at the end of ``planner run``."""
+    r = report
+    kept = f"heads {list(r.heads_kept)}  neurons {list(r.neurons_kept)}"
+    if any(g != h for g, h in zip(r.groups_kept, r.heads_kept, strict=False)):
+        kept = f"KV groups {list(r.groups_kept)}  " + kept
+    return "\n".join(
+        [
+            f"{r.model} on {r.device} ({r.device_name}), {r.runtime}, batch {r.batch_size} x seq {r.seq_len}, "
+            f"{phase_text(r)}",
+            f"  speedup   target {r.target_speedup:.2f}x | predicted {r.predicted_speedup:.2f}x | "
+            f"measured {r.measured_speedup:.2f}x [{r.speedup_low:.2f}-{r.speedup_high:.2f}]  -> {verdict(r)}",
+            f"  latency   dense {r.dense_ms:.1f} ms -> pruned {r.pruned_ms:.1f} ms "
+            f"(p10-p90 {r.pruned_p10_ms:.1f}-{r.pruned_p90_ms:.1f})",
+            f"  {r.metric.name:<9} {metric_text(r.metric)}",
+            f"  kept      {kept}",
+            "  seconds   " + ", ".join(f"{k} {v:.0f}" for k, v in r.stage_seconds.items()),
+            f"  wrote     {out}/ (report.md, report.json, plan.json, table.csv, pruned/, *.png)",
+        ]
+    )
+
+
+def render_report(report: Report) -> str:
+    """Markdown summary of one run (the figures also shown on screen at the end of ``planner run``)."""
+    r = report
+    m = r.metric
+    examples = f"{m.examples} held-out examples" + (f", {m.tokens} tokens" if m.name == "perplexity" else "")
+    lines = [
+        f"# Pruning report: {r.model} at {r.target_speedup:g}x ({r.backend}, {r.solver})",
+        "",
+        f"Device: {r.device} ({r.device_name}), runtime {r.runtime}, {r.dtype}, batch {r.batch_size} x seq "
+        f"{r.seq_len}, {phase_text(r)}, {r.threads} threads. Task: {r.task} on {r.data}.",
+        "",
+        "| | target | predicted | measured |",
+        "|---|---|---|---|",
+        f"| speedup | {r.target_speedup:.2f}x | {r.predicted_speedup:.2f}x | {r.measured_speedup:.2f}x "
+        f"(95% interval {r.speedup_low:.2f}-{r.speedup_high:.2f}) |",
+        f"| pruned latency (ms) | {r.dense_ms / r.target_speedup:.1f} | {r.predicted_ms:.1f} | "
+        f"{r.pruned_ms:.1f} (p10 {r.pruned_p10_ms:.1f}, p90 {r.pruned_p90_ms:.1f}) |",
+        f"| dense latency (ms) | | {r.dense_predicted_ms:.1f} | {r.dense_ms:.1f} (p10 {r.dense_p10_ms:.1f}, "
+        f"p90 {r.dense_p90_ms:.1f}) |",
+        "",
+        f"Target {verdict(r)}.",
+        "",
+        f"Held-out {m.name} ({examples}): {metric_text(m)}.",
+        "",
+        f"Heads kept per layer: {list(r.heads_kept)}; FFN neurons kept per layer: {list(r.neurons_kept)}.",
+        "",
+        "Stage times (s): " + ", ".join(f"{k} {v:.1f}" for k, v in r.stage_seconds.items()) + ".",
+    ]
+    if len(r.attempts) > 1:
+        steps = "; ".join(
+            f"planned for {a.planned_for:.2f}x, predicted {a.predicted_speedup:.2f}x, measured "
+            f"{a.measured_speedup:.2f}x [{a.measured_low:.2f}-{a.measured_high:.2f}]"
+            for a in r.attempts
+        )
+        lines += ["", f"Corrected after measuring: {steps}."]
+    if r.search is not None:
+        s = r.search
+        lines += [
+            "",
+            f"Search ({s.method}): {s.evaluations} evaluations in {s.seconds:.0f} s, calibration loss "
+            f"{s.start_loss:.4f} -> {s.best_loss:.4f} (stopped: {s.stopped}).",
+        ]
+        if s.selection is not None:
+            pick = s.selection
+            scored = ", ".join(f"{c.source} {c.loss:.4f}" for c in pick.contenders)
+            lines.append(f"Final pick on {pick.examples} held-out calibration examples: {pick.chosen} ({scored}).")
+    for note in r.notes:
+        lines += ["", f"Note: {note}"]
+    lines += [
+        "",
+        "Measured speedups are paired: dense and pruned timed in alternation in one process on the same runtime, "
+        "the speedup is the median of per-round ratios with a 95% interval; the prediction comes from the latency "
+        "table (`table.csv`).",
+        "",
+        "![latency table](latency_table.png) ![allocation](allocation.png) "
+        "![predicted vs measured](predicted_vs_measured.png)" + (" ![search](search_history.png)" if r.search else ""),
+        "",
+    ]
+    return "\n".join(lines)

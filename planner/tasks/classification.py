@@ -1,0 +1,209 @@
+"""Text classification: the model's own head when it has one, else a head fitted on the frozen encoder.
+
+Data: a seeded stratified 80/20 split (test = the held-out 20%), truncated to ``seq_len`` tokens;
+calibration examples are a stratified sample of the training split.
+
+- Own head (``*ForSequenceClassification``): its logits are the task output; accuracy is the model
+  as given. The data's label names must be the model's ``id2label`` names (a model whose labels are
+  the generic ``LABEL_0..`` takes the data's classes in sorted order, or integer labels 0..C-1).
+- Bare encoder (the bundled MiniLM): frozen encoder + mean pooling + a logistic-regression head
+  fitted on the training split's embeddings (cached on disk).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from planner.errors import PlannerError
+from planner.models import LoadedModel
+from planner.models.base import first_tensor
+from planner.tasks.base import MetricResult, Tokenized, aggregate
+from planner.tasks.data import TextDataset, load_dataset, sample_calibration, stratified_split
+from planner.tasks.fitted_head import MeanPoolClassifier, cached_head, mean_pool, tokenize
+
+_GENERIC_LABEL = re.compile(r"^LABEL_(\d+)$")
+
+
+class TextClassification:
+    """Classification of documents (or sentence pairs) into ``classes``.
+
+    Args:
+        head: a fitted head applied to the mean-pooled encoder output, or None when the model's own
+            head produces the logits.
+    """
+
+    name = "text-classification"
+    metric = "accuracy"
+
+    def __init__(
+        self,
+        *,
+        calibration: Tokenized,
+        test: Tokenized,
+        classes: tuple[str, ...],
+        head: nn.Linear | None,
+        batch_size: int,
+        provenance: Mapping[str, Any],
+    ) -> None:
+        self.calibration = calibration
+        self.test = test
+        self.classes = classes
+        self.head = head
+        self.batch_size = batch_size
+        self._provenance = dict(provenance)
+
+    def logits(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        output = model(input_ids=input_ids, attention_mask=attention_mask)
+        if self.head is None:
+            logits = getattr(output, "logits", None)
+            return logits if isinstance(logits, torch.Tensor) else first_tensor(output)
+        return self.head(mean_pool(first_tensor(output), attention_mask))
+
+    def task_loss(
+        self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor | None
+    ) -> torch.Tensor:
+        if labels is None:
+            raise PlannerError("classification calibration data has no labels; pass labelled data (--data).")
+        return F.cross_entropy(self.logits(model, input_ids, attention_mask), labels)
+
+    @torch.inference_mode()
+    def reference(self, model: nn.Module, tokens: Tokenized) -> torch.Tensor:
+        """(n, classes) log-probabilities of ``model``."""
+        model.eval()
+        parts = [
+            F.log_softmax(self.logits(model, ids, mask), dim=-1) for ids, mask, _ in tokens.batches(self.batch_size)
+        ]
+        return torch.cat(parts)
+
+    @torch.inference_mode()
+    def divergence(self, model: nn.Module, tokens: Tokenized, reference: Any) -> np.ndarray:
+        ours = self.reference(model, tokens)
+        kl = (reference.exp() * (reference - ours)).sum(dim=-1)
+        return kl.double().numpy()
+
+    @torch.inference_mode()
+    def evaluate(self, model: nn.Module, tokens: Tokenized | None = None) -> MetricResult:
+        data = self.test if tokens is None else tokens
+        model.eval()
+        correct = []
+        for ids, mask, labels in data.batches(self.batch_size):
+            assert labels is not None
+            correct.append((self.logits(model, ids, mask).argmax(dim=-1) == labels).double())
+        per_example = torch.cat(correct).numpy() if correct else np.zeros(0)
+        weights = np.ones_like(per_example)
+        return MetricResult("accuracy", aggregate("accuracy", per_example, weights), per_example, weights, True)
+
+    def deployable(self, model: nn.Module) -> nn.Module:
+        return model if self.head is None else MeanPoolClassifier(model, self.head).eval()
+
+    def provenance(self) -> Mapping[str, Any]:
+        return dict(self._provenance)
+
+
+def label_mapping(classes: tuple[str, ...], id2label: Mapping[int, str], *, source: str) -> dict[str, int]:
+    """Data class name -> the model's output index.
+
+    Raises:
+        PlannerError: the data has labels the model does not know (names them and the model's labels).
+    """
+    names = {int(k): str(v) for k, v in id2label.items()}
+    generic = all(_GENERIC_LABEL.match(v) for v in names.values())
+    if not generic:
+        index = {v: k for k, v in names.items()}
+        missing = [c for c in classes if c not in index]
+        if missing:
+            raise PlannerError(
+                f"{source} has labels the model does not know: {missing}; the model's labels (id2label) are "
+                f"{sorted(index)}. Rename the data's labels to match."
+            )
+        return {c: index[c] for c in classes}
+    if all(c.isdigit() for c in classes):
+        mapping = {c: int(c) for c in classes}
+    else:
+        mapping = {c: i for i, c in enumerate(classes)}
+    too_many = [c for c, i in mapping.items() if i >= len(names)]
+    if too_many:
+        raise PlannerError(
+            f"{source} has {len(classes)} classes but the model's head has {len(names)} outputs; labels {too_many} "
+            "have no output. Use data with at most that many classes."
+        )
+    return mapping
+
+
+def own_head_labels(model: nn.Module) -> Mapping[int, str] | None:
+    """The model's ``id2label`` if it is a sequence classifier with its own head, else None."""
+    config = getattr(model, "config", None)
+    architectures = list(getattr(config, "architectures", None) or [])
+    if not (
+        type(model).__name__.endswith("ForSequenceClassification")
+        or any(a.endswith("ForSequenceClassification") for a in architectures)
+    ):
+        return None
+    if not hasattr(model, "classifier") and not hasattr(model, "score"):
+        return None
+    return dict(getattr(config, "id2label", {}) or {})
+
+
+def build_text_classification(
+    loaded: LoadedModel,
+    *,
+    data: str,
+    seq_len: int,
+    calibration_size: int,
+    batch_size: int,
+    seed: int,
+    cache_dir: Path,
+) -> TextClassification:
+    """Split ``data``, tokenize, and set up the head (the model's own, or a fitted one, cached)."""
+    dataset = load_dataset(data)
+    train, test = stratified_split(dataset, test_fraction=0.2, seed=seed)
+    tokenizer = loaded.tokenizer()
+    labels = own_head_labels(loaded.model)
+    head: nn.Linear | None = None
+    if labels is not None:
+        mapping = label_mapping(dataset.classes, labels, source=dataset.source)
+        train, test = _relabel(train, mapping), _relabel(test, mapping)
+    else:
+        encoder = loaded.model
+        head = cached_head(
+            encoder,
+            train,
+            tokenize(tokenizer, train, seq_len),
+            fingerprint=loaded.fingerprint,
+            seq_len=seq_len,
+            cache_dir=cache_dir,
+            seed=seed,
+        )
+    calibration = sample_calibration(train, size=calibration_size, seed=seed)
+    provenance = {
+        "task": TextClassification.name,
+        "data": data,
+        "data_source": dataset.source,
+        "seq_len": seq_len,
+        "calibration_size": len(calibration),
+        "test_size": len(test),
+        "seed": seed,
+        "head": "own" if head is None else "fitted",
+        "classes": list(dataset.classes),
+    }
+    return TextClassification(
+        calibration=tokenize(tokenizer, calibration, seq_len),
+        test=tokenize(tokenizer, test, seq_len),
+        classes=dataset.classes,
+        head=head,
+        batch_size=batch_size,
+        provenance=provenance,
+    )
+
+
+def _relabel(data: TextDataset, mapping: Mapping[str, int]) -> TextDataset:
+    labels = np.asarray([mapping[data.classes[i]] for i in data.labels], dtype=np.int64)
+    return TextDataset(data.texts, labels, data.classes, data.source, data.pairs)
