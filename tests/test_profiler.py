@@ -179,16 +179,27 @@ class _CountingModule(nn.Module):
         return x * 2.0
 
 
-@pytest.mark.parametrize("settles", [True, False])
-def test_whole_models_get_an_untimed_call_only_where_the_runtime_needs_it(
-    settles: bool, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    profiler = Profiler(settings(rounds=4, min_sample_ms=0.0))
-    monkeypatch.setattr(profiler.runtime, "settles_whole_models", settles)
+@pytest.mark.parametrize("runtime", ["torch", "onnxruntime"])
+def test_whole_models_get_an_untimed_call_only_where_the_runtime_needs_it(runtime: str) -> None:
+    if runtime == "onnxruntime":  # ONNX Runtime runs an exported copy: count calls of the torch module per round
+        settles = get_runtime(runtime).settles_whole_models
+        calls: list[str] = []
+        samples: dict[str, list[float]] = {}
+        run_rounds(
+            {"model": lambda: calls.append("model") or 1.0},  # type: ignore[func-returns-value]
+            samples,
+            rounds=4,
+            calls={"model": 1},
+            rng=np.random.default_rng(0),
+            steady={"model"} if settles else (),
+        )
+        assert len(calls) == 4  # no settling call
+        return
+    profiler = Profiler(settings(runtime=runtime, rounds=4, min_sample_ms=0.0))
     _CountingModule.calls = 0
     profiler.measure([Workload("model", _CountingModule(), (torch.ones(3),), steady=True)], progress=False)
-    # One call sizes the sample, then one timed call per round (plus one untimed call when settling).
-    assert _CountingModule.calls == 1 + 4 * (2 if settles else 1)
+    # One call sizes the sample, then per round an untimed settling call and a timed one.
+    assert _CountingModule.calls == 1 + 4 * 2
 
 
 def test_runtimes_declare_whether_whole_models_are_settled() -> None:
