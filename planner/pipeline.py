@@ -139,7 +139,8 @@ def run_pipeline(
     log(f"[2/6] score: {config.backend} on {len(prepared.task.calibration)} calibration examples")
     with clock.stage("score"):
         scores = cached_scores(backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir)
-    settings = config.search_settings()
+    task = prepared.task
+    settings = config.search_settings(calibration=len(task.calibration), default_examples=task.search_examples)
     search = None
     if settings.method != "none":
         log(f"[3/6] search ({settings.method}, {settings.seconds:g} s) and final pick")

@@ -26,6 +26,7 @@ import torch
 from planner.config import SMOOTHING, LevelGrid, Measurement
 from planner.errors import PlannerError
 from planner.models import LoadedModel, Unit
+from planner.models.phases import Shape
 from planner.version import __version__
 from profilers import LatencyTable, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
 from profilers.calibration import CalibrationCurve
@@ -81,22 +82,29 @@ def profile_model(
         cached = _matching_table(out_path, loaded, measurement, settings, smoothing)
         if cached is not None:
             return cached
+    if measurement.phase == "generate":
+        table = _profile_reply(loaded, measurement, smoothing=smoothing, out=out_path, progress=progress, reuse=reuse)
+        if out_path is not None:
+            table.save(out_path)
+        return table
 
     adapter = loaded.adapter
     units = adapter.units()
-    inputs = adapter.example_inputs(measurement.batch_size, measurement.seq_len)
+    shape = shape_of(measurement)
     unit_work = adapter.workloads(
-        units, inputs, runtime=measurement.runtime, device=measurement.device, dtype=DTYPES[measurement.dtype]
+        units, shape, runtime=measurement.runtime, device=measurement.device, dtype=DTYPES[measurement.dtype]
     )
     workloads = [Workload(w.key, w.module, w.inputs) for w in unit_work]
-    workloads.append(Workload(DENSE_KEY, adapter.forward_module(), inputs, steady=True))
+    dense_module, dense_inputs = adapter.timed(adapter.model, shape)
+    workloads.append(Workload(DENSE_KEY, dense_module, dense_inputs, steady=True))
     anchors = {DENSE_KEY: {u.name: 0 for u in units}}
     if adapter.supports_shrinking:
         for fraction in ANCHOR_FRACTIONS:
             key = f"__anchor_{fraction:g}__"
-            anchors[key] = _anchor_levels(units, fraction)
-            model = adapter.forward_module_of(adapter.shrink_to_levels(anchors[key]))
-            workloads.append(Workload(key, model, inputs, steady=True))
+            anchors[key] = anchor_levels(units, fraction)
+            shrunk = adapter.shrink_to_levels(anchors[key])
+            module, inputs = adapter.timed(shrunk, shape)
+            workloads.append(Workload(key, module, inputs, steady=True))
     checkpoint = None if out_path is None else out_path.with_name(out_path.name + ".partial.json")
     stats = profiler.measure(
         workloads,
@@ -119,7 +127,7 @@ def profile_model(
         runtime_version=profiler.runtime.version(),
         torch_version=str(torch.__version__),
         dtype=measurement.dtype,
-        batch_size=int(inputs[0].shape[0]) if adapter.architecture == "generic" else measurement.batch_size,
+        batch_size=int(dense_inputs[0].shape[0]) if adapter.architecture == "generic" else measurement.batch_size,
         seq_len=measurement.seq_len,
         phase=measurement.phase,
         generate_tokens=measurement.generate_tokens,
@@ -151,7 +159,75 @@ def level_grid(adapter: Any) -> LevelGrid:
     return LevelGrid(getattr(adapter, "ffn_step", None), getattr(adapter, "sparsity_levels", None))
 
 
-def _anchor_levels(units: Sequence[Unit], fraction: float) -> dict[str, int]:
+def shape_of(measurement: Measurement) -> Shape:
+    """The input shape and phase a measurement times."""
+    return Shape(measurement.batch_size, measurement.seq_len, measurement.phase, measurement.generate_tokens)
+
+
+def _profile_reply(
+    loaded: LoadedModel,
+    measurement: Measurement,
+    *,
+    smoothing: str,
+    out: Path | None,
+    progress: bool,
+    reuse: bool,
+) -> LatencyTable:
+    """A reply of N tokens: the prefill and the decode tables, each measured (and saved beside ``out``),
+    combined per level as prefill + N x decode."""
+    parts = {}
+    for phase in ("prefill", "decode"):
+        part = dataclasses.replace(measurement, phase=phase, generate_tokens=0)
+        path = None if out is None else out.with_name(f"{out.stem}-{phase}{out.suffix}")
+        parts[phase] = profile_model(loaded, part, smoothing=smoothing, out=path, progress=progress, reuse=reuse)
+    return combine_phases(
+        parts["prefill"], parts["decode"], tokens=measurement.generate_tokens, units=loaded.adapter.units()
+    )
+
+
+def combine_phases(
+    prefill: LatencyTable, decode: LatencyTable, *, tokens: int, units: Sequence[Unit]
+) -> LatencyTable:
+    """The table of a reply of ``tokens`` tokens: per unit and level prefill + tokens x decode (ms).
+
+    The calibration curve goes through the same whole-model anchors as the parts': for each anchor
+    (every unit at a fraction of its range) the combined sum of unit times maps to
+    ``g_prefill(sum) + tokens x g_decode(sum)`` (each part's measured end-to-end curve).
+    """
+    if prefill.units() != decode.units() or len(prefill.frame) != len(decode.frame):
+        raise PlannerError("the prefill and decode tables list different units; profile both with the same model.")
+    frame = prefill.frame.copy()
+    other = decode.frame
+    for column in ("median_ms", "raw_median_ms", "p10_ms", "p90_ms"):
+        frame[column] = prefill.frame[column].to_numpy() + tokens * other[column].to_numpy()
+    frame["repeats"] = np.minimum(prefill.frame["repeats"].to_numpy(), other["repeats"].to_numpy())
+    for column in ("masked_ms", "sparse_ms"):
+        frame[column] = prefill.frame[column].to_numpy() + tokens * other[column].to_numpy()
+    sums, totals = [], []
+    levels = [{u.name: 0 for u in units}] + [anchor_levels(units, f) for f in ANCHOR_FRACTIONS]
+    by_name = [prefill.unit_costs(), decode.unit_costs()]
+    for anchor in levels:
+        chosen = [anchor[u.name] for u in units]
+        part_sums = [float(sum(c[k] for c, k in zip(costs, chosen, strict=True))) for costs in by_name]
+        sums.append(part_sums[0] + tokens * part_sums[1])
+        totals.append(prefill.calibration.total(part_sums[0]) + tokens * decode.calibration.total(part_sums[1]))
+    curve = CalibrationCurve.fit(sums, totals)
+    p, d = prefill.meta, decode.meta
+    meta = dataclasses.replace(
+        p,
+        phase="generate",
+        generate_tokens=tokens,
+        dense_ms=p.dense_ms + tokens * d.dense_ms,
+        dense_p10_ms=p.dense_p10_ms + tokens * d.dense_p10_ms,
+        dense_p90_ms=p.dense_p90_ms + tokens * d.dense_p90_ms,
+        fixed_ms=curve.fixed_ms,
+        calibration_sum_ms=curve.sum_ms,
+        calibration_total_ms=curve.total_ms,
+    )
+    return LatencyTable(frame=frame, meta=meta)
+
+
+def anchor_levels(units: Sequence[Unit], fraction: float) -> dict[str, int]:
     """Every unit at the level nearest ``fraction`` of its range (0 = dense, 1 = last level)."""
     return {u.name: round(fraction * (len(u.levels) - 1)) for u in units}
 

@@ -62,7 +62,10 @@ def run_sweep(
             log(f"{speedup:g}x: {label}")
             backend = get_backend(backend_name)
             scores = cached_scores(backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir)
-            settings = config.replace(solver=solver).search_settings()
+            task = prepared.task
+            settings = config.replace(solver=solver).search_settings(
+                calibration=len(task.calibration), default_examples=task.search_examples
+            )
             search = None
             if searched and settings.method != "none":
                 search = search_levels(

@@ -9,7 +9,7 @@ from typing import Any
 from torch import nn
 
 from planner.config import Measurement
-from planner.profile import profiler_settings
+from planner.profile import profiler_settings, shape_of
 from planner.records.verification import ModelTiming, Verification
 from profilers import Profiler, Workload
 
@@ -25,14 +25,15 @@ def verify_models(
 
     Args:
         adapter: the dense model's adapter (it builds the timed forward for the measurement's
-            shape and phase).
+            shape and phase: a prefill, a decode step over a KV cache, or a whole greedy reply).
         models: name -> model (an adapter-level model: the dense one or shrunk copies). The key
             ``"dense"`` is the reference of the speedups.
     """
-    inputs = adapter.example_inputs(measurement.batch_size, measurement.seq_len)
-    workloads = [
-        Workload(name, adapter.forward_module_of(model), inputs, steady=True) for name, model in models.items()
-    ]
+    shape = shape_of(measurement)
+    workloads = []
+    for name, model in models.items():
+        module, inputs = adapter.timed(model, shape)
+        workloads.append(Workload(name, module, inputs, steady=True))
     stats = Profiler(profiler_settings(measurement)).measure(
         workloads, progress=progress, description="verifying latency"
     )

@@ -46,9 +46,10 @@ def configured_task(config: RunConfig, loaded: LoadedModel, *, seq_len: int | No
         data=config.data,
         seq_len=config.seq_len if seq_len is None else seq_len,
         calibration_size=config.calibration_size,
-        batch_size=min(32, config.batch_size),
+        batch_size=config.batch_size,
         seed=config.seed,
         cache_dir=config.cache_dir,
+        test_size=config.test_size,
     )
 
 

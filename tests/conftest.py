@@ -42,7 +42,40 @@ def workspace(tmp_path_factory: pytest.TempPathFactory) -> Path:
         (root / "data" / label).mkdir(parents=True)
         for i in range(8):
             (root / "data" / label / f"{i}.txt").write_text(f"{text} number {i}")
+    _tiny_lm_folder(root)
     return root
+
+
+def _tiny_lm_folder(root: Path) -> None:
+    """``lm/``: a tiny random Llama (vocab of the MiniLM tokenizer, 4 query heads in 2 KV groups) with
+    that tokenizer; ``text/``: 24 plain-text documents for the causal-lm task."""
+    import shutil
+
+    import transformers
+
+    from planner.models import minilm_path
+
+    config = transformers.LlamaConfig(
+        vocab_size=30522,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=48,
+        max_position_embeddings=128,
+        tie_word_embeddings=True,
+        bos_token_id=101,
+        eos_token_id=102,
+    )
+    transformers.LlamaForCausalLM(config).save_pretrained(root / "lm")
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(minilm_path() / name, root / "lm" / name)
+    (root / "text").mkdir()
+    words = " ".join(TOPICS.values()).split()
+    for i in range(24):
+        text = " ".join(words[(i * 7 + j) % len(words)] for j in range(60))
+        (root / "text" / f"doc{i:02d}.txt").write_text(text)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -148,7 +148,25 @@ def _classification(workspace: Path) -> tuple[Any, Any]:
     return loaded, task
 
 
+def _causal_lm(workspace: Path) -> tuple[Any, Any]:
+    from planner.models import load_model
+    from planner.tasks import build_task
+
+    loaded = load_model(str(workspace / "lm"), batch_size=2, seq_len=16)
+    task = build_task(
+        loaded,
+        data=str(workspace / "text"),
+        seq_len=16,
+        calibration_size=6,
+        batch_size=2,
+        seed=0,
+        cache_dir=workspace / "cache",
+    )
+    return loaded, task
+
+
 TASK_BUILDERS["text-classification"] = _classification
+TASK_BUILDERS["causal-lm"] = _causal_lm
 
 
 @pytest.mark.parametrize("name", sorted(TASK_BUILDERS))

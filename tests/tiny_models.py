@@ -221,3 +221,87 @@ TINY_TASKS: dict[str, Any] = {
     "bert/classifier": lambda adapter: tiny_task(_labelled_tokens(adapter)),
 }
 """Family -> a tiny task for its adapter (what backends score and tune on)."""
+
+
+DECODER_CONFIGS: dict[str, dict[str, Any]] = {
+    "llama": dict(model_type="llama"),
+    "qwen2": dict(model_type="qwen2"),  # q/k/v biases
+    "qwen3": dict(model_type="qwen3", attention_bias=True),  # q/k norms per head, o_proj bias
+    "mistral": dict(model_type="mistral"),
+    "gemma3": dict(model_type="gemma3_text", query_pre_attn_scalar=8, sliding_window=4),  # post-norms
+}
+
+
+def tiny_decoder(family: str = "llama", *, seed: int = 0) -> nn.Module:
+    """A 2-layer causal LM with random weights: 4 query heads in 2 KV groups (head size 8), hidden 32,
+    MLP 48, vocab 120; GPT-2: 4 heads, MLP 48."""
+    import transformers
+
+    torch.manual_seed(seed)
+    if family == "gpt2":
+        config = transformers.GPT2Config(
+            vocab_size=120,
+            n_positions=64,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_inner=48,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+            attn_pdrop=0.0,
+            bos_token_id=0,
+            eos_token_id=0,
+        )
+        return _with_random_biases(transformers.GPT2LMHeadModel(config), seed)
+    values = dict(DECODER_CONFIGS[family])
+    model_type = values.pop("model_type")
+    config = transformers.AutoConfig.for_model(
+        model_type,
+        vocab_size=120,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=8,
+        intermediate_size=48,
+        max_position_embeddings=64,
+        tie_word_embeddings=True,
+        **values,
+    )
+    model = transformers.AutoModelForCausalLM.from_config(config)
+    return _with_random_biases(model, seed)
+
+
+def _decoder(family: str) -> Any:
+    from planner.models.decoder import decoder_adapter
+
+    return lambda: decoder_adapter(tiny_decoder(family), name=f"tiny-{family}", ffn_step=8)
+
+
+TINY_ADAPTERS.update(
+    {
+        "llama": _decoder("llama"),
+        "llama/qwen2": _decoder("qwen2"),
+        "llama/qwen3": _decoder("qwen3"),
+        "llama/mistral": _decoder("mistral"),
+        "llama/gemma3": _decoder("gemma3"),
+        "gpt2": _decoder("gpt2"),
+    }
+)
+
+
+def tiny_lm_task(adapter: Any, n: int = 12, seq: int = 8) -> Any:
+    """A causal-lm task over ``n`` random token windows (calibration = test), batch 4, top-8 KL."""
+    from planner.tasks import CausalLM, Tokenized
+
+    ids, mask = adapter.example_inputs(n, seq)
+    return CausalLM(
+        calibration=Tokenized(ids, mask, None),
+        test=Tokenized(ids, mask, None),
+        batch_size=4,
+        provenance={"task": "causal-lm", "data": "tiny"},
+        top_k=8,
+    )
+
+
+TINY_TASKS.update({name: tiny_lm_task for name in TINY_ADAPTERS if name.startswith(("llama", "gpt2"))})

@@ -9,6 +9,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from planner.models.phases import Shape
 from planner.models.units import Unit
 
 
@@ -30,8 +31,9 @@ class UnitWorkload:
 class ModelAdapter(Protocol):
     """What the planner needs from a model family.
 
-    Call order: ``units()``; ``example_inputs(batch, seq)``; ``forward_module()`` for end-to-end
-    timing; ``workloads(units, inputs, ...)`` for the per-unit timings; structured families also
+    Call order: ``units()``; ``timed(model, shape)`` for end-to-end timing at a shape and phase;
+    ``workloads(units, shape, ...)`` for the per-unit timings; ``example_inputs(batch, seq)`` and
+    ``forward_module_of(model)`` give the plain forward (outputs to compare); structured families also
     ``shrink(keep)`` / ``shrink_to_levels(levels)`` (a smaller copy) and ``masked(masks)`` (head and
     neuron multipliers, for gradients).
     """
@@ -69,16 +71,20 @@ class ModelAdapter(Protocol):
         """Unit -> {"kept", "groups"} of a shrunk copy (structured adapters only)."""
         ...
 
+    def timed(self, model: nn.Module, shape: Shape) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+        """The module whose latency is the model's at ``shape`` (prefill, decode step, a reply) and its inputs."""
+        ...
+
     def workloads(
         self,
         units: Sequence[Unit],
-        inputs: tuple[torch.Tensor, ...],
+        shape: Shape,
         *,
         runtime: str,
         device: str,
         dtype: torch.dtype,
     ) -> list[UnitWorkload]:
-        """Standalone workloads, one per distinct signature, level and implementation."""
+        """Standalone workloads, one per distinct signature, level and implementation, at ``shape``."""
         ...
 
 
@@ -114,3 +120,14 @@ def first_tensor(output: object) -> torch.Tensor:
         if isinstance(value, (tuple, list, dict)):
             return first_tensor(value)
     raise TypeError("the model output holds no tensor")
+
+
+def prefill_only(shape: Shape, family: str) -> None:
+    """Encoders and generic models have one phase: refuse decode / generate with the fix."""
+    if shape.phase != "prefill":
+        from planner.errors import UnsupportedModelError
+
+        raise UnsupportedModelError(
+            f"--phase {shape.phase} needs a causal language model; {family} models have only the prefill "
+            "phase (one forward over the input). Use --phase prefill."
+        )

