@@ -1,6 +1,10 @@
 """Behaviour kept across refactors: for a stored MiniLM-shaped latency table and a fixed seed,
-`planner plan` chooses the levels (and heads / neurons) recorded before the stage refactor
-(tests/data/regression/expected.json, made with the pre-refactor code)."""
+`planner plan` chooses the levels (and heads / neurons) recorded in tests/data/regression/expected.json.
+
+The Fisher entries were made with the code before the stage refactor and still hold. The magnitude
+entries were re-recorded once, on purpose, when magnitude scores changed from the output projection
+alone to the group L2 mass of every weight a head / neuron owns (the uniform plans' levels did not
+change, only which heads and neurons they keep)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,13 @@
 """Magnitude pruning: no data needed.
 
-Scores (documented proxies, each unit's errors in [0, 1]):
-- heads: ``||W_O[:, h*d:(h+1)*d]||_F`` (the head's output-projection columns);
-- neurons: ``||W1[i, :]|| * ||W2[:, i]||``;
-- error of a structured level = removed score^2 / total score^2 of that unit;
+Scores use every weight a unit owns, as Torch-Pruning's group L2 magnitude does (each unit's errors
+in [0, 1]):
+- a head: the squared L2 norm of its query, key and value rows and its output-projection columns;
+  with grouped-query attention a key/value group's rows are shared by its query heads, so each head
+  gets an equal share of them (a kept group's mass grows with the heads it keeps);
+- a neuron: the squared L2 norm of its up-projection rows (gate and up for gated MLPs) and its
+  down-projection column;
+- error of a structured level = removed squared mass / the unit's total;
 - weight sparsity (generic Linear/Conv2d): per-layer magnitude masks (unstructured: smallest |w|;
   2:4: the 2 largest of every 4), error = removed weight^2 / total weight^2;
 - output channels: rows kept by norm, error = removed row norm^2 / total.
@@ -19,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep
+from planner.backends.base import best_keep, level_errors, plan_keep
 from planner.errors import PlannerError
 from planner.models.generic import weight_mask
 from planner.models.units import Level, Unit
@@ -41,19 +45,41 @@ def output_row_energy(module: nn.Module) -> torch.Tensor:
     return weight.pow(2).sum(dim=1) if isinstance(module, nn.Linear) else weight.pow(2).sum(dim=0)
 
 
+def _per_block(energy: torch.Tensor, blocks: int) -> torch.Tensor:
+    return energy.reshape(blocks, -1).sum(dim=1)
+
+
 def head_scores(adapter: Any, unit: Unit) -> np.ndarray:
-    """(H,) Frobenius norm of each head's block of output-projection columns."""
+    """(H,) squared L2 mass of each query head's weights (Q, K, V rows and W_O columns)."""
     modules = dict(adapter.model.named_modules())
-    energy = input_column_energy(modules[unit.modules["output"]])
-    return energy.reshape(unit.size, -1).sum(dim=1).sqrt().numpy()
+    heads, groups = unit.size, unit.groups or unit.size
+    mass = _per_block(input_column_energy(modules[unit.modules["output"]]), heads)
+    if "qkv" in unit.modules:  # GPT-2: one Conv1D holds the q, k and v columns
+        q, k, v = output_row_energy(modules[unit.modules["qkv"]]).chunk(3)
+        return (mass + _per_block(q, heads) + _per_block(k, heads) + _per_block(v, heads)).numpy()
+    mass = mass + _per_block(output_row_energy(modules[unit.modules["query"]]), heads)
+    shared = sum(_per_block(output_row_energy(modules[unit.modules[r]]), groups) for r in ("key", "value"))
+    per_head = torch.as_tensor(shared).repeat_interleave(heads // groups) / (heads // groups)
+    return (mass + per_head).numpy()
 
 
 def neuron_scores(adapter: Any, unit: Unit) -> np.ndarray:
-    """(N,) ``||W1 row|| * ||W2 column||`` per FFN neuron."""
+    """(N,) squared L2 mass of each neuron's weights (up / gate rows and the down column)."""
     modules = dict(adapter.model.named_modules())
-    up = output_row_energy(modules[unit.modules["up"]]).sqrt()
-    down = input_column_energy(modules[unit.modules["down"]]).sqrt()
-    return (up * down).numpy()
+    mass = input_column_energy(modules[unit.modules["down"]])
+    for role in ("up", "gate"):
+        if role in unit.modules:
+            mass = mass + output_row_energy(modules[unit.modules[role]])
+    return mass.numpy()
+
+
+def mass_share(total: float) -> Callable[[np.ndarray], float]:
+    """removed masses -> their share of ``total``."""
+
+    def share(removed: np.ndarray) -> float:
+        return float(removed.sum()) / total
+
+    return share
 
 
 def removed_share(scores: np.ndarray, kept_per_level: list[int]) -> np.ndarray:
@@ -62,15 +88,6 @@ def removed_share(scores: np.ndarray, kept_per_level: list[int]) -> np.ndarray:
     total = squares.sum() or 1.0
     prefix = np.concatenate([[0.0], np.cumsum(squares)])
     return np.array([prefix[squares.size - k] / total for k in kept_per_level])
-
-
-def _share_of(total: float) -> Callable[[np.ndarray], float]:
-    """removed scores -> their squared mass over ``total``."""
-
-    def share(removed: np.ndarray) -> float:
-        return float((removed**2).sum()) / total
-
-    return share
 
 
 class MagnitudeBackend:
@@ -91,10 +108,7 @@ class MagnitudeBackend:
             if unit.kind in ("attention", "ffn"):
                 scores = head_scores(adapter, unit) if unit.kind == "attention" else neuron_scores(adapter, unit)
                 importance[unit.name] = scores
-                if is_grouped(unit):
-                    errors.append(level_errors(scores, unit, _share_of(float((scores**2).sum()) or 1.0)))
-                else:
-                    errors.append(removed_share(scores, [int(lv.kept or 0) for lv in unit.levels]))
+                errors.append(level_errors(scores, unit, mass_share(float(scores.sum()) or 1.0)))
             else:
                 weight = modules[unit.name].weight.detach()
                 total = float(weight.double().pow(2).sum()) or 1.0
@@ -110,7 +124,8 @@ class MagnitudeBackend:
                         mask = weight_mask(weight, level)
                         unit_errors.append(float(weight[~mask].double().pow(2).sum()) / total)
                 errors.append(np.asarray(unit_errors))
-        return ErrorTable(tuple(u.name for u in units), tuple(errors), importance, "magnitude: removed weight^2 share")
+        method = "magnitude: removed share of the group L2 mass (all weights a head / neuron owns)"
+        return ErrorTable(tuple(u.name for u in units), tuple(errors), importance, method)
 
     def select(self, scores: ErrorTable, unit: Unit, level: Level) -> tuple[int, ...]:
         return best_keep(scores.importance[unit.name], unit, level)

@@ -42,70 +42,119 @@ def _refuse(fmt: str, choice: UnitChoice, why: str) -> PlannerError:
     return PlannerError(f"{fmt} cannot express unit {choice.unit} at level {choice.level} ({choice.structure}): {why}.")
 
 
-def module_ratios(plan: Plan, fmt: str) -> dict[str, float]:
-    """Structured plans as module name -> fraction of output channels to remove."""
-    ratios: dict[str, float] = {}
+def _exact_ratio(removed: int, size: int) -> float:
+    """A ratio from which Torch-Pruning's rounding (``int(N * (1 - r))`` kept, ``ceil(r * H)`` heads
+    removed) gives exactly ``removed`` of ``size``: half a unit below the exact fraction."""
+    return (removed - 0.5) / size
+
+
+def torch_pruning_spec(plan: Plan) -> dict[str, Any]:
+    """What Torch-Pruning needs to cut exactly the plan's counts: per attention unit the query, key
+    and value layers with the heads to remove, per channel unit the layer and the channels to keep.
+
+    Refuses what Torch-Pruning 1.6 cannot do exactly: removing a whole block (0 kept), GPT-2's fused
+    Conv1D projections, and head removal with grouped-query attention (its dependency graph couples
+    query and key channels and ignores ``repeat_kv``; measured on SmolLM2: it either fails or removes
+    one query head per removed KV group).
+    """
+    if plan.architecture == "gpt2":
+        raise PlannerError(
+            "torch-pruning cannot express GPT-2 plans: Torch-Pruning does not prune its fused Conv1D "
+            "projections; use the plan with `planner apply`."
+        )
+    heads: dict[str, Any] = {}
+    channels: dict[str, Any] = {}
     for c in plan.units:
         if c.structure in ("unstructured", "2:4"):
-            raise _refuse(fmt, c, "it prunes channels, not individual weights")
+            raise _refuse("torch-pruning", c, "it prunes channels, not individual weights")
         if c.structure == "dense" or c.kept is None:
             continue
         size = _size(c, plan)
-        ratio = 1.0 - c.kept / size
-        if c.kind == "ffn":
-            ratios[_module(c, "up")] = ratio
-        elif c.kind == "attention":
-            ratios[_module(c, "query")] = ratio
+        if c.kept == 0:
+            raise _refuse(
+                "torch-pruning",
+                c,
+                "Torch-Pruning cannot remove a whole block (0 kept); plan with a lower "
+                "target or apply the plan with `planner apply`",
+            )
+        if c.kind == "attention":
+            if _grouped(c):
+                raise _refuse(
+                    "torch-pruning",
+                    c,
+                    "Torch-Pruning 1.6 cannot remove query heads or KV groups of "
+                    "grouped-query attention exactly; apply the plan with `planner apply`",
+                )
+            roles = [_module(c, r) for r in ("query", "key", "value")]
+            heads[_module(c, "query")] = {
+                "modules": roles,
+                "num_heads": size,
+                "remove": size - c.kept,
+                "ratio": _exact_ratio(size - c.kept, size),
+            }
         else:
-            ratios[c.unit] = ratio
-    return ratios
+            layer = _module(c, "gate") if "gate" in c.modules else (_module(c, "up") if c.kind == "ffn" else c.unit)
+            channels[layer] = {"size": size, "keep": c.kept, "ratio": _exact_ratio(size - c.kept, size)}
+    return {
+        "format": "latency-planner/torch-pruning",
+        "format_version": 2,
+        "model_name": plan.model_name,
+        "heads": heads,
+        "channels": channels,
+    }
+
+
+def _grouped(choice: UnitChoice) -> bool:
+    """Whether an attention unit uses grouped-query attention (its levels count KV groups)."""
+    return choice.groups is not None
 
 
 def to_torch_pruning(plan: Plan) -> tuple[dict[str, Any], str]:
-    """(ratio JSON, Python snippet). Attention units become head ratios on the query/key/value layers."""
-    ratios = module_ratios(plan, "torch-pruning")
-    queries = {_module(c, "query") for c in plan.units if c.kind == "attention"}
-    heads = {n: r for n, r in ratios.items() if n in queries}
-    channels = {n: r for n, r in ratios.items() if n not in heads}
-    num_heads = {_module(c, "query"): _size(c, plan) for c in plan.units if c.kind == "attention"}
-    data = {
-        "format": "latency-planner/torch-pruning",
-        "model_name": plan.model_name,
-        "pruning_ratio_dict": channels,
-        "head_pruning_ratio_dict": heads,
-        "num_heads": num_heads,
-    }
-    snippet = f'''"""Apply a latency-planner plan with Torch-Pruning.
+    """(spec JSON, Python snippet). The snippet runs Torch-Pruning's ``BasePruner`` so that it removes
+    exactly the plan's number of heads and channels per layer (which ones, Torch-Pruning's importance
+    decides), then updates the head counts Hugging Face modules keep."""
+    spec = torch_pruning_spec(plan)
+    snippet = f'''"""Apply a latency-planner plan with Torch-Pruning (tested with Torch-Pruning 1.6).
 
-Generated for {plan.model_name}, target {plan.target_speedup:g}x.
+Generated for {plan.model_name}, target {plan.target_speedup:g}x (measured on {plan.table.get("device", "?")},
+{plan.table.get("runtime", "?")}). Torch-Pruning picks WHICH heads / channels to remove with its own
+importance; HOW MANY per layer comes from the plan, exactly.
 
-Torch-Pruning picks WHICH channels/heads to remove with its own importance; the ratios per layer
-come from the plan (measured on {plan.table.get("device", "?")}, {plan.table.get("runtime", "?")}).
+Torch-Pruning removes attention heads only for query/key/value layers that also appear in
+``pruning_ratio_dict`` (with ``pruning_ratio=0`` and head ratios alone it keeps every head), and it
+rounds ``int(N * (1 - r))``: the ratios in the spec sit half a unit below the exact fractions.
 """
 import json
 
 import torch_pruning as tp
 
 
-def prune(model, example_inputs, ratio_file, importance=None):
-    spec = json.load(open(ratio_file))
-    ratio_dict = {{model.get_submodule(n): r for n, r in spec["pruning_ratio_dict"].items()}}
-    num_heads, head_ratios = {{}}, {{}}
-    for query_name, heads in spec["num_heads"].items():
-        attention = model.get_submodule(query_name.rsplit(".", 1)[0])
-        for proj in (attention.query, attention.key, attention.value):
-            num_heads[proj] = heads
-            if query_name in spec["head_pruning_ratio_dict"]:
-                head_ratios[proj] = spec["head_pruning_ratio_dict"][query_name]
+def prune(model, example_inputs, spec_file, importance=None, forward_fn=None):
+    spec = json.load(open(spec_file))
+    ratios, num_heads, head_ratios = {{}}, {{}}, {{}}
+    for entry in spec["heads"].values():
+        for name in entry["modules"]:
+            layer = model.get_submodule(name)
+            num_heads[layer] = entry["num_heads"]
+            head_ratios[layer] = entry["ratio"]
+            ratios[layer] = entry["ratio"]  # without this Torch-Pruning keeps the heads
+    for name, entry in spec["channels"].items():
+        ratios[model.get_submodule(name)] = entry["ratio"]
     pruner = tp.pruner.BasePruner(
         model, example_inputs, importance=importance or tp.importance.GroupMagnitudeImportance(),
-        pruning_ratio=0.0, pruning_ratio_dict=ratio_dict, num_heads=num_heads,
-        prune_num_heads=bool(head_ratios), prune_head_dims=False, head_pruning_ratio_dict=head_ratios,
+        pruning_ratio=0.0, pruning_ratio_dict=ratios, num_heads=num_heads, prune_num_heads=bool(head_ratios),
+        prune_head_dims=False, head_pruning_ratio_dict=head_ratios, forward_fn=forward_fn,
     )
     pruner.step()
+    for entry in spec["heads"].values():  # Hugging Face attention modules keep head counts as attributes
+        attention = model.get_submodule(entry["modules"][0].rsplit(".", 1)[0])
+        kept = entry["num_heads"] - entry["remove"]
+        if hasattr(attention, "num_attention_heads"):
+            attention.num_attention_heads = kept
+            attention.all_head_size = kept * attention.attention_head_size
     return model
 '''
-    return data, snippet
+    return spec, snippet
 
 
 def to_llmcompressor(plan: Plan, module_order: list[str] | None = None) -> str:
@@ -191,8 +240,12 @@ def to_nni(plan: Plan) -> list[dict[str, Any]]:
             name = c.unit
         else:
             assert c.kept is not None
-            key = ("channel", round(1.0 - c.kept / _size(c, plan), 6))
-            name = _module(c, "up") if c.kind == "ffn" else c.unit
+            key = ("channel", (_size(c, plan) - c.kept) / _size(c, plan))
+            names = [_module(c, r) for r in ("gate", "up") if r in c.modules] if c.kind == "ffn" else [c.unit]
+            if c.kind == "ffn" and c.kept == 0:
+                raise _refuse("nni", c, "NNI masks channels and cannot remove a whole block (0 kept)")
+            by_ratio.setdefault(key, []).extend(names)
+            continue
         by_ratio.setdefault(key, []).append(name)
     return [
         {"op_names": names, "sparse_ratio": ratio, "granularity": "default" if kind == "weight" else "out_channel"}
