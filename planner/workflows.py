@@ -35,6 +35,7 @@ def load_configured(config: RunConfig) -> LoadedModel:
         seq_len=config.seq_len,
         ffn_step=config.ffn_step,
         sparsity_levels=config.sparsity_levels,
+        cache_dir=config.cache_dir,
     )
 
 
@@ -61,12 +62,13 @@ def profile_table(config: RunConfig, *, out: str | Path, progress: bool = True, 
     )
 
 
-def load_for_table(model: str, table: LatencyTable) -> LoadedModel:
-    """Load ``model`` with the level grid and shape the table records."""
+def load_for_table(config: RunConfig, table: LatencyTable) -> LoadedModel:
+    """Load the configured model with the level grid and shape the table records."""
     m = table.meta
-    return load_model(
-        model, batch_size=m.batch_size, seq_len=m.seq_len, ffn_step=m.ffn_step, sparsity_levels=m.sparsity_levels
+    grid = config.replace(
+        batch_size=m.batch_size, seq_len=m.seq_len, ffn_step=m.ffn_step, sparsity_levels=m.sparsity_levels
     )
+    return load_configured(grid)
 
 
 def _task_for(config: RunConfig, loaded: LoadedModel, *, needs_task: bool, seq_len: int) -> Task | None:
@@ -80,7 +82,7 @@ def create_plan(
     """``planner plan``: a plan from a latency table (measured on the target) and locally computed
     error scores (``config``: model, backend, solver, speedup, data, calibration size, seed)."""
     latency = LatencyTable.load(table)
-    loaded = load_for_table(config.model, latency)
+    loaded = load_for_table(config, latency)
     backend = get_backend(config.backend)
     task = _task_for(config, loaded, needs_task=backend.needs_task, seq_len=latency.meta.seq_len)
     scores = score_units(backend, loaded, task)
@@ -114,12 +116,13 @@ def apply_plan(
         raise PlannerError(f"{out_dir} already exists; choose another --out or pass --overwrite.")
     probe = Plan.load(plan)
     shape = probe.table
-    loaded = load_model(
-        config.model,
-        batch_size=int(shape.get("batch_size", config.batch_size)),
-        seq_len=int(shape.get("seq_len", config.seq_len)),
-        ffn_step=shape.get("ffn_step"),
-        sparsity_levels=shape.get("sparsity_levels"),
+    loaded = load_configured(
+        config.replace(
+            batch_size=int(shape.get("batch_size", config.batch_size)),
+            seq_len=int(shape.get("seq_len", config.seq_len)),
+            ffn_step=shape.get("ffn_step"),
+            sparsity_levels=shape.get("sparsity_levels"),
+        )
     )
     chosen = Plan.load(plan, expected_fingerprint=loaded.fingerprint)
     if not getattr(loaded.adapter, "supports_shrinking", False):
@@ -152,8 +155,15 @@ def verify_pruned(config: RunConfig, *, pruned: str | Path, shape_from_plan: boo
 
     table = read_pruned_config(pruned)["plan"]["table"]
     if shape_from_plan:
-        config = config.replace(batch_size=int(table["batch_size"]), seq_len=int(table["seq_len"]))
-    loaded = load_model(config.model, batch_size=config.batch_size, seq_len=config.seq_len)
+        phase = str(table.get("phase", "prefill"))
+        tokens = int(table.get("generate_tokens", 0)) if phase == "generate" else 0
+        config = config.replace(
+            batch_size=int(table["batch_size"]),
+            seq_len=int(table["seq_len"]),
+            phase="prefill" if phase == "generate" else phase,
+            generate=tokens,
+        )
+    loaded = load_configured(config)
     pruned_model = backbone_of(load_pruned(pruned))
     # Backbone against backbone: a fitted task head (if any) is the same size on both sides.
     return verify_models(

@@ -267,3 +267,56 @@ def test_magnitude_plans_for_a_decoder_from_the_cli(workspace: Path, tmp_path: P
         groups, kept = unit["groups"], unit["kept"]
         assert groups is not None and (kept == 0 or kept % groups == 0)
         assert set(unit["modules"]) == {"query", "key", "value", "output"}
+
+
+def test_onnx_runtime_times_decoder_prefill(tmp_path: Path) -> None:
+    from planner.models import LoadedModel
+    from planner.models.fingerprint import model_fingerprint
+    from planner.profile import profile_model
+
+    adapter = TINY_ADAPTERS["llama"]()  # grouped-query attention: exported with an explicit causal mask
+    loaded = LoadedModel("tiny", adapter, model_fingerprint(adapter.model), None)
+    measurement = RunConfig(model="smollm2", runtime="onnxruntime", batch_size=2, seq_len=8, rounds=1, threads=1)
+    table = profile_model(loaded, measurement.measurement(), progress=False)
+    assert table.meta.runtime == "onnxruntime" and (table.frame["median_ms"] > 0).all()
+    assert table.max_speedup() > 1.0
+
+
+@pytest.mark.slow
+def test_the_real_smollm2_end_to_end(tmp_path: Path) -> None:
+    """The bundled SmolLM2 (GGUF, converted once into the test cache): units, a small prefill run
+    with Fisher, perplexity on BBC News, and the saved model reloaded."""
+    import time
+
+    from planner.models import load_model
+    from planner.pipeline import run_pipeline
+    from planner.pruned_io import load_pruned
+
+    loaded = load_model("smollm2")
+    start = time.perf_counter()
+    again = load_model("smollm2")
+    assert time.perf_counter() - start < 60 and again.fingerprint == loaded.fingerprint  # cached conversion
+    units = loaded.adapter.units()
+    assert len(units) == 60 and units[0].name == "model.layers.0.self_attn"
+    assert [(lv.kept, lv.groups) for lv in units[0].levels][:3] == [(9, 3), (6, 3), (6, 2)]
+    config = RunConfig(
+        model="smollm2",
+        speedup=1.3,
+        batch_size=1,
+        seq_len=32,
+        rounds=2,
+        verify_rounds=3,
+        search_seconds=3.0,
+        calibration_size=8,
+        search_examples=4,
+        test_size=8,
+        threads=2,
+        cache_dir=tmp_path / "cache",
+    )
+    report = run_pipeline(config, out=tmp_path / "run", progress=False)
+    assert report.task == "causal-lm" and report.metric.name == "perplexity"
+    assert 5 < report.metric.dense < 500 and report.metric.pruned >= report.metric.dense * 0.8
+    assert report.predicted_speedup >= 1.3 - 1e-9
+    pruned = load_pruned(tmp_path / "run" / "pruned")
+    ids = torch.randint(1000, 2000, (1, 5))
+    assert pruned(input_ids=ids).logits.shape == (1, 5, 49152)

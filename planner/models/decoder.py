@@ -83,6 +83,14 @@ class _ReadOnlyCache:
         return torch.cat([self.keys, keys], dim=-2), torch.cat([self.values, values], dim=-2)
 
 
+def causal_mask(hidden: torch.Tensor, *, past: int) -> torch.Tensor:
+    """(B, 1, S, past + S) additive causal mask (0 where a query may attend, -inf elsewhere)."""
+    batch, seq = hidden.shape[:2]
+    allowed = torch.ones(seq, past + seq, dtype=torch.bool).tril(diagonal=past)
+    mask = torch.zeros(seq, past + seq, dtype=hidden.dtype).masked_fill(~allowed, torch.finfo(hidden.dtype).min)
+    return mask.expand(batch, 1, seq, past + seq).clone()
+
+
 def _to_device(value: Any, device: str, dtype: torch.dtype) -> Any:
     if isinstance(value, torch.Tensor):
         return value.to(device=device, dtype=dtype) if value.is_floating_point() else value.to(device)
@@ -202,6 +210,9 @@ class DecoderAdapter(TransformerAdapter):
             layer, inputs = self.layers[index], seen[index]
             hidden = inputs["hidden"]
             kwargs = _to_device(inputs["kwargs"], "cpu", hidden.dtype)
+            if runtime == "onnxruntime" and kwargs.get("attention_mask") is None:
+                # The ONNX exporter has no grouped-query SDPA (taken without a mask): give an explicit one.
+                kwargs["attention_mask"] = causal_mask(hidden, past=inputs["cached"])
             for level in unit.levels:
                 impl = "dense" if level.index == 0 else "shrunk"
                 keep = first_kept(unit, level)
