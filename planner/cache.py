@@ -4,6 +4,13 @@
 measurement settings, and error scores computed for the same model, backend and task data, so an
 interrupted or repeated run resumes. Keys are short hashes of those inputs; files are written
 atomically by the records themselves.
+
+A cached table is never trusted blindly:
+- one measured on a busy machine (``meta.noisy``) is measured again unless ``accept_noisy``;
+- a clean one is re-validated cheaply first: the dense model and two whole-model anchors are timed
+  for a few rounds, and if their latencies relative to the dense model moved by more than
+  ``REVALIDATION_TOLERANCE`` from the table's, the table is measured again (a re-validation that
+  itself ran on a busy machine keeps the cached table and says so).
 """
 
 from __future__ import annotations
@@ -11,16 +18,40 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from planner.backends import Backend
 from planner.config import Measurement
 from planner.models import LoadedModel
-from planner.profile import level_grid, profile_model
+from planner.models.phases import Shape
+from planner.profile import (
+    DENSE_KEY,
+    anchor_levels,
+    level_grid,
+    profile_model,
+    profiler_settings,
+    shape_of,
+)
 from planner.records.error_table import ERROR_TABLE_SCHEMA_VERSION, ErrorTable, error_provenance
 from planner.tasks.base import Task
-from profilers import SCHEMA_VERSION, LatencyTable
+from profilers import SCHEMA_VERSION, LatencyTable, Profiler, Workload
+
+REVALIDATION_TOLERANCE = 0.05
+"""A cached table is measured again when an anchor's latency relative to the dense model moved by
+more than this (5%) since it was profiled."""
+REVALIDATION_FRACTIONS = (0.5, 0.95)
+
+
+@dataclass(frozen=True)
+class ProfiledTable:
+    """A table and how the profile stage got it: "measured", "reused", "re-measured" (the note says
+    why), or "reused (noisy)" when the user accepted a noisy cached table."""
+
+    table: LatencyTable
+    status: str
+    note: str | None = None
 
 
 def cache_key(*parts: Any) -> str:
@@ -30,17 +61,71 @@ def cache_key(*parts: Any) -> str:
 
 
 def table_path(cache_dir: Path, loaded: LoadedModel, measurement: Measurement, smoothing: str) -> Path:
-    """Where the table for this model, grid and measurement is cached."""
-    key = cache_key(SCHEMA_VERSION, loaded.fingerprint, level_grid(loaded.adapter), measurement, smoothing)
+    """Where the table for this model, grid and measurement is cached (sampling limits left out)."""
+    what = dataclasses.replace(measurement, max_rounds=None, stability=0.0, max_seconds=None)
+    key = cache_key(SCHEMA_VERSION, loaded.fingerprint, level_grid(loaded.adapter), what, smoothing)
     return cache_dir / "tables" / f"table-{key}.csv"
 
 
 def cached_table(
-    loaded: LoadedModel, measurement: Measurement, *, smoothing: str, cache_dir: Path, progress: bool = True
-) -> LatencyTable:
-    """The profile stage with the cache: a matching cached table, else a fresh (resumable) profile."""
+    loaded: LoadedModel,
+    measurement: Measurement,
+    *,
+    smoothing: str,
+    cache_dir: Path,
+    accept_noisy: bool = False,
+    progress: bool = True,
+) -> ProfiledTable:
+    """The profile stage with the cache (see the module docstring for when a cached table is reused)."""
     path = table_path(cache_dir, loaded, measurement, smoothing)
-    return profile_model(loaded, measurement, smoothing=smoothing, out=path, progress=progress, reuse=True)
+    note = None
+    if path.exists():
+        cached = LatencyTable.load(path, expected_fingerprint=loaded.fingerprint)
+        if cached.meta.noisy and accept_noisy:
+            return ProfiledTable(cached, "reused (noisy)", "a cached table measured on a busy machine, accepted")
+        if cached.meta.noisy:
+            note = "the cached table was measured on a busy machine; measured again"
+        else:
+            drift = revalidate(loaded, cached, measurement)
+            if drift is None:
+                return ProfiledTable(cached, "reused", "re-validation skipped: the machine is busy now")
+            if drift <= REVALIDATION_TOLERANCE:
+                return ProfiledTable(cached, "reused", f"re-validated: anchors within {100 * drift:.1f}% of the table")
+            note = (
+                f"the cached table moved by {100 * drift:.1f}% (re-validated against the dense model); measured again"
+            )
+    table = profile_model(loaded, measurement, smoothing=smoothing, out=path, progress=progress, reuse=False)
+    return ProfiledTable(table, "re-measured" if note else "measured", note)
+
+
+def revalidate(loaded: LoadedModel, table: LatencyTable, measurement: Measurement) -> float | None:
+    """How far whole-model anchors moved relative to the dense model since ``table`` was measured:
+    the largest ``|(anchor / dense now) / (anchor / dense then) - 1|``; 0 when there is nothing to
+    compare, None when the machine is busy now (the check cannot be trusted)."""
+    adapter = loaded.adapter
+    then = table.meta.anchor_ms
+    if not adapter.supports_shrinking or measurement.phase == "generate" or DENSE_KEY not in then:
+        return 0.0
+    shape: Shape = shape_of(measurement)
+    units = adapter.units()
+    dense_module, dense_inputs = adapter.timed(adapter.model, shape)
+    workloads = [Workload(DENSE_KEY, dense_module, dense_inputs, steady=True)]
+    for fraction in REVALIDATION_FRACTIONS:
+        key = f"__anchor_{fraction:g}__"
+        if key in then:
+            module, inputs = adapter.timed(adapter.shrink_to_levels(anchor_levels(units, fraction)), shape)
+            workloads.append(Workload(key, module, inputs, steady=True))
+    quick = dataclasses.replace(measurement, rounds=5, max_rounds=10, max_seconds=None)
+    now = Profiler(profiler_settings(quick)).measure(workloads, progress=False, description="re-validating table")
+    if now.noisy_rounds > now.rounds // 2:
+        return None
+    dense_now, dense_then = now[DENSE_KEY].estimate_ms, then[DENSE_KEY]
+    moved = [
+        abs((now[w.key].estimate_ms / dense_now) / (then[w.key] / dense_then) - 1.0)
+        for w in workloads
+        if w.key != DENSE_KEY
+    ]
+    return max(moved, default=0.0)
 
 
 def score_units(backend: Backend, loaded: LoadedModel, task: Task | None) -> ErrorTable:
@@ -62,3 +147,6 @@ def cached_scores(backend: Backend, loaded: LoadedModel, task: Task | None, *, c
     scores = score_units(backend, loaded, task)
     scores.save(path)
     return scores
+
+
+__all__ = ["ProfiledTable", "cached_scores", "cached_table", "revalidate", "score_units"]

@@ -63,7 +63,12 @@ def _add_device(p: Any, *, shape: bool = True) -> None:
         _flag(p, "phase", "prefill (the prompt at once) or decode (one new token with a KV cache)")
         _flag(p, "generate", "plan for a reply of N tokens: prefill + N decode steps (0 = off)", type_=_int)
     _flag(p, "threads", "intra-op threads (0 = all cores)", type_=_int)
-    _flag(p, "rounds", "timed samples per workload", type_=_int)
+    _flag(p, "rounds", "quiet timed samples per workload, at least", type_=_int)
+    _flag(
+        p, "max_rounds", "samples at most while a workload's estimate has not settled (default: 3 x rounds)", type_=_int
+    )
+    _flag(p, "stability", "settled when the estimate's 95%% interval is narrower than this share of it", type_=_float)
+    _flag(p, "profile_seconds", "time cap of one profile's sampling, s (default: none)", type_=_float)
 
 
 def _add_task(p: Any) -> None:
@@ -209,7 +214,14 @@ def _add_run_args(p: Any, *, out: str) -> None:
     _flag(p, "search", "spdy (SPDY's local search) or none")
     _flag(p, "search_seconds", "search time per plan (0 = plain DP)", type_=_float)
     _flag(p, "search_examples", "calibration examples the search scores on (the rest pick the final plan)", type_=_int)
-    _flag(p, "verify_rounds", "interleaved rounds when measuring dense vs pruned", type_=_int)
+    _flag(p, "verify_rounds", "interleaved rounds when measuring dense vs pruned, at least", type_=_int)
+    p.add_argument(
+        "--accept-noisy",
+        dest="accept_noisy",
+        action="store_true",
+        default=None,
+        help="reuse a cached latency table measured on a busy machine (by default it is measured again)",
+    )
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")
     p.add_argument("--no-progress", action="store_true")
@@ -227,7 +239,12 @@ def _add_run(sub: Any) -> None:
     _flag(p, "speedup", "target speedup over dense", type_=_float)
     _flag(p, "backend", "fisher or magnitude")
     _flag(p, "solver", "dp (with the search), greedy, uniform or milp")
-    _flag(p, "corrections", "re-plans when the measured speedup falls short of the target (0 = off)", type_=_int)
+    _flag(
+        p,
+        "corrections",
+        "re-plans at most when the measured speedup is confidently short or over (0 = off)",
+        type_=_int,
+    )
     p.set_defaults(handler=_cmd_run)
 
 

@@ -49,6 +49,9 @@ class Measurement:
     phase: str
     generate_tokens: int
     seed: int
+    max_rounds: int | None = None
+    stability: float = 0.05
+    max_seconds: float | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +143,14 @@ class RunConfig:
     generate: int = 0
     threads: int = 0
     rounds: int = 10
+    max_rounds: int | None = None
+    """Rounds at most per workload while its estimate has not settled; None: 3 x rounds."""
+    stability: float = 0.05
+    """A workload's estimate is settled when its 95% interval is narrower than this share of it."""
+    profile_seconds: float | None = None
+    """Time cap of one profile's sampling (s); None: only the round cap."""
+    accept_noisy: bool = False
+    """Reuse a cached table measured on a busy machine (by default it is measured again)."""
     warmup: int = 0
     ffn_step: int | None = None
     sparsity_levels: int | None = None
@@ -156,7 +167,8 @@ class RunConfig:
     test_size: int | None = None
     """Held-out examples for the metric; None: the task's default (all test documents, 64 windows)."""
     verify_rounds: int = 10
-    corrections: int = 1
+    corrections: int = 3
+    """Re-plans at most when the measured speedup is confidently off target (short, or overshooting)."""
     seed: int = 0
     cache_dir: Path = field(default_factory=lambda: DEFAULT_CACHE)
 
@@ -185,6 +197,11 @@ class RunConfig:
         for name in ("ffn_step", "sparsity_levels"):
             validate(name, getattr(self, name), OPTIONAL_POSITIVE_INT)
         validate("search_seconds", self.search_seconds, NON_NEGATIVE)
+        validate("stability", self.stability, Interval(integer=False, low=0.0, open_low=True))
+        validate(
+            "profile_seconds", self.profile_seconds, Interval(integer=False, low=0.0, open_low=True, allow_none=True)
+        )
+        validate("max_rounds", self.max_rounds, Interval(integer=True, low=self.rounds, allow_none=True))
         validate("seed", self.seed, Interval(integer=True))
         self._check_phase()
         if self.search_examples is not None and self.calibration_size is not None:
@@ -219,6 +236,10 @@ class RunConfig:
         return "generate" if self.generate > 0 else self.phase
 
     def measurement(self, *, rounds: int | None = None) -> Measurement:
+        """Where and how to measure: the shape and phase, and the sampling (``rounds`` overrides the
+        minimum rounds, e.g. with ``verify_rounds``)."""
+        minimum = self.rounds if rounds is None else rounds
+        cap = self.max_rounds if rounds is None else None
         return Measurement(
             runtime=self.runtime,
             device=self.device,
@@ -226,11 +247,14 @@ class RunConfig:
             batch_size=self.batch_size,
             seq_len=self.seq_len,
             threads=self.threads,
-            rounds=self.rounds if rounds is None else rounds,
+            rounds=minimum,
             warmup=self.warmup,
             phase=self.phase_name,
             generate_tokens=self.generate,
             seed=self.seed,
+            max_rounds=cap,
+            stability=self.stability,
+            max_seconds=self.profile_seconds,
         )
 
     def grid(self) -> LevelGrid:

@@ -1,10 +1,15 @@
-"""Keeping the promise: when the measured speedup falls short of the target, re-plan and measure again.
+"""Keeping the promise without paying for more speed than asked: re-plan toward the target.
 
-A table predicts; verification measures. If the measured speedup is below the target (the one
-``target_met`` rule), the plan is re-made for a larger planned-for speedup (``target x target /
-measured``), with the same recipe that chose it (the search's per-unit weights, the uniform
-allocation, or the plain solver), applied and measured again; at most ``corrections`` times, never
-asking for less speed than the last attempt, never beyond the table's maximum.
+A table predicts; verification measures (a paired speedup with its 95% interval). The plan is
+re-made only when the measurement says so with confidence:
+- too slow: the whole interval lies below the target -> plan for more speed;
+- too fast: the whole interval lies above ``OVERSHOOT`` x target -> plan for less (overshooting costs
+  accuracy for nothing).
+Each new planned-for speedup comes from a secant step through the last two (planned-for, measured)
+points (the first step scales by target / measured), bounded to a factor ``MAX_STEP`` per step,
+within (1, the table's maximum]. At most ``corrections`` steps. The plan kept is the one with the
+smallest planned-for speedup among those measured at or above the target within tolerance
+(``target_met``); when none is, the fastest measured.
 """
 
 from __future__ import annotations
@@ -19,6 +24,11 @@ from planner.records.report import Attempt
 from planner.records.verification import Verification, target_met
 from planner.report.build import attempt
 
+OVERSHOOT = 1.05
+"""A measured speedup whose whole interval is above this multiple of the target is re-planned lower."""
+MAX_STEP = 1.3
+"""One correction changes the planned-for speedup by at most this factor."""
+
 
 @dataclass(frozen=True)
 class Applied:
@@ -29,6 +39,27 @@ class Applied:
     verification: Verification
 
 
+def next_target(points: list[tuple[float, float]], target: float) -> float:
+    """The next planned-for speedup from (planned-for, measured) points, aiming measured at ``target``."""
+    planned, measured = points[-1]
+    guess = planned * target / measured
+    if len(points) >= 2:
+        (p0, m0), (p1, m1) = points[-2], points[-1]
+        if abs(m1 - m0) > 1e-9 and abs(p1 - p0) > 1e-9:
+            secant = p1 + (target - m1) * (p1 - p0) / (m1 - m0)
+            if secant > 1.0:
+                guess = secant
+    return min(max(guess, planned / MAX_STEP), planned * MAX_STEP)
+
+
+def choose(attempts: list[Attempt], applied: list[Applied], target: float) -> int:
+    """Index of the attempt kept: the least compressed one that met the target, else the fastest."""
+    met = [i for i, a in enumerate(attempts) if target_met(a.measured_speedup, target)]
+    if met:
+        return min(met, key=lambda i: (attempts[i].planned_for, -attempts[i].measured_speedup))
+    return max(range(len(attempts)), key=lambda i: attempts[i].measured_speedup)
+
+
 def correct(
     first: Applied,
     *,
@@ -36,30 +67,32 @@ def correct(
     max_speedup: float,
     corrections: int,
     replan: Callable[[float], Applied],
-    met: Callable[[float, float], bool] = target_met,
     log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[Applied, list[Attempt]]:
-    """Re-plan (``replan(planned_for) -> Applied``) until the promise is ``met`` or corrections run out.
+    """Re-plan (``replan(planned_for) -> Applied``) while the measurement is confidently off target.
 
     Returns:
-        (the last applied plan, every attempt in order).
+        (the attempt kept, every attempt in order).
     """
-    current = first
+    applied = [first]
     attempts = [attempt(target_speedup, first.plan, first.verification)]
     for _ in range(corrections):
-        measured = attempts[-1].measured_speedup
-        if met(measured, target_speedup):
+        last = attempts[-1]
+        if last.measured_high < target_speedup:
+            why = f"measured {last.measured_speedup:.2f}x [{last.measured_low:.2f}-{last.measured_high:.2f}] is short"
+        elif last.measured_low > OVERSHOOT * target_speedup:
+            why = f"measured {last.measured_speedup:.2f}x [{last.measured_low:.2f}-{last.measured_high:.2f}] overshoots"
+        else:
             break
-        corrected = attempts[-1].planned_for * target_speedup / measured
-        if corrected <= attempts[-1].planned_for:
-            break  # only ever ask for more speed than the last plan did
-        if corrected > max_speedup:
-            log(f"      measured {measured:.2f}x; a corrected plan ({corrected:.2f}x) is beyond this table's maximum")
-            break
-        log(
-            f"      measured {measured:.2f}x < {target_speedup:g}x: the table over-promised; re-planning for "
-            f"{corrected:.2f}x and measuring again"
-        )
-        current = replan(corrected)
-        attempts.append(attempt(corrected, current.plan, current.verification))
-    return current, attempts
+        points = [(a.planned_for, a.measured_speedup) for a in attempts]
+        planned = min(next_target(points, target_speedup), max_speedup)
+        if planned <= 1.0 or any(abs(planned - a.planned_for) < 1e-3 for a in attempts):
+            break  # nowhere new to go
+        log(f"      {why} of {target_speedup:g}x: re-planning for {planned:.2f}x and measuring again")
+        current = replan(planned)
+        applied.append(current)
+        attempts.append(attempt(planned, current.plan, current.verification))
+    kept = choose(attempts, applied, target_speedup)
+    if kept != len(attempts) - 1:
+        log(f"      keeping the attempt planned for {attempts[kept].planned_for:.2f}x")
+    return applied[kept], attempts

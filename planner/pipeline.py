@@ -54,23 +54,58 @@ class StageClock:
 
 @dataclass(frozen=True)
 class Prepared:
-    """The model, its latency table on this device, and the task: what every plan of a run shares."""
+    """The model, its latency table on this device, and the task: what every plan of a run shares.
+
+    ``notes`` say how the table was obtained when the user should know (re-measured, noisy).
+    """
 
     loaded: LoadedModel
     table: LatencyTable
     task: Task
+    notes: tuple[str, ...] = ()
 
 
-def prepare(config: RunConfig, clock: StageClock, *, progress: bool = True) -> Prepared:
-    """Load the model, profile it (or reuse the cached table) and build the task (head cached)."""
+def prepare(
+    config: RunConfig, clock: StageClock, *, progress: bool = True, log: Callable[[str], None] = lambda _m: None
+) -> Prepared:
+    """Load the model, profile it (or reuse the cached table, re-validated) and build the task."""
     with clock.stage("profile"):
         loaded = load_configured(config)
-        table = cached_table(
-            loaded, config.measurement(), smoothing=config.smoothing, cache_dir=config.cache_dir, progress=progress
+        profiled = cached_table(
+            loaded,
+            config.measurement(),
+            smoothing=config.smoothing,
+            cache_dir=config.cache_dir,
+            accept_noisy=config.accept_noisy,
+            progress=progress,
         )
+    notes = [f"latency table {profiled.status}: {profiled.note}"] if profiled.note else []
+    table = profiled.table
+    log(f"      table {profiled.status}" + (f" ({profiled.note})" if profiled.note else ""))
+    if table.meta.noisy and profiled.status != "reused (noisy)":
+        warning = noisy_table_warning(table)
+        log("      WARNING: " + warning)
+        notes.append(warning)
     with clock.stage("score"):
         task = configured_task(config, loaded)
-    return Prepared(loaded, table, task)
+    return Prepared(loaded, table, task, tuple(notes))
+
+
+def noisy_table_warning(table: LatencyTable) -> str:
+    """What a run says about a table measured on a busy machine: which workloads, how wide, what to do."""
+    m = table.meta
+    widest = table.frame.assign(
+        width=(table.frame["ci_high_ms"] - table.frame["ci_low_ms"]) / table.frame["latency_ms"]
+    )
+    worst = widest.sort_values("width", ascending=False).iloc[0]
+    load = "" if m.foreign_load is None else f" while other processes used {100 * m.foreign_load:.0f}% of the CPU"
+    return (
+        f"the latency table was measured on a busy machine{load}: {len(m.noisy_workloads)} measurements did not "
+        f"settle (e.g. {', '.join(m.noisy_workloads[:2])}; widest interval {100 * float(worst['width']):.0f}% of "
+        f"{worst['unit']} level {int(worst['level'])}). It is used for this run but kept in the cache marked noisy: "
+        "the next run measures again unless --accept-noisy. Close other work, or raise --max-rounds / "
+        "--profile-seconds."
+    )
 
 
 def check_reachable(table: LatencyTable, speedups: list[float]) -> None:
@@ -131,7 +166,7 @@ def run_pipeline(
         raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
     clock = StageClock()
     log("[1/6] profile: latency table (cached per model, device, runtime, shape and phase)")
-    prepared = prepare(config, clock, progress=progress)
+    prepared = prepare(config, clock, progress=progress, log=log)
     table = prepared.table
     log(f"      {table.summary().splitlines()[1].strip()}; max {table.max_speedup():.2f}x")
     check_reachable(table, [config.speedup])
@@ -206,6 +241,8 @@ def run_pipeline(
         attempts=attempts,
         stage_seconds=clock.seconds,
         config=config.describe(),
+        notes=prepared.notes,
+        planned_speedup=next(a.planned_for for a in attempts if a.predicted_speedup == final.plan.predicted_speedup),
     )
     write_run_folder(
         target,

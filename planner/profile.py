@@ -15,7 +15,7 @@ import dataclasses
 import datetime as dt
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +49,9 @@ def profiler_settings(measurement: Measurement) -> ProfilerSettings:
         rounds=measurement.rounds,
         warmup=measurement.warmup,
         seed=measurement.seed,
+        max_rounds=measurement.max_rounds,
+        stability=measurement.stability,
+        max_seconds=measurement.max_seconds,
     )
 
 
@@ -116,6 +119,7 @@ def profile_model(
     frame = _table_rows(units, stats, smoothing=smoothing)
     dense = stats[DENSE_KEY]
     curve = _calibration(frame, anchors, stats)
+    noisy = _signatures_of(stats.noisy, unit_work)
     grid = level_grid(adapter)
     meta = TableMetadata(
         model_name=adapter.name,
@@ -134,7 +138,7 @@ def profile_model(
         threads=settings.threads,
         ffn_step=grid.ffn_step,
         sparsity_levels=grid.sparsity_levels,
-        dense_ms=dense.median_ms,
+        dense_ms=dense.estimate_ms,
         dense_p10_ms=dense.p10_ms,
         dense_p90_ms=dense.p90_ms,
         fixed_ms=curve.fixed_ms,
@@ -145,6 +149,10 @@ def profile_model(
         smoothing=smoothing,
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         planner_version=__version__,
+        noisy=bool(noisy),
+        noisy_workloads=noisy,
+        foreign_load=stats.foreign_load,
+        anchor_ms={key: stats[key].estimate_ms for key in anchors},
     )
     table = LatencyTable(frame=frame, meta=meta)
     if out_path is not None:
@@ -185,9 +193,7 @@ def _profile_reply(
     )
 
 
-def combine_phases(
-    prefill: LatencyTable, decode: LatencyTable, *, tokens: int, units: Sequence[Unit]
-) -> LatencyTable:
+def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, units: Sequence[Unit]) -> LatencyTable:
     """The table of a reply of ``tokens`` tokens: per unit and level prefill + tokens x decode (ms).
 
     The calibration curve goes through the same whole-model anchors as the parts': for each anchor
@@ -198,9 +204,10 @@ def combine_phases(
         raise PlannerError("the prefill and decode tables list different units; profile both with the same model.")
     frame = prefill.frame.copy()
     other = decode.frame
-    for column in ("median_ms", "raw_median_ms", "p10_ms", "p90_ms"):
+    for column in ("latency_ms", "raw_ms", "ci_low_ms", "ci_high_ms", "median_ms", "p10_ms", "p90_ms"):
         frame[column] = prefill.frame[column].to_numpy() + tokens * other[column].to_numpy()
     frame["repeats"] = np.minimum(prefill.frame["repeats"].to_numpy(), other["repeats"].to_numpy())
+    frame["noisy_rounds"] = np.maximum(prefill.frame["noisy_rounds"].to_numpy(), other["noisy_rounds"].to_numpy())
     for column in ("masked_ms", "sparse_ms"):
         frame[column] = prefill.frame[column].to_numpy() + tokens * other[column].to_numpy()
     sums, totals = [], []
@@ -223,8 +230,20 @@ def combine_phases(
         fixed_ms=curve.fixed_ms,
         calibration_sum_ms=curve.sum_ms,
         calibration_total_ms=curve.total_ms,
+        noisy=p.noisy or d.noisy,
+        noisy_workloads=tuple(f"prefill: {w}" for w in p.noisy_workloads)
+        + tuple(f"decode: {w}" for w in d.noisy_workloads),
+        foreign_load=max((x for x in (p.foreign_load, d.foreign_load) if x is not None), default=None),
+        anchor_ms={k: v + tokens * d.anchor_ms.get(k, 0.0) for k, v in p.anchor_ms.items()},
     )
     return LatencyTable(frame=frame, meta=meta)
+
+
+def _signatures_of(keys: Sequence[str], unit_work: Sequence[Any]) -> tuple[str, ...]:
+    """Readable names of noisy workloads: "<unit shape> level <i> (<impl>)" or the whole model."""
+    names = {w.key: f"{w.signature.split(':')[0]} level {w.level} ({w.impl})" for w in unit_work}
+    readable = {DENSE_KEY: "the dense model"}
+    return tuple(names.get(k, readable.get(k, k.strip("_").replace("_", " "))) for k in keys)
 
 
 def anchor_levels(units: Sequence[Unit], fraction: float) -> dict[str, int]:
@@ -235,14 +254,14 @@ def anchor_levels(units: Sequence[Unit], fraction: float) -> dict[str, int]:
 def _calibration(
     frame: pd.DataFrame,
     anchors: dict[str, dict[str, int]],
-    stats: dict[str, TimingStats],
+    stats: Mapping[str, TimingStats],
 ) -> CalibrationCurve:
     """Fit g through the anchors: (sum of the table's unit times at the anchor's levels, measured)."""
-    by_unit = {name: rows.set_index("level")["median_ms"] for name, rows in frame.groupby("unit", sort=False)}
+    by_unit = {name: rows.set_index("level")["latency_ms"] for name, rows in frame.groupby("unit", sort=False)}
     sums, totals = [], []
     for key, levels in anchors.items():
         sums.append(float(sum(by_unit[name].loc[level] for name, level in levels.items())))
-        totals.append(stats[key].median_ms)
+        totals.append(stats[key].estimate_ms)
     if len(sums) == 1:
         return CalibrationCurve((sums[0],), (totals[0],))
     return CalibrationCurve.fit(sums, totals)
@@ -292,14 +311,14 @@ def _matching_table(
     return table
 
 
-def _table_rows(units: Sequence[Unit], stats: dict[str, TimingStats], *, smoothing: str) -> pd.DataFrame:
+def _table_rows(units: Sequence[Unit], stats: Mapping[str, TimingStats], *, smoothing: str) -> pd.DataFrame:
     rows = []
     for unit in units:
         unit_rows: list[dict[str, Any]] = []
         for level in unit.levels:
             prefix = f"{unit.signature}|{level.index}|"
             impls = {k[len(prefix) :]: s for k, s in stats.items() if k.startswith(prefix)}
-            best_impl = min(impls, key=lambda name: impls[name].median_ms)
+            best_impl = min(impls, key=lambda name: impls[name].estimate_ms)
             best = impls[best_impl]
             masked = impls.get("masked")
             sparse = impls.get("csr") or impls.get("semi_structured")
@@ -310,21 +329,26 @@ def _table_rows(units: Sequence[Unit], stats: dict[str, TimingStats], *, smoothi
                     "level": level.index,
                     "structure": level.structure,
                     "kept": np.nan if level.kept is None else level.kept,
+                    "groups": np.nan if level.groups is None else level.groups,
                     "sparsity": np.nan if level.sparsity is None else level.sparsity,
+                    "latency_ms": best.estimate_ms,
+                    "raw_ms": best.estimate_ms,
+                    "ci_low_ms": best.ci_low_ms,
+                    "ci_high_ms": best.ci_high_ms,
                     "median_ms": best.median_ms,
-                    "raw_median_ms": best.median_ms,
                     "p10_ms": best.p10_ms,
                     "p90_ms": best.p90_ms,
                     "repeats": best.repeats,
+                    "noisy_rounds": best.noisy_rounds,
                     "impl": best_impl,
-                    "masked_ms": np.nan if masked is None else masked.median_ms,
-                    "sparse_ms": np.nan if sparse is None else sparse.median_ms,
+                    "masked_ms": np.nan if masked is None else masked.estimate_ms,
+                    "sparse_ms": np.nan if sparse is None else sparse.estimate_ms,
                     "signature": unit.signature,
                 }
             )
         if smoothing == "monotone" and unit.kind in ("attention", "ffn"):
-            fitted = non_increasing_fit([r["raw_median_ms"] for r in unit_rows])
+            fitted = non_increasing_fit([r["raw_ms"] for r in unit_rows])
             for row, value in zip(unit_rows, fitted, strict=True):
-                row["median_ms"] = float(value)
+                row["latency_ms"] = float(value)
         rows.extend(unit_rows)
     return pd.DataFrame(rows)

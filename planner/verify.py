@@ -1,17 +1,23 @@
 """The verify stage: dense vs pruned end-to-end latency, measured interleaved in one process on the
-runtime and shape the plan was made for. Every speed promise of a plan is checked here."""
+runtime and shape the plan was made for. Every speed promise of a plan is checked here.
+
+Paired: every round times each model once, in a fresh order; the speedup is the median of the
+per-round ratios with its 95% interval. Rounds are added (up to 3 x the minimum) while an interval
+is wider than ``VERIFY_TOLERANCE``; rounds during which other processes kept the machine busy are
+left out of the ratios when enough quiet ones remain."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from torch import nn
 
 from planner.config import Measurement
 from planner.profile import profiler_settings, shape_of
-from planner.records.verification import ModelTiming, Verification
+from planner.records.verification import VERIFY_TOLERANCE, ModelTiming, Verification
 from profilers import Profiler, Workload
+from profilers.timing import SampleStore
 
 
 def verify_models(
@@ -34,8 +40,27 @@ def verify_models(
     for name, model in models.items():
         module, inputs = adapter.timed(model, shape)
         workloads.append(Workload(name, module, inputs, steady=True))
-    stats = Profiler(profiler_settings(measurement)).measure(
-        workloads, progress=progress, description="verifying latency"
+    settings = profiler_settings(measurement)
+    stats = Profiler(settings).measure(
+        workloads, progress=progress, description="verifying latency", pending=_until_settled(list(models))
     )
     timings = {k: ModelTiming(s.median_ms, s.p10_ms, s.p90_ms, s.samples_ms) for k, s in stats.items()}
-    return Verification(timings=timings, runtime=measurement.runtime, device=measurement.device)
+    return Verification(
+        timings=timings, runtime=measurement.runtime, device=measurement.device, loads=tuple(stats.loads)
+    )
+
+
+def _until_settled(names: list[str]) -> Callable[[SampleStore], list[str]]:
+    """Keep timing every model (paired rounds) while some speedup's interval is wider than the tolerance."""
+
+    def pending(store: SampleStore) -> list[str]:
+        probe = Verification(
+            timings={k: ModelTiming(0.0, 0.0, 0.0, tuple(store.samples[k])) for k in names},
+            runtime="",
+            device="",
+            loads=tuple(store.loads),
+        )
+        wide = any(probe.speedup(k).width > VERIFY_TOLERANCE for k in names if k != probe.reference)
+        return names if wide else []
+
+    return pending

@@ -4,7 +4,7 @@ Works on ``nn.Module`` workloads and tables; never imports ``planner``.
 """
 
 from profilers.errors import ProfileError, TableFormatError
-from profilers.profiler import Profiler, ProfilerSettings, Workload
+from profilers.profiler import Measured, Profiler, ProfilerSettings, Workload
 from profilers.runtimes import RUNTIMES, get_runtime
 from profilers.smoothing import non_increasing_fit
 from profilers.table import COLUMNS, SCHEMA_VERSION, LatencyTable, TableMetadata
@@ -15,6 +15,7 @@ __all__ = [
     "RUNTIMES",
     "SCHEMA_VERSION",
     "LatencyTable",
+    "Measured",
     "ProfileError",
     "Profiler",
     "ProfilerSettings",

@@ -1,10 +1,17 @@
-"""``Profiler.measure``: time many workloads on one runtime, interleaved, resumable.
+"""``Profiler.measure``: time many workloads on one runtime, interleaved, resumable, noise-aware.
 
 A workload is one unit at one level (or the whole model), given as an ``nn.Module`` and its
 positional inputs. The profiler knows nothing about models or plans: it turns workloads into
 runners with the runtime, warms them up, and collects samples round by round in a random order.
 After every round the samples so far are written (atomically) to a checkpoint file, so an
 interrupted profile resumes where it stopped.
+
+How many rounds: at least ``rounds`` quiet ones per workload; then more, for the workloads whose
+estimate is not yet settled (its 95% interval wider than ``stability`` of it), up to
+``max_rounds``. A round during which other processes used more than ``quiet_load`` of the machine's
+CPU (``profilers.load``) is kept apart and does not count: under a persistent load every sample is
+slow alike, which no spread statistic can see. Stops at ``max_rounds`` rounds or ``max_seconds``;
+workloads that still have too few quiet samples or an unsettled estimate are reported as noisy.
 """
 
 from __future__ import annotations
@@ -13,8 +20,9 @@ import contextlib
 import json
 import os
 import sys
+import time
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,8 +32,9 @@ import torch
 
 from profilers.atomic import atomic_write_text
 from profilers.errors import ProfileError
+from profilers.load import LoadMeter
 from profilers.runtimes import canonical_dtype, get_runtime
-from profilers.timing import WIDE_SPREAD, Runner, TimingStats, calls_per_sample, run_rounds
+from profilers.timing import Runner, SampleStore, TimingStats, calls_per_sample, run_rounds
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,10 @@ class ProfilerSettings:
     warmup: int = 0
     min_sample_ms: float = 2.0
     seed: int = 0
+    max_rounds: int | None = None
+    stability: float = 0.05
+    quiet_load: float = 0.15
+    max_seconds: float | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
@@ -76,17 +89,80 @@ class ProfilerSettings:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ProfileError(f"The '{name}' parameter must be an integer >= {low}. Got {value!r} instead.")
+        if self.max_rounds is None:
+            object.__setattr__(self, "max_rounds", 3 * self.rounds)
+        if not isinstance(self.max_rounds, int) or self.max_rounds < self.rounds:
+            raise ProfileError(
+                f"The 'max_rounds' parameter must be an integer >= rounds ({self.rounds}). "
+                f"Got {self.max_rounds!r} instead."
+            )
         if not self.min_sample_ms >= 0:
             raise ProfileError(f"The 'min_sample_ms' parameter must be >= 0. Got {self.min_sample_ms!r} instead.")
+        if not self.stability > 0:
+            raise ProfileError(f"The 'stability' parameter must be > 0. Got {self.stability!r} instead.")
+        if not 0 <= self.quiet_load <= 1:
+            raise ProfileError(f"The 'quiet_load' parameter must be in [0, 1]. Got {self.quiet_load!r} instead.")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ProfileError(f"The 'max_seconds' parameter must be > 0 (or None). Got {self.max_seconds!r} instead.")
+
+
+@dataclass(frozen=True)
+class Measured(Mapping[str, TimingStats]):
+    """What ``Profiler.measure`` found: per workload its ``TimingStats`` (a read-only mapping),
+    plus how the sampling went.
+
+    Attributes:
+        rounds: rounds run in this call and earlier (resumed) ones.
+        loads: per round, the foreign load while it ran (None where the OS does not tell).
+        noisy: workloads whose estimate is not settled (too few quiet samples, or an interval wider
+            than the stability threshold at the round cap), most uncertain first.
+        seconds: wall time of this call's sampling.
+    """
+
+    stats: Mapping[str, TimingStats]
+    rounds: int
+    loads: tuple[float | None, ...]
+    noisy: tuple[str, ...]
+    seconds: float
+    quiet_load: float = 0.15
+
+    def __getitem__(self, key: str) -> TimingStats:
+        return self.stats[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.stats)
+
+    def __len__(self) -> int:
+        return len(self.stats)
+
+    @property
+    def noisy_rounds(self) -> int:
+        """Rounds that ran while the machine was busy with other work (left out of the estimates)."""
+        return sum(1 for load in self.loads if load is not None and load > self.quiet_load)
+
+    @property
+    def foreign_load(self) -> float | None:
+        """The median foreign load over the rounds (None where the OS does not tell)."""
+        known = [x for x in self.loads if x is not None]
+        return float(np.median(known)) if known else None
+
+
+LoadReader = Callable[[], Callable[[], float | None]]
+"""Starts a load meter for one round; calling the result reads the round's foreign load."""
 
 
 class Profiler:
-    """Times workloads on one runtime and device. Call order: ``measure(workloads)``."""
+    """Times workloads on one runtime and device. Call order: ``measure(workloads)``.
 
-    def __init__(self, settings: ProfilerSettings) -> None:
+    Args:
+        load_reader: how a round's foreign load is measured (default: ``profilers.load.LoadMeter``).
+    """
+
+    def __init__(self, settings: ProfilerSettings, *, load_reader: LoadReader | None = None) -> None:
         self.settings = settings
         self.runtime = get_runtime(settings.runtime)
         self.runtime.check(settings.device, settings.dtype)
+        self.load_reader = load_reader or _load_reader
 
     def measure(
         self,
@@ -96,13 +172,16 @@ class Profiler:
         checkpoint_key: str = "",
         progress: bool = True,
         description: str = "profiling",
-    ) -> dict[str, TimingStats]:
-        """Time every workload; returns key -> stats.
+        pending: Callable[[SampleStore], Collection[str]] | None = None,
+    ) -> Measured:
+        """Time every workload; returns key -> stats (see the module docstring for how many rounds).
 
         Args:
             checkpoint: file for resumable partial samples; reused only when its ``checkpoint_key``
                 (the caller's description of what is measured) matches.
             progress: show a progress bar on stderr.
+            pending: a different stopping rule: store -> the keys that still need a round (it is
+                also stopped by ``max_rounds`` and ``max_seconds``).
         """
         keys = [w.key for w in workloads]
         if len(set(keys)) != len(keys):
@@ -111,8 +190,8 @@ class Profiler:
         full_key = json.dumps(
             {"key": checkpoint_key, "settings": s.__dict__, "workloads": sorted(keys)}, sort_keys=True
         )
-        samples = _load_checkpoint(checkpoint, full_key)
-        rng = np.random.default_rng(s.seed + sum(len(v) for v in samples.values()))
+        store = _load_checkpoint(checkpoint, full_key)
+        rng = np.random.default_rng(s.seed + len(store.loads))
         with self.runtime.threads(s.threads), _quiet():
             runners: dict[str, Runner] = {}
             for w in workloads:
@@ -120,50 +199,117 @@ class Profiler:
                     w.module, w.inputs, device=s.device, dtype=s.dtype, threads=s.threads
                 )
             calls: dict[str, int] = {}
+            one_round_ms = 0.0
             for key, runner in runners.items():
                 for _ in range(s.warmup):
                     runner()
-                calls[key] = calls_per_sample(runner(), min_sample_ms=s.min_sample_ms)
-            remaining = sum(max(0, s.rounds - len(samples.get(k, []))) for k in keys)
-            with progress_bar(remaining, description, enabled=progress) as bar:
+                once = runner()
+                calls[key] = calls_per_sample(once, min_sample_ms=s.min_sample_ms)
+                one_round_ms += once * calls[key]
+            if s.max_seconds is not None and one_round_ms / 1e3 > s.max_seconds:
+                raise ProfileError(
+                    f"The time cap of {s.max_seconds:g} s is shorter than one round of samples (about "
+                    f"{one_round_ms / 1e3:.1f} s); raise the cap or time fewer workloads."
+                )
+            started = time.perf_counter()
+            stop = _default_pending(s, keys, started)
+            rule = stop if pending is None else _both(stop, pending, s, started)
+            expected = sum(max(0, s.rounds - len(store.quiet(k, s.quiet_load))) for k in keys)
+            with progress_bar(expected, description, enabled=progress) as bar:
                 run_rounds(
                     runners,
-                    samples,
-                    rounds=s.rounds,
+                    store,
+                    pending=rule,
                     calls=calls,
                     rng=rng,
                     steady={w.key for w in workloads if w.steady} if self.runtime.settles_whole_models else (),
+                    measure_load=self.load_reader,
                     on_sample=lambda _key: bar.update(1),
-                    on_round=lambda _r: _save_checkpoint(checkpoint, full_key, samples),
+                    on_round=lambda _r: _save_checkpoint(checkpoint, full_key, store),
                 )
-        stats = {k: TimingStats.from_samples(samples[k][: s.rounds]) for k in keys}
-        noisy = [k for k, st in stats.items() if st.spread > WIDE_SPREAD]
-        if noisy:
-            warnings.warn(
-                f"{len(noisy)} of {len(stats)} measurements have a wide spread ((p90 - p10) / median > "
-                f"{WIDE_SPREAD:.0%}), e.g. {noisy[0]}: the machine is busy; close other work or raise --rounds.",
-                RuntimeWarning,
-                stacklevel=2,
-            )
-        return stats
+            seconds = time.perf_counter() - started
+        return _summarise(store, keys, s, seconds)
 
 
-def _load_checkpoint(path: Path | None, key: str) -> dict[str, list[float]]:
+def _load_reader() -> Callable[[], float | None]:
+    meter = LoadMeter().start()
+    return meter.foreign
+
+
+def _default_pending(
+    s: ProfilerSettings, keys: Sequence[str], started: float
+) -> Callable[[SampleStore], Collection[str]]:
+    """Workloads with fewer than ``rounds`` quiet samples, or an unsettled estimate below the cap."""
+
+    def pending(store: SampleStore) -> list[str]:
+        if _capped(store, s, started):
+            return []
+        out = []
+        for key in keys:
+            quiet = store.quiet(key, s.quiet_load)
+            if len(quiet) < s.rounds or TimingStats.from_samples(quiet).uncertainty > s.stability:
+                out.append(key)
+        return out
+
+    return pending
+
+
+def _both(
+    stop: Callable[[SampleStore], Collection[str]],
+    pending: Callable[[SampleStore], Collection[str]],
+    s: ProfilerSettings,
+    started: float,
+) -> Callable[[SampleStore], Collection[str]]:
+    """The caller's rule, within the caps (and never before every workload has ``rounds`` samples)."""
+
+    def rule(store: SampleStore) -> Collection[str]:
+        if _capped(store, s, started):
+            return []
+        short = [k for k in store.samples if len(store.samples[k]) < s.rounds]
+        return short if short else pending(store)
+
+    return rule
+
+
+def _capped(store: SampleStore, s: ProfilerSettings, started: float) -> bool:
+    assert s.max_rounds is not None
+    if len(store.loads) >= s.max_rounds:
+        return True
+    return s.max_seconds is not None and time.perf_counter() - started >= s.max_seconds
+
+
+def _summarise(store: SampleStore, keys: Sequence[str], s: ProfilerSettings, seconds: float) -> Measured:
+    """Stats from each workload's quiet samples (all of them where too few were quiet)."""
+    stats: dict[str, TimingStats] = {}
+    noisy: list[tuple[float, str]] = []
+    for key in keys:
+        quiet = store.quiet(key, s.quiet_load)
+        loaded = len(store.samples[key]) - len(quiet)
+        enough = len(quiet) >= min(s.rounds, 3)
+        used = quiet if enough else store.samples[key]
+        st = TimingStats.from_samples(used, noisy_rounds=loaded)
+        stats[key] = st
+        if not enough or len(quiet) < s.rounds or st.uncertainty > s.stability:
+            noisy.append((st.uncertainty if enough else float("inf"), key))
+    ordered = tuple(k for _, k in sorted(noisy, reverse=True))
+    return Measured(stats, len(store.loads), tuple(store.loads), ordered, seconds, s.quiet_load)
+
+
+def _load_checkpoint(path: Path | None, key: str) -> SampleStore:
     if path is None or not path.is_file():
-        return {}
+        return SampleStore()
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
-        return {}
+        return SampleStore()
     if not isinstance(data, dict) or data.get("key") != key:
-        return {}
-    raw = data.get("samples", {})
-    return {str(k): [float(x) for x in v] for k, v in raw.items()} if isinstance(raw, dict) else {}
+        return SampleStore()
+    return SampleStore.from_json(data.get("store"))
 
 
-def _save_checkpoint(path: Path | None, key: str, samples: dict[str, list[float]]) -> None:
+def _save_checkpoint(path: Path | None, key: str, store: SampleStore) -> None:
     if path is not None:
-        atomic_write_text(path, json.dumps({"key": key, "samples": samples}))
+        atomic_write_text(path, json.dumps({"key": key, "store": store.as_json()}))
 
 
 @contextlib.contextmanager

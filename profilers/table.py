@@ -3,7 +3,7 @@
 Saved as a CSV (one row per unit and level) and a JSON sidecar (same stem, ``.json``) holding the
 metadata; both written atomically. The prediction is additive in the units, then calibrated:
 
-    predicted_ms = g(sum over units of median_ms[unit, chosen level])
+    predicted_ms = g(sum over units of latency_ms[unit, chosen level])
 
 where g is the calibration curve through whole models measured end to end (see
 ``profilers.calibration``; without anchors g(S) = fixed_ms + S, SPDY's model). ``fixed_ms`` is
@@ -14,15 +14,18 @@ CSV columns (one row per unit and level, units in model order, levels 0 = dense 
     kind           "attention", "ffn", "linear" or "conv2d"
     level          level index within the unit (0 = dense)
     structure      "dense", "heads", "neurons", "channels", "unstructured" or "2:4"
-    kept           heads / neurons / output channels kept (empty for weight sparsity)
+    kept           heads (query heads) / neurons / output channels kept (empty for weight sparsity)
+    groups         key/value groups kept (grouped-query attention), else empty
     sparsity       fraction of weights that are zero (empty for structured levels)
-    median_ms      standalone latency used for planning (smoothed when smoothing is on), ms
-    raw_median_ms  measured standalone median before smoothing, ms
-    p10_ms, p90_ms 10th / 90th percentile of the samples, ms
-    repeats        number of samples
+    latency_ms     standalone latency used for planning (the p10 estimate; smoothed when asked), ms
+    raw_ms         the measured p10 estimate before smoothing, ms
+    ci_low_ms, ci_high_ms  95% interval of that estimate, ms
+    median_ms, p10_ms, p90_ms  median and percentiles of the samples, ms
+    repeats        samples the estimate used (quiet rounds)
+    noisy_rounds   samples left out because other processes kept the machine busy
     impl           implementation timed: "dense", "shrunk", "masked", "csr", "semi_structured"
-    masked_ms      median of the dense kernel on masked weights (sparsity levels), ms
-    sparse_ms      median of the sparse kernel where one exists (sparsity levels), ms
+    masked_ms      estimate of the dense kernel on masked weights (sparsity levels), ms
+    sparse_ms      estimate of the sparse kernel where one exists (sparsity levels), ms
     signature      shape signature; units with equal signatures share measurements
 """
 
@@ -43,9 +46,11 @@ from profilers.atomic import atomic_path, atomic_write_text
 from profilers.calibration import CalibrationCurve
 from profilers.errors import TableFormatError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """Version 2 added the phase (``phase``, ``generate_tokens``) and the level grid (``ffn_step``,
-``sparsity_levels``) to the metadata."""
+``sparsity_levels``) to the metadata; version 3 plans with a p10 estimate (``latency_ms``, with its
+interval and the samples left out on a busy machine), records KV groups per level (``groups``) and
+how noisy the measurement was (``noisy``, ``noisy_workloads``, ``foreign_load``, ``anchor_ms``)."""
 
 COLUMNS: tuple[str, ...] = (
     "unit",
@@ -53,12 +58,17 @@ COLUMNS: tuple[str, ...] = (
     "level",
     "structure",
     "kept",
+    "groups",
     "sparsity",
+    "latency_ms",
+    "raw_ms",
+    "ci_low_ms",
+    "ci_high_ms",
     "median_ms",
-    "raw_median_ms",
     "p10_ms",
     "p90_ms",
     "repeats",
+    "noisy_rounds",
     "impl",
     "masked_ms",
     "sparse_ms",
@@ -67,16 +77,31 @@ COLUMNS: tuple[str, ...] = (
 _NUMERIC = (
     "level",
     "kept",
+    "groups",
     "sparsity",
+    "latency_ms",
+    "raw_ms",
+    "ci_low_ms",
+    "ci_high_ms",
     "median_ms",
-    "raw_median_ms",
     "p10_ms",
     "p90_ms",
     "repeats",
+    "noisy_rounds",
     "masked_ms",
     "sparse_ms",
 )
-_REQUIRED_FINITE = ("level", "median_ms", "raw_median_ms", "p10_ms", "p90_ms", "repeats")
+_REQUIRED_FINITE = (
+    "level",
+    "latency_ms",
+    "raw_ms",
+    "ci_low_ms",
+    "ci_high_ms",
+    "median_ms",
+    "p10_ms",
+    "p90_ms",
+    "repeats",
+)
 
 
 @dataclass(frozen=True)
@@ -110,6 +135,10 @@ class TableMetadata:
     smoothing: str
     created: str
     planner_version: str
+    noisy: bool = False
+    noisy_workloads: tuple[str, ...] = ()
+    foreign_load: float | None = None
+    anchor_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def provenance(self) -> dict[str, Any]:
@@ -175,7 +204,7 @@ class LatencyTable:
             raise KeyError(f"unit {unit!r} is not in this table; units: {', '.join(self.units()[:6])}...")
         return rows.sort_values("level").reset_index(drop=True)
 
-    def unit_costs(self, column: str = "median_ms") -> list[np.ndarray]:
+    def unit_costs(self, column: str = "latency_ms") -> list[np.ndarray]:
         """Per unit (table order), the latency of each level (ms), shape (n_levels,)."""
         return [self.unit_frame(u)[column].to_numpy(dtype=np.float64) for u in self.units()]
 
@@ -185,7 +214,7 @@ class LatencyTable:
         return float(sum(c[0] for c in self.unit_costs()))
 
     def predict_ms(self, levels: Sequence[int] | Mapping[str, int]) -> float:
-        """Predicted end-to-end latency ``g(sum of the chosen levels' median_ms)`` (ms).
+        """Predicted end-to-end latency ``g(sum of the chosen levels' latency_ms)`` (ms).
 
         ``levels`` is one level index per unit in table order, or a mapping unit -> level (units
         not named stay dense).
@@ -235,10 +264,17 @@ class LatencyTable:
             f"(standalone); {len(m.calibration_sum_ms)} whole-model calibration points",
             f"  maximum achievable speedup: {self.max_speedup():.2f}x",
         ]
+        if m.noisy:
+            load = "" if m.foreign_load is None else f"; other processes used {100 * m.foreign_load:.0f}% of the CPU"
+            shown = ", ".join(m.noisy_workloads[:3]) + (" ..." if len(m.noisy_workloads) > 3 else "")
+            lines.append(
+                f"  NOISY: {len(m.noisy_workloads)} measurements did not settle ({shown}){load}; close other work "
+                "and profile again (or raise --rounds)"
+            )
         for kind, rows in self.frame.groupby("kind", sort=False):
             units = rows["unit"].nunique()
-            dense = rows[rows["level"] == 0]["median_ms"]
-            fastest = rows.groupby("unit")["median_ms"].min()
+            dense = rows[rows["level"] == 0]["latency_ms"]
+            fastest = rows.groupby("unit")["latency_ms"].min()
             lines.append(
                 f"  {kind}: {units} units x {len(rows) // units} levels; dense {dense.mean():.2f} ms, "
                 f"fastest level {fastest.mean():.2f} ms (mean per unit)"
@@ -291,6 +327,7 @@ class LatencyTable:
         values = {k: raw_meta[k] for k in fields}
         for key in ("calibration_sum_ms", "calibration_total_ms"):
             values[key] = tuple(float(v) for v in values[key]) if isinstance(values[key], list) else values[key]
+        values["noisy_workloads"] = tuple(values["noisy_workloads"])
         meta = TableMetadata(**values)
         try:
             CalibrationCurve(meta.calibration_sum_ms, meta.calibration_total_ms)
@@ -339,7 +376,7 @@ def _check_frame(frame: pd.DataFrame, *, source: str) -> None:
         values = frame[column].to_numpy(dtype=np.float64)
         if not np.all(np.isfinite(values)):
             raise TableFormatError(f"{source}: column {column!r} has empty or non-finite values; the file is corrupt.")
-    if (frame["median_ms"] < 0).any():
+    if (frame["latency_ms"] < 0).any():
         raise TableFormatError(f"{source}: negative latencies; the file is corrupt.")
     for unit, rows in frame.groupby("unit", sort=False):
         levels = sorted(int(v) for v in rows["level"])

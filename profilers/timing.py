@@ -17,8 +17,8 @@ its untimed call before every whole-model sample.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -28,40 +28,88 @@ Runner = Callable[[], float]
 WIDE_SPREAD = 0.25
 """(p90 - p10) / median above which a measurement is reported as noisy."""
 
+ESTIMATOR_QUANTILE = 0.10
+"""The latency a table plans with is the 10th percentile of a workload's samples. For deterministic
+compute, interference only ever adds time, so low percentiles sit closest to the intrinsic cost:
+between two quiet profiles of MiniLM workloads the p10 moved by 6% (median of workloads), the median
+by 9% (benchmarks/estimator_bench.py, RESULTS.md). The p10 is used rather than the minimum so that a
+single fluke sample does not decide."""
+
+
+def quantile_interval(values: Sequence[float], q: float, *, confidence: float = 0.95) -> tuple[float, float, float]:
+    """(quantile, low, high): a distribution-free confidence interval for the ``q`` quantile.
+
+    The bounds are order statistics chosen from the Binomial(n, q) distribution, so nothing is
+    assumed about the shape of the noise; with too few values for the level asked, the bounds
+    widen to the extreme samples.
+    """
+    arr = np.sort(np.asarray(values, dtype=np.float64))
+    if arr.size == 0:
+        raise ValueError("no values to summarise")
+    estimate = float(np.quantile(arr, q))
+    n = arr.size
+    from scipy.stats import binom
+
+    tail = (1 - confidence) / 2
+    low_rank = int(binom.ppf(tail, n, q)) - 1  # 0-based order statistics around the quantile
+    high_rank = int(binom.ppf(1 - tail, n, q))
+    return estimate, float(arr[max(0, low_rank)]), float(arr[min(n - 1, high_rank)])
+
 
 @dataclass(frozen=True)
 class TimingStats:
-    """Summary of one workload's samples (ms); ``samples_ms`` in the order they were taken (one per
-    round, so samples of different workloads with the same index were taken in the same round)."""
+    """Summary of one workload's samples (ms).
+
+    ``estimate_ms`` is what tables plan with (the ``ESTIMATOR_QUANTILE`` quantile), ``ci_low_ms`` /
+    ``ci_high_ms`` its 95% interval; ``samples_ms`` holds the samples in the order they were taken
+    (one per round). ``noisy_rounds`` counts rounds left out because the machine was busy with other
+    work while they ran (see ``profilers.load``).
+    """
 
     median_ms: float
     p10_ms: float
     p90_ms: float
     repeats: int
     samples_ms: tuple[float, ...] = ()
+    estimate_ms: float = 0.0
+    ci_low_ms: float = 0.0
+    ci_high_ms: float = 0.0
+    noisy_rounds: int = 0
 
     @classmethod
-    def from_samples(cls, samples_ms: Sequence[float]) -> TimingStats:
-        """Median, 10th and 90th percentiles of ``samples_ms`` (at least one sample)."""
+    def from_samples(cls, samples_ms: Sequence[float], *, noisy_rounds: int = 0) -> TimingStats:
+        """Percentiles, the planning estimate and its interval of ``samples_ms`` (at least one sample)."""
         arr = np.asarray(samples_ms, dtype=np.float64)
         if arr.size == 0:
             raise ValueError("no timing samples to summarise")
         p10, median, p90 = np.percentile(arr, [10, 50, 90])
-        return cls(float(median), float(p10), float(p90), int(arr.size), tuple(float(v) for v in arr))
+        estimate, low, high = quantile_interval(arr.tolist(), ESTIMATOR_QUANTILE)
+        return cls(
+            float(median),
+            float(p10),
+            float(p90),
+            int(arr.size),
+            tuple(float(v) for v in arr),
+            estimate,
+            low,
+            high,
+            noisy_rounds,
+        )
 
     @property
     def spread(self) -> float:
         """Relative spread ``(p90 - p10) / median``."""
         return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
 
+    @property
+    def uncertainty(self) -> float:
+        """Relative width of the estimate's interval, ``(high - low) / estimate``."""
+        return (self.ci_high_ms - self.ci_low_ms) / self.estimate_ms if self.estimate_ms > 0 else 0.0
+
 
 def median_interval(values: Sequence[float], *, confidence: float = 0.95) -> tuple[float, float, float]:
-    """(median, low, high): a distribution-free confidence interval for the median of ``values``.
-
-    The interval is between order statistics chosen from the Binomial(n, 1/2) distribution (the
-    classic sign-test interval), so it assumes nothing about the shape of the noise; with fewer
-    than 6 values it is the full range.
-    """
+    """(median, low, high): a distribution-free confidence interval for the median of ``values``
+    (the sign-test interval); with fewer than 6 values it is the full range."""
     arr = np.sort(np.asarray(values, dtype=np.float64))
     if arr.size == 0:
         raise ValueError("no values to summarise")
@@ -82,36 +130,76 @@ def calls_per_sample(once_ms: float, *, min_sample_ms: float, max_calls: int = 2
     return int(min(max_calls, max(1, math.ceil(min_sample_ms / max(once_ms, 1e-6)))))
 
 
+@dataclass
+class SampleStore:
+    """Samples collected so far (mutable; checkpointed between rounds).
+
+    Attributes:
+        samples: key -> sample values (ms), in the order taken.
+        rounds: key -> the round index each sample was taken in.
+        loads: per round, the foreign load while it ran (None where the OS does not tell).
+    """
+
+    samples: dict[str, list[float]] = field(default_factory=dict)
+    rounds: dict[str, list[int]] = field(default_factory=dict)
+    loads: list[float | None] = field(default_factory=list)
+
+    def quiet(self, key: str, threshold: float) -> list[float]:
+        """Samples of ``key`` from rounds whose foreign load was at most ``threshold``."""
+        values, rounds = self.samples.get(key, []), self.rounds.get(key, [])
+        return [v for v, r in zip(values, rounds, strict=True) if _quiet(self.loads, r, threshold)]
+
+    def as_json(self) -> dict[str, object]:
+        return {"samples": self.samples, "rounds": self.rounds, "loads": self.loads}
+
+    @classmethod
+    def from_json(cls, data: object) -> SampleStore:
+        if not isinstance(data, dict):
+            return cls()
+        samples = {str(k): [float(x) for x in v] for k, v in dict(data.get("samples", {})).items()}
+        rounds = {str(k): [int(x) for x in v] for k, v in dict(data.get("rounds", {})).items()}
+        loads = [None if x is None else float(x) for x in list(data.get("loads", []))]
+        if set(samples) != set(rounds) or any(len(samples[k]) != len(rounds[k]) for k in samples):
+            return cls()
+        return cls(samples, rounds, loads)
+
+
+def _quiet(loads: Sequence[float | None], index: int, threshold: float) -> bool:
+    load = loads[index] if index < len(loads) else None
+    return load is None or load <= threshold
+
+
 def run_rounds(
     runners: Mapping[str, Runner],
-    samples: MutableMapping[str, list[float]],
+    store: SampleStore,
     *,
-    rounds: int,
+    pending: Callable[[SampleStore], Collection[str]],
     calls: Mapping[str, int],
     rng: np.random.Generator,
     steady: Collection[str] = (),
+    measure_load: Callable[[], Callable[[], float | None]] | None = None,
     on_sample: Callable[[str], None] | None = None,
     on_round: Callable[[int], None] | None = None,
 ) -> None:
-    """Add samples until every workload has ``rounds`` of them, visiting workloads interleaved.
+    """Run rounds until ``pending(store)`` names no workload, visiting the pending ones interleaved.
 
-    ``samples`` is updated in place (it may already hold samples from an interrupted run). Each
-    round visits, in a random order, every workload that still needs samples.
-
-    ``steady`` names whole-model workloads: they are timed in a steady state, as deployed. Each
-    round visits the other workloads (units of a model: timed cold, as inside a forward pass)
-    first, then the steady ones, each right after one untimed call of itself.
+    ``store`` is updated in place (it may hold samples of an interrupted run). Each round visits, in
+    a fresh random order, every workload ``pending`` names; ``steady`` names whole-model workloads:
+    they are timed in a steady state, as deployed, after the others, each right after one untimed
+    call of itself. ``measure_load`` starts a meter for the round and returns how to read it: the
+    round's foreign load is recorded with it (``profilers.load``).
     """
-    keys = sorted(runners)
-    for key in keys:
-        samples.setdefault(key, [])
-    round_index = 0
+    for key in runners:
+        store.samples.setdefault(key, [])
+        store.rounds.setdefault(key, [])
     while True:
-        pending = [k for k in keys if len(samples[k]) < rounds]
-        if not pending:
+        keys = sorted(k for k in pending(store) if k in runners)
+        if not keys:
             return
-        cold = [k for k in pending if k not in steady]
-        warm = [k for k in pending if k in steady]
+        round_index = len(store.loads)
+        read = measure_load() if measure_load is not None else None
+        cold = [k for k in keys if k not in steady]
+        warm = [k for k in keys if k in steady]
         order = [cold[int(i)] for i in rng.permutation(len(cold))] + [warm[int(i)] for i in rng.permutation(len(warm))]
         for key in order:
             if key in steady:
@@ -120,9 +208,10 @@ def run_rounds(
             total = 0.0
             for _ in range(n):
                 total += runners[key]()
-            samples[key].append(total / n)
+            store.samples[key].append(total / n)
+            store.rounds[key].append(round_index)
             if on_sample is not None:
                 on_sample(key)
-        round_index += 1
+        store.loads.append(read() if read is not None else None)
         if on_round is not None:
-            on_round(round_index)
+            on_round(round_index + 1)

@@ -176,10 +176,11 @@ def test_run_on_the_real_minilm_small_setting(tmp_path: Path) -> None:
 
 
 def _verification(dense_ms: float, pruned_ms: float, rounds: int = 9) -> Verification:
-    def timing(ms: float) -> ModelTiming:
-        return ModelTiming(ms, ms, ms, tuple([ms] * rounds))
-
-    return Verification({"dense": timing(dense_ms), "pruned": timing(pruned_ms)}, runtime="torch", device="cpu")
+    """Dense at a constant time, pruned spread +-3% around its time (a realistic paired interval)."""
+    spread = np.linspace(-0.03, 0.03, rounds)
+    dense = ModelTiming(dense_ms, dense_ms, dense_ms, tuple([dense_ms] * rounds))
+    pruned = ModelTiming(pruned_ms, pruned_ms, pruned_ms, tuple(float(pruned_ms * (1 + e)) for e in spread))
+    return Verification({"dense": dense, "pruned": pruned}, runtime="torch", device="cpu")
 
 
 def _applied(predicted: float, measured: float) -> Applied:
@@ -197,13 +198,24 @@ def test_a_short_measurement_is_corrected_by_re_planning_for_more() -> None:
         return _applied(speedup, 2.0)
 
     final, attempts = correct(_applied(2.0, 1.8), target_speedup=2.0, max_speedup=5.0, corrections=2, replan=replan)
-    assert asked == [pytest.approx(2.0 * 2.0 / 1.8)]  # one step, then the promise holds
+    assert asked == [pytest.approx(2.0 * 2.0 / 1.8)]  # one step (the interval was below 2x), then it holds
     assert [a.planned_for for a in attempts] == [2.0, pytest.approx(2.0 * 2.0 / 1.8)]
     assert attempts[-1].measured_speedup == pytest.approx(2.0) and final is not None
     _, once = correct(_applied(2.0, 1.99), target_speedup=2.0, max_speedup=5.0, corrections=2, replan=replan)
     assert len(once) == 1  # within the tolerance: no re-plan
-    _, capped = correct(_applied(2.0, 1.0), target_speedup=2.0, max_speedup=3.0, corrections=2, replan=replan)
-    assert len(capped) == 1  # 4x would be beyond the table's maximum
+    _, capped = correct(_applied(2.0, 1.0), target_speedup=2.0, max_speedup=2.0, corrections=2, replan=replan)
+    assert len(capped) == 1  # nowhere new to go: the table's maximum is the target
+
+
+def test_an_overshoot_is_planned_lower_and_the_least_compressed_plan_that_meets_is_kept() -> None:
+    def replan(speedup: float) -> Applied:
+        return _applied(speedup, 1.2 * speedup)  # this table under-promises by 20%
+
+    final, attempts = correct(_applied(2.0, 2.4), target_speedup=2.0, max_speedup=5.0, corrections=3, replan=replan)
+    assert attempts[1].planned_for == pytest.approx(2.0 * 2.0 / 2.4)  # the overshoot is planned lower
+    assert attempts[1].planned_for < attempts[0].planned_for
+    kept = min((a for a in attempts if a.measured_speedup >= 0.97 * 2.0), key=lambda a: a.planned_for)
+    assert final.plan.predicted_speedup == pytest.approx(kept.predicted_speedup)
 
 
 def test_when_uniform_wins_the_final_pick_corrections_stay_uniform() -> None:
@@ -238,8 +250,8 @@ def test_the_final_pick_goes_on_without_uniform_when_no_uniform_plan_fits() -> N
     # budget that the DP meets by cutting FFNs alone.
     frame = table.frame.copy()
     attention = frame["kind"] == "attention"
-    frame.loc[attention, "median_ms"] = 10.5 + 3.0 * frame.loc[attention, "level"]
-    frame.loc[attention, "raw_median_ms"] = frame.loc[attention, "median_ms"]
+    frame.loc[attention, "latency_ms"] = 10.5 + 3.0 * frame.loc[attention, "level"]
+    frame.loc[attention, "raw_ms"] = frame.loc[attention, "latency_ms"]
     table = dataclasses.replace(table, frame=frame)
     backend = get_backend("magnitude")
     scores = backend.score(adapter, None)

@@ -19,7 +19,7 @@ def test_latency_frame_lists_each_shape_once() -> None:
     assert len(frame) == 7  # u0: 3 levels, u1: 4 levels (different signatures)
     u1 = frame[frame["signature"] == "sig-u1"].sort_values("level")
     assert u1["fraction_kept"].tolist() == pytest.approx([1.0, 2 / 3, 1 / 3, 0.0])
-    assert u1["median_ms"].tolist() == [20.0, 25.0, 5.0, 2.0]
+    assert u1["latency_ms"].tolist() == [20.0, 25.0, 5.0, 2.0]
 
 
 def test_allocation_prediction_search_and_pareto_frames(tmp_path: Path) -> None:

@@ -31,11 +31,11 @@ def test_profile_tiny_bert_writes_a_complete_table(tmp_path: Path, runtime: str)
     units = loaded.adapter.units()
     assert len(table.frame) == sum(len(u.levels) for u in units)
     assert table.units() == [u.name for u in units]
-    assert (table.frame["median_ms"] > 0).all()
+    assert (table.frame["latency_ms"] > 0).all()
     # Layers with one shape share one set of measurements.
     f = table.frame
-    layer0 = f[f["unit"] == "encoder.layer.0.attention"]["median_ms"].to_numpy()
-    layer1 = f[f["unit"] == "encoder.layer.1.attention"]["median_ms"].to_numpy()
+    layer0 = f[f["unit"] == "encoder.layer.0.attention"]["latency_ms"].to_numpy()
+    layer1 = f[f["unit"] == "encoder.layer.1.attention"]["latency_ms"].to_numpy()
     assert (layer0 == layer1).all()
     m = table.meta
     assert (m.runtime, m.batch_size, m.seq_len, m.threads) == (runtime, 2, 8, 1)
@@ -58,7 +58,7 @@ def test_generic_model_times_masked_and_sparse_kernels(tmp_path: Path) -> None:
     assert len(fc1) == 3
     assert fc1["masked_ms"].notna().all() and fc1["sparse_ms"].notna().all()
     best = fc1[["masked_ms", "sparse_ms"]].min(axis=1).to_numpy()
-    assert (abs(fc1["median_ms"].to_numpy() - best) < 1e-9).all()
+    assert (abs(fc1["latency_ms"].to_numpy() - best) < 1e-9).all()
     assert len(table.meta.calibration_sum_ms) == 1  # generic: no anchors, fixed = dense - sum
     assert set(fc1["impl"]) <= {"masked", "csr"}
     conv = f[(f["unit"] == "conv") & (f["structure"] == "unstructured")]
@@ -172,4 +172,4 @@ def test_profile_on_cuda(tmp_path: Path, runtime: str) -> None:
     table = profile(
         tmp_path / "t.csv", model=BERT, runtime=runtime, device="cuda", dtype=dtype, batch_size=2, seq_len=8
     )
-    assert table.meta.device == "cuda" and (table.frame["median_ms"] > 0).all()
+    assert table.meta.device == "cuda" and (table.frame["latency_ms"] > 0).all()

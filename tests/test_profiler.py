@@ -13,12 +13,14 @@ from torch import nn
 from profilers import ProfileError, Profiler, ProfilerSettings, TimingStats, Workload, get_runtime
 from profilers.runtimes import RUNTIMES
 from profilers.smoothing import non_increasing_fit
-from profilers.timing import run_rounds
+from profilers.timing import SampleStore, run_rounds
 
 
 def settings(**overrides: object) -> ProfilerSettings:
     """Profiler settings for tests: torch on CPU, float32, 1 thread, 3 rounds (override any)."""
-    values: dict[str, object] = dict(runtime="torch", device="cpu", dtype="float32", threads=1, rounds=3)
+    values: dict[str, object] = dict(
+        runtime="torch", device="cpu", dtype="float32", threads=1, rounds=3, stability=10.0
+    )
     values.update(overrides)
     return ProfilerSettings(**values)  # type: ignore[arg-type]
 
@@ -116,7 +118,7 @@ def test_interrupted_profile_resumes_from_its_checkpoint(tmp_path: Path) -> None
     with pytest.raises(_Crash):
         Profiler(config).measure(work, checkpoint=checkpoint, checkpoint_key="k", progress=False)
     assert checkpoint.is_file()
-    saved = json.loads(checkpoint.read_text())["samples"]
+    saved = json.loads(checkpoint.read_text())["store"]["samples"]
     assert sorted(len(v) for v in saved.values()) == [2, 2]
 
     shared.calls, shared.fail_after = 0, None
@@ -130,13 +132,18 @@ def test_interrupted_profile_resumes_from_its_checkpoint(tmp_path: Path) -> None
     assert shared.calls == 2 + 4 * 2
 
 
+def _until(rounds: int):  # type: ignore[no-untyped-def]
+    """A stopping rule: every workload until it has ``rounds`` samples."""
+    return lambda store: [k for k, v in store.samples.items() if len(v) < rounds]
+
+
 def test_rounds_interleave_workloads() -> None:
     order: list[str] = []
     runners = {k: (lambda k=k: order.append(k) or 1.0) for k in "abc"}
-    samples: dict[str, list[float]] = {}
-    run_rounds(runners, samples, rounds=3, calls=dict.fromkeys("abc", 1), rng=np.random.default_rng(0))
+    store = SampleStore()
+    run_rounds(runners, store, pending=_until(3), calls=dict.fromkeys("abc", 1), rng=np.random.default_rng(0))
     assert [sorted(order[i : i + 3]) for i in (0, 3, 6)] == [["a", "b", "c"]] * 3
-    assert all(len(v) == 3 for v in samples.values())
+    assert all(len(v) == 3 for v in store.samples.values()) and len(store.loads) == 3
 
 
 def test_timing_stats_and_smoothing() -> None:
@@ -155,11 +162,11 @@ def test_whole_models_are_timed_after_units_each_after_an_untimed_call() -> None
     def runner(key: str):  # type: ignore[no-untyped-def]
         return lambda: calls.append(key) or times[key]
 
-    samples: dict[str, list[float]] = {}
+    store = SampleStore()
     run_rounds(
         {k: runner(k) for k in times},
-        samples,
-        rounds=2,
+        store,
+        pending=_until(2),
         calls=dict.fromkeys(times, 1),
         rng=np.random.default_rng(1),
         steady={"dense", "half"},
@@ -168,7 +175,7 @@ def test_whole_models_are_timed_after_units_each_after_an_untimed_call() -> None
         assert set(round_calls[:2]) == {"unit_a", "unit_b"}  # units first (cold)
         first, second = round_calls[2:4], round_calls[4:6]  # then each model twice: untimed + timed
         assert first[0] == first[1] and second[0] == second[1] and {first[0], second[0]} == {"dense", "half"}
-    assert all(len(v) == 2 for v in samples.values())
+    assert all(len(v) == 2 for v in store.samples.values())
 
 
 class _CountingModule(nn.Module):
@@ -184,11 +191,10 @@ def test_whole_models_get_an_untimed_call_only_where_the_runtime_needs_it(runtim
     if runtime == "onnxruntime":  # ONNX Runtime runs an exported copy: count calls of the torch module per round
         settles = get_runtime(runtime).settles_whole_models
         calls: list[str] = []
-        samples: dict[str, list[float]] = {}
         run_rounds(
             {"model": lambda: calls.append("model") or 1.0},  # type: ignore[func-returns-value]
-            samples,
-            rounds=4,
+            SampleStore(),
+            pending=_until(4),
             calls={"model": 1},
             rng=np.random.default_rng(0),
             steady={"model"} if settles else (),
@@ -205,3 +211,74 @@ def test_whole_models_get_an_untimed_call_only_where_the_runtime_needs_it(runtim
 def test_runtimes_declare_whether_whole_models_are_settled() -> None:
     assert get_runtime("torch").settles_whole_models is True
     assert get_runtime("onnxruntime").settles_whole_models is False
+
+
+def _loads(values):  # type: ignore[no-untyped-def]
+    """A fake load meter: round i reads ``values[i]`` (0 once they run out)."""
+    rounds = iter(values)
+
+    def start():  # type: ignore[no-untyped-def]
+        value = next(rounds, 0.0)
+        return lambda: value
+
+    return start
+
+
+def test_rounds_on_a_busy_machine_are_left_out_and_replaced() -> None:
+    config = settings(rounds=4, min_sample_ms=0.0, max_rounds=12)
+    profiler = Profiler(config, load_reader=_loads([0.9, 0.0, 0.6, 0.0, 0.0, 0.0]))
+    stats = profiler.measure(_workloads(), progress=False)
+    assert stats.rounds == 6 and stats.noisy_rounds == 2  # two busy rounds, replaced by two quiet ones
+    assert all(s.repeats == 4 and s.noisy_rounds == 2 for s in stats.values()) and not stats.noisy
+    assert stats.foreign_load == pytest.approx(0.0)
+
+
+def test_a_machine_busy_all_along_gives_a_noisy_measurement() -> None:
+    config = settings(rounds=3, min_sample_ms=0.0, max_rounds=5)
+    stats = Profiler(config, load_reader=_loads([0.5] * 10)).measure(_workloads(), progress=False)
+    assert stats.rounds == 5 and set(stats.noisy) == {"small", "large"}
+    assert all(s.repeats == 5 for s in stats.values())  # no quiet samples: all of them, flagged
+
+
+def test_unsettled_workloads_get_more_rounds_up_to_the_cap() -> None:
+    jitter = iter(np.random.default_rng(0).uniform(1.0, 3.0, 1000))
+
+    class Noisy(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            import time as clock
+
+            clock.sleep(next(jitter) * 1e-3)
+            return x
+
+    work = [Workload("steady", nn.Identity(), (torch.ones(2),)), Workload("jumpy", Noisy(), (torch.ones(2),))]
+    config = settings(rounds=5, max_rounds=9, stability=0.02, min_sample_ms=0.0)
+    stats = Profiler(config, load_reader=_loads([])).measure(work, progress=False)
+    assert stats["jumpy"].repeats == 9 and "jumpy" in stats.noisy  # never settled: capped and reported
+    assert stats["steady"].repeats <= stats["jumpy"].repeats
+
+
+def test_a_time_cap_shorter_than_one_round_is_refused() -> None:
+    slow = [Workload("slow", _Sleep(0.05), (torch.ones(1),))]
+    with pytest.raises(ProfileError, match="shorter than one round"):
+        Profiler(settings(max_seconds=0.001)).measure(slow, progress=False)
+
+
+class _Sleep(nn.Module):
+    def __init__(self, seconds: float) -> None:
+        super().__init__()
+        self.seconds = seconds
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        import time as clock
+
+        clock.sleep(self.seconds)
+        return x
+
+
+def test_the_load_meter_reads_a_share_of_the_cpu() -> None:
+    from profilers.load import LoadMeter
+
+    meter = LoadMeter().start()
+    sum(i * i for i in range(200_000))
+    share = meter.foreign()
+    assert share is None or 0.0 <= share <= 1.0

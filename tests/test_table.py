@@ -24,11 +24,16 @@ def make_table(fingerprint: str = "abc123") -> LatencyTable:
                     "structure": "dense" if level == 0 else "heads",
                     "kept": len(costs) - 1 - level,
                     "sparsity": np.nan,
+                    "groups": np.nan,
+                    "latency_ms": cost,
+                    "raw_ms": cost,
+                    "ci_low_ms": cost,
+                    "ci_high_ms": cost,
                     "median_ms": cost,
-                    "raw_median_ms": cost,
                     "p10_ms": cost * 0.9,
                     "p90_ms": cost * 1.1,
                     "repeats": 5,
+                    "noisy_rounds": 0,
                     "impl": "shrunk",
                     "masked_ms": np.nan,
                     "sparse_ms": np.nan,
@@ -108,7 +113,7 @@ def _corrupt(tmp_path: Path, how: str) -> Path:
         path.write_text("\n".join(lines[:-2]) + "\n")
     elif how == "nan":
         frame = pd.read_csv(path)
-        frame.loc[1, "median_ms"] = np.nan
+        frame.loc[1, "latency_ms"] = np.nan
         frame.to_csv(path, index=False)
     elif how == "missing-column":
         pd.read_csv(path).drop(columns=["p90_ms"]).to_csv(path, index=False)
@@ -154,7 +159,7 @@ def _spdy_table(fastest: tuple[float, float]) -> LatencyTable:
     for unit, low in zip(("u0", "u1"), fastest, strict=True):
         part = base.frame[base.frame["unit"] == "u0"].iloc[:2].copy()
         part["unit"] = unit
-        part["median_ms"] = [40.0, low]
+        part["latency_ms"] = [40.0, low]
         frames.append(part)
     rows = pd.concat(frames, ignore_index=True)
     meta = dataclasses.replace(base.meta, dense_ms=100.0, calibration_sum_ms=(80.0,), calibration_total_ms=(100.0,))

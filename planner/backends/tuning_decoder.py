@@ -108,9 +108,11 @@ def tune_decoder(
             out_proj, down_proj = adapter.head_output(layer), adapter.neuron_output(layer)
             layer_masks = {name: teacher_masks[name] for name in (att_unit, mlp_unit) if name in teacher_masks}
             # Teacher: this layer's block outputs and its output (the next layer's teacher input).
-            with adapter.masked(layer_masks), _captured(out_proj, inputs=False) as att_t, _captured(
-                down_proj, inputs=False
-            ) as mlp_t:
+            with (
+                adapter.masked(layer_masks),
+                _captured(out_proj, inputs=False) as att_t,
+                _captured(down_proj, inputs=False) as mlp_t,
+            ):
                 teacher_in = [_run(layer, x, kw[index]) for x, kw in zip(teacher_in, calls, strict=True)]
             # Student, attention: per-head contributions through the output projection.
             kept = torch.nonzero(scales[att_unit]).flatten()
@@ -137,9 +139,11 @@ def tune_decoder(
             # Student, MLP: activations of kept neurons through the down projection.
             kept = torch.nonzero(scales[mlp_unit]).flatten()
             if tuning and len(kept):
-                with adapter.masked({att_unit: scales[att_unit], mlp_unit: scales[mlp_unit]}), _captured(
-                    out_proj, inputs=False
-                ) as att_s, _captured(down_proj, inputs=True) as activations:
+                with (
+                    adapter.masked({att_unit: scales[att_unit], mlp_unit: scales[mlp_unit]}),
+                    _captured(out_proj, inputs=False) as att_s,
+                    _captured(down_proj, inputs=True) as activations,
+                ):
                     for x, kw in zip(student_in, calls, strict=True):
                         _run(layer, x, kw[index])
                 solver = BlockSolver(len(kept))

@@ -56,7 +56,7 @@ def spec_kind(spec: object) -> str | None:
 
 
 def spec_family(spec: str) -> str:
-    """"encoder", "decoder" or "unknown" (factories), from the spec and a folder's config.json alone."""
+    """ "encoder", "decoder" or "unknown" (factories), from the spec and a folder's config.json alone."""
     import json
 
     kind = spec_kind(spec)

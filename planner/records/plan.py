@@ -243,7 +243,7 @@ def choices_from_levels(units: Sequence[Any], levels: Sequence[int], table_frame
                 kept=lv.kept if lv.structure != "unstructured" and lv.structure != "2:4" else None,
                 sparsity=lv.sparsity if lv.structure in ("unstructured", "2:4") else None,
                 impl=str(row["impl"]),
-                latency_ms=float(row["median_ms"]),
+                latency_ms=float(row["latency_ms"]),
                 size=int(unit.size),
                 layer=unit.layer,
                 groups=lv.groups,

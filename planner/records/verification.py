@@ -60,15 +60,33 @@ class SpeedupEstimate:
         return {"value": self.value, "low": self.low, "high": self.high, "rounds": self.rounds, "level": self.level}
 
 
+VERIFY_TOLERANCE = 0.05
+"""Verification keeps adding rounds while a speedup's 95% interval is wider than this share of it."""
+QUIET_LOAD = 0.15
+"""Rounds during which other processes used more of the CPU than this are left out of the ratios
+(when at least ``MIN_QUIET_ROUNDS`` others remain)."""
+MIN_QUIET_ROUNDS = 5
+
+
+def _quiet(loads: tuple[float | None, ...], index: int) -> bool:
+    load = loads[index] if index < len(loads) else None
+    return load is None or load <= QUIET_LOAD
+
+
 @dataclass(frozen=True)
 class Verification:
-    """Models timed interleaved on one runtime and device (``reference`` is the dense model's key)."""
+    """Models timed interleaved on one runtime and device (``reference`` is the dense model's key).
+
+    ``loads`` holds, per round, the share of the CPU other processes used while it ran (None where
+    the OS does not tell); rounds on a busy machine are left out of the paired ratios.
+    """
 
     timings: Mapping[str, ModelTiming]
     runtime: str
     device: str
     reference: str = "dense"
     settings: Mapping[str, Any] = field(default_factory=dict)
+    loads: tuple[float | None, ...] = ()
 
     def __getitem__(self, name: str) -> ModelTiming:
         return self.timings[name]
@@ -78,11 +96,18 @@ class Verification:
         return min(t.rounds for t in self.timings.values())
 
     def ratios(self, name: str) -> np.ndarray:
-        """(rounds,) per-round speedups reference / ``name``."""
+        """Per-round speedups reference / ``name`` (quiet rounds only when enough of them)."""
         dense = np.asarray(self.timings[self.reference].samples_ms, dtype=np.float64)
         model = np.asarray(self.timings[name].samples_ms, dtype=np.float64)
         n = min(dense.size, model.size)
-        return dense[:n] / model[:n]
+        ratios = dense[:n] / model[:n]
+        quiet = [i for i in range(n) if _quiet(self.loads, i)]
+        return ratios[quiet] if len(quiet) >= MIN_QUIET_ROUNDS else ratios
+
+    @property
+    def busy_rounds(self) -> int:
+        """Rounds that ran while other processes kept the machine busy."""
+        return sum(1 for load in self.loads if load is not None and load > QUIET_LOAD)
 
     def speedup(self, name: str, *, level: float = 0.95) -> SpeedupEstimate:
         """Paired speedup of ``name`` over the reference model, with a ``level`` confidence interval."""

@@ -72,6 +72,7 @@ def build_report(
     stage_seconds: Mapping[str, float],
     config: Mapping[str, str],
     notes: Sequence[str] = (),
+    planned_speedup: float | None = None,
 ) -> Report:
     """The run's ``Report``: the promise (target, prediction) next to the measurement."""
     dense, pruned = verification["dense"], verification["pruned"]
@@ -113,7 +114,7 @@ def build_report(
         threads=meta.threads,
         search=search_summary(search),
         attempts=tuple(attempts),
-        planned_speedup=attempts[-1].planned_for,
+        planned_speedup=attempts[-1].planned_for if planned_speedup is None else planned_speedup,
         heads_kept=heads,
         neurons_kept=neurons,
         groups_kept=groups,

@@ -37,8 +37,8 @@ def latency_frame(table: LatencyTable) -> pd.DataFrame:
             "structure",
             "kept",
             "fraction_kept",
-            "median_ms",
-            "raw_median_ms",
+            "latency_ms",
+            "raw_ms",
             "p10_ms",
             "p90_ms",
             "impl",
@@ -111,11 +111,9 @@ def plot_latency(frame: pd.DataFrame, ax: Any = None) -> Any:
     ax = _axes(ax)
     for (_, kind), rows in frame.groupby(["signature", "kind"], sort=False):
         rows = rows.sort_values("fraction_kept")
-        line = ax.plot(rows["fraction_kept"], rows["median_ms"], marker="o", ms=3, label=f"{kind} (planned)")[0]
-        if (rows["raw_median_ms"] != rows["median_ms"]).any():
-            ax.plot(
-                rows["fraction_kept"], rows["raw_median_ms"], ls="--", color=line.get_color(), label=f"{kind} (raw)"
-            )
+        line = ax.plot(rows["fraction_kept"], rows["latency_ms"], marker="o", ms=3, label=f"{kind} (planned)")[0]
+        if (rows["raw_ms"] != rows["latency_ms"]).any():
+            ax.plot(rows["fraction_kept"], rows["raw_ms"], ls="--", color=line.get_color(), label=f"{kind} (raw)")
         ax.fill_between(rows["fraction_kept"], rows["p10_ms"], rows["p90_ms"], color=line.get_color(), alpha=0.15)
     ax.set_xlabel("fraction of heads / neurons kept")
     ax.set_ylabel("latency per unit (ms)")
