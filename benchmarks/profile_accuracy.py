@@ -1,23 +1,32 @@
-"""Does the latency table predict real end-to-end latency? (bundled MiniLM, batch 32, seq 128)
+"""Does the latency table predict real end-to-end latency? Random and lopsided configurations.
 
-For each runtime (torch and onnxruntime on CPU): profile the model (timed), draw 8 random
-structured configurations spanning 1x to the table's maximum speedup (random heads and neurons
-kept per layer), build each as a physically shrunk model, and time all of them interleaved with
-the dense model in one run. The error compares the table's predicted latency relative to dense
-with the measured one relative to dense measured in the same run (so slow drifts of machine load
-between profiling and checking cancel):
+For each runtime: profile the model (timed), then build physically shrunk models and time all of
+them interleaved with the dense model in one run (paired, as verification does). Configuration
+families:
+- random: 8 configurations from 1x to the table's maximum (every unit near a fraction of its range,
+  jittered);
+- extreme: whole FFN / MLP blocks removed in half the layers (alternating, and all in one half),
+  whole attention blocks removed the same two ways, and both removed in alternating layers, the rest
+  dense; then the same patterns over units at half their range instead of dense.
+
+The error compares the table's prediction relative to dense with the measurement relative to dense
+in the same run (slow drifts of the machine's load between profiling and checking cancel):
 
     error_pct = 100 * (predicted_ms / table_dense_ms) / (measured_ms / measured_dense_ms) - 100
 
-Last line: ``median_abs_error_pct=<x> max_abs_error_pct=<y> profile_seconds=<z>`` (worst runtime
-for the errors, slowest runtime for the profile time).
+Models: ``minilm`` (bundled), ``smollm2`` (bundled), ``bert-base`` (random weights made here: 12
+layers, hidden 768, 12 heads, FFN 3072). Last line: ``median_abs_error_pct=<x> max_abs_error_pct=<y>
+profile_seconds=<z>`` (worst family and runtime for the errors, slowest runtime for the time), after
+one line per family.
 
-Run: ``.venv/bin/python benchmarks/profile_accuracy.py [--runtimes torch onnxruntime]``
+Run: ``.venv/bin/python benchmarks/profile_accuracy.py [--model minilm] [--runtimes torch onnxruntime]
+[--batch-size 32 --seq-len 128] [--phase prefill|decode] [--families random extreme]``
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import tempfile
 import time
@@ -25,12 +34,26 @@ from pathlib import Path
 
 import numpy as np
 
-from planner.config import RunConfig
-from planner.models import load_model
-from planner.profile import profile_model, profiler_settings
-from profilers import Profiler, Workload
+from planner.config import Measurement
+from planner.models import LoadedModel, load_model
+from planner.models.fingerprint import model_fingerprint
+from planner.profile import profile_model
+from planner.verify import verify_models
 
 CONFIGS = 8
+
+
+def bert_base() -> LoadedModel:
+    """A BERT-base-shaped encoder with random weights (seeded)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    from planner.models import BertAdapter
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072))
+    adapter = BertAdapter(model.eval(), name="bert-base-random")
+    return LoadedModel("bert-base", adapter, model_fingerprint(model), None)
 
 
 def random_levels(units, rng: np.random.Generator, fraction: float) -> dict[str, int]:  # type: ignore[no-untyped-def]
@@ -43,73 +66,110 @@ def random_levels(units, rng: np.random.Generator, fraction: float) -> dict[str,
     return out
 
 
-def run(runtime: str, rounds: int, seed: int) -> tuple[list[float], float]:
-    loaded = load_model("minilm")
-    measurement = RunConfig(runtime=runtime, batch_size=32, seq_len=128, rounds=rounds, seed=seed).measurement()
+def extreme_levels(units) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+    """Whole blocks removed in half the layers (alternating / one half), the rest dense or at half range."""
+    layers = sorted({u.layer for u in units})
+    half = set(layers[: len(layers) // 2])
+    patterns = {
+        "ffn-alt": lambda u: u.kind == "ffn" and u.layer % 2 == 0,
+        "ffn-half": lambda u: u.kind == "ffn" and u.layer in half,
+        "att-alt": lambda u: u.kind == "attention" and u.layer % 2 == 0,
+        "att-half": lambda u: u.kind == "attention" and u.layer in half,
+        "both-alt": lambda u: u.layer % 2 == 0,
+    }
+    out: dict[str, dict[str, int]] = {}
+    for name, removed in patterns.items():
+        for rest, fraction in (("dense", 0.0), ("mid", 0.5)):
+            out[f"{name}/{rest}"] = {
+                u.name: len(u.levels) - 1 if removed(u) else round(fraction * (len(u.levels) - 1)) for u in units
+            }
+    return out
+
+
+def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> tuple[dict[str, list[float]], float]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         table = profile_model(loaded, measurement, out=Path(tmp) / "table.csv", progress=False)
         profile_seconds = time.perf_counter() - start
     adapter = loaded.adapter
     units = adapter.units()
-    rng = np.random.default_rng(seed)
-    fractions = np.linspace(0.0, 0.95, CONFIGS)
-    configs = [random_levels(units, rng, float(f)) for f in fractions]
-    inputs = adapter.example_inputs(32, 128)
-    workloads = [Workload("dense", adapter.forward_module(), inputs, steady=True)]
-    for i, levels in enumerate(configs):
-        shrunk = adapter.shrink_to_levels(levels)
-        workloads.append(Workload(f"config{i}", adapter.forward_module_of(shrunk), inputs, steady=True))
-    profiler = Profiler(profiler_settings(measurement))
-    stats = profiler.measure(workloads, progress=False)
-    dense_now = stats["dense"].median_ms
+    configs: dict[str, dict[str, int]] = {}
+    if "random" in families:
+        rng = np.random.default_rng(measurement.seed)
+        for i, f in enumerate(np.linspace(0.0, 0.95, CONFIGS)):
+            configs[f"random/{i}"] = random_levels(units, rng, float(f))
+    if "extreme" in families:
+        configs.update(extreme_levels(units))
+    models = {"dense": adapter.model, **{name: adapter.shrink_to_levels(levels) for name, levels in configs.items()}}
+    check = verify_models(adapter, models, dataclasses.replace(measurement, max_rounds=None))
+    runtime = measurement.runtime
+    m = table.meta
     print(
-        f"[{runtime}] table dense {table.meta.dense_ms:.1f} ms, dense now {dense_now:.1f} ms "
-        f"(p10 {stats['dense'].p10_ms:.1f}, p90 {stats['dense'].p90_ms:.1f}); max speedup {table.max_speedup():.2f}x; "
-        f"profile {profile_seconds:.1f} s"
+        f"[{runtime}] {adapter.name} {m.phase} batch {m.batch_size} x seq {m.seq_len}: table dense {m.dense_ms:.1f} ms "
+        f"(noisy: {m.noisy}, foreign load {m.foreign_load}); max speedup {table.max_speedup():.2f}x; profile "
+        f"{profile_seconds:.1f} s; check rounds {check.rounds} (busy {check.busy_rounds})"
     )
-    anchors = ", ".join(
-        f"{a:.0f}->{b:.0f}" for a, b in zip(table.meta.calibration_sum_ms, table.meta.calibration_total_ms, strict=True)
-    )
+    if m.noisy:
+        print(f"[{runtime}] noisy workloads: {', '.join(m.noisy_workloads)}")
     print(
-        f"[{runtime}] calibration anchors (sum of unit ms -> measured ms): {anchors}; "
-        f"table dense p10/p90 {table.meta.dense_p10_ms:.1f}/{table.meta.dense_p90_ms:.1f}"
+        f"{'runtime':>11} {'config':>16} {'pred_ms':>9} {'meas_p10':>9} {'pred_x':>7} {'meas_x':>7} {'err_pct':>8} "
+        f"{'med_x':>7} {'med_err':>8}"
     )
-    print(
-        f"{'runtime':>11} {'cfg':>4} {'pred_ms':>8} {'meas_ms':>8} {'pred_x':>7} {'meas_x':>7} "
-        f"{'err_pct':>8} {'spread':>7}"
-    )
-    errors = []
-    for i, levels in enumerate(configs):
+    errors: dict[str, list[float]] = {}
+    for name, levels in configs.items():
         predicted = table.predict_ms(levels)
-        measured = stats[f"config{i}"]
-        pred_rel = predicted / table.meta.dense_ms
-        meas_rel = measured.median_ms / dense_now
-        err = 100.0 * (pred_rel / meas_rel - 1.0)
-        errors.append(abs(err))
+        measured = check.speedup(name).value  # p10 dense / p10 config, same rounds (what is promised)
+        median = check.median_speedup(name).value  # median of the per-round ratios (shown beside)
+        pred_x = m.dense_ms / predicted
+        err = 100.0 * (measured / pred_x - 1.0)  # = (predicted / dense) / (measured / dense) - 1
+        errors.setdefault(name.split("/")[0] if name.startswith("random") else "extreme", []).append(abs(err))
         print(
-            f"{runtime:>11} {i:>4} {predicted:>8.1f} {measured.median_ms:>8.1f} {1 / pred_rel:>7.2f} "
-            f"{1 / meas_rel:>7.2f} {err:>8.2f} {measured.spread:>7.2f}"
+            f"{runtime:>11} {name:>16} {predicted:>9.1f} {check[name].p10_ms:>9.1f} {pred_x:>7.2f} {measured:>7.2f} "
+            f"{err:>8.2f} {median:>7.2f} {100.0 * (median / pred_x - 1.0):>8.2f}"
         )
     return errors, profile_seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm", help="minilm, smollm2 or bert-base")
     parser.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime"])
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--phase", default="prefill")
     parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--families", nargs="+", default=["random", "extreme"])
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
+    batch = args.batch_size or {"minilm": 32, "smollm2": 8, "bert-base": 8}[args.model]
+    loaded = (
+        bert_base() if args.model == "bert-base" else load_model(args.model, batch_size=batch, seq_len=args.seq_len)
+    )
     medians, maxima, seconds = [], [], []
     for runtime in args.runtimes:
-        errors, profile_seconds = run(runtime, args.rounds, args.seed)
-        medians.append(statistics.median(errors))
-        maxima.append(max(errors))
-        seconds.append(profile_seconds)
-        print(
-            f"[{runtime}] median_abs_error_pct={medians[-1]:.2f} max_abs_error_pct={maxima[-1]:.2f} "
-            f"profile_seconds={profile_seconds:.1f}"
+        measurement = Measurement(
+            runtime=runtime,
+            device="cpu",
+            dtype="float32",
+            batch_size=batch,
+            seq_len=args.seq_len,
+            threads=0,
+            rounds=args.rounds,
+            warmup=0,
+            phase=args.phase,
+            generate_tokens=0,
+            seed=args.seed,
         )
+        errors, profile_seconds = run(loaded, measurement, args.families)
+        seconds.append(profile_seconds)
+        for family, values in errors.items():
+            medians.append(statistics.median(values))
+            maxima.append(max(values))
+            print(
+                f"[{runtime}] {family}: median_abs_error_pct={statistics.median(values):.2f} "
+                f"max_abs_error_pct={max(values):.2f} (n={len(values)})"
+            )
+        print(f"[{runtime}] profile_seconds={profile_seconds:.1f}")
     print(
         f"median_abs_error_pct={max(medians):.2f} max_abs_error_pct={max(maxima):.2f} "
         f"profile_seconds={max(seconds):.1f}"

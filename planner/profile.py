@@ -28,7 +28,7 @@ from planner.errors import PlannerError
 from planner.models import LoadedModel, Unit
 from planner.models.phases import Shape
 from planner.version import __version__
-from profilers import LatencyTable, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
+from profilers import LatencyTable, Measured, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
 from profilers.calibration import CalibrationCurve
 from profilers.runtimes import DTYPES, device_name
 from profilers.smoothing import non_increasing_fit
@@ -119,7 +119,7 @@ def profile_model(
     frame = _table_rows(units, stats, smoothing=smoothing)
     dense = stats[DENSE_KEY]
     curve = _calibration(frame, anchors, stats)
-    noisy = _signatures_of(stats.noisy, unit_work)
+    noisy = _signatures_of(material_noise(stats, unit_work, units, dense_key=DENSE_KEY), unit_work)
     grid = level_grid(adapter)
     meta = TableMetadata(
         model_name=adapter.name,
@@ -237,6 +237,34 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
         anchor_ms={k: v + tokens * d.anchor_ms.get(k, 0.0) for k, v in p.anchor_ms.items()},
     )
     return LatencyTable(frame=frame, meta=meta)
+
+
+UNIT_NOISE_SHARE = 0.03
+"""A unit's estimate is too uncertain when its interval's half-width, times the units sharing it,
+exceeds this share of the dense model's latency (it could move a prediction by that much)."""
+MODEL_NOISE = 0.10
+"""A whole model's estimate (dense, anchors) is too uncertain above this relative interval width."""
+
+
+def material_noise(stats: Measured, unit_work: Sequence[Any], units: Sequence[Unit], *, dense_key: str) -> list[str]:
+    """The measurements that make a table noisy: those with samples from a busy machine, whole models
+    whose estimate did not settle, and units whose uncertainty could move a prediction materially.
+    (Small workloads whose interval stays wide in relative terms on a quiet machine do not count.)"""
+    dense = stats[dense_key].estimate_ms
+    shared: dict[str, int] = {}
+    for unit in units:
+        shared[unit.signature] = shared.get(unit.signature, 0) + 1
+    signature_of = {w.key: w.signature for w in unit_work}
+    noisy = list(stats.busy)
+    for key, st in stats.items():
+        if key in stats.busy:
+            continue
+        if key not in signature_of:
+            if st.uncertainty > MODEL_NOISE:
+                noisy.append(key)
+        elif (st.ci_high_ms - st.ci_low_ms) / 2 * shared.get(signature_of[key], 1) > UNIT_NOISE_SHARE * dense:
+            noisy.append(key)
+    return noisy
 
 
 def _signatures_of(keys: Sequence[str], unit_work: Sequence[Any]) -> tuple[str, ...]:

@@ -117,6 +117,8 @@ class Measured(Mapping[str, TimingStats]):
         noisy: workloads whose estimate is not settled (too few quiet samples, or an interval wider
             than the stability threshold at the round cap), most uncertain first.
         seconds: wall time of this call's sampling.
+        busy: workloads with too few quiet samples: their estimates include samples taken while
+            other processes kept the machine busy.
     """
 
     stats: Mapping[str, TimingStats]
@@ -125,6 +127,7 @@ class Measured(Mapping[str, TimingStats]):
     noisy: tuple[str, ...]
     seconds: float
     quiet_load: float = 0.15
+    busy: tuple[str, ...] = ()
 
     def __getitem__(self, key: str) -> TimingStats:
         return self.stats[key]
@@ -282,6 +285,7 @@ def _summarise(store: SampleStore, keys: Sequence[str], s: ProfilerSettings, sec
     """Stats from each workload's quiet samples (all of them where too few were quiet)."""
     stats: dict[str, TimingStats] = {}
     noisy: list[tuple[float, str]] = []
+    busy: list[str] = []
     for key in keys:
         quiet = store.quiet(key, s.quiet_load)
         loaded = len(store.samples[key]) - len(quiet)
@@ -289,10 +293,12 @@ def _summarise(store: SampleStore, keys: Sequence[str], s: ProfilerSettings, sec
         used = quiet if enough else store.samples[key]
         st = TimingStats.from_samples(used, noisy_rounds=loaded)
         stats[key] = st
+        if len(quiet) < s.rounds:
+            busy.append(key)
         if not enough or len(quiet) < s.rounds or st.uncertainty > s.stability:
             noisy.append((st.uncertainty if enough else float("inf"), key))
     ordered = tuple(k for _, k in sorted(noisy, reverse=True))
-    return Measured(stats, len(store.loads), tuple(store.loads), ordered, seconds, s.quiet_load)
+    return Measured(stats, len(store.loads), tuple(store.loads), ordered, seconds, s.quiet_load, tuple(busy))
 
 
 def _load_checkpoint(path: Path | None, key: str) -> SampleStore:

@@ -31,10 +31,11 @@ def _rewrite(path: Path, **meta: object) -> None:
 
 def test_a_clean_cached_table_is_re_validated_then_reused(setup, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     loaded, measurement, first, _ = setup
-    assert first.status == "measured" and not first.table.meta.noisy
+    assert first.status == "measured"  # (a tiny model on a shared box may read as noisy: not asserted)
     assert set(first.table.meta.anchor_ms) >= {"__dense_model__", "__anchor_0.5__", "__anchor_0.95__"}
     drift = revalidate(loaded, first.table, measurement)
     assert drift is None or drift >= 0.0
+    _rewrite(table_path(tmp_path, loaded, measurement, "none"), noisy=False, noisy_workloads=())
     again = cached_table(loaded, measurement, smoothing="none", cache_dir=tmp_path, progress=False)
     assert again.status in ("reused", "re-measured")  # a tiny model's anchors may move on a shared box
     if again.status == "reused":
@@ -45,7 +46,7 @@ def test_a_table_whose_anchors_moved_is_measured_again(setup, tmp_path: Path) ->
     loaded, measurement, first, path = setup
     anchors = dict(first.table.meta.anchor_ms)
     anchors["__anchor_0.95__"] *= 3.0  # as if the heavily pruned model had been three times slower then
-    _rewrite(path, anchor_ms=anchors)
+    _rewrite(path, anchor_ms=anchors, noisy=False, noisy_workloads=())
     again = cached_table(loaded, measurement, smoothing="none", cache_dir=tmp_path, progress=False)
     if again.note and "busy" in again.note:
         pytest.skip("the machine is busy now: re-validation cannot be trusted")

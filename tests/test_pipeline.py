@@ -198,9 +198,10 @@ def test_a_short_measurement_is_corrected_by_re_planning_for_more() -> None:
         return _applied(speedup, 2.0)
 
     final, attempts = correct(_applied(2.0, 1.8), target_speedup=2.0, max_speedup=5.0, corrections=2, replan=replan)
-    assert asked == [pytest.approx(2.0 * 2.0 / 1.8)]  # one step (the interval was below 2x), then it holds
-    assert [a.planned_for for a in attempts] == [2.0, pytest.approx(2.0 * 2.0 / 1.8)]
-    assert attempts[-1].measured_speedup == pytest.approx(2.0) and final is not None
+    first = attempts[0].measured_speedup
+    assert first < 1.9 and asked == [pytest.approx(2.0 * 2.0 / first)]  # one step (interval below 2x), then holds
+    assert [a.planned_for for a in attempts] == [2.0, pytest.approx(2.0 * 2.0 / first)]
+    assert attempts[-1].measured_high >= 2.0 and final is not None
     _, once = correct(_applied(2.0, 1.99), target_speedup=2.0, max_speedup=5.0, corrections=2, replan=replan)
     assert len(once) == 1  # within the tolerance: no re-plan
     _, capped = correct(_applied(2.0, 1.0), target_speedup=2.0, max_speedup=2.0, corrections=2, replan=replan)
@@ -212,7 +213,7 @@ def test_an_overshoot_is_planned_lower_and_the_least_compressed_plan_that_meets_
         return _applied(speedup, 1.2 * speedup)  # this table under-promises by 20%
 
     final, attempts = correct(_applied(2.0, 2.4), target_speedup=2.0, max_speedup=5.0, corrections=3, replan=replan)
-    assert attempts[1].planned_for == pytest.approx(2.0 * 2.0 / 2.4)  # the overshoot is planned lower
+    assert attempts[1].planned_for == pytest.approx(2.0 * 2.0 / attempts[0].measured_speedup)  # planned lower
     assert attempts[1].planned_for < attempts[0].planned_for
     kept = min((a for a in attempts if a.measured_speedup >= 0.97 * 2.0), key=lambda a: a.planned_for)
     assert final.plan.predicted_speedup == pytest.approx(kept.predicted_speedup)
