@@ -54,7 +54,7 @@ def _add_model(p: Any) -> None:
 
 def _add_device(p: Any, *, shape: bool = True) -> None:
     """--runtime/--device/--dtype/--batch-size/--seq-len/--phase/--generate/--threads/--rounds."""
-    _flag(p, "runtime", "torch or onnxruntime")
+    _flag(p, "runtime", "torch, onnxruntime (the transformer-optimized graph, as deployed) or onnxruntime-plain")
     _flag(p, "device", "cpu or cuda")
     _flag(p, "dtype", "float32, float16 or bfloat16")
     if shape:
@@ -211,8 +211,14 @@ def _add_run_args(p: Any, *, out: str) -> None:
     _add_model(p)
     _add_device(p)
     _add_task(p)
-    _flag(p, "search", "spdy (SPDY's local search) or none")
-    _flag(p, "search_seconds", "search time per plan (0 = plain DP)", type_=_float)
+    _flag(
+        p,
+        "search",
+        "evolution (level vectors evolved under the latency budget, multi-step selection), spdy (SPDY's "
+        "local search), none (plain DP), or auto (evolution when there is a search budget)",
+    )
+    _flag(p, "search_seconds", "search time per plan (0 = plain DP unless --search-evaluations)", type_=_float)
+    _flag(p, "search_evaluations", "stop the search after this many candidate evaluations", type_=_int)
     _flag(p, "search_examples", "calibration examples the search scores on (the rest pick the final plan)", type_=_int)
     _flag(p, "verify_rounds", "interleaved rounds when measuring dense vs pruned, at least", type_=_int)
     p.add_argument(
@@ -267,32 +273,41 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _add_sweep(sub: Any) -> None:
     p = sub.add_parser(
         "sweep",
-        help="metric/speedup trade-off: planner vs uniform vs magnitude at several targets",
-        description="For each target speedup: the planner (Fisher, DP + search), uniform allocation with the "
-        "same backend and table, and the planner with magnitude scores; all applied, measured interleaved "
-        "with the dense model, and evaluated. Writes pareto.csv and pareto.png.",
+        help="metric/speedup trade-off: planner (each search) vs uniform vs magnitude, with intervals",
+        description="For each target speedup: the planner with each search, the uniform allocation (Fisher "
+        "scores, same table) and uniform magnitude pruning; all applied, measured interleaved with the dense "
+        "model, and evaluated on held-out data. Each method gets its paired difference to uniform with a 95% "
+        "bootstrap interval and a win/tie/loss verdict. Writes pareto.csv and pareto.png.",
     )
-    p.add_argument("--speedups", type=_float, nargs="+", default=[1.5, 2.0, 2.5, 3.0, 4.0])
+    p.add_argument("--speedups", type=_float, nargs="+", default=[1.5, 2.0, 3.0])
+    p.add_argument(
+        "--methods",
+        nargs="+",
+        default=None,
+        help="which plans to compare: evolution, spdy, dp, uniform, magnitude (default: evolution spdy uniform "
+        "magnitude; uniform, the baseline, is always added)",
+    )
     _add_run_args(p, out="runs/sweep")
     p.set_defaults(handler=_cmd_sweep)
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
-    from planner.sweep import SWEEP_SEARCH_SECONDS, run_sweep
+    from planner.sweep import DEFAULT_SWEEP_METHODS, SWEEP_SEARCH_SECONDS, check_methods, run_sweep, sweep_table
 
+    methods = check_methods(args.methods or DEFAULT_SWEEP_METHODS)
     config = _config(args)
     if args.search_seconds is None:
         config = config.replace(search_seconds=SWEEP_SEARCH_SECONDS)
     frame = run_sweep(
         config,
         list(args.speedups),
+        methods=methods,
         out=args.out,
         overwrite=args.overwrite,
         progress=not args.no_progress,
         log=lambda m: print(m, file=sys.stderr),
     )
-    columns = ["method", "target_speedup", "predicted_speedup", "measured_speedup", "metric"]
-    print(frame[columns].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    print(sweep_table(frame))
     print(f"wrote {args.out}/pareto.csv and {args.out}/pareto.png")
     return 0
 

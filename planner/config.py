@@ -28,7 +28,9 @@ from planner.params import (
 
 DEFAULT_CACHE = Path(os.environ.get("PLANNER_CACHE", Path.home() / ".cache" / "latency-planner"))
 PHASES = ("prefill", "decode")
-SEARCHES = ("spdy", "none")
+SEARCHES = ("auto", "evolution", "spdy", "none")
+DEFAULT_SEARCH = "evolution"
+"""What ``--search auto`` runs when the search has a budget (measured: benchmarks/RESULTS.md)."""
 SEARCH_OBJECTIVES = ("kl", "ce")
 SMOOTHING = ("none", "monotone")
 
@@ -69,10 +71,13 @@ class SearchSettings:
     which loss ("kl": divergence from the dense model; "ce": the task loss)."""
 
     method: str
-    seconds: float
+    seconds: float | None
+    """Time limit of one search (s); None: only ``evaluations``."""
     examples: int
     objective: str
     seed: int
+    evaluations: int | None = None
+    """Stop after this many candidate evaluations (None: only the time limit)."""
 
 
 def _names(registry: str) -> tuple[str, ...]:
@@ -157,10 +162,14 @@ class RunConfig:
     smoothing: str = "none"
     backend: str = "fisher"
     solver: str = "dp"
-    search: str = "spdy"
+    search: str = "auto"
+    """"auto": the default search when ``search_seconds`` > 0 or ``search_evaluations`` is set, else none."""
     search_seconds: float = 60.0
+    search_evaluations: int | None = None
+    """Stop the search after this many candidate evaluations; None: only ``search_seconds``."""
     search_examples: int | None = None
-    """Calibration examples the search scores on; None: the task's default (64 documents, 16 windows)."""
+    """Calibration examples the search scores on; None: half the calibration set for the evolution,
+    the task's default (64 documents, 16 windows) for SPDY."""
     search_objective: str = "kl"
     calibration_size: int | None = None
     """Calibration examples; None: the task's default (256 documents, 64 windows of seq_len tokens)."""
@@ -190,7 +199,7 @@ class RunConfig:
         validate("speedup", self.speedup, SPEEDUP)
         for name in ("batch_size", "seq_len", "rounds", "verify_rounds"):
             validate(name, getattr(self, name), POSITIVE_INT)
-        for name in ("calibration_size", "test_size", "search_examples"):
+        for name in ("calibration_size", "test_size", "search_examples", "search_evaluations"):
             validate(name, getattr(self, name), OPTIONAL_POSITIVE_INT)
         for name in ("generate", "threads", "warmup", "corrections"):
             validate(name, getattr(self, name), NON_NEGATIVE_INT)
@@ -206,6 +215,13 @@ class RunConfig:
         self._check_phase()
         if self.search_examples is not None and self.calibration_size is not None:
             validate("search_examples", self.search_examples, Interval(integer=True, low=1, high=self.calibration_size))
+        if self.search in ("evolution", "spdy") and self.search_seconds == 0 and self.search_evaluations is None:
+            from planner.errors import PlannerError
+
+            raise PlannerError(
+                f"--search {self.search} with --search-seconds 0 has no budget to search with; give --search-seconds "
+                "(e.g. 60) or --search-evaluations, or use --search none for the plain DP plan."
+            )
 
     def _check_phase(self) -> None:
         """Decode and reply phases need a causal LM, and are timed with PyTorch (before any work)."""
@@ -263,9 +279,13 @@ class RunConfig:
     def search_settings(self, *, calibration: int, default_examples: int) -> SearchSettings:
         """The search's settings once the task is known: ``calibration`` examples, of which the search
         scores ``search_examples`` (None: the task's default, at most half of them)."""
-        method = self.search if self.search_seconds > 0 and self.solver == "dp" else "none"
-        examples = self.search_examples or min(default_examples, max(1, calibration // 2))
-        return SearchSettings(method, self.search_seconds, min(examples, calibration), self.search_objective, self.seed)
+        budget = self.search_seconds > 0 or self.search_evaluations is not None
+        method = DEFAULT_SEARCH if self.search == "auto" else self.search
+        method = method if budget and self.solver == "dp" else "none"
+        default = max(1, calibration // 2) if method == "evolution" else min(default_examples, max(1, calibration // 2))
+        examples = min(self.search_examples or default, calibration)
+        seconds = self.search_seconds if self.search_seconds > 0 else None
+        return SearchSettings(method, seconds, examples, self.search_objective, self.seed, self.search_evaluations)
 
     def describe(self) -> dict[str, str]:
         """Every field as text (recorded in the report)."""

@@ -27,7 +27,7 @@ from planner.records.plan import Plan
 from planner.records.report import Report
 from planner.report.build import build_report
 from planner.report.folder import base_config, write_run_folder
-from planner.search import Recipe, SearchOutcome, search_levels
+from planner.search import Recipe, SearchOutcome, check_search, search_levels
 from planner.solve import solve_plan
 from planner.tasks import Task
 from planner.verify import verify_models
@@ -71,6 +71,11 @@ def prepare(
     """Load the model, profile it (or reuse the cached table, re-validated) and build the task."""
     with clock.stage("profile"):
         loaded = load_configured(config)
+    with clock.stage("score"):
+        task = configured_task(config, loaded)
+    settings = config.search_settings(calibration=len(task.calibration), default_examples=task.search_examples)
+    check_search(settings, len(task.calibration))
+    with clock.stage("profile"):
         profiled = cached_table(
             loaded,
             config.measurement(),
@@ -86,8 +91,6 @@ def prepare(
         warning = noisy_table_warning(table)
         log("      WARNING: " + warning)
         notes.append(warning)
-    with clock.stage("score"):
-        task = configured_task(config, loaded)
     return Prepared(loaded, table, task, tuple(notes))
 
 
@@ -134,7 +137,7 @@ def make_plan(
     levels, label = None, None
     if search is not None:
         levels, label = list(search.levels), search.recipe.label
-    elif recipe is not None and recipe.coefficients is not None:
+    elif recipe is not None and not recipe.uniform:
         budget = prepared.table.budget_ms(speedup)
         levels, label = recipe.levels(prepared.table, scores, budget, prepared.loaded.adapter.units()), recipe.label
     elif recipe is not None:
@@ -178,7 +181,8 @@ def run_pipeline(
     settings = config.search_settings(calibration=len(task.calibration), default_examples=task.search_examples)
     search = None
     if settings.method != "none":
-        log(f"[3/6] search ({settings.method}, {settings.seconds:g} s) and final pick")
+        limit = f"{settings.seconds:g} s" if settings.seconds is not None else f"{settings.evaluations} evaluations"
+        log(f"[3/6] search ({settings.method}, {limit}) and final pick")
         with clock.stage("search"):
             search = search_levels(
                 adapter=prepared.loaded.adapter,

@@ -37,6 +37,12 @@ from profilers.timing import TimingStats
 DENSE_KEY = "__dense_model__"
 ANCHOR_FRACTIONS = (0.25, 0.5, 0.75, 0.85, 0.95, 1.0)
 """Whole models timed for the calibration curve: every unit at this fraction of its levels."""
+MIXED_ANCHORS = {"alternating": (0.8, 0.2), "jitter-0.3": (0.3, 0.3), "jitter-0.6": (0.6, 0.3)}
+"""Whole models with mixed unit sizes, timed for the calibration curve too: "alternating" puts even
+layers at 0.8 and odd ones at 0.2 of their range; "jitter-f" puts every unit at f +- 0.3 (seeded).
+Plans are rarely uniform, and on BERT-base (2 CPU cores) models with mixed layer sizes ran 3-11%
+slower than uniform ones with the same summed unit times (benchmarks/RESULTS.md); a curve through
+uniform anchors alone over-promised for them."""
 
 
 def profiler_settings(measurement: Measurement) -> ProfilerSettings:
@@ -100,13 +106,10 @@ def profile_model(
     workloads = [Workload(w.key, w.module, w.inputs) for w in unit_work]
     dense_module, dense_inputs = adapter.timed(adapter.model, shape)
     workloads.append(Workload(DENSE_KEY, dense_module, dense_inputs, steady=True))
-    anchors = {DENSE_KEY: {u.name: 0 for u in units}}
-    if adapter.supports_shrinking:
-        for fraction in ANCHOR_FRACTIONS:
-            key = f"__anchor_{fraction:g}__"
-            anchors[key] = anchor_levels(units, fraction)
-            shrunk = adapter.shrink_to_levels(anchors[key])
-            module, inputs = adapter.timed(shrunk, shape)
+    anchors = calibration_anchors(units) if adapter.supports_shrinking else {DENSE_KEY: {u.name: 0 for u in units}}
+    for key, levels in anchors.items():
+        if key != DENSE_KEY:
+            module, inputs = adapter.timed(adapter.shrink_to_levels(levels), shape)
             workloads.append(Workload(key, module, inputs, steady=True))
     checkpoint = None if out_path is None else out_path.with_name(out_path.name + ".partial.json")
     stats = profiler.measure(
@@ -153,6 +156,7 @@ def profile_model(
         noisy_workloads=noisy,
         foreign_load=stats.foreign_load,
         anchor_ms={key: stats[key].estimate_ms for key in anchors},
+        fusions=fused_operators(stats, unit_work),
     )
     table = LatencyTable(frame=frame, meta=meta)
     if out_path is not None:
@@ -211,7 +215,7 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
     for column in ("masked_ms", "sparse_ms"):
         frame[column] = prefill.frame[column].to_numpy() + tokens * other[column].to_numpy()
     sums, totals = [], []
-    levels = [{u.name: 0 for u in units}] + [anchor_levels(units, f) for f in ANCHOR_FRACTIONS]
+    levels = list(calibration_anchors(units).values())
     by_name = [prefill.unit_costs(), decode.unit_costs()]
     for anchor in levels:
         chosen = [anchor[u.name] for u in units]
@@ -235,6 +239,10 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
         + tuple(f"decode: {w}" for w in d.noisy_workloads),
         foreign_load=max((x for x in (p.foreign_load, d.foreign_load) if x is not None), default=None),
         anchor_ms={k: v + tokens * d.anchor_ms.get(k, 0.0) for k, v in p.anchor_ms.items()},
+        fusions={
+            **{f"prefill: {k}": v for k, v in p.fusions.items()},
+            **{f"decode: {k}": v for k, v in d.fusions.items()},
+        },
     )
     return LatencyTable(frame=frame, meta=meta)
 
@@ -267,11 +275,40 @@ def material_noise(stats: Measured, unit_work: Sequence[Any], units: Sequence[Un
     return noisy
 
 
+def fused_operators(stats: Measured, unit_work: Sequence[Any]) -> dict[str, str]:
+    """Readable workload -> its fused operators ("Attention x1, SkipLayerNormalization x1"; "none")."""
+    out = {}
+    for key, fused in stats.fusions.items():
+        (name,) = _signatures_of([key], unit_work)
+        out[name] = ", ".join(f"{op} x{n}" for op, n in sorted(fused.items())) or "none"
+    return out
+
+
 def _signatures_of(keys: Sequence[str], unit_work: Sequence[Any]) -> tuple[str, ...]:
     """Readable names of noisy workloads: "<unit shape> level <i> (<impl>)" or the whole model."""
     names = {w.key: f"{w.signature.split(':')[0]} level {w.level} ({w.impl})" for w in unit_work}
     readable = {DENSE_KEY: "the dense model"}
     return tuple(names.get(k, readable.get(k, k.strip("_").replace("_", " "))) for k in keys)
+
+
+def calibration_anchors(units: Sequence[Unit]) -> dict[str, dict[str, int]]:
+    """Every whole model the calibration curve goes through: key -> unit levels (dense first)."""
+    anchors = {DENSE_KEY: {u.name: 0 for u in units}}
+    for fraction in ANCHOR_FRACTIONS:
+        anchors[f"__anchor_{fraction:g}__"] = anchor_levels(units, fraction)
+    rng = np.random.default_rng(12345)
+    jitter = {u.name: float(rng.uniform(-1.0, 1.0)) for u in units}
+    for name, (center, spread) in MIXED_ANCHORS.items():
+        levels = {}
+        for unit in units:
+            top = len(unit.levels) - 1
+            if name == "alternating":
+                fraction = center if int(unit.layer or 0) % 2 == 0 else spread
+            else:
+                fraction = center + spread * jitter[unit.name]
+            levels[unit.name] = int(np.clip(round(fraction * top), 0, top))
+        anchors[f"__mixed_{name}__"] = levels
+    return anchors
 
 
 def anchor_levels(units: Sequence[Unit], fraction: float) -> dict[str, int]:

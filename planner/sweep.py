@@ -1,37 +1,138 @@
-"""``planner sweep``: the metric/speedup trade-off of several methods at several targets.
+"""``planner sweep``: the metric/speedup trade-off of several methods at several targets, with intervals
+that tell a win from noise.
 
-For each target: the planner (Fisher, DP + search), the uniform allocation (same backend and table)
-and the planner with magnitude scores; each applied; all timed interleaved with the dense model in
-one run (paired speedups) and evaluated on the held-out test set.
+For each target: the planner with each search (evolution, SPDY), the uniform allocation (Fisher scores,
+same table) and uniform magnitude pruning; each applied, all timed interleaved with the dense model in
+one run (paired speedups with 95% intervals) and evaluated on the held-out test set, which no search
+or final pick saw. Against the uniform allocation of the same target each method gets the paired
+difference of the task metric (accuracy: over test documents; perplexity: over windows) and of the
+held-out KL to the dense model, with 95% bootstrap intervals and a "win" / "tie" / "loss" verdict.
+
+Like for like: when uniform's coarse grid lands more than ``MATCH_TOLERANCE`` above its target (it
+predicted 1.61x for 1.5x), the searched methods are planned again for uniform's *measured* speedup,
+measured, and reported beside it (``matched_to``), so they are compared at the same speed.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from torch import nn
 
 from planner.backends import get_backend
 from planner.cache import cached_scores
+from planner.compare import metric_interval, paired_mean_difference, paired_metric_difference
 from planner.config import RunConfig
 from planner.errors import PlannerError
-from planner.pipeline import StageClock, check_reachable, make_plan, prepare
+from planner.pipeline import Prepared, StageClock, check_reachable, make_plan, prepare
+from planner.records.plan import Plan
 from planner.search import search_levels
+from planner.tasks.base import MetricResult
 from planner.verify import verify_models
 from profilers.atomic import atomic_dir
 
 SWEEP_SEARCH_SECONDS = 30.0
 """Search time per plan when ``planner sweep`` is not given ``--search-seconds`` (it plans many)."""
 
-SWEEP_METHODS = (
-    ("planner (fisher)", "fisher", "dp", True),
-    ("uniform (fisher)", "fisher", "uniform", False),
-    ("planner (magnitude)", "magnitude", "dp", True),
-)
-"""(label, backend, solver, searched) of the plans compared at every target of a sweep."""
+MATCH_TOLERANCE = 0.03
+"""Uniform measured this much (relative) above its target: plan the searched methods at its speed too."""
+
+
+@dataclass(frozen=True)
+class SweepMethod:
+    """One way of making a plan: which scores, which solver, which search ("none": plain solver)."""
+
+    label: str
+    backend: str
+    solver: str
+    search: str
+
+    @property
+    def searched(self) -> bool:
+        return self.solver == "dp"
+
+
+SWEEP_METHODS = {
+    "evolution": SweepMethod("planner (evolution)", "fisher", "dp", "evolution"),
+    "spdy": SweepMethod("planner (spdy)", "fisher", "dp", "spdy"),
+    "dp": SweepMethod("planner (dp)", "fisher", "dp", "none"),
+    "uniform": SweepMethod("uniform (fisher)", "fisher", "uniform", "none"),
+    "magnitude": SweepMethod("uniform (magnitude)", "magnitude", "uniform", "none"),
+}
+DEFAULT_SWEEP_METHODS = ("evolution", "spdy", "uniform", "magnitude")
+BASELINE = "uniform"
+
+
+@dataclass
+class _Entry:
+    """One applied plan of the sweep (mutable while it is measured and evaluated)."""
+
+    key: str
+    method: SweepMethod
+    target: float
+    plan: Plan
+    model: nn.Module
+    matched_to: str = ""
+    row: dict[str, Any] | None = None
+
+
+def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
+    """The sweep's method names, validated; the uniform baseline is always included."""
+    unknown = [m for m in methods if m not in SWEEP_METHODS]
+    if unknown or not methods:
+        raise PlannerError(
+            f"The 'methods' parameter must list some of {', '.join(SWEEP_METHODS)}. Got {list(methods)!r} instead."
+        )
+    ordered = [m for m in SWEEP_METHODS if m in methods]
+    return tuple(ordered if BASELINE in ordered else [*ordered, BASELINE])
+
+
+class _Planner:
+    """Plans and applies one method at one speedup on the prepared model (scores cached per backend)."""
+
+    def __init__(self, config: RunConfig, prepared: Prepared, log: Callable[[str], None]) -> None:
+        self.config, self.prepared, self.log = config, prepared, log
+        self.scores: dict[str, Any] = {}
+
+    def __call__(self, method: SweepMethod, speedup: float) -> tuple[Plan, nn.Module]:
+        prepared, config = self.prepared, self.config
+        backend = get_backend(method.backend)
+        if method.backend not in self.scores:
+            self.scores[method.backend] = cached_scores(
+                backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir
+            )
+        scores = self.scores[method.backend]
+        task = prepared.task
+        search = None
+        if method.search != "none":
+            settings = config.replace(search=method.search, solver=method.solver).search_settings(
+                calibration=len(task.calibration), default_examples=task.search_examples
+            )
+            if settings.method != "none":
+                search = search_levels(
+                    adapter=prepared.loaded.adapter,
+                    task=task,
+                    table=prepared.table,
+                    scores=scores,
+                    backend=backend,
+                    budget_ms=prepared.table.budget_ms(speedup),
+                    settings=settings,
+                )
+        plan = make_plan(
+            prepared,
+            backend=backend,
+            scores=scores,
+            speedup=speedup,
+            solver=method.solver,
+            seed=config.seed,
+            search=search,
+        )
+        return plan, backend.apply(prepared.loaded.adapter, plan, task)
 
 
 def run_sweep(
@@ -39,12 +140,13 @@ def run_sweep(
     speedups: list[float],
     *,
     out: str | Path,
+    methods: Sequence[str] = DEFAULT_SWEEP_METHODS,
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = lambda _m: None,
 ) -> pd.DataFrame:
     """Plan, apply, measure and evaluate every method at every target; writes ``out/pareto.csv`` and
-    ``out/pareto.png`` (+ .svg) and returns the pareto frame."""
+    ``out/pareto.png`` (+ .svg) and returns the pareto frame (columns: see the README)."""
     from planner.report import plots
 
     target = Path(out)
@@ -52,69 +154,137 @@ def run_sweep(
         raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
     if not speedups or any(not s > 1.0 for s in speedups):
         raise PlannerError(f"The 'speedups' parameter must list targets > 1.0. Got {speedups!r} instead.")
-    clock = StageClock()
-    prepared = prepare(config, clock, progress=progress)
+    names = check_methods(methods)
+    prepared = prepare(config, StageClock(), progress=progress)
     check_reachable(prepared.table, speedups)
-    models: dict[str, nn.Module] = {}
-    rows: list[dict[str, Any]] = []
+    plan_method = _Planner(config, prepared, log)
+    entries: list[_Entry] = []
     for speedup in speedups:
-        for label, backend_name, solver, searched in SWEEP_METHODS:
-            log(f"{speedup:g}x: {label}")
-            backend = get_backend(backend_name)
-            scores = cached_scores(backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir)
-            task = prepared.task
-            settings = config.replace(solver=solver).search_settings(
-                calibration=len(task.calibration), default_examples=task.search_examples
-            )
-            search = None
-            if searched and settings.method != "none":
-                search = search_levels(
-                    adapter=prepared.loaded.adapter,
-                    task=prepared.task,
-                    table=prepared.table,
-                    scores=scores,
-                    backend=backend,
-                    budget_ms=prepared.table.budget_ms(speedup),
-                    settings=settings,
-                )
-            plan = make_plan(
-                prepared,
-                backend=backend,
-                scores=scores,
-                speedup=speedup,
-                solver=solver,
-                seed=config.seed,
-                search=search,
-            )
-            key = f"{label}@{speedup:g}"
-            models[key] = backend.apply(prepared.loaded.adapter, plan, prepared.task)
-            rows.append(
-                {
-                    "method": label,
-                    "target_speedup": speedup,
-                    "predicted_speedup": plan.predicted_speedup,
-                    "solver": plan.solver,
-                    "key": key,
-                    "heads_kept": [c.kept for c in plan.units if c.kind == "attention"],
-                    "neurons_kept": [c.kept for c in plan.units if c.kind == "ffn"],
-                }
-            )
-    log("verify: every pruned model timed interleaved with the dense one; held-out metric")
+        for name in names:
+            method = SWEEP_METHODS[name]
+            log(f"{speedup:g}x: {method.label}")
+            plan, model = plan_method(method, speedup)
+            entries.append(_Entry(f"{name}@{speedup:g}", method, speedup, plan, model))
     measurement = config.measurement(rounds=config.verify_rounds)
-    verification = verify_models(
-        prepared.loaded.adapter, {"dense": prepared.loaded.model, **models}, measurement, progress=progress
-    )
-    dense_metric = prepared.task.evaluate(prepared.loaded.model)
-    for row in rows:
-        key = row.pop("key")
-        row["measured_speedup"] = verification.speedup(key).value
-        row["pruned_ms"] = verification[key].median_ms
-        row["dense_ms"] = verification["dense"].median_ms
-        row["metric_name"] = dense_metric.name
-        row["metric"] = prepared.task.evaluate(models[key]).value
-        row["dense_metric"] = dense_metric.value
-    frame = plots.pareto_frame(rows)
+    adapter, dense = prepared.loaded.adapter, prepared.loaded.model
+    log("verify: every pruned model timed interleaved with the dense one")
+    _measure(entries, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in entries}}, measurement))
+    matched = _matched_entries(entries, names, plan_method, prepared.table.max_speedup(), log)
+    if matched:
+        log("verify: plans made for uniform's measured speed")
+        _measure(matched, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in matched}}, measurement))
+    log(f"evaluate: held-out {prepared.task.metric} and KL to the dense model on {len(prepared.task.test)} examples")
+    frame = plots.pareto_frame(_evaluate(entries + matched, prepared))
     with atomic_dir(target, overwrite=True) as tmp:
         frame.to_csv(tmp / "pareto.csv", index=False)
-        plots.save_figure(plots.plot_pareto(frame, dense_metric=dense_metric.value), tmp / "pareto")
+        plots.save_figure(plots.plot_pareto(frame), tmp / "pareto")
     return frame
+
+
+def _measure(entries: list[_Entry], verification: Any) -> None:
+    for entry in entries:
+        estimate = verification.speedup(entry.key)
+        entry.row = {
+            "method": entry.method.label,
+            "target_speedup": entry.target,
+            "matched_to": entry.matched_to,
+            "predicted_speedup": entry.plan.predicted_speedup,
+            "measured_speedup": estimate.value,
+            "speedup_low": estimate.low,
+            "speedup_high": estimate.high,
+            "pruned_ms": verification[entry.key].median_ms,
+            "dense_ms": verification["dense"].median_ms,
+            "solver": entry.plan.solver,
+            "heads_kept": [c.kept for c in entry.plan.units if c.kind == "attention"],
+            "neurons_kept": [c.kept for c in entry.plan.units if c.kind == "ffn"],
+        }
+
+
+def _matched_entries(
+    entries: list[_Entry],
+    names: Sequence[str],
+    plan_method: _Planner,
+    max_speedup: float,
+    log: Callable[[str], None],
+) -> list[_Entry]:
+    """Searched methods planned again at uniform's measured speedup where uniform overshot its target."""
+    out: list[_Entry] = []
+    for base in [e for e in entries if e.key.startswith(f"{BASELINE}@")]:
+        assert base.row is not None
+        speed = float(base.row["measured_speedup"])
+        if speed <= base.target * (1.0 + MATCH_TOLERANCE) or speed > max_speedup:
+            continue
+        for name in names:
+            method = SWEEP_METHODS[name]
+            if not method.searched:
+                continue
+            log(f"{base.target:g}x: {method.label} at uniform's measured {speed:.2f}x")
+            plan, model = plan_method(method, speed)
+            out.append(_Entry(f"{name}@{base.target:g}=uniform", method, base.target, plan, model, base.key))
+    return out
+
+
+def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]:
+    """Held-out metric and KL of every entry, and their paired differences to uniform at its target."""
+    task = prepared.task
+    dense_metric = task.evaluate(prepared.loaded.model)
+    reference = task.reference(prepared.loaded.model, task.test)
+    metrics: dict[str, MetricResult] = {}
+    kls: dict[str, np.ndarray] = {}
+    for entry in entries:
+        metrics[entry.key] = task.evaluate(entry.model)
+        kls[entry.key] = task.divergence(entry.model, task.test, reference)
+    rows = []
+    for entry in entries:
+        assert entry.row is not None
+        metric, kl = metrics[entry.key], kls[entry.key]
+        low, high = metric_interval(metric)
+        row = {
+            **entry.row,
+            "metric_name": metric.name,
+            "metric": metric.value,
+            "metric_low": low,
+            "metric_high": high,
+            "dense_metric": dense_metric.value,
+            "heldout_kl": float(kl.mean()),
+            "test_examples": metric.examples,
+        }
+        base = entry.matched_to or f"{BASELINE}@{entry.target:g}"
+        if entry.key == base or base not in metrics:
+            row.update(vs_uniform=0.0, vs_uniform_low=0.0, vs_uniform_high=0.0, verdict="baseline")
+            row.update(kl_vs_uniform=0.0, kl_vs_uniform_low=0.0, kl_vs_uniform_high=0.0, kl_verdict="baseline")
+        else:
+            diff = paired_metric_difference(metric, metrics[base])
+            kl_diff = paired_mean_difference(kl, kls[base])
+            row.update(vs_uniform=diff.difference, vs_uniform_low=diff.low, vs_uniform_high=diff.high)
+            row.update(verdict=diff.verdict)
+            row.update(kl_vs_uniform=kl_diff.difference, kl_vs_uniform_low=kl_diff.low, kl_vs_uniform_high=kl_diff.high)
+            row.update(kl_verdict=kl_diff.verdict)
+        rows.append(row)
+    return rows
+
+
+def sweep_table(frame: pd.DataFrame) -> str:
+    """The sweep as aligned text: speedups and metric with intervals, differences to uniform, verdicts."""
+    accuracy = bool(len(frame)) and str(frame["metric_name"].iloc[0]) == "accuracy"
+    scale, unit = (100.0, " pts") if accuracy else (1.0, "")
+
+    def interval(r: Mapping[Any, Any], value: str, low: str, high: str, factor: float = 1.0, digits: int = 2) -> str:
+        v, lo, hi = (factor * float(r[k]) for k in (value, low, high))
+        return f"{v:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+    lines = []
+    for r in frame.to_dict("records"):
+        matched = isinstance(r["matched_to"], str) and r["matched_to"] != ""
+        at = f"{r['target_speedup']:g}x" + (" (uniform's speed)" if matched else "")
+        line = (
+            f"{r['method']:22s} {at:22s} predicted {r['predicted_speedup']:.2f}x measured "
+            f"{interval(r, 'measured_speedup', 'speedup_low', 'speedup_high')}x | {r['metric_name']} "
+            f"{interval(r, 'metric', 'metric_low', 'metric_high', scale)} | KL {r['heldout_kl']:.4f}"
+        )
+        if r["verdict"] != "baseline":
+            vs = interval(r, "vs_uniform", "vs_uniform_low", "vs_uniform_high", scale)
+            kl = interval(r, "kl_vs_uniform", "kl_vs_uniform_low", "kl_vs_uniform_high", digits=4)
+            line += f" | vs uniform {vs}{unit} {r['verdict']}, KL {kl} {r['kl_verdict']}"
+        lines.append(line)
+    return "\n".join(lines)

@@ -17,6 +17,7 @@ workloads that still have too few quiet samples or an unsettled estimate are rep
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import sys
@@ -58,7 +59,7 @@ class ProfilerSettings:
     nothing here has a default that the planner relies on).
 
     Attributes:
-        runtime: "torch" or "onnxruntime".
+        runtime: "torch", "onnxruntime" (the optimized graph) or "onnxruntime-plain".
         device: "cpu" or "cuda".
         dtype: "float32", "float16" or "bfloat16".
         threads: intra-op threads (CPU); default: all cores torch sees.
@@ -128,6 +129,8 @@ class Measured(Mapping[str, TimingStats]):
     seconds: float
     quiet_load: float = 0.15
     busy: tuple[str, ...] = ()
+    fusions: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
+    """Per workload, the fused operators the runtime's graph optimizer placed (ONNX Runtime)."""
 
     def __getitem__(self, key: str) -> TimingStats:
         return self.stats[key]
@@ -231,7 +234,8 @@ class Profiler:
                     on_round=lambda _r: _save_checkpoint(checkpoint, full_key, store),
                 )
             seconds = time.perf_counter() - started
-        return _summarise(store, keys, s, seconds)
+        fusions = {k: dict(getattr(r, "fusions", {})) for k, r in runners.items() if hasattr(r, "fusions")}
+        return dataclasses.replace(_summarise(store, keys, s, seconds), fusions=fusions)
 
 
 def _load_reader() -> Callable[[], float | None]:
@@ -332,7 +336,7 @@ class _NullBar:
 
 
 @contextlib.contextmanager
-def progress_bar(total: int, description: str, *, unit: str = "sample", enabled: bool = True) -> Iterator[Any]:
+def progress_bar(total: int | None, description: str, *, unit: str = "sample", enabled: bool = True) -> Iterator[Any]:
     """A tqdm bar on stderr (a no-op bar when disabled, empty, or PLANNER_NO_PROGRESS is set)."""
     if not enabled or total == 0 or os.environ.get("PLANNER_NO_PROGRESS"):
         yield _NullBar()

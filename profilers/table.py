@@ -50,7 +50,8 @@ SCHEMA_VERSION = 3
 """Version 2 added the phase (``phase``, ``generate_tokens``) and the level grid (``ffn_step``,
 ``sparsity_levels``) to the metadata; version 3 plans with a p10 estimate (``latency_ms``, with its
 interval and the samples left out on a busy machine), records KV groups per level (``groups``) and
-how noisy the measurement was (``noisy``, ``noisy_workloads``, ``foreign_load``, ``anchor_ms``)."""
+how noisy the measurement was (``noisy``, ``noisy_workloads``, ``foreign_load``, ``anchor_ms``) and,
+for ONNX Runtime, the fused operators of each workload's graph (``fusions``)."""
 
 COLUMNS: tuple[str, ...] = (
     "unit",
@@ -139,6 +140,7 @@ class TableMetadata:
     noisy_workloads: tuple[str, ...] = ()
     foreign_load: float | None = None
     anchor_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    fusions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     def provenance(self) -> dict[str, Any]:

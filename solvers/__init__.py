@@ -6,8 +6,10 @@ Pure numpy/scipy; works on arrays (one cost and one error array per unit), never
 from solvers.baselines import solve_greedy, solve_milp, solve_uniform
 from solvers.dp import DEFAULT_BUCKETS, BucketedProblem, bucketize, solve_dp
 from solvers.error_models import normalised_curves, scaled_errors, spdy_prior
+from solvers.evolution import EvolutionResult, Generation, Seed, evolutionary_search
 from solvers.local_search import Candidate, SearchResult, SearchStep, local_search
 from solvers.registry import SOLVERS, get_solver, solve
+from solvers.repair import plan_cost, repair_levels
 from solvers.result import InfeasibleBudgetError, Solution
 
 __all__ = [
@@ -15,14 +17,20 @@ __all__ = [
     "SOLVERS",
     "BucketedProblem",
     "Candidate",
+    "EvolutionResult",
+    "Generation",
     "InfeasibleBudgetError",
     "SearchResult",
     "SearchStep",
+    "Seed",
     "Solution",
     "bucketize",
+    "evolutionary_search",
     "get_solver",
     "local_search",
     "normalised_curves",
+    "plan_cost",
+    "repair_levels",
     "scaled_errors",
     "solve",
     "solve_dp",

@@ -82,6 +82,33 @@ def test_shrinking_equals_masking(family: str, seed: int) -> None:
     assert all(shape[name]["kept"] == len(k) for name, k in keep.items())
 
 
+@pytest.mark.parametrize("family", sorted(TINY_ADAPTERS))
+def test_candidate_builder_equals_shrink_and_shares_unchanged_tensors(family: str) -> None:
+    from planner.search import CandidateBuilder
+
+    adapter = TINY_ADAPTERS[family]()
+    before = model_fingerprint(adapter.model)
+    builder = CandidateBuilder(adapter)
+    rng = np.random.default_rng(3)
+    inputs = _inputs(adapter)
+    dense_ptrs = {p.data_ptr() for p in adapter.model.parameters()}
+    units = adapter.units()
+    for _ in range(3):
+        keep = {}
+        for unit in units[: len(units) // 2]:  # the second half of the layers stays dense
+            level = unit.levels[int(rng.integers(len(unit.levels)))]
+            keep[unit.name] = _random_keep(unit, level, rng)
+        built = builder.model(keep)
+        torch.testing.assert_close(_output(adapter, built, inputs), _output(adapter, adapter.shrink(keep), inputs))
+        last_layer = adapter.layers_of(built)[-1]
+        assert all(p.data_ptr() in dense_ptrs for p in last_layer.parameters())
+        assert adapter.kept_shape(built) == adapter.kept_shape(adapter.shrink(keep))
+    built_before = builder.built
+    builder.model(keep)  # the same candidate again: every shrunk layer comes from the cache
+    assert builder.built == built_before
+    assert model_fingerprint(adapter.model) == before
+
+
 def _random_keep(unit: Any, level: Any, rng: np.random.Generator) -> tuple[int, ...]:
     """Random heads / neurons a level could keep (whole KV groups, equal heads per group)."""
     kept = int(level.kept or 0)

@@ -54,15 +54,19 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     assert report.metric.name == "accuracy" and 0.0 <= report.metric.pruned <= 1.0
     assert report.task == "text-classification" and report.phase == "prefill"
     assert set(report.stage_seconds) == {"profile", "score", "solve", "search", "apply", "verify"}
-    assert report.search is not None and report.search.method == "spdy"
+    assert report.search is not None and report.search.method == "evolution"  # the default search
     assert report.search.evaluations >= 1 and report.search.best_loss <= report.search.start_loss
+    assert report.search.generations is not None and report.search.generations >= 1
+    cost = report.search.cost
+    assert cost is not None and cost["evaluations"] >= report.search.evaluations
+    assert cost["build_seconds"] > 0 and cost["forward_seconds"] > 0
     pick = report.search.selection
     assert pick is not None
     sources = [c.source for c in pick.contenders]
-    assert sources[0] == "search #1" and pick.chosen in sources
+    assert "search #1" in sources and pick.chosen in sources
     assert min(c.loss for c in pick.contenders) == next(c.loss for c in pick.contenders if c.source == pick.chosen)
     assert pick.examples == 4  # the 8 calibration documents minus the search's 4
-    assert report.solver == ("dp+search:uniform" if pick.chosen == "uniform" else "dp+search")
+    assert report.solver == ("dp+search:uniform" if pick.chosen == "uniform" else "evolution")
     names = {p.name for p in out.iterdir()}
     for name in (
         "table.csv",
@@ -108,6 +112,9 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytes
         ({"speedup": 1.0}, "must be a number > 1"),
         ({"speedup": 1000.0}, "not reachable"),
         ({"search_examples": 100}, "search_examples"),
+        ({"search_examples": 3}, "growing samples of the search examples, but only 3"),
+        ({"search_examples": 8}, "all 8 are search examples"),
+        ({"search": "evolution", "search_seconds": 0.0}, "no budget to search with"),
     ],
 )
 def test_run_bad_input(workspace: Path, tmp_path: Path, overrides: dict[str, object], message: str) -> None:
@@ -147,12 +154,33 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
         out=tmp_path / "sweep",
         progress=False,
     )
-    assert len(frame) == 6
-    assert set(frame["method"]) == {"planner (fisher)", "uniform (fisher)", "planner (magnitude)"}
+    base = frame[frame["matched_to"] == ""]
+    assert len(base) == 8
+    assert set(frame["method"]) == {"planner (evolution)", "planner (spdy)", "uniform (fisher)", "uniform (magnitude)"}
     assert (frame["measured_speedup"] > 0).all() and frame["metric"].between(0, 1).all()
-    assert (frame["predicted_speedup"] >= frame["target_speedup"] - 1e-9).all()
-    saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv")
-    assert len(saved) == 6 and (tmp_path / "sweep" / "pareto.png").is_file()
+    assert (base["predicted_speedup"] >= base["target_speedup"] - 1e-9).all()
+    assert (frame["speedup_low"] <= frame["measured_speedup"]).all()
+    assert (frame["measured_speedup"] <= frame["speedup_high"]).all()
+    assert (frame["metric_low"] <= frame["metric"] + 1e-12).all() and (
+        frame["metric"] <= frame["metric_high"] + 1e-12
+    ).all()
+    assert (frame["heldout_kl"] >= 0).all()
+    uniform = frame[frame["method"] == "uniform (fisher)"]
+    assert set(uniform["verdict"]) == {"baseline"} and (uniform["vs_uniform"] == 0).all()
+    others = frame[frame["method"] != "uniform (fisher)"]
+    assert set(others["verdict"]) <= {"win", "tie", "loss"}
+    assert (others["vs_uniform_low"] <= others["vs_uniform_high"]).all()
+    for row in others.itertuples():  # the difference is the metric minus uniform's at the same target
+        peer = uniform[(uniform["target_speedup"] == row.target_speedup) & (uniform["matched_to"] == "")]
+        assert row.vs_uniform == pytest.approx(row.metric - float(peer["metric"].iloc[0]))
+    # Searched methods re-planned at uniform's measured speed where uniform overshot.
+    for row in frame[frame["matched_to"] != ""].itertuples():
+        assert row.method in {"planner (evolution)", "planner (spdy)"}
+        peer = uniform[uniform["target_speedup"] == row.target_speedup]
+        assert row.predicted_speedup >= float(peer["measured_speedup"].iloc[0]) - 1e-6
+    saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
+    assert len(saved) == len(frame) and {"verdict", "kl_verdict", "vs_uniform_low"} <= set(saved.columns)
+    assert (tmp_path / "sweep" / "pareto.png").is_file()
 
 
 @pytest.mark.slow
@@ -257,7 +285,7 @@ def test_the_final_pick_goes_on_without_uniform_when_no_uniform_plan_fits() -> N
     backend = get_backend("magnitude")
     scores = backend.score(adapter, None)
     budget = table.budget_ms(1.3)
-    settings = SearchSettings("spdy", 1.0, 4, "kl", 0)
+    settings = SearchSettings("spdy", 1.0, 4, "kl", 0)  # all 8 documents: 4 search, 4 final pick
     outcome = search_levels(
         adapter=adapter, task=task, table=table, scores=scores, backend=backend, budget_ms=budget, settings=settings
     )
@@ -288,11 +316,15 @@ def test_sweep_cli(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
             "1",
             "--calibration-size",
             "8",
+            "--methods",
+            "evolution",
             "--out",
             str(tmp_path / "sweep"),
             "--no-progress",
         ]
     )
     assert code == 0, capsys.readouterr().err
-    assert "uniform (fisher)" in capsys.readouterr().out
-    assert len(pd.read_csv(tmp_path / "sweep" / "pareto.csv")) == 3
+    out = capsys.readouterr().out
+    assert "uniform (fisher)" in out and "vs uniform" in out
+    saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
+    assert set(saved[saved["matched_to"] == ""]["method"]) == {"planner (evolution)", "uniform (fisher)"}

@@ -91,7 +91,11 @@ def test_main_leaves_the_process_as_it_found_it(tmp_path: Path, capsys: pytest.C
     [
         ("--solver", "nope", "The 'solver' parameter must be one of dp, greedy, uniform, milp. Got 'nope' instead."),
         ("--backend", "nope", "The 'backend' parameter must be one of fisher, magnitude. Got 'nope' instead."),
-        ("--runtime", "nope", "The 'runtime' parameter must be one of torch, onnxruntime. Got 'nope' instead."),
+        (
+            "--runtime",
+            "nope",
+            "The 'runtime' parameter must be one of torch, onnxruntime, onnxruntime-plain. Got 'nope' instead.",
+        ),
         ("--dtype", "nope", "The 'dtype' parameter must be one of float32, float16, bfloat16. Got 'nope' instead."),
     ],
 )

@@ -81,7 +81,10 @@ def test_existing_table_is_reused_or_refused(tmp_path: Path) -> None:
         (["--model", "no-such-model"], "The 'model' parameter must be 'minilm' or"),
         (["--model", "tests.tiny_models:missing"], "cannot import the model factory"),
         (["--model", "tests.tiny_models:not_a_factory"], "must return (model, example_inputs)"),
-        (["--model", BERT, "--runtime", "ort"], "The 'runtime' parameter must be one of torch, onnxruntime. Got 'ort'"),
+        (
+            ["--model", BERT, "--runtime", "ort"],
+            "The 'runtime' parameter must be one of torch, onnxruntime, onnxruntime-plain. Got 'ort'",
+        ),
         (["--model", BERT, "--dtype", "nope"], "The 'dtype' parameter must be one of float32, float16, bfloat16."),
         (["--model", BERT, "--device", "cuda"], "cuda"),
         (["--model", BERT, "--runtime", "onnxruntime", "--dtype", "fp16"], "float32 only"),

@@ -210,7 +210,7 @@ class DecoderAdapter(TransformerAdapter):
             layer, inputs = self.layers[index], seen[index]
             hidden = inputs["hidden"]
             kwargs = _to_device(inputs["kwargs"], "cpu", hidden.dtype)
-            if runtime == "onnxruntime" and kwargs.get("attention_mask") is None:
+            if runtime.startswith("onnxruntime") and kwargs.get("attention_mask") is None:
                 # The ONNX exporter has no grouped-query SDPA (taken without a mask): give an explicit one.
                 kwargs["attention_mask"] = causal_mask(hidden, past=inputs["cached"])
             for level in unit.levels:

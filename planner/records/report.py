@@ -75,7 +75,8 @@ class SelectionSummary:
 
 @dataclass(frozen=True)
 class SearchSummary:
-    """What the search did: evaluations, loss at the start (plain DP) and best, why it stopped."""
+    """What the search did: evaluations, loss at the start (plain DP / best seed) and best, why it
+    stopped, and where its time went."""
 
     method: str
     evaluations: int
@@ -84,6 +85,10 @@ class SearchSummary:
     stopped: str
     seconds: float
     selection: SelectionSummary | None = None
+    generations: int | None = None
+    """Generations of the evolution (None for SPDY's search)."""
+    cost: dict[str, float] | None = None
+    """Evaluations, examples scored, seconds building candidates and in forward passes, build share."""
 
 
 @dataclass(frozen=True)

@@ -42,7 +42,15 @@ def search_summary(search: SearchOutcome | None) -> SearchSummary | None:
     )
     result = search.result
     return SearchSummary(
-        search.method, result.evaluations, result.start_loss, result.loss, result.stopped, search.seconds, selection
+        search.method,
+        result.evaluations,
+        search.start_loss,
+        result.loss,
+        result.stopped,
+        search.seconds,
+        selection,
+        generations=search.generations,
+        cost=dict(search.cost),
     )
 
 

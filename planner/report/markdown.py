@@ -87,8 +87,16 @@ def render_report(report: Report) -> str:
         lines += [
             "",
             f"Search ({s.method}): {s.evaluations} evaluations in {s.seconds:.0f} s, calibration loss "
-            f"{s.start_loss:.4f} -> {s.best_loss:.4f} (stopped: {s.stopped}).",
+            f"{s.start_loss:.4f} -> {s.best_loss:.4f} (stopped: {s.stopped}"
+            + (f", {s.generations} generations" if s.generations is not None else "")
+            + ").",
         ]
+        if s.cost:
+            c = s.cost
+            lines.append(
+                f"Search cost: {c['examples']:.0f} examples scored; {c['build_seconds']:.1f} s building candidates, "
+                f"{c['forward_seconds']:.1f} s in forward passes ({100 * c['build_share']:.0f}% building)."
+            )
         if s.selection is not None:
             pick = s.selection
             scored = ", ".join(f"{c.source} {c.loss:.4f}" for c in pick.contenders)

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from planner.records.plan import Plan
@@ -74,7 +75,18 @@ def prediction_frame(points: Sequence[dict[str, Any]]) -> pd.DataFrame:
 
 
 def search_frame(history: Sequence[Any]) -> pd.DataFrame:
-    """One row per real evaluation of the local search: evaluation, phase, loss, best loss, seconds."""
+    """The search's history: SPDY (``SearchStep``s): one row per real evaluation (evaluation, phase,
+    loss, best loss, seconds); evolution (``Generation``s): one row per generation (generation,
+    evaluations so far as ``evaluation``, best loss at each selection step ``step<i>_best``, the
+    parent's loss as ``best_loss``, improved, seconds)."""
+    if history and hasattr(history[0], "generation"):
+        rows = []
+        for g in history:
+            row: dict[str, Any] = {"generation": g.generation, "evaluation": g.evaluations}
+            row.update({f"step{i}_best": loss for i, loss in enumerate(g.step_best)})
+            row.update({"best_loss": g.parent_loss, "improved": g.improved, "seconds": g.seconds})
+            rows.append(row)
+        return pd.DataFrame(rows)
     return pd.DataFrame(
         [
             {
@@ -85,7 +97,8 @@ def search_frame(history: Sequence[Any]) -> pd.DataFrame:
                 "seconds": s.seconds,
             }
             for s in history
-        ]
+        ],
+        columns=["evaluation", "phase", "loss", "best_loss", "seconds"],
     )
 
 
@@ -169,35 +182,93 @@ def plot_prediction(frame: pd.DataFrame, ax: Any = None) -> Any:
 
 
 def plot_search(frame: pd.DataFrame, ax: Any = None) -> Any:
-    """Search loss (e.g. KL to the dense model on calibration documents) of every evaluated plan and the best."""
+    """Search loss against evaluations: every evaluated plan and the best so far (SPDY), or each
+    selection step's best and the parent (evolution)."""
     ax = _axes(ax)
-    ax.scatter(frame["evaluation"], frame["loss"], s=8, alpha=0.5, label="candidate")
-    ax.plot(frame["evaluation"], frame["best_loss"], color="C3", label="best so far")
+    if "generation" in frame:
+        steps = sorted(c for c in frame.columns if c.startswith("step") and c.endswith("_best"))
+        for i, column in enumerate(steps[:-1]):
+            ax.scatter(frame["evaluation"], frame[column], s=8, alpha=0.5, label=f"best offspring, step {i + 1}")
+        ax.plot(frame["evaluation"], frame["best_loss"], color="C3", label="parent (largest sample)")
+        ax.set_title("Evolutionary search history")
+    else:
+        ax.scatter(frame["evaluation"], frame["loss"], s=8, alpha=0.5, label="candidate")
+        ax.plot(frame["evaluation"], frame["best_loss"], color="C3", label="best so far")
+        ax.set_title("Local search history")
     ax.set_xlabel("evaluation")
-    ax.set_ylabel("search loss on calibration documents")
-    ax.set_title("Local search history")
+    ax.set_ylabel("search loss on calibration examples")
     ax.legend(fontsize=8)
     ax.grid(alpha=0.3)
     return ax
 
 
 def plot_pareto(frame: pd.DataFrame, ax: Any = None, *, dense_metric: float | None = None) -> Any:
-    """The held-out metric against measured speedup, one line per method, the dense model as a reference."""
-    ax = _axes(ax)
+    """The held-out metric against measured speedup, one line per method, with 95% intervals on both
+    axes where the frame has them (``speedup_low/high``, ``metric_low/high``). Plans made for uniform's
+    measured speed (``matched_to``) are hollow markers. When the frame has ``heldout_kl`` and no
+    ``ax`` is given, a second panel draws the held-out KL to the dense model. Returns the metric axes."""
+    if ax is None and "heldout_kl" in frame:
+        import matplotlib.pyplot as plt
+
+        _, (ax, kl_ax) = plt.subplots(1, 2, figsize=(12, 4.8))
+    else:
+        ax, kl_ax = _axes(ax), None
     name = str(frame["metric_name"].iloc[0]) if "metric_name" in frame and len(frame) else "accuracy"
     scale = 100.0 if name == "accuracy" else 1.0
-    for method, rows in frame.groupby("method", sort=False):
-        rows = rows.sort_values("measured_speedup")
-        ax.plot(rows["measured_speedup"], scale * rows["metric"], marker="o", label=str(method))
+    if dense_metric is None and "dense_metric" in frame and len(frame):
+        dense_metric = float(frame["dense_metric"].iloc[0])
+    matched = (
+        frame["matched_to"].fillna("").astype(str) != "" if "matched_to" in frame else pd.Series(False, frame.index)
+    )
+    for i, (method, rows) in enumerate(frame.groupby("method", sort=False)):
+        color = f"C{i}"
+        for axes, column, factor in ((ax, "metric", scale), (kl_ax, "heldout_kl", 1.0)):
+            if axes is None:
+                continue
+            for hollow in (False, True):
+                part = rows[matched.loc[rows.index] == hollow].sort_values("measured_speedup")
+                if part.empty:
+                    continue
+                x, y = part["measured_speedup"], factor * part[column]
+                xerr = _error_bars(part, "measured_speedup", "speedup_low", "speedup_high")
+                yerr = _error_bars(part, column, "metric_low", "metric_high", factor) if column == "metric" else None
+                label = f"{method} (at uniform's speed)" if hollow else str(method)
+                axes.errorbar(
+                    x,
+                    y,
+                    xerr=xerr,
+                    yerr=yerr,
+                    color=color,
+                    marker="o",
+                    ls=":" if hollow else "-",
+                    mfc="none" if hollow else color,
+                    capsize=3,
+                    label=label,
+                )
     if dense_metric is not None:
         ax.axhline(scale * dense_metric, color="gray", ls="--", label="dense")
         ax.plot([1.0], [scale * dense_metric], marker="*", ms=12, color="gray")
     ax.set_xlabel("measured speedup (x)")
     ax.set_ylabel("test accuracy (%)" if name == "accuracy" else f"held-out {name}")
-    ax.set_title(f"{name.capitalize()} / speedup trade-off")
-    ax.legend(fontsize=8)
+    ax.set_title(f"{name.capitalize()} / speedup trade-off (95% intervals)")
+    ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
+    if kl_ax is not None:
+        kl_ax.set_xlabel("measured speedup (x)")
+        kl_ax.set_ylabel("held-out KL to the dense model")
+        kl_ax.set_title("Held-out KL (examples no search saw)")
+        kl_ax.grid(alpha=0.3)
     return ax
+
+
+def _error_bars(rows: pd.DataFrame, value: str, low: str, high: str, factor: float = 1.0) -> np.ndarray | None:
+    """(2, n) distances from ``value`` to its interval, for ``errorbar``; None without interval columns."""
+    if low not in rows or high not in rows:
+        return None
+    v = factor * rows[value].to_numpy(dtype=float)
+    lows = factor * rows[low].to_numpy(dtype=float)
+    highs = factor * rows[high].to_numpy(dtype=float)
+    return np.vstack([np.clip(v - lows, 0, None), np.clip(highs - v, 0, None)])
 
 
 def save_figure(ax: Any, path: str | Path) -> list[Path]:

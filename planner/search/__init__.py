@@ -1,15 +1,20 @@
 """The search over per-unit levels (whole models evaluated on calibration data) and the final pick."""
 
-from planner.search.loss import CandidateLoss
-from planner.search.runner import Recipe, SearchOutcome, search_levels, split_examples
+from planner.search.builder import CandidateBuilder
+from planner.search.loss import CandidateLoss, LossClock
+from planner.search.runner import Recipe, SearchOutcome, check_search, sample_sizes, search_levels, split_examples
 from planner.search.selection import Contender, Selection, select_plan
 
 __all__ = [
+    "CandidateBuilder",
     "CandidateLoss",
     "Contender",
+    "LossClock",
     "Recipe",
     "SearchOutcome",
     "Selection",
+    "check_search",
+    "sample_sizes",
     "search_levels",
     "select_plan",
     "split_examples",

@@ -1,15 +1,25 @@
 """The search stage: per-unit levels chosen by evaluating whole shrunk models, then a final pick on
 calibration examples the search never scored.
 
-The search (SPDY's local search over per-unit error weights; every candidate comes out of the DP,
-so it meets the budget by construction) scores candidates on the first ``examples`` calibration
-examples. Its best few plans and the uniform allocation for the same budget are then re-ranked on
-the remaining calibration examples (``selection``); the lowest loss there is the plan.
+Two searches, both feasible by construction (every candidate's table-predicted latency fits the budget):
+
+- ``evolution`` (default): a (1 + lambda) evolution over level vectors, each offspring repaired to the
+  budget with the table, seeded with the plain DP plan and the uniform allocation (and any extra
+  seeds, e.g. an SPDY search's best); offspring are screened on a small prefix of the search
+  examples and the survivors re-scored on larger ones (``EVOLUTION_SAMPLES``);
+- ``spdy``: SPDY's local search over per-unit error weights, every candidate made by the DP.
+
+The search scores candidates on the first ``examples`` calibration examples. Its best few plans and
+the uniform allocation for the same budget are then re-ranked on the remaining calibration examples
+(``selection``); the lowest loss there is the plan.
 """
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,6 +28,7 @@ import numpy as np
 import solvers
 from planner.backends.base import Backend
 from planner.config import SearchSettings
+from planner.errors import PlannerError
 from planner.records.error_table import ErrorTable
 from planner.search.loss import CandidateLoss
 from planner.search.selection import Contender, Selection, select_plan
@@ -25,38 +36,77 @@ from planner.tasks.base import Task
 from profilers import LatencyTable
 from profilers.profiler import progress_bar
 
+EVOLUTION_SAMPLES = (0.125, 0.375, 1.0)
+"""Fractions of the search examples scored at each selection step (offspring, survivors, winner)."""
+
+EVOLUTION_SELECTION = (16, 4, 1)
+"""Candidates scored at each step: 16 offspring screened, the best 4 re-scored, the best 1 judged."""
+
+EVOLUTION_PATIENCE = 50
+"""Generations without an improvement after which the evolution stops."""
+
 
 @dataclass(frozen=True)
 class Recipe:
-    """How a chosen plan is re-planned for another budget: the search's per-unit weights of the
-    backend's errors (``coefficients``), or the uniform allocation (``coefficients`` None)."""
+    """How a chosen plan is re-planned for another budget (a correction after measuring).
+
+    ``coefficients``: the SPDY search's per-unit weights of the backend's errors (the DP re-plans);
+    ``anchor``: the evolution's levels, repaired to the new budget with the table; neither: the
+    uniform allocation.
+    """
 
     coefficients: tuple[float, ...] | None
+    anchor: tuple[int, ...] | None = None
+
+    @property
+    def uniform(self) -> bool:
+        return self.coefficients is None and self.anchor is None
 
     @property
     def label(self) -> str:
+        if self.anchor is not None:
+            return "evolution"
         return "dp+search" if self.coefficients is not None else "dp+search:uniform"
 
     def levels(self, table: LatencyTable, scores: ErrorTable, budget_ms: float, units: Any) -> list[int]:
         """Levels for ``budget_ms`` following this recipe."""
         costs = table.unit_costs()
+        errors = scores.unit_errors()
+        if self.anchor is not None:
+            costs_f = [np.asarray(c, dtype=np.float64) for c in costs]
+            errors_f = [np.asarray(e, dtype=np.float64) for e in errors]
+            return list(solvers.repair_levels(costs_f, errors_f, budget_ms, self.anchor))
         if self.coefficients is None:
             fractions = [u.compression() for u in units]
-            return list(solvers.solve_uniform(costs, scores.unit_errors(), budget_ms, fractions=fractions).levels)
-        errors = solvers.scaled_errors(self.coefficients, scores.unit_errors())
-        return list(solvers.solve_dp(costs, errors, budget_ms).levels)
+            return list(solvers.solve_uniform(costs, errors, budget_ms, fractions=fractions).levels)
+        return list(solvers.solve_dp(costs, solvers.scaled_errors(self.coefficients, errors), budget_ms).levels)
 
 
 @dataclass(frozen=True)
 class SearchOutcome:
-    """What the search chose and why: its result (history), the final pick, and the recipe."""
+    """What the search chose and why: its result (history), the final pick, the recipe, and the cost.
+
+    ``cost``: evaluations, examples scored, and seconds spent building candidates vs forward passes.
+    """
 
     levels: tuple[int, ...]
     recipe: Recipe
-    result: solvers.SearchResult
+    result: solvers.SearchResult | solvers.EvolutionResult
     selection: Selection
     method: str
     seconds: float
+    cost: dict[str, float]
+
+    @property
+    def start_loss(self) -> float:
+        """The loss the search started from: the plain DP plan (SPDY) or the best seed (evolution)."""
+        if isinstance(self.result, solvers.EvolutionResult):
+            return min(loss for _, loss in self.result.seed_losses)
+        return self.result.start_loss
+
+    @property
+    def generations(self) -> int | None:
+        return self.result.generations if isinstance(self.result, solvers.EvolutionResult) else None
 
 
 def split_examples(count: int, search_examples: int) -> tuple[list[int], list[int]]:
@@ -65,6 +115,56 @@ def split_examples(count: int, search_examples: int) -> tuple[list[int], list[in
     used = min(search_examples, count)
     held_out = list(range(used, count)) or list(range(count))
     return list(range(used)), held_out
+
+
+def sample_sizes(examples: int, fractions: Sequence[float] = EVOLUTION_SAMPLES) -> tuple[int, ...]:
+    """Examples scored at each selection step: growing prefixes of the ``examples`` search examples.
+
+    Raises:
+        PlannerError: when the search examples are too few for strictly growing samples.
+    """
+
+    def sizes_for(n: int) -> tuple[int, ...]:
+        return tuple(max(1, round(n * f)) for f in fractions)
+
+    def growing(sizes: tuple[int, ...]) -> bool:
+        return all(b > a for a, b in itertools.pairwise(sizes))
+
+    sizes = sizes_for(examples)
+    if not growing(sizes):
+        need = next(n for n in range(examples + 1, 10_000) if growing(sizes_for(n)))
+        raise PlannerError(
+            f"--search evolution scores {len(fractions)} growing samples of the search examples, but only "
+            f"{examples} are available; give at least {need} (--search-examples, or a larger --calibration-size)."
+        )
+    return sizes
+
+
+def check_search(settings: SearchSettings, calibration: int) -> None:
+    """Refuse search settings the calibration set cannot serve (before any work)."""
+    if settings.method == "evolution":
+        sample_sizes(settings.examples)
+        if calibration <= settings.examples:
+            raise PlannerError(
+                f"--search evolution keeps calibration examples apart for the final pick, but all {calibration} "
+                f"are search examples; lower --search-examples below {calibration} or raise --calibration-size."
+            )
+
+
+def _seeds(
+    table: LatencyTable, scores: ErrorTable, budget_ms: float, units: Any, extra: Sequence[solvers.Seed]
+) -> list[solvers.Seed]:
+    """The plain DP plan, the uniform allocation (when it fits), then ``extra``."""
+    n_units = len(table.unit_costs())
+    seeds = [
+        solvers.Seed(
+            tuple(Recipe(tuple([1.0] * n_units)).levels(table, scores, budget_ms, units)), (1.0,) * n_units, "dp"
+        )
+    ]
+    # Non-monotone costs: even the most compressed uniform plan can miss a budget the DP meets.
+    with contextlib.suppress(solvers.InfeasibleBudgetError):
+        seeds.append(solvers.Seed(tuple(Recipe(None).levels(table, scores, budget_ms, units)), None, "uniform"))
+    return seeds + list(extra)
 
 
 def search_levels(
@@ -77,47 +177,85 @@ def search_levels(
     budget_ms: float,
     settings: SearchSettings,
     progress: bool = False,
+    seeds: Sequence[solvers.Seed] = (),
 ) -> SearchOutcome:
-    """Search levels for ``budget_ms`` (see the module docstring); ``settings.seconds`` bounds the search."""
+    """Search levels for ``budget_ms`` (see the module docstring); ``settings.seconds`` bounds the search.
+
+    Args:
+        seeds: extra starting points for the evolution (e.g. an SPDY search's best levels).
+    """
     start = time.perf_counter()
+    check_search(settings, len(task.calibration))
     search_index, selection_index = split_examples(len(task.calibration), settings.examples)
-
-    def loss_on(index: list[int]) -> CandidateLoss:
-        tokens = task.calibration.subset(index)
-        return CandidateLoss(
-            adapter=adapter, task=task, backend=backend, scores=scores, tokens=tokens, objective=settings.objective
-        )
-
-    loss = loss_on(search_index)
-    with progress_bar(round(settings.seconds), f"search ({backend.name})", unit="s", enabled=progress) as bar:
+    loss = CandidateLoss(
+        adapter=adapter,
+        task=task,
+        backend=backend,
+        scores=scores,
+        tokens=task.calibration.subset(search_index),
+        objective=settings.objective,
+    )
+    units = adapter.units()
+    costs, errors = table.unit_costs(), scores.unit_errors()
+    total = round(settings.seconds) if settings.seconds is not None else None
+    label = f"search ({settings.method}, {backend.name})"
+    with progress_bar(total, label, unit="s", enabled=progress) as bar:
         done = [0]
 
-        def tick(step: solvers.SearchStep) -> None:
-            bar.update(max(0, int(step.seconds) - done[0]))
-            done[0] = max(done[0], int(step.seconds))
+        def tick(seconds: float) -> None:
+            bar.update(max(0, int(seconds) - done[0]))
+            done[0] = max(done[0], int(seconds))
 
-        result = solvers.local_search(
-            table.unit_costs(),
-            budget_ms,
-            loss,
-            curves=scores.unit_errors(),
-            seed=settings.seed,
-            max_evaluations=None,
-            max_seconds=settings.seconds,
-            on_step=tick,
-        )
-    contenders = [
-        Contender(f"search #{rank}", c.levels, c.coefficients, c.loss) for rank, c in enumerate(result.top, start=1)
-    ]
-    units = adapter.units()
-    try:
+        result: solvers.SearchResult | solvers.EvolutionResult
+        if settings.method == "evolution":
+            sizes = sample_sizes(settings.examples)
+            staged = [loss.on(loss.tokens.subset(range(n))) for n in sizes[:-1]] + [loss]
+            result = solvers.evolutionary_search(
+                costs,
+                budget_ms,
+                lambda levels, step: staged[step](levels),
+                _seeds(table, scores, budget_ms, units, seeds),
+                curves=errors,
+                selection=EVOLUTION_SELECTION,
+                seed=settings.seed,
+                max_seconds=settings.seconds,
+                max_evaluations=settings.evaluations,
+                patience=EVOLUTION_PATIENCE,
+                on_generation=lambda g: tick(g.seconds),
+            )
+        else:
+            result = solvers.local_search(
+                costs,
+                budget_ms,
+                loss,
+                curves=errors,
+                seed=settings.seed,
+                max_evaluations=settings.evaluations,
+                max_seconds=settings.seconds,
+                on_step=lambda s: tick(s.seconds),
+            )
+    evolved = isinstance(result, solvers.EvolutionResult)
+    contenders = []
+    try:  # first, so that a searched plan equal to the uniform allocation is reported as "uniform"
         uniform = Recipe(None).levels(table, scores, budget_ms, units)
         contenders.append(Contender("uniform", tuple(uniform), None))
     except solvers.InfeasibleBudgetError:
-        pass  # non-monotone costs: even the most compressed uniform plan can miss a budget the DP meets
-    selection = select_plan(contenders, loss_on(selection_index), examples=len(selection_index))
+        pass
+    contenders += [
+        Contender(f"search #{rank}", c.levels, None if evolved else c.coefficients, c.loss)
+        for rank, c in enumerate(result.top, start=1)
+    ]
+    selection = select_plan(
+        contenders, loss.on(task.calibration.subset(selection_index)), examples=len(selection_index)
+    )
     chosen = selection.chosen
-    recipe = Recipe(None if chosen.coefficients is None else tuple(float(c) for c in np.asarray(chosen.coefficients)))
+    if chosen.source == "uniform":
+        recipe = Recipe(None)
+    elif evolved:
+        recipe = Recipe(None, anchor=tuple(chosen.levels))
+    else:
+        assert chosen.coefficients is not None
+        recipe = Recipe(tuple(float(c) for c in chosen.coefficients))
     return SearchOutcome(
         levels=tuple(chosen.levels),
         recipe=recipe,
@@ -125,4 +263,5 @@ def search_levels(
         selection=selection,
         method=settings.method,
         seconds=time.perf_counter() - start,
+        cost=loss.clock.as_dict(),
     )

@@ -92,7 +92,7 @@ class TextClassification:
     @torch.inference_mode()
     def divergence(self, model: nn.Module, tokens: Tokenized, reference: Any) -> np.ndarray:
         ours = self.reference(model, tokens)
-        kl = (reference.exp() * (reference - ours)).sum(dim=-1)
+        kl = (reference.exp() * (reference - ours)).sum(dim=-1).clamp(min=0.0)  # rounding can dip below 0
         return kl.double().numpy()
 
     @torch.inference_mode()

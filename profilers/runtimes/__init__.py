@@ -1,13 +1,18 @@
-"""Runtimes by name: ``torch`` (eager) and ``onnxruntime``."""
+"""Runtimes by name: ``torch`` (eager), ``onnxruntime`` (the transformer-optimized graph, as
+deployed) and ``onnxruntime-plain`` (the plain export)."""
 
 from __future__ import annotations
 
 from profilers.errors import ProfileError
 from profilers.runtimes.base import DEVICES, DTYPES, Runtime, canonical_dtype, check_device, device_name
-from profilers.runtimes.ort_runtime import OnnxRuntimeRuntime, export_onnx, session_options
+from profilers.runtimes.ort_runtime import OnnxRuntimeRuntime, OptimizedOnnxRuntime, export_onnx, session_options
 from profilers.runtimes.torch_runtime import TorchRuntime
 
-RUNTIMES: dict[str, type] = {"torch": TorchRuntime, "onnxruntime": OnnxRuntimeRuntime}
+RUNTIMES: dict[str, type] = {
+    "torch": TorchRuntime,
+    "onnxruntime": OptimizedOnnxRuntime,
+    "onnxruntime-plain": OnnxRuntimeRuntime,
+}
 
 
 def get_runtime(name: str) -> Runtime:
@@ -24,6 +29,7 @@ __all__ = [
     "DTYPES",
     "RUNTIMES",
     "OnnxRuntimeRuntime",
+    "OptimizedOnnxRuntime",
     "Runtime",
     "TorchRuntime",
     "canonical_dtype",

@@ -1,0 +1,134 @@
+"""Equal-time comparison of the searches: evolution vs SPDY's local search vs the plain DP.
+
+For one model and target: the cached latency table and Fisher scores (``planner run`` would build the
+same), then for each seed and each method a search with the same wall-time budget, followed by the
+same final pick on the calibration examples the search did not score. Judged on the test set, which
+neither the search nor the pick saw: the chosen plan's mean KL to the dense model (the shrunk model
+with Fisher's choice of heads/neurons, before mask tuning, which every method gets alike). Methods are
+interleaved per seed so drifts of the machine hit all of them alike. Also: evaluations per second
+and the share of evaluation time spent building candidates (vs forward passes).
+
+Last line: ``kl_evolution=<mean> kl_spdy=<mean> kl_dp=<x> evo_vs_spdy=<mean paired diff>
+evaluations_per_s_evolution=<x> build_share_evolution=<x>``.
+
+Run: ``.venv/bin/python benchmarks/search_bench.py [--model minilm|smollm2] [--speedup 2]
+[--seconds 60] [--seeds 0 1 2] [--batch-size 8 --seq-len 128]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from typing import Any
+
+import numpy as np
+
+from planner.backends import get_backend
+from planner.cache import cached_scores
+from planner.config import RunConfig
+from planner.pipeline import StageClock, prepare
+from planner.search import CandidateLoss, search_levels
+
+
+def heldout_kl(prepared: Any, backend: Any, scores: Any, levels: tuple[int, ...]) -> float:
+    """Mean KL to the dense model on the test set of the shrunk model at ``levels``."""
+    task = prepared.task
+    loss = CandidateLoss(
+        adapter=prepared.loaded.adapter, task=task, backend=backend, scores=scores, tokens=task.test, objective="kl"
+    )
+    return float(loss(levels))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="minilm")
+    parser.add_argument("--speedup", type=float, default=2.0)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--batch-size", type=int, default=None)
+    parser.add_argument("--seq-len", type=int, default=None)
+    parser.add_argument("--methods", nargs="+", default=["evolution", "spdy"])
+    args = parser.parse_args()
+    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("seq_len", args.seq_len)) if v is not None}
+    config = RunConfig(model=args.model, speedup=args.speedup, search_seconds=args.seconds, **overrides)  # type: ignore[arg-type]
+    prepared = prepare(config, StageClock(), progress=False, log=lambda m: print(m, file=sys.stderr))
+    backend = get_backend("fisher", progress=False)
+    scores = cached_scores(backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir)
+    task, table = prepared.task, prepared.table
+    budget = table.budget_ms(args.speedup)
+    print(
+        f"{args.model}: {len(table.unit_costs())} units, budget {budget:.1f} ms for {args.speedup:g}x, "
+        f"{len(task.calibration)} calibration / {len(task.test)} test examples, {args.seconds:g} s per search"
+    )
+    from planner.search.runner import Recipe
+
+    dp_levels = tuple(
+        Recipe((1.0,) * len(table.unit_costs())).levels(table, scores, budget, prepared.loaded.adapter.units())
+    )
+    kl_dp = heldout_kl(prepared, backend, scores, dp_levels)
+    print(f"plain DP: held-out KL {kl_dp:.4f}")
+    results: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
+    for seed in args.seeds:
+        for method in args.methods:
+            settings = config.replace(search=method, seed=seed).search_settings(
+                calibration=len(task.calibration), default_examples=task.search_examples
+            )
+            started = time.perf_counter()
+            outcome = search_levels(
+                adapter=prepared.loaded.adapter,
+                task=task,
+                table=table,
+                scores=scores,
+                backend=backend,
+                budget_ms=budget,
+                settings=settings,
+            )
+            seconds = time.perf_counter() - started
+            kl = heldout_kl(prepared, backend, scores, outcome.levels)
+            cost = outcome.cost
+            row = {
+                "kl": kl,
+                "search_loss": outcome.result.loss,
+                "evaluations": float(outcome.result.evaluations),
+                "evaluations_per_s": cost["evaluations"] / max(cost["build_seconds"] + cost["forward_seconds"], 1e-9),
+                "examples_per_s": cost["examples"] / max(cost["build_seconds"] + cost["forward_seconds"], 1e-9),
+                "build_share": cost["build_share"],
+                "seconds": seconds,
+            }
+            results[method].append(row)
+            print(
+                f"seed {seed} {method:9s}: held-out KL {kl:.4f} | search loss {outcome.result.loss:.4f} on "
+                f"{settings.examples} examples | {outcome.result.evaluations} evaluations "
+                f"({row['evaluations_per_s']:.2f}/s, {row['examples_per_s']:.0f} examples/s, "
+                f"{100 * row['build_share']:.0f}% building) | pick: {outcome.selection.chosen.source} | "
+                f"{seconds:.0f} s incl. pick",
+                flush=True,
+            )
+    summary = {}
+    for method, rows in results.items():
+        kls = [r["kl"] for r in rows]
+        spread = statistics.stdev(kls) if len(kls) > 1 else 0.0
+        summary[method] = float(np.mean(kls))
+        print(
+            f"{method:9s}: held-out KL mean {np.mean(kls):.4f} sd {spread:.4f} (min {min(kls):.4f}, max {max(kls):.4f})"
+        )
+    paired = ""
+    if {"evolution", "spdy"} <= set(results):
+        diffs = [a["kl"] - b["kl"] for a, b in zip(results["evolution"], results["spdy"], strict=True)]
+        paired = f" evo_vs_spdy={np.mean(diffs):+.4f}"
+        print(f"evolution - spdy per seed: {', '.join(f'{d:+.4f}' for d in diffs)}")
+    evo = results.get("evolution", [])
+    tail = ""
+    if evo:
+        tail = (
+            f" evaluations_per_s_evolution={np.mean([r['evaluations_per_s'] for r in evo]):.2f}"
+            f" build_share_evolution={np.mean([r['build_share'] for r in evo]):.3f}"
+        )
+    means = " ".join(f"kl_{m}={v:.4f}" for m, v in summary.items())
+    print(f"{means} kl_dp={kl_dp:.4f}{paired}{tail}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""The search stage on a tiny model: evolution and SPDY against the real shrunk-model loss, the final
+pick on unseen calibration examples, re-planning a searched plan for another budget, bad settings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pytest
+
+import solvers
+from planner.backends import get_backend
+from planner.config import SearchSettings
+from planner.errors import PlannerError
+from planner.search import Recipe, check_search, search_levels
+from tests.tiny_models import classifier_setup, loaded_of, table_for
+
+
+def _setup() -> tuple[Any, Any, Any, Any, Any]:
+    model, adapter, task = classifier_setup(n=24)
+    table = table_for(adapter, loaded_of(model, adapter).fingerprint)
+    backend = get_backend("fisher", progress=False)
+    return adapter, task, table, backend, backend.score(adapter, task)
+
+
+def _cost(table: Any, levels: Any) -> float:
+    return float(sum(c[k] for c, k in zip(table.unit_costs(), levels, strict=True)))
+
+
+def test_evolution_stage_is_feasible_deterministic_and_never_worse_than_its_seeds() -> None:
+    adapter, task, table, backend, scores = _setup()
+    budget = table.budget_ms(1.6)
+    settings = SearchSettings("evolution", None, 8, "kl", 0, evaluations=40)
+
+    def run() -> Any:
+        return search_levels(
+            adapter=adapter, task=task, table=table, scores=scores, backend=backend, budget_ms=budget, settings=settings
+        )
+
+    first, second = run(), run()
+    result = first.result
+    assert isinstance(result, solvers.EvolutionResult)
+    assert first.levels == second.levels and result.history[-1].parent_loss == second.result.history[-1].parent_loss
+    assert _cost(table, first.levels) <= budget + 1e-9
+    assert {"dp", "uniform"} == {source for source, _ in result.seed_losses}
+    assert result.loss <= min(loss for _, loss in result.seed_losses)
+    assert all(_cost(table, c.levels) <= budget + 1e-9 for c in result.top)
+    # Final pick on the 16 calibration documents the search never scored, uniform listed first.
+    assert first.selection.examples == 16 and first.selection.contenders[0].source == "uniform"
+    assert first.recipe.uniform == (first.selection.chosen.source == "uniform")
+    # Cost accounting: evaluations on 1, 3 and 8 documents, then the final pick on 16.
+    cost = first.cost
+    assert cost["evaluations"] >= result.evaluations and cost["build_seconds"] > 0 and cost["forward_seconds"] > 0
+    assert first.start_loss == min(loss for _, loss in result.seed_losses)
+
+
+def test_spdy_stage_still_available() -> None:
+    adapter, task, table, backend, scores = _setup()
+    budget = table.budget_ms(1.6)
+    outcome = search_levels(
+        adapter=adapter,
+        task=task,
+        table=table,
+        scores=scores,
+        backend=backend,
+        budget_ms=budget,
+        settings=SearchSettings("spdy", None, 8, "kl", 0, evaluations=15),
+    )
+    assert isinstance(outcome.result, solvers.SearchResult) and outcome.result.evaluations <= 15
+    assert _cost(table, outcome.levels) <= budget + 1e-9
+
+
+@pytest.mark.parametrize("speedup", [1.3, 2.0])
+def test_an_evolved_plan_is_repaired_to_another_budget(speedup: float) -> None:
+    adapter, _, table, _, scores = _setup()
+    anchor = tuple(solvers.solve_dp(table.unit_costs(), scores.unit_errors(), table.budget_ms(1.6)).levels)
+    recipe = Recipe(None, anchor=anchor)
+    assert recipe.label == "evolution" and not recipe.uniform
+    budget = table.budget_ms(speedup)
+    levels = recipe.levels(table, scores, budget, adapter.units())
+    assert _cost(table, levels) <= budget + 1e-9
+    # Tighter budget: more compression overall; looser: less (slack spent on the best guide moves).
+    moved = int(np.sum(np.asarray(levels) - np.asarray(anchor)))
+    assert moved > 0 if speedup > 1.6 else moved < 0
+
+
+def test_search_settings_the_calibration_set_cannot_serve_are_refused() -> None:
+    with pytest.raises(PlannerError, match="only 2 are available; give at least 4"):
+        check_search(SearchSettings("evolution", 10.0, 2, "kl", 0), calibration=10)
+    with pytest.raises(PlannerError, match="all 8 are search examples"):
+        check_search(SearchSettings("evolution", 10.0, 8, "kl", 0), calibration=8)
+    check_search(SearchSettings("spdy", 10.0, 2, "kl", 0), calibration=2)  # SPDY needs no stages
