@@ -230,7 +230,9 @@ def test_run_plans_a_decoder_for_each_phase(workspace: Path, tmp_path: Path, pha
     assert report.task == "causal-lm" and report.metric.name == "perplexity" and not report.metric.higher_is_better
     assert report.phase == ("generate" if "generate" in phase else phase["phase"])
     assert report.metric.tokens > 0 and report.metric.dense > 1 and report.metric.pruned > 1
-    assert report.predicted_speedup >= 1.25 - 1e-9 and report.measured_speedup > 0
+    # The plan meets the target it was made for; that moves off 1.25 only through a correction.
+    assert report.predicted_speedup >= report.planned_speedup - 1e-9 and report.measured_speedup > 0
+    assert report.planned_speedup == 1.25 or len(report.attempts) > 1
     assert report.groups_kept and all(0 <= g <= 2 for g in report.groups_kept)
     model = load_pruned(tmp_path / "run" / "pruned")
     ids = torch.randint(1000, 2000, (1, 6))

@@ -48,7 +48,8 @@ def tiny_config(workspace: Path, cache: Path, **overrides: object) -> RunConfig:
 def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     report = run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=out, progress=False)
-    assert report.predicted_speedup >= TINY_SPEEDUP - 1e-9  # the plan fits its budget
+    assert report.predicted_speedup >= report.planned_speedup - 1e-9  # the plan fits its budget
+    assert report.planned_speedup == TINY_SPEEDUP or len(report.attempts) > 1  # moved only by a correction
     assert report.measured_speedup > 0 and report.pruned_ms > 0
     assert report.speedup_low <= report.measured_speedup <= report.speedup_high
     assert report.metric.name == "accuracy" and 0.0 <= report.metric.pruned <= 1.0
@@ -197,7 +198,8 @@ def test_run_on_the_real_minilm_small_setting(tmp_path: Path) -> None:
         cache_dir=tmp_path / "cache",
     )
     report = run_pipeline(config, out=tmp_path / "run", progress=False)
-    assert report.predicted_speedup >= 1.5 - 1e-9
+    assert report.predicted_speedup >= report.planned_speedup - 1e-9
+    assert report.planned_speedup == 1.5 or len(report.attempts) > 1
     assert report.measured_speedup > 1.0
     assert 0.5 < report.metric.dense <= 1.0 and 0.0 <= report.metric.pruned <= 1.0
     assert (tmp_path / "run" / "pruned" / "model.safetensors").is_file()
