@@ -12,7 +12,7 @@ Last line: ``kl_evolution=<mean> kl_spdy=<mean> kl_dp=<x> evo_vs_spdy=<mean pair
 evaluations_per_s_evolution=<x> build_share_evolution=<x>``.
 
 Run: ``.venv/bin/python benchmarks/search_bench.py [--model minilm|smollm2] [--speedup 2]
-[--seconds 60] [--seeds 0 1 2] [--batch-size 8 --seq-len 128]``
+[--seconds 60] [--seeds 0 1 2] [--batch-size 8 --seq-len 128] [--accept-noisy]``
 """
 
 from __future__ import annotations
@@ -50,9 +50,16 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=["evolution", "spdy"])
+    parser.add_argument("--accept-noisy", action="store_true", help="reuse a cached table flagged noisy")
     args = parser.parse_args()
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("seq_len", args.seq_len)) if v is not None}
-    config = RunConfig(model=args.model, speedup=args.speedup, search_seconds=args.seconds, **overrides)  # type: ignore[arg-type]
+    config = RunConfig(
+        model=args.model,
+        speedup=args.speedup,
+        search_seconds=args.seconds,
+        accept_noisy=args.accept_noisy,
+        **overrides,  # type: ignore[arg-type]
+    )
     prepared = prepare(config, StageClock(), progress=False, log=lambda m: print(m, file=sys.stderr))
     backend = get_backend("fisher", progress=False)
     scores = cached_scores(backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir)

@@ -82,9 +82,9 @@ def cached_table(
     if path.exists():
         cached = LatencyTable.load(path, expected_fingerprint=loaded.fingerprint)
         if cached.meta.noisy and accept_noisy:
-            return ProfiledTable(cached, "reused (noisy)", "a cached table measured on a busy machine, accepted")
+            return ProfiledTable(cached, "reused (noisy)", "a cached table whose timings were noisy, accepted")
         if cached.meta.noisy:
-            note = "the cached table was measured on a busy machine; measured again"
+            note = "the cached table's timings were noisy (a busy machine or a jittery one); measured again"
         else:
             drift = revalidate(loaded, cached, measurement)
             if drift is None:

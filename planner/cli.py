@@ -226,7 +226,7 @@ def _add_run_args(p: Any, *, out: str) -> None:
         dest="accept_noisy",
         action="store_true",
         default=None,
-        help="reuse a cached latency table measured on a busy machine (by default it is measured again)",
+        help="reuse a cached latency table whose timings were noisy (by default it is measured again)",
     )
     p.add_argument("--out", default=out, help=f"output folder (default: {out})")
     p.add_argument("--overwrite", action="store_true", help="replace --out if it exists")

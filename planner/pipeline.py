@@ -32,7 +32,7 @@ from planner.solve import solve_plan
 from planner.tasks import Task
 from planner.verify import verify_models
 from planner.workflows import configured_task, load_configured
-from profilers import LatencyTable
+from profilers import LatencyTable, ProfilerSettings
 
 STAGES = ("profile", "score", "solve", "search", "apply", "verify")
 
@@ -101,9 +101,17 @@ def noisy_table_warning(table: LatencyTable) -> str:
         width=(table.frame["ci_high_ms"] - table.frame["ci_low_ms"]) / table.frame["latency_ms"]
     )
     worst = widest.sort_values("width", ascending=False).iloc[0]
-    load = "" if m.foreign_load is None else f" while other processes used {100 * m.foreign_load:.0f}% of the CPU"
+    if m.foreign_load is None:
+        cause = "the table's timings were noisy"
+    elif m.foreign_load >= ProfilerSettings.quiet_load:
+        share = f"{100 * m.foreign_load:.0f}%"
+        cause = f"the latency table was measured on a busy machine (other processes used {share} of the CPU)"
+    else:  # nobody else was busy: the jitter is the machine's own (a shared host, frequency changes)
+        cause = (
+            f"the table's timings were noisy although other processes used only {100 * m.foreign_load:.0f}% of the CPU"
+        )
     return (
-        f"the latency table was measured on a busy machine{load}: {len(m.noisy_workloads)} measurements did not "
+        f"{cause}: {len(m.noisy_workloads)} measurements did not "
         f"settle (e.g. {', '.join(m.noisy_workloads[:2])}; widest interval {100 * float(worst['width']):.0f}% of "
         f"{worst['unit']} level {int(worst['level'])}). It is used for this run but kept in the cache marked noisy: "
         "the next run measures again unless --accept-noisy. Close other work, or raise --max-rounds / "

@@ -57,7 +57,7 @@ def test_a_noisy_cached_table_is_never_reused_silently(setup, tmp_path: Path) ->
     loaded, measurement, _, path = setup
     _rewrite(path, noisy=True, noisy_workloads=("the dense model",), foreign_load=0.5)
     again = cached_table(loaded, measurement, smoothing="none", cache_dir=tmp_path, progress=False)
-    assert again.status == "re-measured" and "busy machine" in (again.note or "")
+    assert again.status == "re-measured" and "noisy" in (again.note or "")
     _rewrite(path, noisy=True, noisy_workloads=("the dense model",), foreign_load=0.5)
     accepted = cached_table(
         loaded, measurement, smoothing="none", cache_dir=tmp_path, accept_noisy=True, progress=False
@@ -78,3 +78,20 @@ def test_noise_settings_are_checked_before_any_work(tmp_path: Path, capsys: pyte
         assert main(["profile", *flags, "--out", str(tmp_path / "t.csv")]) == 2
         assert message in capsys.readouterr().err
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_the_noisy_table_warning_names_the_cause(setup) -> None:  # type: ignore[no-untyped-def]
+    from planner.pipeline import noisy_table_warning
+
+    _, _, first, _ = setup
+    table = first.table
+    noisy = ("the dense model", "bert-ffn level 3 (shrunk)")
+    busy = dataclasses.replace(
+        table, meta=dataclasses.replace(table.meta, noisy=True, noisy_workloads=noisy, foreign_load=0.5)
+    )
+    message = noisy_table_warning(busy)
+    assert "busy machine (other processes used 50% of the CPU)" in message and "2 measurements" in message
+    assert "--accept-noisy" in message and "the dense model" in message
+    jittery = dataclasses.replace(busy, meta=dataclasses.replace(busy.meta, foreign_load=0.01))
+    assert "busy machine" not in noisy_table_warning(jittery)
+    assert "other processes used only 1% of the CPU" in noisy_table_warning(jittery)
