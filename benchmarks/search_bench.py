@@ -29,7 +29,7 @@ from planner.backends import get_backend
 from planner.cache import cached_scores
 from planner.config import RunConfig
 from planner.pipeline import StageClock, prepare
-from planner.search import CandidateLoss, search_levels
+from planner.search import CandidateLoss, runner, search_levels
 
 
 def heldout_kl(prepared: Any, backend: Any, scores: Any, levels: tuple[int, ...]) -> float:
@@ -50,8 +50,10 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seq-len", type=int, default=None)
     parser.add_argument("--methods", nargs="+", default=["evolution", "spdy"])
+    parser.add_argument("--space", default="levels", help="what the evolution mutates: levels, coefficients, mixed")
     parser.add_argument("--accept-noisy", action="store_true", help="reuse a cached table flagged noisy")
     args = parser.parse_args()
+    runner.EVOLUTION_SPACE = args.space
     overrides = {k: v for k, v in (("batch_size", args.batch_size), ("seq_len", args.seq_len)) if v is not None}
     config = RunConfig(
         model=args.model,

@@ -215,7 +215,8 @@ def _add_run_args(p: Any, *, out: str) -> None:
         p,
         "search",
         "evolution (level vectors evolved under the latency budget, multi-step selection), spdy (SPDY's "
-        "local search), none (plain DP), or auto (evolution when there is a search budget)",
+        "local search), none (plain DP), or auto (spdy when there is a search budget: it measured better at "
+        "equal time)",
     )
     _flag(p, "search_seconds", "search time per plan (0 = plain DP unless --search-evaluations)", type_=_float)
     _flag(p, "search_evaluations", "stop the search after this many candidate evaluations", type_=_int)

@@ -148,8 +148,8 @@ def make_plan(
     elif recipe is not None and not recipe.uniform:
         budget = prepared.table.budget_ms(speedup)
         levels, label = recipe.levels(prepared.table, scores, budget, prepared.loaded.adapter.units()), recipe.label
-    elif recipe is not None:
-        solver = "uniform"
+    elif recipe is not None:  # a correction of a pick that was the uniform allocation
+        solver, label = "uniform", recipe.label
     return solve_plan(
         loaded=prepared.loaded,
         table=prepared.table,

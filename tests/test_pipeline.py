@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from planner.cli import main
-from planner.config import RunConfig
+from planner.config import DEFAULT_SEARCH, RunConfig
 from planner.correct import Applied, correct
 from planner.errors import PlannerError
 from planner.pipeline import run_pipeline
@@ -21,9 +21,9 @@ from planner.records.report import report_schema
 from planner.records.verification import ModelTiming, Verification
 from planner.sweep import run_sweep
 
-# The tiny model is dominated by per-call overhead: its fastest plan measured anywhere from 1.47x to 2.25x
-# on the same 2-core box, so tiny-model targets stay well inside that range.
-TINY_SPEEDUP = 1.25
+# The tiny model is dominated by per-call overhead: its fastest plan measured anywhere from 1.11x to 2.42x
+# on the same 2-core box (1.8-2.4x typically), so tiny-model targets stay low.
+TINY_SPEEDUP = 1.1
 
 
 def tiny_config(workspace: Path, cache: Path, **overrides: object) -> RunConfig:
@@ -55,19 +55,24 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     assert report.metric.name == "accuracy" and 0.0 <= report.metric.pruned <= 1.0
     assert report.task == "text-classification" and report.phase == "prefill"
     assert set(report.stage_seconds) == {"profile", "score", "solve", "search", "apply", "verify"}
-    assert report.search is not None and report.search.method == "evolution"  # the default search
+    assert report.search is not None and report.search.method == DEFAULT_SEARCH  # "auto" with a budget
     assert report.search.evaluations >= 1 and report.search.best_loss <= report.search.start_loss
-    assert report.search.generations is not None and report.search.generations >= 1
+    if DEFAULT_SEARCH == "evolution":
+        assert report.search.generations is not None and report.search.generations >= 1
+    else:
+        assert report.search.generations is None
     cost = report.search.cost
     assert cost is not None and cost["evaluations"] >= report.search.evaluations
     assert cost["build_seconds"] > 0 and cost["forward_seconds"] > 0
     pick = report.search.selection
     assert pick is not None
     sources = [c.source for c in pick.contenders]
-    assert "search #1" in sources and pick.chosen in sources
+    # (at a low target the search's plans can all coincide with the uniform allocation, listed once)
+    assert ("search #1" in sources or sources == ["uniform"]) and pick.chosen in sources
     assert min(c.loss for c in pick.contenders) == next(c.loss for c in pick.contenders if c.source == pick.chosen)
     assert pick.examples == 4  # the 8 calibration documents minus the search's 4
-    assert report.solver == ("dp+search:uniform" if pick.chosen == "uniform" else "evolution")
+    searched = "evolution" if DEFAULT_SEARCH == "evolution" else "dp+search"
+    assert report.solver == ("dp+search:uniform" if pick.chosen == "uniform" else searched)
     names = {p.name for p in out.iterdir()}
     for name in (
         "table.csv",
@@ -113,8 +118,8 @@ def test_report_refuses_a_folder_that_is_not_a_run(tmp_path: Path, capsys: pytes
         ({"speedup": 1.0}, "must be a number > 1"),
         ({"speedup": 1000.0}, "not reachable"),
         ({"search_examples": 100}, "search_examples"),
-        ({"search_examples": 3}, "growing samples of the search examples, but only 3"),
-        ({"search_examples": 8}, "all 8 are search examples"),
+        ({"search": "evolution", "search_examples": 3}, "growing samples of the search examples, but only 3"),
+        ({"search": "evolution", "search_examples": 8}, "all 8 are search examples"),
         ({"search": "evolution", "search_seconds": 0.0}, "no budget to search with"),
     ],
 )
@@ -151,7 +156,7 @@ def test_run_cli_empty_data_folder(workspace: Path, tmp_path: Path, capsys: pyte
 def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path) -> None:
     frame = run_sweep(
         tiny_config(workspace, tmp_path / "cache", search_seconds=1.0),
-        [1.15, 1.3],
+        [1.05, 1.1],
         out=tmp_path / "sweep",
         progress=False,
     )
@@ -174,11 +179,23 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
     for row in others.itertuples():  # the difference is the metric minus uniform's at the same target
         peer = uniform[(uniform["target_speedup"] == row.target_speedup) & (uniform["matched_to"] == "")]
         assert row.vs_uniform == pytest.approx(row.metric - float(peer["metric"].iloc[0]))
-    # Searched methods re-planned at uniform's measured speed where uniform overshot.
-    for row in frame[frame["matched_to"] != ""].itertuples():
-        assert row.method in {"planner (evolution)", "planner (spdy)"}
-        peer = uniform[uniform["target_speedup"] == row.target_speedup]
-        assert row.predicted_speedup >= float(peer["measured_speedup"].iloc[0]) - 1e-6
+    # A searched method whose measured speed differs from uniform's is planned again, one secant step
+    # toward uniform's measured speed; one that matched already is not.
+    for row in base[base["method"].isin(["planner (evolution)", "planner (spdy)"])].itertuples():
+        peer = float(
+            uniform[(uniform["target_speedup"] == row.target_speedup) & (uniform["matched_to"] == "")][
+                "measured_speedup"
+            ].iloc[0]
+        )
+        again = frame[(frame["matched_to"] != "") & (frame["method"] == row.method)]
+        again = again[again["target_speedup"] == row.target_speedup]
+        if abs(row.measured_speedup / peer - 1) <= 0.03:
+            assert again.empty
+        elif row.target_speedup * peer / row.measured_speedup > 1.0:
+            (planned,) = again["planned_for"]
+            expected = row.target_speedup * peer / row.measured_speedup
+            assert planned == pytest.approx(expected) or 1.0 < planned < expected  # (capped at the table's maximum)
+            assert again["predicted_speedup"].iloc[0] >= planned - 1e-9
     saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
     assert len(saved) == len(frame) and {"verdict", "kl_verdict", "vs_uniform_low"} <= set(saved.columns)
     assert (tmp_path / "sweep" / "pareto.png").is_file()
@@ -263,7 +280,8 @@ def test_when_uniform_wins_the_final_pick_corrections_stay_uniform() -> None:
     plan = make_plan(prepared, backend=backend, scores=scores, speedup=1.6, solver="dp", seed=0, recipe=Recipe(None))
     heads = {c.kept for c in plan.units if c.kind == "attention"}
     neurons = {c.level for c in plan.units if c.kind == "ffn"}
-    assert plan.solver == "uniform" and len(heads) == 1 and len(neurons) == 1
+    # Labelled like the pick it corrects (the search chose uniform), and still one level everywhere.
+    assert plan.solver == "dp+search:uniform" and len(heads) == 1 and len(neurons) == 1
 
 
 def test_the_final_pick_goes_on_without_uniform_when_no_uniform_plan_fits() -> None:
@@ -301,7 +319,7 @@ def test_sweep_cli(workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixtur
         [
             "sweep",
             "--speedups",
-            "1.2",
+            "1.05",
             "--model",
             str(workspace / "model"),
             "--data",

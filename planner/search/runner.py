@@ -3,11 +3,12 @@ calibration examples the search never scored.
 
 Two searches, both feasible by construction (every candidate's table-predicted latency fits the budget):
 
-- ``evolution`` (default): a (1 + lambda) evolution over level vectors, each offspring repaired to the
+- ``evolution``: a (1 + lambda) evolution over level vectors, each offspring repaired to the
   budget with the table, seeded with the plain DP plan and the uniform allocation (and any extra
   seeds, e.g. an SPDY search's best); offspring are screened on a small prefix of the search
   examples and the survivors re-scored on larger ones (``EVOLUTION_SAMPLES``);
-- ``spdy``: SPDY's local search over per-unit error weights, every candidate made by the DP.
+- ``spdy`` (what ``auto`` runs: it measured better at equal time, see ``planner.config.DEFAULT_SEARCH``):
+  SPDY's local search over per-unit error weights, every candidate made by the DP.
 
 The search scores candidates on the first ``examples`` calibration examples. Its best few plans and
 the uniform allocation for the same budget are then re-ranked on the remaining calibration examples
@@ -44,6 +45,10 @@ EVOLUTION_SELECTION = (16, 4, 1)
 
 EVOLUTION_PATIENCE = 50
 """Generations without an improvement after which the evolution stops."""
+
+EVOLUTION_SPACE = "levels"
+"""What the evolution mutates: "levels" (swaps, repaired to the budget), "coefficients" (SPDY's
+weights, the DP makes the levels) or "mixed" (see ``solvers.evolution``)."""
 
 
 @dataclass(frozen=True)
@@ -217,6 +222,7 @@ def search_levels(
                 _seeds(table, scores, budget_ms, units, seeds),
                 curves=errors,
                 selection=EVOLUTION_SELECTION,
+                space=EVOLUTION_SPACE,
                 seed=settings.seed,
                 max_seconds=settings.seconds,
                 max_evaluations=settings.evaluations,
