@@ -72,3 +72,7 @@ def test_allocation_prediction_search_and_pareto_frames(tmp_path: Path) -> None:
     written += plots.save_figure(plots.plot_latency(plots.latency_frame(make_table())), tmp_path / "lat")
     assert all(p.is_file() and p.stat().st_size > 1000 for p in written)
     assert isinstance(pareto, pd.DataFrame)
+    # Perplexity spans orders of magnitude once a model breaks: drawn on a log axis.
+    ppl = pareto.assign(metric_name="perplexity", metric=[40.0, 900.0, 4e6])
+    assert plots.plot_pareto(ppl, dense_metric=30.0).get_yscale() == "log"
+    assert plots.plot_pareto(pareto, dense_metric=0.97).get_yscale() == "linear"

@@ -251,6 +251,8 @@ def plot_pareto(frame: pd.DataFrame, ax: Any = None, *, dense_metric: float | No
     ax.set_xlabel("measured speedup (x)")
     ax.set_ylabel("test accuracy (%)" if name == "accuracy" else f"held-out {name}")
     ax.set_title(f"{name.capitalize()} / speedup trade-off (95% intervals)")
+    if name == "perplexity":  # spans orders of magnitude once a model breaks
+        ax.set_yscale("log")
     ax.legend(fontsize=7)
     ax.grid(alpha=0.3)
     if kl_ax is not None:
