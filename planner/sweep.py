@@ -172,7 +172,7 @@ def run_sweep(
     adapter, dense = prepared.loaded.adapter, prepared.loaded.model
     log("verify: every pruned model timed interleaved with the dense one")
     _measure(entries, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in entries}}, measurement))
-    matched = _matched_entries(entries, names, plan_method, prepared.table.max_speedup(), log)
+    matched = _matched_entries(entries, plan_method, prepared.table.max_speedup(), log)
     if matched:
         log("verify: plans made for uniform's measured speed")
         _measure(matched, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in matched}}, measurement))
@@ -206,7 +206,6 @@ def _measure(entries: list[_Entry], verification: Any) -> None:
 
 def _matched_entries(
     entries: list[_Entry],
-    names: Sequence[str],
     plan_method: _Planner,
     max_speedup: float,
     log: Callable[[str], None],
@@ -217,8 +216,7 @@ def _matched_entries(
         assert base.row is not None
         uniform_speed = float(base.row["measured_speedup"])
         for entry in entries:
-            name = entry.key.split("@")[0]
-            if not entry.method.searched or entry.target != base.target or name not in names:
+            if not entry.method.searched or entry.target != base.target:
                 continue
             assert entry.row is not None
             own_speed = float(entry.row["measured_speedup"])
@@ -232,7 +230,7 @@ def _matched_entries(
                 f"planned again for {planned:.2f}x"
             )
             plan, model = plan_method(entry.method, planned)
-            key = f"{name}@{base.target:g}=uniform"
+            key = f"{entry.key}=uniform"
             out.append(_Entry(key, entry.method, base.target, plan, model, base.key))
     return out
 

@@ -234,7 +234,7 @@ class Profiler:
                     on_round=lambda _r: _save_checkpoint(checkpoint, full_key, store),
                 )
             seconds = time.perf_counter() - started
-        fusions = {k: dict(getattr(r, "fusions", {})) for k, r in runners.items() if hasattr(r, "fusions")}
+        fusions = {k: dict(r.fusions) for k, r in runners.items() if hasattr(r, "fusions")}
         return dataclasses.replace(_summarise(store, keys, s, seconds), fusions=fusions)
 
 

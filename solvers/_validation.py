@@ -54,6 +54,12 @@ def as_unit_arrays(costs_ms: Sequence[ArrayLike], errors: Sequence[ArrayLike]) -
     return costs_out, errors_out
 
 
+def as_cost_arrays(costs_ms: Sequence[ArrayLike]) -> FloatArrays:
+    """``costs_ms`` validated as by ``as_unit_arrays`` (finite, >= 0, one array per unit, none empty)."""
+    costs, _ = as_unit_arrays(costs_ms, [np.zeros(np.asarray(c).size) for c in costs_ms])
+    return costs
+
+
 def check_budget(budget_ms: float) -> float:
     """Return ``budget_ms`` as float if it is finite and > 0, else raise ``ValueError``."""
     value = float(budget_ms)

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
+from solvers._validation import FloatArrays, as_unit_arrays
+
 
 def spdy_prior(level_counts: Sequence[int]) -> list[NDArray[np.float64]]:
     """SPDY's shared error curve ``eps(i) = (i / (n - 1)) ** 2`` over level rank i, per unit.
@@ -42,3 +44,14 @@ def normalised_curves(errors: Sequence[ArrayLike]) -> list[NDArray[np.float64]]:
         top = float(arr.max()) if arr.size else 0.0
         curves.append(arr / top if top > 0 else np.zeros_like(arr))
     return curves
+
+
+def error_curves(curves: Sequence[ArrayLike] | None, costs: FloatArrays) -> FloatArrays:
+    """Per-unit error curves for ``costs`` (validated, one value per level), or SPDY's prior when
+    ``curves`` is None. Raises ``ValueError`` when the shapes differ."""
+    if curves is None:
+        return spdy_prior([c.size for c in costs])
+    unit_curves, _ = as_unit_arrays(curves, curves)
+    if [c.size for c in unit_curves] != [c.size for c in costs]:
+        raise ValueError("'curves' must have one value per level of every unit, like 'costs_ms'.")
+    return unit_curves

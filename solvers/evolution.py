@@ -28,9 +28,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from solvers._validation import FloatArrays, as_unit_arrays, check_budget
+from solvers._validation import FloatArrays, as_cost_arrays, check_budget
 from solvers.dp import solve_dp
-from solvers.error_models import scaled_errors, spdy_prior
+from solvers.error_models import error_curves, scaled_errors
 from solvers.local_search import Candidate
 from solvers.repair import plan_cost, repair_levels
 from solvers.result import Solution
@@ -219,7 +219,7 @@ def evolutionary_search(
     Returns:
         ``EvolutionResult``; its loss is <= every seed's loss on the last step.
     """
-    costs, _ = as_unit_arrays(costs_ms, [np.zeros(np.asarray(c).size) for c in costs_ms])
+    costs = as_cost_arrays(costs_ms)
     budget = check_budget(budget_ms)
     steps = _check_selection(selection)
     if space not in SPACES:
@@ -234,12 +234,7 @@ def evolutionary_search(
         raise ValueError("Set 'max_generations', 'max_evaluations', 'max_seconds' or 'patience' so the search stops.")
     if not seeds:
         raise ValueError("evolutionary_search needs at least one seed (e.g. the DP plan).")
-    if curves is None:
-        guide = spdy_prior([c.size for c in costs])
-    else:
-        guide, _ = as_unit_arrays(curves, curves)
-        if [c.size for c in guide] != [c.size for c in costs]:
-            raise ValueError("'curves' must have one value per level of every unit, like 'costs_ms'.")
+    guide = error_curves(curves, costs)
     for s in seeds:
         if len(s.levels) != len(costs) or any(not 0 <= k < c.size for k, c in zip(s.levels, costs, strict=True)):
             raise ValueError(f"seed {s.source!r} must give one valid level index per unit ({len(costs)} units).")

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from solvers._validation import as_unit_arrays, check_buckets, check_budget
+from solvers._validation import as_cost_arrays, check_buckets, check_budget
 from solvers.dp import DEFAULT_BUCKETS, solve_dp
-from solvers.error_models import scaled_errors, spdy_prior
+from solvers.error_models import error_curves, scaled_errors
 from solvers.result import Solution
 
 Evaluator = Callable[[tuple[int, ...]], float]
@@ -126,7 +126,7 @@ def local_search(
     Returns:
         ``SearchResult`` with the best (never the last) candidate; its loss is <= the start's.
     """
-    costs, _ = as_unit_arrays(costs_ms, [np.zeros(np.asarray(c).size) for c in costs_ms])
+    costs = as_cost_arrays(costs_ms)
     budget = check_budget(budget_ms)
     check_buckets(buckets)
     _check_limit("max_seconds", max_seconds)
@@ -138,12 +138,7 @@ def local_search(
         raise ValueError(f"The 'keep_top' parameter must be >= 1. Got {keep_top!r} instead.")
     if random_starts < 0 or patience < 1:
         raise ValueError(f"'random_starts' must be >= 0 and 'patience' >= 1; got {random_starts} and {patience}.")
-    if curves is None:
-        unit_curves = spdy_prior([c.size for c in costs])
-    else:
-        unit_curves, _ = as_unit_arrays(curves, curves)
-        if [c.size for c in unit_curves] != [c.size for c in costs]:
-            raise ValueError("'curves' must have one value per level of every unit, like 'costs_ms'.")
+    unit_curves = error_curves(curves, costs)
 
     n_units = len(costs)
     rng = np.random.default_rng(seed)
