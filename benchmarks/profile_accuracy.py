@@ -20,7 +20,9 @@ profile_seconds=<z>`` (worst family and runtime for the errors, slowest runtime 
 one line per family.
 
 Run: ``.venv/bin/python benchmarks/profile_accuracy.py [--model minilm] [--runtimes torch onnxruntime]
-[--batch-size 32 --seq-len 128] [--phase prefill|decode] [--families random extreme]``
+[--batch-size 32 --seq-len 128] [--phase prefill|decode] [--families random extreme]
+[--device cuda --dtype float16 --execution cuda-graphs] [--random-weights]`` (``--random-weights``: the
+bundled model's real shape without its weight files; timing does not depend on the weights).
 """
 
 from __future__ import annotations
@@ -105,7 +107,8 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
     runtime = measurement.runtime
     m = table.meta
     print(
-        f"[{runtime}] {adapter.name} {m.phase} batch {m.batch_size} x seq {m.seq_len}: table dense {m.dense_ms:.1f} ms "
+        f"[{runtime} {m.execution}] {adapter.name} {m.phase} batch {m.batch_size} x seq {m.seq_len} on {m.device} "
+        f"{m.dtype}: table dense {m.dense_ms:.2f} ms "
         f"(noisy: {m.noisy}, foreign load {m.foreign_load}); max speedup {table.max_speedup():.2f}x; profile "
         f"{profile_seconds:.1f} s; check rounds {check.rounds} (busy {check.busy_rounds})"
     )
@@ -140,17 +143,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--families", nargs="+", default=["random", "extreme"])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", help="float32, float16 or bfloat16")
+    parser.add_argument("--execution", default="eager", help="eager or cuda-graphs (torch on CUDA)")
+    parser.add_argument("--random-weights", action="store_true", help="the bundled model's shape, random weights")
     args = parser.parse_args()
     batch = args.batch_size or {"minilm": 32, "smollm2": 8, "bert-base": 8}[args.model]
     loaded = (
-        bert_base() if args.model == "bert-base" else load_model(args.model, batch_size=batch, seq_len=args.seq_len)
+        bert_base()
+        if args.model == "bert-base"
+        else load_model(args.model, batch_size=batch, seq_len=args.seq_len, random_weights=args.random_weights)
     )
     medians, maxima, seconds = [], [], []
     for runtime in args.runtimes:
         measurement = Measurement(
             runtime=runtime,
-            device="cpu",
-            dtype="float32",
+            device=args.device,
+            dtype=args.dtype,
             batch_size=batch,
             seq_len=args.seq_len,
             threads=0,
@@ -159,6 +168,7 @@ def main() -> None:
             phase=args.phase,
             generate_tokens=0,
             seed=args.seed,
+            execution=args.execution,
         )
         errors, profile_seconds = run(loaded, measurement, args.families)
         seconds.append(profile_seconds)

@@ -50,12 +50,25 @@ def _flag(p: Any, name: str, help_text: str, *, type_: Callable[[str], Any] = st
 
 def _add_model(p: Any) -> None:
     _flag(p, "model", "'minilm', 'smollm2' (bundled), a Hugging Face folder, a .gguf file, or pkg.mod:factory")
+    p.add_argument(
+        "--random-weights",
+        dest="random_weights",
+        action="store_true",
+        default=None,
+        help="a bundled model's real shape with random weights (timing checks without its weight files)",
+    )
 
 
 def _add_device(p: Any, *, shape: bool = True) -> None:
     """--runtime/--device/--dtype/--batch-size/--seq-len/--phase/--generate/--threads/--rounds."""
     _flag(p, "runtime", "torch, onnxruntime (the transformer-optimized graph, as deployed) or onnxruntime-plain")
     _flag(p, "device", "cpu or cuda")
+    _flag(
+        p,
+        "execution",
+        "eager, cuda-graphs (every workload captured once and replayed, as GPU serving runs it; torch on CUDA), "
+        "or auto (cuda-graphs with torch on CUDA, else eager)",
+    )
     _flag(p, "dtype", "float32, float16 or bfloat16")
     if shape:
         _flag(p, "batch_size", "the batch size you deploy with", type_=_int)
@@ -120,6 +133,12 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     table = profile_table(config, out=out, progress=not args.no_progress, reuse=not args.force)
     print(("reused " if existed else "wrote ") + f"{out} (+ {out.with_suffix('.json').name})")
     print(table.summary())
+    from planner.headroom import measure_headroom
+    from planner.workflows import load_configured
+
+    headroom = measure_headroom(load_configured(config), config.measurement())
+    if headroom is not None:
+        print(f"  headroom: {headroom.text()}")
     return 0
 
 
@@ -185,6 +204,11 @@ def _add_verify(sub: Any) -> None:
     p.add_argument("--pruned", required=True, help="folder written by `planner apply` or `planner run` (pruned/)")
     _add_model(p)
     _add_device(p)
+    p.add_argument(
+        "--allow-mode-mismatch",
+        action="store_true",
+        help="measure in another --execution mode than the plan's table was measured in",
+    )
     p.set_defaults(handler=_cmd_verify)
 
 
@@ -193,14 +217,16 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
     config = _config(args)
     from_plan = args.batch_size is None and args.seq_len is None
-    check = verify_pruned(config, pruned=args.pruned, shape_from_plan=from_plan)
+    check = verify_pruned(
+        config, pruned=args.pruned, shape_from_plan=from_plan, allow_mode_mismatch=args.allow_mode_mismatch
+    )
     dense, pruned = check["dense"], check["pruned"]
     speedup = check.speedup("pruned")
     print(
         f"dense {dense.median_ms:.1f} ms (p10 {dense.p10_ms:.1f}, p90 {dense.p90_ms:.1f}) | pruned "
         f"{pruned.median_ms:.1f} ms (p10 {pruned.p10_ms:.1f}, p90 {pruned.p90_ms:.1f}) | measured speedup "
-        f"{speedup.value:.2f}x [{speedup.low:.2f}-{speedup.high:.2f}] ({check.runtime}, {check.device}, "
-        f"{check.rounds} interleaved rounds)"
+        f"{speedup.value:.2f}x [{speedup.low:.2f}-{speedup.high:.2f}] ({check.runtime} {check.execution}, "
+        f"{check.device}, {check.rounds} interleaved rounds)"
     )
     return 0
 
@@ -222,6 +248,12 @@ def _add_run_args(p: Any, *, out: str) -> None:
     _flag(p, "search_evaluations", "stop the search after this many candidate evaluations", type_=_int)
     _flag(p, "search_examples", "calibration examples the search scores on (the rest pick the final plan)", type_=_int)
     _flag(p, "verify_rounds", "interleaved rounds when measuring dense vs pruned, at least", type_=_int)
+    _flag(
+        p,
+        "max_loss",
+        "the most quality a plan may lose: accuracy points for classification (1pt), perplexity increase for "
+        "LMs (20%%); plans beyond it are not kept (default: none; a run losing over 5 points / +50%% exits 3)",
+    )
     p.add_argument(
         "--accept-noisy",
         dest="accept_noisy",
@@ -268,6 +300,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log=lambda m: print(m, file=sys.stderr),
     )
     print(summary_text(report, args.out))
+    if not report.quality.met:
+        from planner.quality import QUALITY_LOST_EXIT
+
+        print(f"WARNING: {report.verdict}: see {args.out}/report.md", file=sys.stderr)
+        return QUALITY_LOST_EXIT
     return 0
 
 

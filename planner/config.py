@@ -25,6 +25,7 @@ from planner.params import (
     one_of,
     validate,
 )
+from planner.quality import QualityLimit
 
 DEFAULT_CACHE = Path(os.environ.get("PLANNER_CACHE", Path.home() / ".cache" / "latency-planner"))
 PHASES = ("prefill", "decode")
@@ -35,6 +36,9 @@ held-out KL; benchmarks/RESULTS.md): on MiniLM SPDY's search beat the evolution 
 vs 0.080), on SmolLM2 the two tied (1.793 vs 1.789, spreads 0.035 / 0.023)."""
 SEARCH_OBJECTIVES = ("kl", "ce")
 SMOOTHING = ("none", "monotone")
+EXECUTION_CHOICES = ("auto", "eager", "cuda-graphs")
+"""``auto``: CUDA graphs with torch on CUDA (how GPU inference is served: a launch-bound eager table
+plans gutted models, ``../shared/reference/gpu.md``), eager everywhere else."""
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ class Measurement:
     max_rounds: int | None = None
     stability: float = 0.05
     max_seconds: float | None = None
+    execution: str = "eager"
+    """"eager" or "cuda-graphs" (resolved: never "auto")."""
 
 
 @dataclass(frozen=True)
@@ -138,10 +144,14 @@ class RunConfig:
     """
 
     model: str = "minilm"
+    random_weights: bool = False
+    """A bundled model's real shape with random weights (timing without its weight files; never for accuracy)."""
     data: str = "bbc"
     task: str = "auto"
     speedup: float = 2.0
     runtime: str = "torch"
+    execution: str = "auto"
+    """"auto", "eager" or "cuda-graphs" (see ``EXECUTION_CHOICES``; ``resolved_execution`` is what runs)."""
     device: str = "cpu"
     dtype: str = "float32"
     batch_size: int = 32
@@ -179,7 +189,11 @@ class RunConfig:
     """Held-out examples for the metric; None: the task's default (all test documents, 64 windows)."""
     verify_rounds: int = 10
     corrections: int = 3
-    """Re-plans at most when the measured speedup is confidently off target (short, or overshooting)."""
+    """Re-plans at most when the measured speedup is confidently off target (short, or overshooting), or
+    the plan lost more than ``max_loss``."""
+    max_loss: str | None = None
+    """The most quality a plan may lose: "1pt" (accuracy points) or "20%" (perplexity increase); None:
+    the guard (5 points / +50%) only flags a run that lost more (``planner.quality``)."""
     seed: int = 0
     cache_dir: Path = field(default_factory=lambda: DEFAULT_CACHE)
 
@@ -195,6 +209,8 @@ class RunConfig:
         except ValueError:
             validate("dtype", self.dtype, one_of(_names("dtype")))
         validate("phase", self.phase, one_of(PHASES))
+        validate("execution", self.execution, one_of(EXECUTION_CHOICES))
+        self._check_execution()
         validate("search", self.search, one_of(SEARCHES))
         validate("search_objective", self.search_objective, one_of(SEARCH_OBJECTIVES))
         validate("smoothing", self.smoothing, one_of(SMOOTHING))
@@ -215,6 +231,7 @@ class RunConfig:
         validate("max_rounds", self.max_rounds, Interval(integer=True, low=self.rounds, allow_none=True))
         validate("seed", self.seed, Interval(integer=True))
         self._check_phase()
+        self.quality_limit()  # --max-loss: syntax, range and kind for the task, before any work
         if self.search_examples is not None and self.calibration_size is not None:
             validate("search_examples", self.search_examples, Interval(integer=True, low=1, high=self.calibration_size))
         if self.search in ("evolution", "spdy") and self.search_seconds == 0 and self.search_evaluations is None:
@@ -224,6 +241,47 @@ class RunConfig:
                 f"--search {self.search} with --search-seconds 0 has no budget to search with; give --search-seconds "
                 "(e.g. 60) or --search-evaluations, or use --search none for the plain DP plan."
             )
+
+    def _check_execution(self) -> None:
+        """CUDA graphs need torch on CUDA (before any work)."""
+        if self.execution != "cuda-graphs":
+            return
+        from planner.errors import PlannerError
+
+        if self.device != "cuda":
+            raise PlannerError(
+                "--execution cuda-graphs replays CUDA graphs and needs --device cuda; on the CPU use --execution "
+                "eager (or leave --execution auto)."
+            )
+        if self.runtime != "torch":
+            raise PlannerError(
+                f"--execution cuda-graphs is timed with --runtime torch; {self.runtime} runs its own session. Use "
+                "--runtime torch, or --execution eager with ONNX Runtime."
+            )
+
+    @property
+    def metric(self) -> str:
+        """The task's held-out metric, known before loading: "perplexity" (causal LM) or "accuracy"."""
+        if self.task == "causal-lm":
+            return "perplexity"
+        if self.task == "text-classification":
+            return "accuracy"
+        from planner.models.loading import spec_family
+
+        return "perplexity" if spec_family(self.model) == "decoder" else "accuracy"
+
+    def quality_limit(self) -> QualityLimit:
+        """The ``planner.quality.QualityLimit`` of this run (``max_loss``, or the default guard)."""
+        from planner.quality import parse_max_loss
+
+        return parse_max_loss(self.max_loss, self.metric)
+
+    @property
+    def resolved_execution(self) -> str:
+        """The execution mode that runs: "auto" is CUDA graphs for torch on CUDA, else eager."""
+        if self.execution != "auto":
+            return self.execution
+        return "cuda-graphs" if (self.device == "cuda" and self.runtime == "torch") else "eager"
 
     def _check_phase(self) -> None:
         """Decode and reply phases need a causal LM, and are timed with PyTorch (before any work)."""
@@ -273,6 +331,7 @@ class RunConfig:
             max_rounds=cap,
             stability=self.stability,
             max_seconds=self.profile_seconds,
+            execution=self.resolved_execution,
         )
 
     def grid(self) -> LevelGrid:

@@ -10,6 +10,11 @@ points (the first step scales by target / measured), bounded to a factor ``MAX_S
 within (1, the table's maximum]. At most ``corrections`` steps. The plan kept is the one with the
 smallest planned-for speedup among those measured at or above the target within tolerance
 (``target_met``); when none is, the fastest measured.
+
+Quality comes first (``--max-loss``, ``planner.quality``): a plan that lost more than allowed on
+held-out calibration examples is re-planned for less speed, and the plan kept is chosen among those
+within the limit (the least lossy when none is). A speedup measured while other processes kept the
+machine busy (``Verification.busy``) does not represent the machine: it never makes a heavier plan.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ class Applied:
     plan: Plan
     model: nn.Module
     verification: Verification
+    quality_loss: float | None = None
+    """Loss on held-out calibration examples in the ``--max-loss`` unit (None: no limit was set)."""
+    admissible: bool = True
+    """False when ``quality_loss`` is beyond ``--max-loss``."""
 
 
 def next_target(points: list[tuple[float, float]], target: float) -> float:
@@ -53,11 +62,15 @@ def next_target(points: list[tuple[float, float]], target: float) -> float:
 
 
 def choose(attempts: list[Attempt], applied: list[Applied], target: float) -> int:
-    """Index of the attempt kept: the least compressed one that met the target, else the fastest."""
-    met = [i for i, a in enumerate(attempts) if target_met(a.measured_speedup, target)]
+    """Index of the attempt kept: among those within the quality limit, the least compressed one that
+    met the target, else the fastest; when none is within the limit, the least lossy."""
+    within = [i for i in range(len(attempts)) if applied[i].admissible]
+    if not within:
+        return min(range(len(attempts)), key=lambda i: (applied[i].quality_loss or 0.0, attempts[i].planned_for))
+    met = [i for i in within if target_met(attempts[i].measured_speedup, target)]
     if met:
         return min(met, key=lambda i: (attempts[i].planned_for, -attempts[i].measured_speedup))
-    return max(range(len(attempts)), key=lambda i: attempts[i].measured_speedup)
+    return max(within, key=lambda i: attempts[i].measured_speedup)
 
 
 def correct(
@@ -77,15 +90,31 @@ def correct(
     applied = [first]
     attempts = [attempt(target_speedup, first.plan, first.verification)]
     for _ in range(corrections):
-        last = attempts[-1]
-        if last.measured_high < target_speedup:
-            why = f"measured {last.measured_speedup:.2f}x [{last.measured_low:.2f}-{last.measured_high:.2f}] is short"
+        last, current = attempts[-1], applied[-1]
+        measured = f"measured {last.measured_speedup:.2f}x [{last.measured_low:.2f}-{last.measured_high:.2f}]"
+        points = [(a.planned_for, a.measured_speedup) for a in attempts]
+        if not current.admissible:
+            why = "lost more quality than --max-loss allows"
+            planned = last.planned_for / MAX_STEP
+        elif last.measured_high < target_speedup and current.verification.busy:
+            log(
+                f"      {measured} is short, but other processes kept the machine busy while it was measured: "
+                "no heavier plan on the strength of that measurement"
+            )
+            break
+        elif last.measured_high < target_speedup:
+            why = f"{measured} is short"
+            planned = next_target(points, target_speedup)
         elif last.measured_low > OVERSHOOT * target_speedup:
-            why = f"measured {last.measured_speedup:.2f}x [{last.measured_low:.2f}-{last.measured_high:.2f}] overshoots"
+            why = f"{measured} overshoots"
+            planned = next_target(points, target_speedup)
         else:
             break
-        points = [(a.planned_for, a.measured_speedup) for a in attempts]
-        planned = min(next_target(points, target_speedup), max_speedup)
+        lossy = [a.planned_for for a, ap in zip(attempts, applied, strict=True) if not ap.admissible]
+        ceiling = min([max_speedup, *(p - 1e-3 for p in lossy)])
+        planned = min(planned, ceiling)
+        if why.endswith("is short") and planned <= last.planned_for:
+            break  # a heavier plan would lose more quality than allowed
         if planned <= 1.0 or any(abs(planned - a.planned_for) < 1e-3 for a in attempts):
             break  # nowhere new to go
         log(f"      {why} of {target_speedup:g}x: re-planning for {planned:.2f}x and measuring again")

@@ -21,13 +21,17 @@ from planner.cache import cached_scores, cached_table
 from planner.config import RunConfig
 from planner.correct import Applied, correct
 from planner.errors import PlannerError
+from planner.headroom import measure_headroom
 from planner.models import LoadedModel
+from planner.quality import QualityLimit, launch_bound, obstacle
 from planner.records.error_table import ErrorTable
 from planner.records.plan import Plan
 from planner.records.report import Report
+from planner.records.verification import Verification, target_met
 from planner.report.build import build_report
 from planner.report.folder import base_config, write_run_folder
 from planner.search import Recipe, SearchOutcome, check_search, search_levels
+from planner.search.runner import split_examples
 from planner.solve import solve_plan
 from planner.tasks import Task
 from planner.verify import verify_models
@@ -119,6 +123,24 @@ def noisy_table_warning(table: LatencyTable) -> str:
     )
 
 
+def guard_loss(task: Task, dense: nn.Module, limit: QualityLimit, search_examples: int) -> Callable[[nn.Module], float]:
+    """``model -> loss`` in ``limit``'s unit on the calibration examples the search did not score
+    (the final pick's, ``split_examples``): never the test set the report's metric comes from."""
+    _, held_out = split_examples(len(task.calibration), search_examples)
+    tokens = task.calibration.subset(held_out)
+    reference = task.evaluate(dense, tokens).value
+    return lambda model: limit.loss(reference, task.evaluate(model, tokens).value)
+
+
+def busy_verification_note(verification: Verification, *, out: Path) -> str:
+    """What a run says when its verification ran on a busy machine."""
+    return (
+        f"the verification ran while other processes kept the machine busy ({verification.busy_rounds} of "
+        f"{len(verification.loads)} rounds): the measured speedup does not represent this machine, and no heavier "
+        f"plan was made on its strength. Re-verify on a quiet machine: planner verify --pruned {out}/pruned"
+    )
+
+
 def check_reachable(table: LatencyTable, speedups: list[float]) -> None:
     """Refuse targets above the table's maximum achievable speedup (the message says the maximum)."""
     best = table.max_speedup()
@@ -180,6 +202,10 @@ def run_pipeline(
     prepared = prepare(config, clock, progress=progress, log=log)
     table = prepared.table
     log(f"      {table.summary().splitlines()[1].strip()}; max {table.max_speedup():.2f}x")
+    with clock.stage("profile"):
+        headroom = measure_headroom(prepared.loaded, config.measurement())
+    if headroom is not None:
+        log(f"      headroom: {headroom.text(config.speedup)}")
     check_reachable(table, [config.speedup])
     backend = get_backend(config.backend, progress=progress)
     log(f"[2/6] score: {config.backend} on {len(prepared.task.calibration)} calibration examples")
@@ -187,10 +213,13 @@ def run_pipeline(
         scores = cached_scores(backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir)
     task = prepared.task
     settings = config.search_settings(calibration=len(task.calibration), default_examples=task.search_examples)
+    allowed = config.quality_limit()
+    dense = prepared.loaded.model
+    held_out_loss = guard_loss(task, dense, allowed, settings.examples) if allowed.explicit else None
     search = None
     if settings.method != "none":
-        limit = f"{settings.seconds:g} s" if settings.seconds is not None else f"{settings.evaluations} evaluations"
-        log(f"[3/6] search ({settings.method}, {limit}) and final pick")
+        budget = f"{settings.seconds:g} s" if settings.seconds is not None else f"{settings.evaluations} evaluations"
+        log(f"[3/6] search ({settings.method}, {budget}) and final pick")
         with clock.stage("search"):
             search = search_levels(
                 adapter=prepared.loaded.adapter,
@@ -201,8 +230,8 @@ def run_pipeline(
                 budget_ms=table.budget_ms(config.speedup),
                 settings=settings,
                 progress=progress,
+                quality=None if held_out_loss is None else (lambda m: held_out_loss(m) <= allowed.value + 1e-9),
             )
-    dense = prepared.loaded.model
     measurement = config.measurement(rounds=config.verify_rounds)
 
     def applied(speedup: float, *, first: bool) -> Applied:
@@ -225,7 +254,11 @@ def run_pipeline(
             verification = verify_models(
                 prepared.loaded.adapter, {"dense": dense, "pruned": pruned}, measurement, progress=progress
             )
-        return Applied(plan, pruned, verification)
+        if held_out_loss is None:
+            return Applied(plan, pruned, verification)
+        lost = held_out_loss(pruned)
+        log(f"      held-out calibration: {allowed.describe_loss(lost)} (limit {allowed.describe()})")
+        return Applied(plan, pruned, verification, lost, lost <= allowed.value + 1e-9)
 
     final, attempts = correct(
         applied(config.speedup, first=True),
@@ -235,10 +268,41 @@ def run_pipeline(
         replan=lambda speedup: applied(speedup, first=False),
         log=log,
     )
+    notes = list(prepared.notes)
+    if final.verification.busy:
+        notes.append(busy_verification_note(final.verification, out=target))
+        log("      WARNING: " + notes[-1])
+    met = target_met(final.verification.speedup("pruned").value, config.speedup)
+    if allowed.explicit and not met:
+        notes.append(
+            f"no plan within --max-loss ({allowed.describe()}) reached {config.speedup:g}x; this is the fastest that "
+            "stayed within it. What stands in the way: "
+            + obstacle(
+                launch_bound_table=launch_bound(table.unit_costs()),
+                device=table.meta.device,
+                execution=table.meta.execution,
+            )
+            + "."
+        )
+        log("      " + notes[-1])
     log(f"[6/6] report: held-out {prepared.task.metric} of the dense and the pruned model")
     with clock.stage("verify"):
         dense_metric = prepared.task.evaluate(dense)
         pruned_metric = prepared.task.evaluate(final.model)
+    if not allowed.within(dense_metric.value, pruned_metric.value):
+        lost = allowed.describe_loss(allowed.loss(dense_metric.value, pruned_metric.value))
+        notes.append(
+            f"quality lost: the pruned model lost {lost} on the test set, more than {allowed.describe()} "
+            f"({'--max-loss' if allowed.explicit else 'the default guard; set --max-loss to plan within a limit'}). "
+            "The speed was bought with the model's quality: "
+            + obstacle(
+                launch_bound_table=launch_bound(table.unit_costs()),
+                device=table.meta.device,
+                execution=table.meta.execution,
+            )
+            + "."
+        )
+        log("      WARNING: " + notes[-1])
     report = build_report(
         model=config.model,
         data=config.data,
@@ -253,7 +317,9 @@ def run_pipeline(
         attempts=attempts,
         stage_seconds=clock.seconds,
         config=config.describe(),
-        notes=prepared.notes,
+        quality_limit=allowed,
+        headroom=headroom,
+        notes=tuple(notes),
         planned_speedup=next(a.planned_for for a in attempts if a.predicted_speedup == final.plan.predicted_speedup),
     )
     write_run_folder(

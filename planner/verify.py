@@ -46,7 +46,11 @@ def verify_models(
     )
     timings = {k: ModelTiming(s.median_ms, s.p10_ms, s.p90_ms, s.samples_ms) for k, s in stats.items()}
     return Verification(
-        timings=timings, runtime=measurement.runtime, device=measurement.device, loads=tuple(stats.loads)
+        timings=timings,
+        runtime=measurement.runtime,
+        device=measurement.device,
+        loads=tuple(stats.loads),
+        execution=measurement.execution,
     )
 
 

@@ -36,6 +36,7 @@ def load_configured(config: RunConfig) -> LoadedModel:
         ffn_step=config.ffn_step,
         sparsity_levels=config.sparsity_levels,
         cache_dir=config.cache_dir,
+        random_weights=config.random_weights,
     )
 
 
@@ -145,15 +146,40 @@ def apply_plan(
     return target
 
 
-def verify_pruned(config: RunConfig, *, pruned: str | Path, shape_from_plan: bool = True) -> Verification:
+def verification_config(config: RunConfig, table: dict[str, object], *, allow_mode_mismatch: bool = False) -> RunConfig:
+    """``config`` with the execution mode a plan's table was measured in (``--execution auto``), or
+    ``config`` unchanged when it names that mode; a different mode is refused unless allowed: a
+    speedup measured eagerly says nothing about a plan made for CUDA graphs, and the reverse."""
+    planned = str(table.get("execution", "eager"))
+    if config.execution == "auto":
+        if planned == "cuda-graphs" and config.device != "cuda":
+            raise PlannerError(
+                "this plan was timed as CUDA graphs on a GPU; verify it with --device cuda (or pass --execution "
+                "eager --allow-mode-mismatch to measure it eagerly here, which does not check its promise)."
+            )
+        return config.replace(execution=planned)
+    if config.execution != planned and not allow_mode_mismatch:
+        raise PlannerError(
+            f"this plan's table was measured with --execution {planned}, but --execution {config.execution} was "
+            f"asked for; verify in the mode it was planned for (--execution {planned}), or pass "
+            "--allow-mode-mismatch to measure it anyway."
+        )
+    return config
+
+
+def verify_pruned(
+    config: RunConfig, *, pruned: str | Path, shape_from_plan: bool = True, allow_mode_mismatch: bool = False
+) -> Verification:
     """``planner verify``: the dense model vs a saved pruned one, timed interleaved here.
 
     With ``shape_from_plan`` the batch size, sequence length and phase come from the plan saved with
-    the pruned model (what it was planned for); ``config`` gives the runtime, device and rounds.
+    the pruned model (what it was planned for); ``config`` gives the runtime, device and rounds. The
+    execution mode is the plan's (``verification_config``).
     """
     from planner.pruned_io import backbone_of, load_pruned, read_pruned_config
 
     table = read_pruned_config(pruned)["plan"]["table"]
+    config = verification_config(config, table, allow_mode_mismatch=allow_mode_mismatch)
     if shape_from_plan:
         phase = str(table.get("phase", "prefill"))
         tokens = int(table.get("generate_tokens", 0)) if phase == "generate" else 0

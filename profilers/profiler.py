@@ -34,7 +34,7 @@ import torch
 from profilers.atomic import atomic_write_text
 from profilers.errors import ProfileError
 from profilers.load import LoadMeter
-from profilers.runtimes import canonical_dtype, get_runtime
+from profilers.runtimes import canonical_dtype, check_execution, get_runtime
 from profilers.timing import Runner, SampleStore, TimingStats, calls_per_sample, run_rounds
 
 
@@ -67,6 +67,7 @@ class ProfilerSettings:
         warmup: untimed calls per workload before sampling, besides the one that sizes samples.
         min_sample_ms: a sample averages enough calls to last at least this long (timer noise).
         seed: seeds the interleaving order.
+        execution: "eager" or "cuda-graphs" (``profilers.runtimes.EXECUTIONS``).
     """
 
     runtime: str
@@ -81,6 +82,7 @@ class ProfilerSettings:
     stability: float = 0.05
     quiet_load: float = 0.15
     max_seconds: float | None = None
+    execution: str = "eager"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "dtype", canonical_dtype(self.dtype))
@@ -168,6 +170,7 @@ class Profiler:
         self.settings = settings
         self.runtime = get_runtime(settings.runtime)
         self.runtime.check(settings.device, settings.dtype)
+        check_execution(self.runtime.name, settings.device, settings.execution, self.runtime.executions)
         self.load_reader = load_reader or _load_reader
 
     def measure(
@@ -202,7 +205,7 @@ class Profiler:
             runners: dict[str, Runner] = {}
             for w in workloads:
                 runners[w.key] = self.runtime.prepare(
-                    w.module, w.inputs, device=s.device, dtype=s.dtype, threads=s.threads
+                    w.module, w.inputs, device=s.device, dtype=s.dtype, threads=s.threads, execution=s.execution
                 )
             calls: dict[str, int] = {}
             one_round_ms = 0.0

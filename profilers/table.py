@@ -46,8 +46,10 @@ from profilers.atomic import atomic_path, atomic_write_text
 from profilers.calibration import CalibrationCurve
 from profilers.errors import TableFormatError
 
-SCHEMA_VERSION = 3
-"""Version 2 added the phase (``phase``, ``generate_tokens``) and the level grid (``ffn_step``,
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (3, 4)
+"""Version 4 records the execution mode (``execution``: "eager" or "cuda-graphs"); a version-3 table
+was always eager. Version 2 added the phase (``phase``, ``generate_tokens``) and the level grid (``ffn_step``,
 ``sparsity_levels``) to the metadata; version 3 plans with a p10 estimate (``latency_ms``, with its
 interval and the samples left out on a busy machine), records KV groups per level (``groups``) and
 how noisy the measurement was (``noisy``, ``noisy_workloads``, ``foreign_load``, ``anchor_ms``) and,
@@ -141,6 +143,8 @@ class TableMetadata:
     foreign_load: float | None = None
     anchor_ms: Mapping[str, float] = dataclasses.field(default_factory=dict)
     fusions: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    execution: str = "eager"
+    """How the runtime ran every workload: "eager" or "cuda-graphs" (captured once, replayed)."""
     schema_version: int = SCHEMA_VERSION
 
     def provenance(self) -> dict[str, Any]:
@@ -152,6 +156,7 @@ class TableMetadata:
             "device_name",
             "runtime",
             "runtime_version",
+            "execution",
             "dtype",
             "batch_size",
             "seq_len",
@@ -261,7 +266,8 @@ class LatencyTable:
         """A few readable lines: fixed part, dense time, reachable speedup, per-kind ranges."""
         m = self.meta
         lines = [
-            f"latency table: {m.model_name} on {m.device} ({m.device_name}), {m.runtime} {m.runtime_version}, "
+            f"latency table: {m.model_name} on {m.device} ({m.device_name}), {m.runtime} {m.runtime_version} "
+            f"({m.execution}), "
             f"{m.dtype}, batch {m.batch_size} x seq {m.seq_len}, {_phase_text(m)}, {m.threads} threads",
             f"  dense end-to-end: {m.dense_ms:.2f} ms (p10 {m.dense_p10_ms:.2f}, p90 {m.dense_p90_ms:.2f})",
             f"  fixed part (not searched): {m.fixed_ms:.2f} ms; "
@@ -320,11 +326,13 @@ class LatencyTable:
         if not isinstance(raw_meta, dict):
             raise TableFormatError(f"{json_path} must hold a JSON object; re-run `planner profile`.")
         version = raw_meta.get("schema_version")
-        if version != SCHEMA_VERSION:
+        if version not in READABLE_VERSIONS:
             raise TableFormatError(
-                f"{json_path} has schema version {version!r}; this planner reads version {SCHEMA_VERSION}. "
-                "Re-run `planner profile` with this version."
+                f"{json_path} has schema version {version!r}; this planner reads versions "
+                f"{', '.join(map(str, READABLE_VERSIONS))}. Re-run `planner profile` with this version."
             )
+        if version == 3:  # before execution modes: every table was timed eagerly
+            raw_meta = {**raw_meta, "execution": "eager", "schema_version": SCHEMA_VERSION}
         fields = {f.name for f in dataclasses.fields(TableMetadata)}
         missing = sorted(fields - set(raw_meta))
         if missing:

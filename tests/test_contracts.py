@@ -229,3 +229,56 @@ def test_runtime_contract(runtime: str) -> None:
         assert np.isfinite(s.median_ms) and s.median_ms > 0 and 3 <= s.repeats == len(s.samples_ms) <= 9
         assert s.ci_low_ms <= s.estimate_ms <= s.ci_high_ms
     assert torch.get_num_threads() == threads  # thread settings restored
+
+
+def _tensors_reachable(obj: Any, *, depth: int = 4, seen: set[int] | None = None) -> list[tuple[str, torch.Tensor]]:
+    """Every tensor an object holds: a module's parameters and buffers, and tensors kept in plain
+    attributes (dicts, tuples, lists, other objects such as a KV cache), ``depth`` levels deep."""
+    seen = set() if seen is None else seen
+    found: list[tuple[str, torch.Tensor]] = []
+    if id(obj) in seen or depth < 0:
+        return found
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        return [("", obj)]
+    if isinstance(obj, torch.nn.Module):
+        found += [(name, t) for name, t in obj.named_parameters()] + [(name, t) for name, t in obj.named_buffers()]
+        children: Any = {
+            k: v for k, v in vars(obj).items() if k not in ("_parameters", "_buffers", "_modules") and k[:1] != "__"
+        }
+        children.update(dict(obj.named_children()))
+    elif isinstance(obj, dict):
+        children = obj
+    elif isinstance(obj, (list, tuple)):
+        children = dict(enumerate(obj))
+    elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+        children = vars(obj)
+    else:
+        return found
+    for key, value in children.items():
+        for name, tensor in _tensors_reachable(value, depth=depth - 1, seen=seen):
+            found.append((f"{key}.{name}".rstrip("."), tensor))
+    return found
+
+
+@pytest.mark.parametrize("family", sorted(TINY_ADAPTERS))
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_moving_a_workload_moves_every_tensor_it_uses(family: str, phase: str) -> None:
+    """What a runtime does to time on a GPU (``module.to(device, dtype)``) must move all of a
+    workload, including captured rotary embeddings, masks and KV caches; the ``meta`` device shows
+    on a CPU any tensor that would stay behind."""
+    from planner.models.phases import Shape
+
+    adapter = TINY_ADAPTERS[family]()
+    if phase == "decode" and not getattr(adapter, "causal_lm", False):
+        pytest.skip("only causal LMs have a decode phase")
+    shape = Shape(batch_size=2, seq_len=6, phase=phase)
+    workloads = adapter.workloads(adapter.units(), shape, runtime="torch", device="cpu", dtype=torch.float32)
+    assert workloads
+    timed, _ = adapter.timed(adapter.model, shape)
+    for name, module in [(f"{w.signature}/{w.level}", w.module) for w in workloads] + [("whole model", timed)]:
+        moved = module.to(device="meta", dtype=torch.float16)
+        left = [n for n, t in _tensors_reachable(moved) if t.device.type != "meta"]
+        assert not left, f"{name}: tensors left on the CPU after .to('meta'): {left[:5]}"
+        floats = [n for n, t in _tensors_reachable(moved) if t.is_floating_point() and t.dtype != torch.float16]
+        assert not floats, f"{name}: floating-point tensors not cast to float16: {floats[:5]}"

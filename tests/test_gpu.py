@@ -9,6 +9,7 @@ import torch
 
 from planner.cli import main
 from planner.models import GenericAdapter
+from planner.models.phases import Shape
 from profilers.sparse_kernels import SemiStructuredLinear, semi_structured_supported, two_four_mask
 from tests.test_cli_plan_apply import profile_args
 
@@ -30,7 +31,8 @@ def test_generic_2_4_levels_time_the_semi_structured_kernel_on_cuda() -> None:
     net = torch.nn.Sequential(torch.nn.Linear(128, 64), torch.nn.ReLU(), torch.nn.Linear(64, 32))
     x = torch.randn(64, 128)
     adapter = GenericAdapter(net, (x,), name="mlp", sparsity_levels=2)
-    work = adapter.workloads(adapter.units(), (x,), runtime="torch", device="cuda", dtype=torch.float16)
+    shape = Shape(batch_size=64, seq_len=1, phase="prefill")
+    work = adapter.workloads(adapter.units(), shape, runtime="torch", device="cuda", dtype=torch.float16)
     impls = {(w.signature.split(":")[1], w.impl) for w in work}
     assert ("128x64", "semi_structured") in impls
 

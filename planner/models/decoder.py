@@ -36,6 +36,7 @@ from planner.models.decoder_surgery import (
     prune_gpt2_mlp,
     prune_llama_attention,
 )
+from planner.models.hf_compat import with_cache
 from planner.models.phases import Shape, random_tokens, timed_forward
 from planner.models.transformer import TransformerAdapter
 from planner.models.units import Unit, first_kept
@@ -56,18 +57,53 @@ class AttentionUnit(nn.Module):
     ``kwargs`` are what the model passed the block in a real forward (rotary position embeddings,
     attention mask); in the decode phase ``cache`` holds the unit's keys and values of the tokens
     already seen, and each call appends to a copy (as a real step does), leaving the cache as it was.
+    Every tensor is a (non-persistent) buffer, so ``.to(device, dtype)`` moves all of it: a plain
+    dict of tensors stays behind on the CPU and a CUDA forward fails ("Expected all tensors to be on
+    the same device").
     """
 
     def __init__(self, attention: nn.Module, kwargs: dict[str, Any], cache: tuple[torch.Tensor, ...] | None) -> None:
         super().__init__()
         self.attention = attention
-        self.kwargs = kwargs
-        self.cache = cache
+        self._layout: dict[str, Any] = {}
+        """kwarg name -> buffer name, tuple of buffer names, or ("plain", value) for non-tensors."""
+        for key, value in kwargs.items():
+            self._layout[key] = self._register(f"kwarg_{key}", value)
+        self._cache_buffers = None if cache is None else self._register("cache", tuple(cache))
+
+    def _register(self, name: str, value: Any) -> Any:
+        if isinstance(value, torch.Tensor):
+            self.register_buffer(name, value, persistent=False)
+            return name
+        if isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor) for v in value):
+            names = tuple(f"{name}_{i}" for i in range(len(value)))
+            for part, tensor in zip(names, value, strict=True):
+                self.register_buffer(part, tensor, persistent=False)
+            return names
+        return ("plain", value)
+
+    def _value(self, entry: Any) -> Any:
+        if isinstance(entry, str):
+            return getattr(self, entry)
+        if entry and entry[0] == "plain":
+            return entry[1]
+        return tuple(getattr(self, part) for part in entry)
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        """The block's keyword arguments, on the module's device and dtype."""
+        return {key: self._value(entry) for key, entry in self._layout.items()}
+
+    @property
+    def cache(self) -> tuple[torch.Tensor, ...] | None:
+        """(keys, values) of the tokens already seen (decode phase), else None."""
+        return None if self._cache_buffers is None else self._value(self._cache_buffers)
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        kwargs = dict(self.kwargs)
-        if self.cache is not None:
-            kwargs["past_key_values"] = _ReadOnlyCache(*self.cache)
+        kwargs = self.kwargs
+        cache = self.cache
+        if cache is not None:
+            kwargs = with_cache(self.attention, _ReadOnlyCache(*cache), **kwargs)
         return self.attention(hidden, **kwargs)[0]
 
 

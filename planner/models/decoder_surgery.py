@@ -22,6 +22,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from planner.models.hf_compat import cache_argument
 from planner.models.transformer import columns, head_columns, rows
 
 
@@ -46,9 +47,7 @@ class EmptyAttention(nn.Module):
         self.layer_idx = layer_idx
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        cache = kwargs.get("past_key_values")
-        if cache is None:
-            cache = kwargs.get("layer_past")
+        cache = cache_argument(kwargs)
         if cache is not None and hasattr(cache, "update"):
             batch, seq = hidden_states.shape[:2]
             marker = hidden_states.new_zeros(batch, 1, seq, 1)

@@ -147,6 +147,24 @@ def supported_architectures() -> str:
     return f"{SUPPORTED}; decoders: {SUPPORTED_DECODERS}"
 
 
+def shape_path(spec: str) -> Path:
+    """The shipped config and tokenizer of a bundled model (``planner/models/shapes/<spec>``)."""
+    return Path(__file__).resolve().parent / "shapes" / spec
+
+
+def _random_model(spec: str) -> nn.Module:
+    """A bundled model's exact shape with random weights (seed 0): for timing where its weights are
+    not installed (a GPU machine without network). Never for accuracy."""
+    from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(str(shape_path(spec)), local_files_only=True)
+    loader: Any = AutoModel if config.model_type == "bert" else AutoModelForCausalLM
+    torch.manual_seed(0)
+    with hf_quiet():
+        model = loader.from_config(config, dtype=torch.float32)
+    return model.eval()
+
+
 def _read_hf_folder(path: Path) -> nn.Module:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
@@ -210,13 +228,24 @@ def load_model(
     ffn_step: int | None = None,
     sparsity_levels: int | None = None,
     cache_dir: Path | None = None,
+    random_weights: bool = False,
 ) -> LoadedModel:
     """Resolve a model spec (see the module docstring) to a ``LoadedModel``.
 
     Args:
         cache_dir: where GGUF files are converted to safetensors once (default: the planner cache).
+        random_weights: a bundled model's real shape with random weights, from the config and
+            tokenizer shipped in ``planner/models/shapes`` (its weight files are not needed).
     """
-    if spec in BUNDLED or (Path(spec).suffix == ".gguf" and Path(spec).is_file()):
+    if random_weights:
+        if spec not in BUNDLED:
+            raise PlannerError(
+                f"--random-weights builds a bundled model's shape ({', '.join(BUNDLED)}) with random weights; "
+                f"{spec!r} is not one. Drop --random-weights to load it."
+            )
+        adapter: ModelAdapter = _adapter_for(_random_model(spec), name=f"{spec}-random", ffn_step=ffn_step)
+        source: Path | None = shape_path(spec)
+    elif spec in BUNDLED or (Path(spec).suffix == ".gguf" and Path(spec).is_file()):
         if spec == "minilm":
             path = minilm_path()
         else:
@@ -225,8 +254,8 @@ def load_model(
             gguf = smollm2_path() if spec == "smollm2" else Path(spec)
             path = converted_folder(gguf, cache_dir=cache_dir)
         name = spec if spec in BUNDLED else Path(spec).stem
-        adapter: ModelAdapter = _adapter_for(_load_hf_folder(path), name=name, ffn_step=ffn_step)
-        source: Path | None = path
+        adapter = _adapter_for(_load_hf_folder(path), name=name, ffn_step=ffn_step)
+        source = path
     elif Path(spec).is_dir():
         path = Path(spec)
         if not (path / "config.json").is_file():

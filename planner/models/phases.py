@@ -19,6 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from planner.models.hf_compat import output_cache, with_cache
+
 PHASES = ("prefill", "decode", "generate")
 
 
@@ -74,7 +76,7 @@ class DecodeStep(nn.Module):
         prompt = random_tokens(vocab_size, batch_size, seq_len, seed=1)
         with torch.inference_mode():
             out = model(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True, logits_to_keep=1)
-        self.cache = out.past_key_values
+        self.cache = output_cache(out)
         self._snapshot = [dict(layer.__dict__) for layer in self.cache.layers]
 
     def _restore(self) -> None:
@@ -83,16 +85,17 @@ class DecodeStep(nn.Module):
             layer.__dict__.update(state)
 
     def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
-        # Keep the cached keys and values on the module's device and dtype (runtimes call .to()).
+        # Keep the cached keys and values, and the cache's own index tensors (e.g. a sliding window),
+        # on the module's device and dtype (runtimes call .to(); ``fn`` casts only floating tensors).
         for state in self._snapshot:
             for name, value in state.items():
-                if isinstance(value, torch.Tensor) and value.is_floating_point():
+                if isinstance(value, torch.Tensor):
                     state[name] = fn(value)
         self._restore()
         return super()._apply(fn, recurse)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        out = self.model(input_ids=input_ids, past_key_values=self.cache, use_cache=True)
+        out = self.model(**with_cache(self.model, self.cache, input_ids=input_ids, use_cache=True))
         self._restore()
         return _logits(out)[:, -1]
 
@@ -108,11 +111,11 @@ class GenerateLoop(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         out = self.model(input_ids=input_ids, attention_mask=attention_mask, use_cache=True, logits_to_keep=1)
-        cache = out.past_key_values
+        cache = output_cache(out)
         token = _logits(out)[:, -1].argmax(dim=-1, keepdim=True)
         new = [token]
         for _ in range(self.tokens):
-            out = self.model(input_ids=token, past_key_values=cache, use_cache=True)
+            out = self.model(**with_cache(self.model, cache, input_ids=token, use_cache=True))
             token = _logits(out)[:, -1].argmax(dim=-1, keepdim=True)
             new.append(token)
         return torch.cat(new[1:], dim=1)

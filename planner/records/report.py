@@ -19,7 +19,8 @@ from typing import Any
 from planner.errors import PlannerError
 from profilers.atomic import atomic_write_text
 
-REPORT_SCHEMA_VERSION = 1
+REPORT_SCHEMA_VERSION = 2
+"""Version 2 added the execution mode, the quality check (``quality``) and the ``verdict``."""
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,25 @@ class SearchSummary:
 
 
 @dataclass(frozen=True)
+class QualitySummary:
+    """The held-out metric's loss against the limit (``planner.quality``).
+
+    Attributes:
+        kind: "points" (accuracy points lost) or "relative" (perplexity increase, a fraction).
+        limit: the most allowed, in that unit (``--max-loss`` or the default guard).
+        loss: what the delivered model lost on the test set, in that unit.
+        met: ``loss <= limit``.
+        explicit: True when the limit came from ``--max-loss``.
+    """
+
+    kind: str
+    limit: float
+    loss: float
+    met: bool
+    explicit: bool
+
+
+@dataclass(frozen=True)
 class Report:
     """One run's promise and its measurement (keys of ``report.json``; times in ms, seconds in s)."""
 
@@ -136,6 +156,12 @@ class Report:
     config: Mapping[str, str]
     created: str
     planner_version: str
+    execution: str
+    quality: QualitySummary
+    verdict: str
+    headroom: Mapping[str, Any] | None
+    """The dense model timed the other way to deploy here (``planner.headroom``), or None."""
+    """"met", "speed met, quality lost", "missed" or "missed, quality lost" (``planner.quality.verdict``)."""
     notes: tuple[str, ...] = ()
     schema_version: int = REPORT_SCHEMA_VERSION
 
@@ -177,6 +203,7 @@ def report_from_dict(data: Any, *, source: str = "report") -> Report:
         raise PlannerError(f"{source} lacks report fields {missing}; re-run `planner run`.")
     values = {k: data[k] for k in names if k in data}
     values["metric"] = MetricSummary(**data["metric"])
+    values["quality"] = QualitySummary(**data["quality"])
     values["attempts"] = tuple(Attempt(**a) for a in data["attempts"])
     for key in ("heads_kept", "neurons_kept", "groups_kept", "notes"):
         if key in values:
@@ -205,6 +232,7 @@ __all__ = [
     "Attempt",
     "Contender",
     "MetricSummary",
+    "QualitySummary",
     "Report",
     "SearchSummary",
     "SelectionSummary",

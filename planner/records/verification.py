@@ -88,6 +88,8 @@ class Verification:
     reference: str = "dense"
     settings: Mapping[str, Any] = field(default_factory=dict)
     loads: tuple[float | None, ...] = ()
+    execution: str = "eager"
+    """"eager" or "cuda-graphs": how the runtime ran the models (the plan's table's mode)."""
 
     def __getitem__(self, name: str) -> ModelTiming:
         return self.timings[name]
@@ -104,6 +106,13 @@ class Verification:
         ratios = dense[:n] / model[:n]
         quiet = [i for i in range(n) if _quiet(self.loads, i)]
         return ratios[quiet] if len(quiet) >= MIN_QUIET_ROUNDS else ratios
+
+    @property
+    def busy(self) -> bool:
+        """True when fewer than ``MIN_QUIET_ROUNDS`` rounds were quiet: the speedup then rests on
+        rounds during which other processes kept the machine busy and does not represent it."""
+        known = [load for load in self.loads if load is not None]
+        return bool(known) and sum(1 for load in known if load <= QUIET_LOAD) < MIN_QUIET_ROUNDS
 
     @property
     def busy_rounds(self) -> int:

@@ -5,11 +5,14 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
+from planner.headroom import Headroom
+from planner.quality import QualityLimit, verdict
 from planner.records.plan import Plan
 from planner.records.report import (
     Attempt,
     Contender,
     MetricSummary,
+    QualitySummary,
     Report,
     SearchSummary,
     SelectionSummary,
@@ -79,12 +82,23 @@ def build_report(
     attempts: Sequence[Attempt],
     stage_seconds: Mapping[str, float],
     config: Mapping[str, str],
+    quality_limit: QualityLimit,
+    headroom: Headroom | None = None,
     notes: Sequence[str] = (),
     planned_speedup: float | None = None,
 ) -> Report:
-    """The run's ``Report``: the promise (target, prediction) next to the measurement."""
+    """The run's ``Report``: the promise (target, prediction, quality limit) next to the measurement."""
     dense, pruned = verification["dense"], verification["pruned"]
     estimate = verification.speedup("pruned")
+    loss = quality_limit.loss(dense_metric.value, pruned_metric.value)
+    quality = QualitySummary(
+        quality_limit.kind,
+        quality_limit.value,
+        float(loss),
+        quality_limit.within(dense_metric.value, pruned_metric.value),
+        quality_limit.explicit,
+    )
+    speed_met = target_met(estimate.value, target_speedup)
     heads, neurons, groups = kept_lists(plan)
     meta = table.meta
     return Report(
@@ -96,7 +110,7 @@ def build_report(
         measured_speedup=estimate.value,
         speedup_low=estimate.low,
         speedup_high=estimate.high,
-        target_met=target_met(estimate.value, target_speedup),
+        target_met=speed_met,
         predicted_ms=plan.predicted_ms,
         dense_predicted_ms=table.predict_ms([0] * len(table.units())),
         table_dense_ms=meta.dense_ms,
@@ -129,5 +143,9 @@ def build_report(
         config=dict(config),
         created=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         planner_version=__version__,
+        execution=verification.execution,
+        quality=quality,
+        verdict=verdict(speed_met=speed_met, quality_met=quality.met),
+        headroom=None if headroom is None else headroom.as_dict(),
         notes=tuple(notes),
     )

@@ -22,7 +22,29 @@ def phase_text(report: Report) -> str:
 
 
 def verdict(report: Report) -> str:
-    return "met" if report.target_met else "MISSED (see report.md)"
+    """The verdict as shown: speed and quality together; anything but "met" points at report.md."""
+    return "met" if report.verdict == "met" else f"{report.verdict.upper()} (see report.md)"
+
+
+def quality_text(report: Report) -> str:
+    """E.g. "lost 0.23 points (limit 1 point, --max-loss): kept" ."""
+    q = report.quality
+    lost = f"{q.loss:.2f} points" if q.kind == "points" else f"{100 * q.loss:+.1f}% perplexity"
+    limit = f"{q.limit:g} points" if q.kind == "points" else f"+{100 * q.limit:g}%"
+    source = "--max-loss" if q.explicit else "the default guard"
+    return f"lost {lost} (limit {limit}, {source}): {'kept' if q.met else 'QUALITY LOST'}"
+
+
+def headroom_text(report: Report) -> str:
+    """The runtime headroom, first: "headroom: torch cuda-graphs alone: 3.20x over torch eager ..."."""
+    h = report.headroom or {}
+    line = (
+        f"headroom: {h['alternative']} alone runs the dense model {float(h['speedup']):.2f}x as fast as "
+        f"{h['reference']} at this shape"
+    )
+    if float(h["speedup"]) >= report.target_speedup:
+        line += f": that meets the {report.target_speedup:g}x target before any pruning"
+    return line
 
 
 def summary_text(report: Report, out: str) -> str:
@@ -31,15 +53,18 @@ def summary_text(report: Report, out: str) -> str:
     kept = f"heads {list(r.heads_kept)}  neurons {list(r.neurons_kept)}"
     if any(g != h for g, h in zip(r.groups_kept, r.heads_kept, strict=False)):
         kept = f"KV groups {list(r.groups_kept)}  " + kept
+    first = [headroom_text(r)] if r.headroom is not None else []
     return "\n".join(
         [
-            f"{r.model} on {r.device} ({r.device_name}), {r.runtime}, batch {r.batch_size} x seq {r.seq_len}, "
-            f"{phase_text(r)}",
+            *first,
+            f"{r.model} on {r.device} ({r.device_name}), {r.runtime} ({r.execution}), batch {r.batch_size} x seq "
+            f"{r.seq_len}, {phase_text(r)}",
             f"  speedup   target {r.target_speedup:.2f}x | predicted {r.predicted_speedup:.2f}x | "
             f"measured {r.measured_speedup:.2f}x [{r.speedup_low:.2f}-{r.speedup_high:.2f}]  -> {verdict(r)}",
             f"  latency   dense {r.dense_ms:.1f} ms -> pruned {r.pruned_ms:.1f} ms "
             f"(p10-p90 {r.pruned_p10_ms:.1f}-{r.pruned_p90_ms:.1f})",
             f"  {r.metric.name:<9} {metric_text(r.metric)}",
+            f"  quality   {quality_text(r)}",
             f"  kept      {kept}",
             "  seconds   " + ", ".join(f"{k} {v:.0f}" for k, v in r.stage_seconds.items()),
             f"  wrote     {out}/ (report.md, report.json, plan.json, table.csv, pruned/, *.png)",
@@ -55,8 +80,9 @@ def render_report(report: Report) -> str:
     lines = [
         f"# Pruning report: {r.model} at {r.target_speedup:g}x ({r.backend}, {r.solver})",
         "",
-        f"Device: {r.device} ({r.device_name}), runtime {r.runtime}, {r.dtype}, batch {r.batch_size} x seq "
-        f"{r.seq_len}, {phase_text(r)}, {r.threads} threads. Task: {r.task} on {r.data}.",
+        *([headroom_text(r).capitalize() + ".", ""] if r.headroom is not None else []),
+        f"Device: {r.device} ({r.device_name}), runtime {r.runtime} ({r.execution}), {r.dtype}, batch "
+        f"{r.batch_size} x seq {r.seq_len}, {phase_text(r)}, {r.threads} threads. Task: {r.task} on {r.data}.",
         "",
         "| | target | predicted | measured |",
         "|---|---|---|---|",
@@ -67,9 +93,9 @@ def render_report(report: Report) -> str:
         f"| dense latency (ms) | | {r.dense_predicted_ms:.1f} | {r.dense_ms:.1f} (p10 {r.dense_p10_ms:.1f}, "
         f"p90 {r.dense_p90_ms:.1f}) |",
         "",
-        f"Target {verdict(r)}.",
+        f"Verdict: {r.verdict}.",
         "",
-        f"Held-out {m.name} ({examples}): {metric_text(m)}.",
+        f"Held-out {m.name} ({examples}): {metric_text(m)}; {quality_text(r)}.",
         "",
         f"Heads kept per layer: {list(r.heads_kept)}; FFN neurons kept per layer: {list(r.neurons_kept)}.",
         "",

@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -183,11 +183,14 @@ def search_levels(
     settings: SearchSettings,
     progress: bool = False,
     seeds: Sequence[solvers.Seed] = (),
+    quality: Callable[[Any], bool] | None = None,
 ) -> SearchOutcome:
     """Search levels for ``budget_ms`` (see the module docstring); ``settings.seconds`` bounds the search.
 
     Args:
         seeds: extra starting points for the evolution (e.g. an SPDY search's best levels).
+        quality: ``model -> within --max-loss`` on the final pick's examples (``split_examples``);
+            contenders outside it are not chosen while another is within.
     """
     start = time.perf_counter()
     check_search(settings, len(task.calibration))
@@ -251,8 +254,12 @@ def search_levels(
         Contender(f"search #{rank}", c.levels, None if evolved else c.coefficients, c.loss)
         for rank, c in enumerate(result.top, start=1)
     ]
+    held_out = task.calibration.subset(selection_index)
     selection = select_plan(
-        contenders, loss.on(task.calibration.subset(selection_index)), examples=len(selection_index)
+        contenders,
+        loss.on(held_out),
+        examples=len(selection_index),
+        admissible=None if quality is None else (lambda levels: quality(loss.model(levels))),
     )
     chosen = selection.chosen
     if chosen.source == "uniform":

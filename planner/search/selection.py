@@ -26,6 +26,8 @@ class Contender:
             re-plan for another budget reuses them.
         search_loss: loss on the search's documents (None if the search did not score it).
         loss: loss on the selection documents (NaN until evaluated).
+        admissible: False when the plan lost more quality than ``--max-loss`` allows on the
+            selection documents (never chosen while another contender is admissible).
     """
 
     source: str
@@ -33,18 +35,21 @@ class Contender:
     coefficients: tuple[float, ...] | None
     search_loss: float | None = None
     loss: float = math.nan
+    admissible: bool = True
 
 
 @dataclass(frozen=True)
 class Selection:
-    """Every contender with its held-out loss; ``chosen`` is the one with the lowest."""
+    """Every contender with its held-out loss; ``chosen`` is the admissible one with the lowest (the
+    lowest of all when none is admissible)."""
 
     contenders: tuple[Contender, ...]
     examples: int
 
     @property
     def chosen(self) -> Contender:
-        return min(self.contenders, key=lambda c: c.loss)
+        pool = [c for c in self.contenders if c.admissible] or list(self.contenders)
+        return min(pool, key=lambda c: c.loss)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready summary for ``report.json``."""
@@ -56,7 +61,11 @@ class Selection:
 
 
 def select_plan(
-    contenders: Sequence[Contender], evaluate: Callable[[tuple[int, ...]], float], *, examples: int
+    contenders: Sequence[Contender],
+    evaluate: Callable[[tuple[int, ...]], float],
+    *,
+    examples: int,
+    admissible: Callable[[tuple[int, ...]], bool] | None = None,
 ) -> Selection:
     """Evaluate each distinct level choice once and return them all with their losses.
 
@@ -64,6 +73,7 @@ def select_plan(
         contenders: at least one; identical levels are scored once (the first source is kept).
         evaluate: levels -> loss on the selection documents (finite).
         examples: how many documents ``evaluate`` uses (recorded in the report).
+        admissible: levels -> whether the plan keeps the quality the user asked for (``--max-loss``).
     """
     if not contenders:
         raise ValueError("select_plan needs at least one contender.")
@@ -74,5 +84,6 @@ def select_plan(
         loss = float(evaluate(contender.levels))
         if not math.isfinite(loss):
             raise ValueError(f"evaluate() returned {loss} for {contender.source}; it must return a finite loss.")
-        scored[contender.levels] = replace(contender, loss=loss)
+        ok = True if admissible is None else bool(admissible(contender.levels))
+        scored[contender.levels] = replace(contender, loss=loss, admissible=ok)
     return Selection(tuple(scored.values()), examples)

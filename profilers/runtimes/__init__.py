@@ -1,10 +1,19 @@
-"""Runtimes by name: ``torch`` (eager), ``onnxruntime`` (the transformer-optimized graph, as
+"""Runtimes by name: ``torch`` (eager, or CUDA graphs on CUDA), ``onnxruntime`` (the transformer-optimized graph, as
 deployed) and ``onnxruntime-plain`` (the plain export)."""
 
 from __future__ import annotations
 
 from profilers.errors import ProfileError
-from profilers.runtimes.base import DEVICES, DTYPES, Runtime, canonical_dtype, check_device, device_name
+from profilers.runtimes.base import (
+    DEVICES,
+    DTYPES,
+    EXECUTIONS,
+    Runtime,
+    canonical_dtype,
+    check_device,
+    check_execution,
+    device_name,
+)
 from profilers.runtimes.ort_runtime import OnnxRuntimeRuntime, OptimizedOnnxRuntime, export_onnx, session_options
 from profilers.runtimes.torch_runtime import TorchRuntime
 
@@ -27,6 +36,7 @@ def get_runtime(name: str) -> Runtime:
 __all__ = [
     "DEVICES",
     "DTYPES",
+    "EXECUTIONS",
     "RUNTIMES",
     "OnnxRuntimeRuntime",
     "OptimizedOnnxRuntime",
@@ -34,6 +44,7 @@ __all__ = [
     "TorchRuntime",
     "canonical_dtype",
     "check_device",
+    "check_execution",
     "device_name",
     "export_onnx",
     "get_runtime",

@@ -19,6 +19,26 @@ DTYPES: dict[str, torch.dtype] = {
 }
 _DTYPE_ALIASES = {"fp32": "float32", "fp16": "float16", "half": "float16", "bf16": "bfloat16"}
 DEVICES = ("cpu", "cuda")
+EXECUTIONS = ("eager", "cuda-graphs")
+"""How a runtime runs a module: "eager" (op by op; ONNX Runtime's own session counts as eager), or
+"cuda-graphs" (captured once as a CUDA graph and replayed: what GPU serving runs, with no launch
+overhead; torch on CUDA only)."""
+
+
+def check_execution(runtime: str, device: str, execution: str, supported: Sequence[str]) -> str:
+    """Validate an execution mode for a runtime on a device; the error says the fix."""
+    if execution not in EXECUTIONS:
+        raise ProfileError(f"unknown execution {execution!r}; available: {', '.join(EXECUTIONS)}")
+    if execution == "cuda-graphs" and device != "cuda":
+        raise ProfileError(
+            "--execution cuda-graphs replays CUDA graphs and needs --device cuda; on the CPU use --execution eager."
+        )
+    if execution not in supported:
+        raise ProfileError(
+            f"runtime {runtime!r} does not support --execution {execution}; use --execution "
+            f"{' or '.join(supported)}, or --runtime torch for CUDA graphs."
+        )
+    return execution
 
 
 def canonical_dtype(name: str) -> str:
@@ -70,6 +90,8 @@ class Runtime(Protocol):
     """
 
     name: str
+    executions: tuple[str, ...]
+    """Execution modes this runtime can time (``EXECUTIONS``)."""
     settles_whole_models: bool
     """True: time each whole-model sample right after an untimed call of the same model (see
     ``run_rounds``). PyTorch needs it (with glibc malloc, a model's first call after other models
@@ -88,9 +110,17 @@ class Runtime(Protocol):
         ...
 
     def prepare(
-        self, module: torch.nn.Module, inputs: Sequence[torch.Tensor], *, device: str, dtype: str, threads: int
+        self,
+        module: torch.nn.Module,
+        inputs: Sequence[torch.Tensor],
+        *,
+        device: str,
+        dtype: str,
+        threads: int,
+        execution: str = "eager",
     ) -> Runner:
-        """Build a runner for ``module(*inputs)``; the module is not modified (copies are made)."""
+        """Build a runner for ``module(*inputs)`` in ``execution`` mode; the module is not modified
+        (copies are made)."""
         ...
 
 

@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from profilers.errors import ProfileError
-from profilers.runtimes.base import DTYPES, cast_inputs, check_device
+from profilers.runtimes.base import DTYPES, cast_inputs, check_device, check_execution
 from profilers.timing import Runner
 
 ONNX_OPSET = 17
@@ -106,6 +106,8 @@ class OnnxRuntimeRuntime:
     # MiniLM on 2 CPU cores: profiling 46-52 s instead of 65 s, table error in the same class
     # (benchmarks/RESULTS.md, "ONNX Runtime without the settling call").
     settles_whole_models = False
+    executions = ("eager",)
+    """A session runs its own graph; CUDA-graph capture (ORT's ``enable_cuda_graph``) is not used."""
 
     def version(self) -> str:
         return str(_ort().__version__)
@@ -136,8 +138,16 @@ class OnnxRuntimeRuntime:
         return self._no_global_threads()
 
     def prepare(
-        self, module: torch.nn.Module, inputs: Sequence[torch.Tensor], *, device: str, dtype: str, threads: int
+        self,
+        module: torch.nn.Module,
+        inputs: Sequence[torch.Tensor],
+        *,
+        device: str,
+        dtype: str,
+        threads: int,
+        execution: str = "eager",
     ) -> Runner:
+        check_execution(self.name, device, execution, self.executions)
         ort = _ort()
         torch_dtype = DTYPES[dtype]
         model = copy.deepcopy(module).to(dtype=torch_dtype).eval()

@@ -1,0 +1,149 @@
+"""The quality half of a promise: how much of the task a pruned model may lose, and the verdict.
+
+A speedup bought by gutting the model is not a kept promise (on an H100 in eager mode a "met" 2x
+MiniLM plan fell from 96.85% to 32.21% accuracy: ``../shared/reference/gpu.md``). Every run checks
+the held-out metric against a limit:
+
+- ``--max-loss`` given: accuracy points for classification (``1pt`` or ``1``), a relative perplexity
+  increase for causal LMs (``20%`` or ``20``). The final pick and the corrections keep only plans
+  within it on held-out calibration examples; the verdict checks it on the test set.
+- not given: the guard, 5 points or +50% perplexity. A run beyond it ends with a warning and exit
+  code ``QUALITY_LOST_EXIT`` (3; bad input is 2), and the verdict reads "speed met, quality lost".
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from planner.errors import PlannerError
+
+QUALITY_LOST_EXIT = 3
+"""Exit code of ``planner run`` when the delivered model lost more quality than allowed (the guard
+or ``--max-loss``): scripts can tell it from bad input (2) and from a crash (1)."""
+GUARD_POINTS = 5.0
+"""Accuracy points a run may lose before it is reported as "quality lost" (no ``--max-loss``)."""
+GUARD_RELATIVE = 0.5
+"""Relative perplexity increase (+50%) a run may cause before it is "quality lost" (no ``--max-loss``)."""
+MAX_POINTS = 100.0
+MAX_PERCENT = 10_000.0
+
+
+@dataclass(frozen=True)
+class QualityLimit:
+    """The loss a plan may cause.
+
+    Attributes:
+        kind: "points" (accuracy points lost, classification) or "relative" (perplexity increase as a
+            fraction of the dense model's, causal LMs).
+        value: the most allowed, in that unit (points, or a fraction: 0.2 = +20%).
+        explicit: True when the user set it (``--max-loss``), False for the default guard.
+    """
+
+    kind: str
+    value: float
+    explicit: bool
+
+    def describe(self) -> str:
+        """E.g. "1 accuracy point" or "+20% perplexity"."""
+        if self.kind == "points":
+            return f"{self.value:g} accuracy point{'s' if self.value != 1 else ''}"
+        return f"+{100 * self.value:g}% perplexity"
+
+    def loss(self, dense: float, pruned: float) -> float:
+        """The loss in this limit's unit: points (accuracies in [0, 1]) or relative perplexity increase."""
+        if self.kind == "points":
+            return 100.0 * (dense - pruned)
+        return pruned / dense - 1.0 if dense > 0 else math.inf
+
+    def within(self, dense: float, pruned: float) -> bool:
+        """True when ``pruned`` lost at most the limit against ``dense`` (a NaN metric never is)."""
+        loss = self.loss(dense, pruned)
+        return bool(math.isfinite(loss) and loss <= self.value + 1e-9)
+
+    def describe_loss(self, loss: float) -> str:
+        return f"{loss:.2f} points" if self.kind == "points" else f"{100 * loss:+.1f}% perplexity"
+
+
+def limit_kind(metric: str) -> str:
+    """The limit's unit for a task metric: "points" for accuracy, "relative" for perplexity."""
+    return "relative" if metric == "perplexity" else "points"
+
+
+def parse_max_loss(text: str | None, metric: str) -> QualityLimit:
+    """``--max-loss`` for a task whose held-out metric is ``metric`` ("accuracy" or "perplexity").
+
+    Accepted: ``1pt`` / ``1 points`` (accuracy points), ``20%`` (relative perplexity increase), or a
+    bare number in the task's unit (points for accuracy, percent for perplexity). None gives the
+    default guard. Raises ``PlannerError`` naming the problem and the fix.
+    """
+    kind = limit_kind(metric)
+    if text is None:
+        return QualityLimit(kind, GUARD_POINTS if kind == "points" else GUARD_RELATIVE, explicit=False)
+    match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?[0-9]+)?)\s*(pt|pts|point|points|%)?\s*", str(text))
+    example = "--max-loss 1pt (accuracy points)" if kind == "points" else "--max-loss 20% (perplexity increase)"
+    if match is None:
+        raise PlannerError(
+            f"The 'max_loss' parameter must be a number with an optional unit (pt or %). Got {text!r} instead; "
+            f"e.g. {example}."
+        )
+    number, unit = float(match.group(1)), match.group(2)
+    given = "points" if unit in ("pt", "pts", "point", "points") else "relative" if unit == "%" else kind
+    if given != kind:
+        what = "accuracy points" if kind == "points" else "a relative perplexity increase in %"
+        raise PlannerError(
+            f"--max-loss {text.strip()} does not fit this task: its metric is {metric}, limited in {what}; "
+            f"use {example}."
+        )
+    if kind == "points":
+        if not 0 < number <= MAX_POINTS:
+            raise PlannerError(f"The 'max_loss' parameter must be > 0 and <= 100 points. Got {text!r} instead.")
+        return QualityLimit("points", number, explicit=True)
+    if not 0 < number <= MAX_PERCENT:
+        raise PlannerError(f"The 'max_loss' parameter must be > 0% and <= 10000%. Got {text!r} instead.")
+    return QualityLimit("relative", number / 100.0, explicit=True)
+
+
+def verdict(*, speed_met: bool, quality_met: bool) -> str:
+    """The report's one-line verdict: speed and quality together (a gutted model is never "met")."""
+    if speed_met and quality_met:
+        return "met"
+    if speed_met:
+        return "speed met, quality lost"
+    if quality_met:
+        return "missed"
+    return "missed, quality lost"
+
+
+LAUNCH_BOUND_SHARE = 0.25
+"""A table is launch-bound when cutting a block to half its width saves less than this share of
+what removing the block saves (median over units): in a compute-bound regime half width saves about
+half. On an H100 in eager mode it saved 0-15% (``../shared/reference/gpu.md``)."""
+
+
+def launch_bound(unit_costs: Sequence[np.ndarray]) -> bool:
+    """True when only removing whole blocks saves time (see ``LAUNCH_BOUND_SHARE``).
+
+    Args:
+        unit_costs: per unit, the latency of each level (ms), dense first and the fewest kept last.
+    """
+    shares = []
+    for costs in unit_costs:
+        c = np.asarray(costs, dtype=np.float64)
+        if c.size < 3 or c[0] - c[-1] <= 0:
+            continue
+        shares.append(max(0.0, c[0] - c[c.size // 2]) / (c[0] - c[-1]))
+    return bool(shares) and float(np.median(shares)) < LAUNCH_BOUND_SHARE
+
+
+def obstacle(*, launch_bound_table: bool, device: str, execution: str) -> str:
+    """What stands between the target and the quality limit, and what the user can change."""
+    if launch_bound_table and device == "cuda" and execution == "eager":
+        return "launch-bound: only whole blocks save time at this shape; use --execution cuda-graphs or a larger batch"
+    if launch_bound_table:
+        return "launch-bound: only whole blocks save time at this shape; use a larger batch or sequence length"
+    return "the quality limit: every faster plan tried lost more; allow more loss or ask for less speed"
