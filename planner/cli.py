@@ -231,6 +231,50 @@ def _cmd_verify(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_recovery(p: Any) -> None:
+    _flag(p, "recover_seconds", "recovery (distillation from the dense model) time budget, s (0 = off)", type_=_float)
+    _flag(p, "recover_tokens", "recovery budget in training tokens (default: none)", type_=_int)
+    _flag(p, "recover_lr", "recovery's peak learning rate (AdamW, warm-up then cosine decay)", type_=_float)
+
+
+def _add_recover(sub: Any) -> None:
+    p = sub.add_parser(
+        "recover",
+        help="distil a saved pruned model from the dense one (quality back, same shapes, same speed)",
+        description="Knowledge distillation of a pruned model (from `planner apply` or `planner run`'s pruned/) "
+        "from the dense model it was cut from: KL of the output distributions on the task's training split "
+        "(never its test or calibration examples), AdamW with warm-up and cosine decay, checkpointed (an "
+        "interrupted run resumes), early stop on a validation slice. Writes the recovered model and recovery.json.",
+    )
+    _add_model(p)
+    p.add_argument("--pruned", required=True, help="pruned model folder to recover")
+    p.add_argument("--out", required=True, help="folder for the recovered model (must not exist unless --overwrite)")
+    _add_task(p)
+    _add_recovery(p)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=_cmd_recover)
+
+
+def _cmd_recover(args: argparse.Namespace) -> int:
+    from planner.workflows import recover_pruned
+
+    record = recover_pruned(
+        _config(args),
+        pruned=args.pruned,
+        out=args.out,
+        overwrite=args.overwrite,
+        progress=not args.no_progress,
+        log=lambda m: print(m, file=sys.stderr),
+    )
+    first, last = record.validation[0], record.validation[-1]
+    print(
+        f"wrote {args.out}: {record.steps} steps, {record.tokens} tokens, {record.seconds:.0f} s ({record.stopped}); "
+        f"validation KL {first.kl:.4f} -> {min(p.kl for p in record.validation):.4f} (last {last.kl:.4f})"
+    )
+    return 0
+
+
 # ----- run / sweep -----------------------------------------------------------------------------
 def _add_run_args(p: Any, *, out: str) -> None:
     """Settings shared by `run` and `sweep`."""
@@ -248,6 +292,7 @@ def _add_run_args(p: Any, *, out: str) -> None:
     _flag(p, "search_evaluations", "stop the search after this many candidate evaluations", type_=_int)
     _flag(p, "search_examples", "calibration examples the search scores on (the rest pick the final plan)", type_=_int)
     _flag(p, "verify_rounds", "interleaved rounds when measuring dense vs pruned, at least", type_=_int)
+    _add_recovery(p)
     _flag(
         p,
         "max_loss",
@@ -391,7 +436,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"latency-planner {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
     sub = parser.add_subparsers(dest="command", required=True)
-    for add in (_add_profile, _add_plan, _add_apply, _add_run, _add_sweep, _add_verify, _add_export, _add_report):
+    commands = (_add_profile, _add_plan, _add_apply, _add_run, _add_sweep, _add_verify, _add_recover, _add_export)
+    for add in (*commands, _add_report):
         add(sub)
     return parser
 

@@ -191,6 +191,12 @@ class RunConfig:
     corrections: int = 3
     """Re-plans at most when the measured speedup is confidently off target (short, or overshooting), or
     the plan lost more than ``max_loss``."""
+    recover_seconds: float = 0.0
+    """Recovery (distillation from the dense model) time budget, s; 0 with no ``recover_tokens``: off."""
+    recover_tokens: int | None = None
+    """Recovery budget in training tokens (None: only ``recover_seconds``)."""
+    recover_lr: float = 1e-4
+    """Recovery's peak learning rate (AdamW, warm-up then cosine decay)."""
     max_loss: str | None = None
     """The most quality a plan may lose: "1pt" (accuracy points) or "20%" (perplexity increase); None:
     the guard (5 points / +50%) only flags a run that lost more (``planner.quality``)."""
@@ -224,6 +230,9 @@ class RunConfig:
         for name in ("ffn_step", "sparsity_levels"):
             validate(name, getattr(self, name), OPTIONAL_POSITIVE_INT)
         validate("search_seconds", self.search_seconds, NON_NEGATIVE)
+        validate("recover_seconds", self.recover_seconds, NON_NEGATIVE)
+        validate("recover_tokens", self.recover_tokens, OPTIONAL_POSITIVE_INT)
+        validate("recover_lr", self.recover_lr, Interval(integer=False, low=0.0, open_low=True, high=1.0))
         validate("stability", self.stability, Interval(integer=False, low=0.0, open_low=True))
         validate(
             "profile_seconds", self.profile_seconds, Interval(integer=False, low=0.0, open_low=True, allow_none=True)
@@ -347,6 +356,16 @@ class RunConfig:
         examples = min(self.search_examples or default, calibration)
         seconds = self.search_seconds if self.search_seconds > 0 else None
         return SearchSettings(method, seconds, examples, self.search_objective, self.seed, self.search_evaluations)
+
+    def recovery_settings(self) -> Any:
+        """The ``planner.recover.RecoverySettings`` of this run, or None when recovery is off."""
+        if self.recover_seconds == 0 and self.recover_tokens is None:
+            return None
+        from planner.recover import RecoverySettings
+
+        return RecoverySettings(
+            seconds=self.recover_seconds or None, tokens=self.recover_tokens, lr=self.recover_lr, seed=self.seed
+        )
 
     def describe(self) -> dict[str, str]:
         """Every field as text (recorded in the report)."""

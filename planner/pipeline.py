@@ -17,8 +17,8 @@ from pathlib import Path
 from torch import nn
 
 from planner.backends import Backend, get_backend
-from planner.cache import cached_scores, cached_table
-from planner.config import RunConfig
+from planner.cache import cache_key, cached_scores, cached_table
+from planner.config import Measurement, RunConfig
 from planner.correct import Applied, correct
 from planner.errors import PlannerError
 from planner.headroom import measure_headroom
@@ -28,6 +28,7 @@ from planner.records.error_table import ErrorTable
 from planner.records.plan import Plan
 from planner.records.report import Report
 from planner.records.verification import Verification, target_met
+from planner.recover import RecoverySettings, recover
 from planner.report.build import build_report
 from planner.report.folder import base_config, write_run_folder
 from planner.search import Recipe, SearchOutcome, check_search, search_levels
@@ -130,6 +131,50 @@ def guard_loss(task: Task, dense: nn.Module, limit: QualityLimit, search_example
     tokens = task.calibration.subset(held_out)
     reference = task.evaluate(dense, tokens).value
     return lambda model: limit.loss(reference, task.evaluate(model, tokens).value)
+
+
+def recover_final(
+    prepared: Prepared,
+    final: Applied,
+    settings: RecoverySettings,
+    measurement: Measurement,
+    *,
+    cache_dir: Path,
+    clock: StageClock,
+    progress: bool,
+    log: Callable[[str], None],
+) -> tuple[Applied, dict[str, object]]:
+    """The recover stage of a run: distil the kept plan's model from the dense one (checkpointed in
+    the cache, so an interrupted run resumes), then measure the recovered model against the dense one
+    (shapes are unchanged: the speedup must be too)."""
+    task, adapter = prepared.task, prepared.loaded.adapter
+    budget = " and ".join(
+        part
+        for part in (
+            f"{settings.seconds:g} s" if settings.seconds else "",
+            f"{settings.tokens} tokens" if settings.tokens else "",
+        )
+        if part
+    )
+    log(f"[5+/6] recover: distilling from the dense model on {len(task.training)} training examples ({budget})")
+    with clock.stage("recover"):
+        before = task.evaluate(final.model)
+        key = cache_key(
+            "recovery", prepared.loaded.fingerprint, [(c.unit, c.level, c.keep) for c in final.plan.units],
+            task.provenance(), settings.fingerprint(),
+        )  # fmt: skip
+        checkpoint = cache_dir / "recovery" / f"{key}.pt"
+        recovered, record = recover(
+            adapter, final.model, task, settings, checkpoint=checkpoint, model_key=key, progress=progress, log=log
+        )
+        checkpoint.unlink(missing_ok=True)
+    log(f"      recovery: {record.steps} steps, {record.tokens} tokens, {record.seconds:.0f} s ({record.stopped})")
+    with clock.stage("verify"):
+        verification = verify_models(
+            adapter, {"dense": prepared.loaded.model, "pruned": recovered}, measurement, progress=progress
+        )
+    summary = {**record.as_dict(), "pruned_metric": before.value}
+    return Applied(final.plan, recovered, verification, final.quality_loss, final.admissible), summary
 
 
 def busy_verification_note(verification: Verification, *, out: Path) -> str:
@@ -269,6 +314,9 @@ def run_pipeline(
         log=log,
     )
     notes = list(prepared.notes)
+    in_the_way = obstacle(
+        launch_bound_table=launch_bound(table.unit_costs()), device=table.meta.device, execution=table.meta.execution
+    )
     if final.verification.busy:
         notes.append(busy_verification_note(final.verification, out=target))
         log("      WARNING: " + notes[-1])
@@ -277,14 +325,17 @@ def run_pipeline(
         notes.append(
             f"no plan within --max-loss ({allowed.describe()}) reached {config.speedup:g}x; this is the fastest that "
             "stayed within it. What stands in the way: "
-            + obstacle(
-                launch_bound_table=launch_bound(table.unit_costs()),
-                device=table.meta.device,
-                execution=table.meta.execution,
-            )
+            + in_the_way
             + "."
         )
         log("      " + notes[-1])
+    recovery = None
+    recovery_settings = config.recovery_settings()
+    if recovery_settings is not None:
+        final, recovery = recover_final(
+            prepared, final, recovery_settings, measurement, cache_dir=config.cache_dir, clock=clock,
+            progress=progress, log=log,
+        )  # fmt: skip
     log(f"[6/6] report: held-out {prepared.task.metric} of the dense and the pruned model")
     with clock.stage("verify"):
         dense_metric = prepared.task.evaluate(dense)
@@ -295,11 +346,7 @@ def run_pipeline(
             f"quality lost: the pruned model lost {lost} on the test set, more than {allowed.describe()} "
             f"({'--max-loss' if allowed.explicit else 'the default guard; set --max-loss to plan within a limit'}). "
             "The speed was bought with the model's quality: "
-            + obstacle(
-                launch_bound_table=launch_bound(table.unit_costs()),
-                device=table.meta.device,
-                execution=table.meta.execution,
-            )
+            + in_the_way
             + "."
         )
         log("      WARNING: " + notes[-1])
@@ -319,6 +366,7 @@ def run_pipeline(
         config=config.describe(),
         quality_limit=allowed,
         headroom=headroom,
+        recovery=recovery,
         notes=tuple(notes),
         planned_speedup=next(a.planned_for for a in attempts if a.predicted_speedup == final.plan.predicted_speedup),
     )

@@ -34,6 +34,7 @@ from planner.config import RunConfig
 from planner.errors import PlannerError
 from planner.pipeline import Prepared, StageClock, check_reachable, make_plan, prepare
 from planner.records.plan import Plan
+from planner.recover import recover
 from planner.search import search_levels
 from planner.tasks.base import MetricResult
 from planner.verify import verify_models
@@ -135,7 +136,17 @@ class _Planner:
             seed=config.seed,
             search=search,
         )
-        return plan, backend.apply(prepared.loaded.adapter, plan, task)
+        model = backend.apply(prepared.loaded.adapter, plan, task)
+        recovery = config.recovery_settings()
+        if recovery is None:
+            return plan, model
+        # Every method's model gets the same recovery budget: the frontier compares like with like.
+        recovered, record = recover(prepared.loaded.adapter, model, task, recovery)
+        first, best = record.validation[0].kl, min(p.kl for p in record.validation)
+        self.log(
+            f"      {method.label} {speedup:g}x recovered: {record.steps} steps, validation KL {first:.4f}->{best:.4f}"
+        )
+        return plan, recovered
 
 
 def run_sweep(

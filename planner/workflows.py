@@ -8,6 +8,7 @@ model for real; ``verify_pruned`` measures it there.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from torch import nn
@@ -20,6 +21,7 @@ from planner.models import LoadedModel, load_model
 from planner.profile import profile_model
 from planner.records.plan import Plan
 from planner.records.verification import Verification
+from planner.recover import RecoveryLog
 from planner.report.folder import base_config
 from planner.solve import solve_plan
 from planner.tasks import Task, build_task
@@ -195,3 +197,63 @@ def verify_pruned(
     return verify_models(
         loaded.adapter, {"dense": loaded.model, "pruned": pruned_model}, config.measurement(rounds=config.rounds)
     )
+
+
+def recover_pruned(
+    config: RunConfig,
+    *,
+    pruned: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+) -> RecoveryLog:
+    """``planner recover``: distil a saved pruned model from ``config.model`` (the dense one it was
+    cut from) on the task's training split, and save the recovered model to ``out`` (same format,
+    same shapes, plus ``recovery.json``). Interrupted, it resumes from ``<out>.recovery.pt``."""
+    import json
+
+    from planner.pruned_io import backbone_of, load_pruned, read_pruned_config, save_pruned
+    from planner.records.plan import plan_from_dict
+    from planner.recover import recover
+    from profilers.atomic import atomic_write_text
+
+    settings = config.recovery_settings()
+    if settings is None:
+        raise PlannerError("planner recover needs a budget: --recover-seconds and/or --recover-tokens.")
+    target = Path(out)
+    if target.exists() and not overwrite:
+        raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
+    saved = read_pruned_config(pruned)
+    plan = plan_from_dict(saved["plan"], source=str(Path(pruned) / "pruned_config.json"))
+    table = plan.table
+    config = config.replace(
+        batch_size=int(table.get("batch_size", config.batch_size)),
+        seq_len=int(table.get("seq_len", config.seq_len)),
+        ffn_step=table.get("ffn_step"),
+        sparsity_levels=table.get("sparsity_levels"),
+    )
+    loaded = load_configured(config)
+    if plan.model_fingerprint != loaded.fingerprint:
+        raise PlannerError(
+            f"{pruned} was cut from model {plan.model_name!r} (fingerprint {plan.model_fingerprint}), not from "
+            f"--model {config.model!r} (fingerprint {loaded.fingerprint}); pass the dense model it was cut from."
+        )
+    task = configured_task(config, loaded)
+    student = backbone_of(load_pruned(pruned))
+    checkpoint = target.with_name(target.name + ".recovery.pt")
+    model_key = f"{plan.model_fingerprint}:{json.dumps(saved['units'], sort_keys=True)}:{task.provenance()}"
+    recovered, record = recover(
+        loaded.adapter, student, task, settings, checkpoint=checkpoint, model_key=model_key, progress=progress, log=log
+    )
+    save_pruned(
+        task.deployable(recovered),
+        target,
+        plan=plan,
+        shape=saved["units"],
+        base_config=saved["base_config"],
+        overwrite=overwrite,
+    )
+    atomic_write_text(target / "recovery.json", json.dumps(record.as_dict(), indent=2) + "\n")
+    checkpoint.unlink(missing_ok=True)
+    return record

@@ -337,6 +337,9 @@ class _NullBar:
     def update(self, n: int) -> None:
         pass
 
+    def set_postfix(self, **values: object) -> None:
+        pass
+
 
 @contextlib.contextmanager
 def progress_bar(total: int | None, description: str, *, unit: str = "sample", enabled: bool = True) -> Iterator[Any]:

@@ -17,6 +17,7 @@ from planner.config import DEFAULT_SEARCH, RunConfig
 from planner.correct import Applied, correct
 from planner.errors import PlannerError
 from planner.pipeline import run_pipeline
+from planner.quality import verdict
 from planner.records.report import report_schema
 from planner.records.verification import ModelTiming, Verification
 from planner.sweep import run_sweep
@@ -54,6 +55,10 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     assert report.speedup_low <= report.measured_speedup <= report.speedup_high
     assert report.metric.name == "accuracy" and 0.0 <= report.metric.pruned <= 1.0
     assert report.task == "text-classification" and report.phase == "prefill"
+    assert report.execution == "eager" and not report.quality.explicit  # the default guard
+    assert report.quality.met == (report.quality.loss <= report.quality.limit)
+    assert report.verdict == verdict(speed_met=report.target_met, quality_met=report.quality.met)
+    assert report.headroom is not None and report.headroom["alternative"] == "onnxruntime eager"
     assert set(report.stage_seconds) == {"profile", "score", "solve", "search", "apply", "verify"}
     assert report.search is not None and report.search.method == DEFAULT_SEARCH  # "auto" with a budget
     assert report.search.evaluations >= 1 and report.search.best_loss <= report.search.start_loss

@@ -292,3 +292,18 @@ def test_headroom_times_the_dense_model_both_ways_and_says_when_it_alone_meets_t
     assert headroom.speedup == pytest.approx(headroom.reference_ms / headroom.alternative_ms)
     fast = Headroom("torch eager", "torch cuda-graphs", 2.2, 0.69)
     assert "meets the 2x target" in fast.text(2.0) and "meets" not in fast.text(4.0)
+
+
+def test_run_with_max_loss_keeps_its_plans_within_it_on_held_out_calibration(workspace: Path, tmp_path: Path) -> None:
+    """End to end on a tiny model: the limit is recorded, every kept contender and the delivered plan
+    are within it on the held-out calibration documents, or the report says none reached the target."""
+    from planner.pipeline import run_pipeline
+    from tests.test_pipeline import tiny_config
+
+    config = tiny_config(workspace, tmp_path / "cache", max_loss="10pt", corrections=2)
+    report = run_pipeline(config, out=tmp_path / "run", progress=False)
+    assert report.quality.explicit and report.quality.limit == 10.0 and report.quality.kind == "points"
+    assert report.verdict == verdict(speed_met=report.target_met, quality_met=report.quality.met)
+    if not report.target_met:
+        assert any("no plan within --max-loss" in note for note in report.notes)
+    assert "limit 10 points, --max-loss" in (tmp_path / "run" / "report.md").read_text()

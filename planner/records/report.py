@@ -161,6 +161,9 @@ class Report:
     verdict: str
     headroom: Mapping[str, Any] | None
     """The dense model timed the other way to deploy here (``planner.headroom``), or None."""
+    recovery: Mapping[str, Any] | None = None
+    """Recovery by distillation (``planner.recover.RecoveryLog`` as a dict, plus ``pruned_metric``: the
+    held-out metric before recovery; ``metric.pruned`` is then the recovered model's), or None."""
     """"met", "speed met, quality lost", "missed" or "missed, quality lost" (``planner.quality.verdict``)."""
     notes: tuple[str, ...] = ()
     schema_version: int = REPORT_SCHEMA_VERSION

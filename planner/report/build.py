@@ -84,6 +84,7 @@ def build_report(
     config: Mapping[str, str],
     quality_limit: QualityLimit,
     headroom: Headroom | None = None,
+    recovery: Mapping[str, object] | None = None,
     notes: Sequence[str] = (),
     planned_speedup: float | None = None,
 ) -> Report:
@@ -147,5 +148,6 @@ def build_report(
         quality=quality,
         verdict=verdict(speed_met=speed_met, quality_met=quality.met),
         headroom=None if headroom is None else headroom.as_dict(),
+        recovery=None if recovery is None else dict(recovery),
         notes=tuple(notes),
     )

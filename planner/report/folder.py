@@ -93,6 +93,9 @@ def render_folder(folder: str | Path) -> list[Path]:
         frame = pd.read_csv(history)
         if not frame.empty:
             written += plots.save_figure(plots.plot_search(frame), root / "search_history")
+    if report.recovery is not None:
+        curve = plots.recovery_frame(report.recovery["validation"])
+        written += plots.save_figure(plots.plot_recovery(curve), root / "recovery")
     (root / "report.md").write_text(render_report(report), encoding="utf-8")
     written.append(root / "report.md")
     return written

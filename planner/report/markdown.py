@@ -47,6 +47,19 @@ def headroom_text(report: Report) -> str:
     return line
 
 
+def recovery_text(report: Report) -> str:
+    """E.g. "120 steps, 491,520 tokens, 600 s (seconds): dense 43.87 / pruned 115.80 / recovered 71.20"."""
+    rec = report.recovery or {}
+    m = report.metric
+    scale = 100.0 if m.name == "accuracy" else 1.0
+    unit = "%" if m.name == "accuracy" else ""
+    return (
+        f"{rec['steps']} steps, {rec['tokens']:,} tokens, {float(rec['seconds']):.0f} s ({rec['stopped']}): "
+        f"{m.name} dense {scale * m.dense:.2f}{unit} / pruned {scale * float(rec['pruned_metric']):.2f}{unit} / "
+        f"recovered {scale * m.pruned:.2f}{unit}"
+    )
+
+
 def summary_text(report: Report, out: str) -> str:
     """The one-screen summary printed at the end of ``planner run``."""
     r = report
@@ -65,6 +78,7 @@ def summary_text(report: Report, out: str) -> str:
             f"(p10-p90 {r.pruned_p10_ms:.1f}-{r.pruned_p90_ms:.1f})",
             f"  {r.metric.name:<9} {metric_text(r.metric)}",
             f"  quality   {quality_text(r)}",
+            *([f"  recovery  {recovery_text(r)}"] if r.recovery is not None else []),
             f"  kept      {kept}",
             "  seconds   " + ", ".join(f"{k} {v:.0f}" for k, v in r.stage_seconds.items()),
             f"  wrote     {out}/ (report.md, report.json, plan.json, table.csv, pruned/, *.png)",
@@ -127,6 +141,13 @@ def render_report(report: Report) -> str:
             pick = s.selection
             scored = ", ".join(f"{c.source} {c.loss:.4f}" for c in pick.contenders)
             lines.append(f"Final pick on {pick.examples} held-out calibration examples: {pick.chosen} ({scored}).")
+    if r.recovery is not None:
+        curve = ", ".join(f"{p['tokens']:,} tokens {p['kl']:.4f}" for p in r.recovery["validation"])
+        lines += [
+            "",
+            f"Recovery (distillation from the dense model): {recovery_text(r)}. Validation KL to the dense model "
+            f"on held-out training examples: {curve}. ![recovery](recovery.png)",
+        ]
     for note in r.notes:
         lines += ["", f"Note: {note}"]
     lines += [

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -271,6 +272,26 @@ def _error_bars(rows: pd.DataFrame, value: str, low: str, high: str, factor: flo
     lows = factor * rows[low].to_numpy(dtype=float)
     highs = factor * rows[high].to_numpy(dtype=float)
     return np.vstack([np.clip(v - lows, 0, None), np.clip(highs - v, 0, None)])
+
+
+def recovery_frame(validation: Sequence[Any]) -> pd.DataFrame:
+    """The recovery curve: one row per evaluation (step, tokens, seconds, kl)."""
+    rows = [dict(p) if isinstance(p, dict) else dataclasses.asdict(p) for p in validation]
+    return pd.DataFrame(rows, columns=["step", "tokens", "seconds", "kl"])
+
+
+def plot_recovery(frame: pd.DataFrame, ax: Any = None) -> Any:
+    """Validation KL to the dense model against training tokens (seconds on the top axis)."""
+    ax = _axes(ax)
+    ax.plot(frame["tokens"], frame["kl"], marker="o", color="C0")
+    ax.set_xlabel("training tokens")
+    ax.set_ylabel("validation KL to the dense model")
+    ax.set_title("Recovery by distillation")
+    if len(frame) > 1 and frame["tokens"].iloc[-1] > 0:
+        rate = float(frame["seconds"].iloc[-1]) / float(frame["tokens"].iloc[-1])
+        top = ax.secondary_xaxis("top", functions=(lambda t: t * rate, lambda s: s / rate))
+        top.set_xlabel("seconds")
+    return ax
 
 
 def save_figure(ax: Any, path: str | Path) -> list[Path]:

@@ -98,6 +98,8 @@ class Task(Protocol):
     metric: str
     calibration: Tokenized
     test: Tokenized
+    training: Tokenized
+    """What recovery may train on: the training split minus every calibration example (never test)."""
     batch_size: int
     search_examples: int
     """Calibration examples the search scores on by default (the rest are for the final pick)."""

@@ -80,9 +80,11 @@ class CausalLM:
         batch_size: int,
         provenance: Mapping[str, Any],
         top_k: int = TOP_K,
+        training: Tokenized | None = None,
     ) -> None:
         self.calibration = calibration
         self.test = test
+        self.training = training if training is not None else calibration.subset(range(0))
         self.batch_size = batch_size
         self.top_k = top_k
         self._provenance = dict(provenance)
@@ -199,7 +201,9 @@ def build_causal_lm(
             "more text."
         )
     rng = np.random.default_rng(seed)
-    calibration = train[np.sort(rng.choice(len(train), size=wanted, replace=False))]
+    chosen = np.sort(rng.choice(len(train), size=wanted, replace=False))
+    calibration = train[chosen]
+    rest = train[np.setdiff1d(np.arange(len(train)), chosen)]
     held_out = test[np.sort(rng.choice(len(test), size=min(tests, len(test)), replace=False))]
     provenance = {
         "task": CausalLM.name,
@@ -215,4 +219,5 @@ def build_causal_lm(
         test=_windows(held_out),
         batch_size=max(1, min(BATCH_WINDOWS, batch_size)),
         provenance=provenance,
+        training=_windows(rest),
     )

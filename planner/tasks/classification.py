@@ -26,7 +26,7 @@ from planner.errors import PlannerError
 from planner.models import LoadedModel
 from planner.models.base import first_tensor
 from planner.tasks.base import MetricResult, Tokenized, aggregate
-from planner.tasks.data import TextDataset, load_dataset, sample_calibration, stratified_split
+from planner.tasks.data import TextDataset, load_dataset, sample_calibration, split_calibration, stratified_split
 from planner.tasks.fitted_head import MeanPoolClassifier, cached_head, mean_pool, tokenize
 
 _GENERIC_LABEL = re.compile(r"^LABEL_(\d+)$")
@@ -58,9 +58,11 @@ class TextClassification:
         head: nn.Linear | None,
         batch_size: int,
         provenance: Mapping[str, Any],
+        training: Tokenized | None = None,
     ) -> None:
         self.calibration = calibration
         self.test = test
+        self.training = training if training is not None else calibration.subset(range(0))
         self.classes = classes
         self.head = head
         self.batch_size = batch_size
@@ -199,7 +201,7 @@ def build_text_classification(
             cache_dir=cache_dir,
             seed=seed,
         )
-    calibration = sample_calibration(train, size=wanted, seed=seed)
+    rest, calibration = split_calibration(train, size=wanted, seed=seed)
     provenance = {
         "task": TextClassification.name,
         "data": data,
@@ -218,6 +220,7 @@ def build_text_classification(
         head=head,
         batch_size=max(1, min(BATCH_DOCUMENTS, batch_size)),
         provenance=provenance,
+        training=tokenize(tokenizer, rest, seq_len) if len(rest) else None,
     )
 
 

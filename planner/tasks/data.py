@@ -217,12 +217,18 @@ def split_documents(
     return tuple(documents[i] for i in train), tuple(documents[i] for i in test)
 
 
-def sample_calibration(data: TextDataset, *, size: int, seed: int = 0) -> TextDataset:
-    """A seeded, stratified sample of at most ``size`` documents (for Fisher and the search's loss)."""
+def split_calibration(data: TextDataset, *, size: int, seed: int = 0) -> tuple[TextDataset, TextDataset]:
+    """(the rest, a seeded stratified sample of at most ``size`` documents): the sample is the
+    calibration set (Fisher, the search and its final pick), the rest what recovery may train on."""
     if size < 1:
         raise PlannerError(f"The 'calibration_size' parameter must be >= 1. Got {size} instead.")
     if size >= len(data):
-        return data
+        return data.subset(np.arange(0)), data
     fraction = size / len(data)
-    _, sample = stratified_split(data, test_fraction=fraction, seed=seed)
-    return sample.subset(np.arange(min(size, len(sample))))
+    rest, sample = stratified_split(data, test_fraction=fraction, seed=seed)
+    return rest, sample.subset(np.arange(min(size, len(sample))))  # (rounding extras belong to neither)
+
+
+def sample_calibration(data: TextDataset, *, size: int, seed: int = 0) -> TextDataset:
+    """A seeded, stratified sample of at most ``size`` documents (for Fisher and the search's loss)."""
+    return split_calibration(data, size=size, seed=seed)[1]

@@ -1,0 +1,406 @@
+"""The recover stage: knowledge distillation of the pruned model from the dense one (after Minitron).
+
+Loss: KL divergence of the pruned model's output distribution from the dense model's, temperature 1,
+on the task's logits (next-token distributions over the full vocabulary for causal LMs; class logits
+of the model's own head or of the fitted head for classification), averaged per position. No
+cross-entropy term: the teacher's soft targets carry more than the labels (``../shared/reference/
+recovery.md``). The teacher runs in inference mode and is never copied; the student is a copy of the
+pruned model (the caller's is untouched) trained in full (fp32 master weights; bf16 autocast on
+CUDA), AdamW with linear warm-up then cosine decay to 1/10, gradient accumulation for the effective
+batch. Shapes never change, so recovery cannot undo the speed.
+
+Data: ``task.training`` (the training split minus every calibration example: never the test set,
+never the final pick's examples); a small validation slice of it (``validation`` examples) is held
+out of the steps and scored every ``eval_every`` steps (the curve; early stop after ``patience``
+evaluations without improvement). Budget: ``seconds`` and/or ``tokens`` (the first reached stops).
+
+A long job: a checkpoint (student, optimiser, schedule, data position, RNG state, log) is written
+atomically every ``checkpoint_every`` steps; a run with the same settings resumes from it and, with a
+token budget, ends exactly where an uninterrupted run would (the data order is drawn per epoch from
+the seed). A checkpoint from another model or settings is refused.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from planner.errors import PlannerError
+from planner.tasks.base import Task, Tokenized
+from profilers.atomic import atomic_path
+from profilers.profiler import progress_bar
+
+CHECKPOINT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class RecoverySettings:
+    """How to distil (see the module docstring). Budgets: ``seconds`` and/or ``tokens`` (None: no
+    limit of that kind; at least one must be set)."""
+
+    seconds: float | None = None
+    tokens: int | None = None
+    lr: float = 1e-4
+    """Peak learning rate (AdamW). 1e-4 follows ModelOpt's guidance for 30-50% pruning."""
+    warmup_steps: int = 20
+    batch_size: int = 4
+    """Examples per micro-batch."""
+    accumulation: int = 2
+    """Micro-batches per optimiser step (effective batch = batch_size x accumulation)."""
+    weight_decay: float = 0.01
+    eval_every: int = 25
+    validation: int = 16
+    """Training examples held out of the steps for the curve and early stopping."""
+    patience: int = 4
+    checkpoint_every: int = 25
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seconds is None and self.tokens is None:
+            raise PlannerError("recovery needs a budget: --recover-seconds and/or --recover-tokens (both > 0).")
+        if self.seconds is not None and not self.seconds > 0:
+            raise PlannerError(f"The 'recover_seconds' parameter must be > 0. Got {self.seconds!r} instead.")
+        if self.tokens is not None and not self.tokens > 0:
+            raise PlannerError(f"The 'recover_tokens' parameter must be > 0. Got {self.tokens!r} instead.")
+        if not self.lr > 0:
+            raise PlannerError(f"The 'recover_lr' parameter must be > 0. Got {self.lr!r} instead.")
+        for name in ("batch_size", "accumulation", "eval_every", "validation", "patience", "checkpoint_every"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < 1:
+                raise PlannerError(f"The '{name}' parameter must be an integer >= 1. Got {value!r} instead.")
+
+    def fingerprint(self) -> str:
+        """What a checkpoint must match to be resumed (everything but the time budget)."""
+        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "seconds"}
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CurvePoint:
+    """One evaluation on the validation slice: after ``step`` steps, ``tokens`` trained on, ``seconds``."""
+
+    step: int
+    tokens: int
+    seconds: float
+    kl: float
+
+
+@dataclass(frozen=True)
+class RecoveryLog:
+    """What recovery did: steps, tokens and seconds, the training loss per step, the validation curve
+    (KL to the dense model on held-out training examples), the learning rate per step, why it stopped."""
+
+    steps: int
+    tokens: int
+    seconds: float
+    train_loss: tuple[float, ...]
+    validation: tuple[CurvePoint, ...]
+    lr: tuple[float, ...]
+    stopped: str
+    examples: int
+    validation_examples: int
+    settings: dict[str, Any] = field(default_factory=dict)
+    resumed_from: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def learning_rate(step: int, *, peak: float, warmup: int, total: int | None) -> float:
+    """Linear warm-up to ``peak`` over ``warmup`` steps, then cosine decay to ``peak / 10`` at
+    ``total`` steps (constant after the warm-up when the total is unknown: a time-only budget)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if total is None or total <= warmup:
+        return peak
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return peak * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+def distillation_loss(student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """Mean KL(teacher || student) per position, temperature 1, full distribution.
+
+    Shapes: logits (B, C) or (B, S, V); ``mask`` (B, S) of positions that count (causal LMs: all
+    but the last position predict a token), or None.
+    """
+    log_student = F.log_softmax(student.float(), dim=-1)
+    log_teacher = F.log_softmax(teacher.float(), dim=-1)
+    per_position = (log_teacher.exp() * (log_teacher - log_student)).sum(dim=-1)
+    if mask is None:
+        return per_position.mean()
+    weights = mask.to(per_position.dtype)
+    return (per_position * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def _logits(task: Task, model: nn.Module, ids: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, Any]:
+    """The task's logits and the positions that count (LMs: every position but the last)."""
+    logits = task.logits(model, ids, mask)
+    if logits.dim() == 3:
+        return logits[:, :-1], mask[:, 1:]
+    return logits, None
+
+
+def validation_kl(task: Task, student: nn.Module, teacher: nn.Module, tokens: Tokenized, batch_size: int) -> float:
+    """Mean distillation loss on ``tokens`` (no gradients)."""
+    was_training = student.training
+    student.eval()
+    total, count = 0.0, 0
+    with torch.inference_mode():
+        for ids, mask, _ in tokens.batches(batch_size):
+            t_logits, weights = _logits(task, teacher, ids, mask)
+            s_logits, _ = _logits(task, student, ids, mask)
+            total += float(distillation_loss(s_logits, t_logits, weights)) * ids.shape[0]
+            count += ids.shape[0]
+    student.train(was_training)
+    return total / max(count, 1)
+
+
+def split_training(task: Task, validation: int) -> tuple[Tokenized, Tokenized]:
+    """(examples to train on, validation slice): the last ``validation`` training examples are held out."""
+    data = task.training
+    n = len(data)
+    if n < 2:
+        raise PlannerError(
+            f"recovery needs training examples beyond the calibration set; the task has {n} (the training split "
+            "minus every calibration example). Give more data, or lower --calibration-size."
+        )
+    held = min(validation, max(1, n // 5))
+    return data.subset(range(n - held)), data.subset(range(n - held, n))
+
+
+def _order(seed: int, epoch: int, n: int) -> np.ndarray:
+    return np.random.default_rng([seed, epoch]).permutation(n)
+
+
+def recover(
+    adapter: Any,
+    model: nn.Module,
+    task: Task,
+    settings: RecoverySettings,
+    *,
+    checkpoint: str | Path | None = None,
+    model_key: str = "",
+    progress: bool = False,
+    log: Callable[[str], None] = lambda _m: None,
+    stop_after_steps: int | None = None,
+    on_eval: Callable[[nn.Module, CurvePoint], None] | None = None,
+) -> tuple[nn.Module, RecoveryLog]:
+    """Distil ``model`` (pruned) from ``adapter.model`` (dense) on ``task.training``.
+
+    Args:
+        checkpoint: file to checkpoint to and resume from (None: no checkpoints).
+        model_key: identifies the pruned model (e.g. its plan's fingerprint); a checkpoint written
+            for another model or other settings is refused.
+        stop_after_steps: end after this many steps as if interrupted (tests of resuming).
+        on_eval: called with the student (eval mode) after every validation evaluation, e.g. by a
+            benchmark to measure the test metric along the curve (its time counts against the budget).
+
+    Returns:
+        (the recovered copy of ``model``, its ``RecoveryLog``).
+    """
+    train, validation = split_training(task, settings.validation)
+    head = getattr(task, "head", None)  # a fitted head stays as fitted: no gradients pile up in it
+    frozen = [p for p in head.parameters() if p.requires_grad] if isinstance(head, nn.Module) else []
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        return _distil(adapter, model, task, settings, train, validation, checkpoint, model_key, progress, log,
+                       stop_after_steps, on_eval)  # fmt: skip
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _distil(
+    adapter: Any,
+    model: nn.Module,
+    task: Task,
+    settings: RecoverySettings,
+    train: Tokenized,
+    validation: Tokenized,
+    checkpoint: str | Path | None,
+    model_key: str,
+    progress: bool,
+    log: Callable[[str], None],
+    stop_after_steps: int | None,
+    on_eval: Callable[[nn.Module, CurvePoint], None] | None,
+) -> tuple[nn.Module, RecoveryLog]:
+    """The training loop of ``recover`` (arguments as there)."""
+    teacher = adapter.model
+    teacher_was_training = teacher.training
+    teacher.eval()
+    student = copy.deepcopy(model)
+    student.train()
+    torch.manual_seed(settings.seed)
+    parameters = [p for p in student.parameters() if p.requires_grad]
+    optimiser = torch.optim.AdamW(parameters, lr=settings.lr, weight_decay=settings.weight_decay)
+    tokens_per_example = int(train.input_ids.shape[1])
+    tokens_per_step = tokens_per_example * settings.batch_size * settings.accumulation
+    total_steps = None if settings.tokens is None else max(1, math.ceil(settings.tokens / tokens_per_step))
+    device_type = next(iter(parameters)).device.type if parameters else "cpu"
+    state = {"step": 0, "position": 0, "epoch": 0, "best": math.inf, "since_best": 0, "seconds": 0.0}
+    history: dict[str, list[Any]] = {"train_loss": [], "validation": [], "lr": []}
+    identity = {"version": CHECKPOINT_VERSION, "model": model_key, "settings": settings.fingerprint()}
+    resumed = 0
+    path = None if checkpoint is None else Path(checkpoint)
+    if path is not None and path.is_file():
+        saved = torch.load(path, map_location="cpu", weights_only=False)
+        if saved.get("identity") != identity:
+            raise PlannerError(
+                f"{path} is a recovery checkpoint of another run (other model or settings); delete it or choose "
+                "another output folder."
+            )
+        student.load_state_dict(saved["student"])
+        optimiser.load_state_dict(saved["optimiser"])
+        state, history = saved["state"], saved["history"]
+        torch.set_rng_state(saved["torch_rng"])
+        resumed = int(state["step"])
+        log(f"      recovery resumed at step {resumed} from {path}")
+    best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+    if path is not None and path.is_file():
+        best_state = saved["best_state"]
+    if not history["validation"]:
+        kl = validation_kl(task, student, teacher, validation, settings.batch_size)
+        history["validation"].append(CurvePoint(0, 0, 0.0, kl))
+        state["best"] = kl
+        if on_eval is not None:
+            student.eval()
+            on_eval(student, history["validation"][0])
+            student.train()
+    start = time.perf_counter() - float(state["seconds"])
+    stopped = "budget"
+    budget_total = total_steps
+    with progress_bar(budget_total, "recovery", unit="step", enabled=progress) as bar:
+        bar.update(int(state["step"]))
+        while True:
+            step = int(state["step"])
+            elapsed = time.perf_counter() - start
+            if total_steps is not None and step >= total_steps:
+                stopped = "tokens"
+                break
+            if settings.seconds is not None and elapsed >= settings.seconds:
+                stopped = "seconds"
+                break
+            if stop_after_steps is not None and step - resumed >= stop_after_steps:
+                stopped = "interrupted"
+                break
+            lr = learning_rate(step, peak=settings.lr, warmup=settings.warmup_steps, total=total_steps)
+            for group in optimiser.param_groups:
+                group["lr"] = lr
+            optimiser.zero_grad(set_to_none=True)
+            step_loss = 0.0
+            for _ in range(settings.accumulation):
+                order = _order(settings.seed, int(state["epoch"]), len(train))
+                begin = int(state["position"])
+                index = order[begin : begin + settings.batch_size]
+                state["position"] = begin + len(index)
+                if state["position"] >= len(train):
+                    state["epoch"], state["position"] = int(state["epoch"]) + 1, 0
+                batch = train.subset(index)
+                with torch.inference_mode():
+                    t_logits, weights = _logits(task, teacher, batch.input_ids, batch.attention_mask)
+                t_logits = t_logits.clone()
+                autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device_type == "cuda")
+                with autocast:
+                    s_logits, _ = _logits(task, student, batch.input_ids, batch.attention_mask)
+                    loss = distillation_loss(s_logits, t_logits, weights) / settings.accumulation
+                loss.backward()
+                step_loss += float(loss.detach())
+            torch.nn.utils.clip_grad_norm_(parameters, 1.0)
+            optimiser.step()
+            state["step"] = step + 1
+            state["seconds"] = time.perf_counter() - start
+            history["train_loss"].append(step_loss)
+            history["lr"].append(lr)
+            bar.update(1)
+            rate = tokens_per_step * (step + 1 - resumed) / max(float(state["seconds"]), 1e-9)
+            bar.set_postfix(loss=f"{step_loss:.4f}", tokens_per_s=f"{rate:.0f}")
+            if (step + 1) % settings.eval_every == 0:
+                kl = validation_kl(task, student, teacher, validation, settings.batch_size)
+                point = CurvePoint(step + 1, (step + 1) * tokens_per_step, float(state["seconds"]), kl)
+                history["validation"].append(point)
+                log(f"      recovery step {step + 1}: train KL {step_loss:.4f}, validation KL {kl:.4f}")
+                if on_eval is not None:
+                    student.eval()
+                    on_eval(student, point)
+                    student.train()
+                if kl < state["best"] - 1e-6:
+                    state["best"], state["since_best"] = kl, 0
+                    best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+                else:
+                    state["since_best"] = int(state["since_best"]) + 1
+                    if state["since_best"] >= settings.patience:
+                        stopped = "early stop"
+                        break
+            if path is not None and (step + 1) % settings.checkpoint_every == 0:
+                _save_checkpoint(path, identity, student, optimiser, state, history, best_state)
+    teacher.train(teacher_was_training)
+    if stopped != "interrupted" and history["validation"]:
+        last = history["validation"][-1]
+        if (step_done := int(state["step"])) != last.step:  # the final weights get a point on the curve
+            kl = validation_kl(task, student, teacher, validation, settings.batch_size)
+            point = CurvePoint(step_done, step_done * tokens_per_step, float(state["seconds"]), kl)
+            history["validation"].append(point)
+            if on_eval is not None:
+                student.eval()
+                on_eval(student, point)
+            if kl < state["best"] - 1e-6:
+                state["best"] = kl
+                best_state = {k: v.detach().clone() for k, v in student.state_dict().items()}
+        student.load_state_dict(best_state)  # the best point of the curve, not the last
+    elif stopped == "interrupted" and path is not None:
+        _save_checkpoint(path, identity, student, optimiser, state, history, best_state)
+    student.eval()
+    record = RecoveryLog(
+        steps=int(state["step"]),
+        tokens=int(state["step"]) * tokens_per_step,
+        seconds=float(state["seconds"]),
+        train_loss=tuple(float(x) for x in history["train_loss"]),
+        validation=tuple(history["validation"]),
+        lr=tuple(float(x) for x in history["lr"]),
+        stopped=stopped,
+        examples=len(train),
+        validation_examples=len(validation),
+        settings=dataclasses.asdict(settings),
+        resumed_from=resumed,
+    )
+    return student, record
+
+
+def _save_checkpoint(
+    path: Path,
+    identity: dict[str, Any],
+    student: nn.Module,
+    optimiser: torch.optim.Optimizer,
+    state: dict[str, Any],
+    history: dict[str, list[Any]],
+    best_state: dict[str, torch.Tensor],
+) -> None:
+    """Write the checkpoint atomically (a crash leaves the previous one)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        torch.save(
+            {
+                "identity": identity,
+                "student": student.state_dict(),
+                "optimiser": optimiser.state_dict(),
+                "state": dict(state),
+                "history": {k: list(v) for k, v in history.items()},
+                "torch_rng": torch.get_rng_state(),
+                "best_state": best_state,
+            },
+            tmp,
+        )

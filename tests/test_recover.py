@@ -1,0 +1,157 @@
+"""The recover stage: distillation from the dense model lowers the KL on held-out training examples,
+never changes shapes or the caller's model, checkpoints and resumes to the same result, and refuses
+what it cannot use."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+import torch
+
+from planner.errors import PlannerError
+from planner.recover import RecoverySettings, distillation_loss, learning_rate, recover
+from planner.tasks import CausalLM, Tokenized
+from tests.tiny_models import TINY_ADAPTERS
+
+
+def _lm_setup(windows: int = 40, seq: int = 8) -> tuple[object, torch.nn.Module, CausalLM]:
+    """A tiny Llama whose layers matter (random weights at the usual scale barely move the output
+    distribution: pruned and dense would differ by a KL of 1e-8), half of every unit pruned."""
+    adapter = TINY_ADAPTERS["llama"]()
+    with torch.no_grad():
+        for name, parameter in adapter.model.named_parameters():
+            if "norm" not in name:
+                parameter.mul_(50.0 if "embed" in name else 30.0)
+    ids, mask = adapter.example_inputs(windows + 8, seq)
+    task = CausalLM(
+        calibration=Tokenized(ids[:8], mask[:8], None),
+        test=Tokenized(ids[:8], mask[:8], None),
+        training=Tokenized(ids[8:], mask[8:], None),
+        batch_size=4,
+        provenance={"task": "causal-lm", "data": "tiny"},
+        top_k=8,
+    )
+    levels = {u.name: len(u.levels) // 2 for u in adapter.units()}
+    return adapter, adapter.shrink_to_levels(levels), task
+
+
+def _settings(**overrides: object) -> RecoverySettings:
+    values: dict[str, object] = dict(
+        tokens=8 * 4 * 2 * 12, lr=3e-3, warmup_steps=2, batch_size=4, accumulation=2, eval_every=4,
+        validation=8, patience=10, checkpoint_every=2, seed=0,
+    )  # fmt: skip
+    values.update(overrides)
+    return RecoverySettings(**values)  # type: ignore[arg-type]
+
+
+def test_distillation_lowers_the_held_out_kl_and_keeps_shapes_and_the_callers_model() -> None:
+    adapter, pruned, task = _lm_setup()
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    recovered, log = recover(adapter, pruned, task, _settings())
+    assert log.steps == 12 and log.stopped == "tokens" and log.tokens == 12 * 4 * 2 * 8
+    assert log.validation[0].step == 0 and log.validation[-1].step == 12
+    assert min(p.kl for p in log.validation[1:]) < 0.8 * log.validation[0].kl
+    assert len(log.train_loss) == len(log.lr) == 12 and log.lr[0] < log.lr[2]  # warm-up
+    shapes = {k: tuple(v.shape) for k, v in recovered.state_dict().items()}
+    assert shapes == {k: tuple(v.shape) for k, v in before.items()}  # recovery cannot undo the speed
+    assert all(torch.equal(before[k], v) for k, v in pruned.state_dict().items())  # caller's model untouched
+    assert log.examples + log.validation_examples == len(task.training)
+
+
+def test_an_interrupted_recovery_resumes_to_the_same_result(tmp_path: Path) -> None:
+    adapter, pruned, task = _lm_setup()
+    whole, whole_log = recover(adapter, pruned, task, _settings())
+    checkpoint = tmp_path / "recovery.pt"
+    _, partial = recover(adapter, pruned, task, _settings(), checkpoint=checkpoint, model_key="m", stop_after_steps=5)
+    assert partial.stopped == "interrupted" and partial.steps == 5 and checkpoint.is_file()
+    resumed, log = recover(adapter, pruned, task, _settings(), checkpoint=checkpoint, model_key="m")
+    assert log.resumed_from in (4, 5) and log.steps == whole_log.steps
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    with pytest.raises(PlannerError, match="another run"):
+        recover(adapter, pruned, task, _settings(), checkpoint=checkpoint, model_key="other model")
+
+
+def test_recovery_refuses_a_task_without_training_examples_and_a_missing_budget() -> None:
+    adapter, pruned, task = _lm_setup()
+    empty = CausalLM(calibration=task.calibration, test=task.test, batch_size=4, provenance={}, top_k=8)
+    with pytest.raises(PlannerError, match="has 0"):
+        recover(adapter, pruned, empty, _settings())
+    with pytest.raises(PlannerError, match="needs a budget"):
+        RecoverySettings()
+    with pytest.raises(PlannerError, match="recover_seconds"):
+        RecoverySettings(seconds=0)
+
+
+def test_learning_rate_warms_up_then_decays_to_a_tenth() -> None:
+    rates = [learning_rate(s, peak=1.0, warmup=4, total=20) for s in range(20)]
+    assert rates[:4] == pytest.approx([0.25, 0.5, 0.75, 1.0])
+    assert all(a >= b for a, b in itertools.pairwise(rates[4:]))
+    assert learning_rate(20, peak=1.0, warmup=4, total=20) == pytest.approx(0.1)
+    assert learning_rate(50, peak=1.0, warmup=4, total=None) == 1.0
+
+
+def test_distillation_loss_is_zero_for_the_teacher_and_positive_otherwise() -> None:
+    logits = torch.randn(2, 5, 11)
+    assert float(distillation_loss(logits, logits, None)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distillation_loss(logits + torch.randn(2, 5, 11), logits, None)) > 0
+    mask = torch.tensor([[1, 1, 0, 0, 0], [1, 0, 0, 0, 0]])
+    skewed = logits.clone()
+    skewed[:, 2:] += 5 * torch.randn(2, 3, 11)
+    assert float(distillation_loss(skewed, logits, mask)) == pytest.approx(0.0, abs=1e-6)  # masked positions
+
+
+def test_run_recovers_between_apply_and_verify_and_reports_the_curve(workspace: Path, tmp_path: Path) -> None:
+    import json
+
+    import jsonschema
+
+    from planner.pipeline import run_pipeline
+    from planner.records.report import report_schema
+    from tests.test_pipeline import tiny_config
+
+    out = tmp_path / "run"
+    config = tiny_config(workspace, tmp_path / "cache", recover_tokens=16 * 2 * 4, search_seconds=0.0)
+    report = run_pipeline(config, out=out, progress=False)
+    assert report.recovery is not None and report.recovery["steps"] >= 1
+    assert "recover" in report.stage_seconds and report.recovery["validation"][0]["step"] == 0
+    assert 0.0 <= report.recovery["pruned_metric"] <= 1.0  # accuracy before recovery, beside the recovered one
+    saved = json.loads((out / "report.json").read_text())
+    jsonschema.validate(saved, report_schema())
+    assert (out / "recovery.png").is_file() and "Recovery (distillation" in (out / "report.md").read_text()
+    assert not list((tmp_path / "cache" / "recovery").glob("*.pt"))  # the checkpoint goes once it is done
+    # The saved pruned model is the recovered one, with the plan's shapes.
+    from planner.pruned_io import load_pruned
+
+    assert load_pruned(out / "pruned") is not None
+
+
+def test_recover_command_writes_a_recovered_model_and_refuses_bad_input(
+    workspace: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from planner.cli import main
+    from planner.pipeline import run_pipeline
+    from planner.pruned_io import load_pruned
+    from tests.test_pipeline import tiny_config
+
+    run = tmp_path / "run"
+    run_pipeline(tiny_config(workspace, tmp_path / "cache", search_seconds=0.0), out=run, progress=False)
+    model, data = str(workspace / "model"), str(workspace / "data")
+    out = tmp_path / "recovered"
+    base = ["recover", "--model", model, "--data", data, "--pruned", str(run / "pruned"), "--calibration-size", "8",
+            "--no-progress"]  # fmt: skip
+    assert main([*base, "--recover-tokens", "64", "--out", str(out)]) == 0
+    assert (out / "recovery.json").is_file() and not (tmp_path / "recovered.recovery.pt").exists()
+    before, after = load_pruned(run / "pruned"), load_pruned(out)
+    assert {k: v.shape for k, v in before.state_dict().items()} == {k: v.shape for k, v in after.state_dict().items()}
+    capsys.readouterr()
+    assert main([*base, "--recover-tokens", "64", "--out", str(out)]) == 2  # exists
+    assert main([*base, "--out", str(tmp_path / "x")]) == 2  # no budget
+    lm = str(workspace / "lm")
+    assert main(["recover", "--model", lm, "--data", str(workspace / "text"), "--pruned", str(run / "pruned"),
+                 "--recover-tokens", "64", "--out", str(tmp_path / "y")]) == 2  # fmt: skip
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 3 and "already exists" in errors[0] and "budget" in errors[1]
+    assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
