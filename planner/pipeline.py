@@ -315,7 +315,10 @@ def run_pipeline(
     )
     notes = list(prepared.notes)
     in_the_way = obstacle(
-        launch_bound_table=launch_bound(table.unit_costs()), device=table.meta.device, execution=table.meta.execution
+        launch_bound_table=launch_bound(table.unit_costs()),
+        device=table.meta.device,
+        execution=table.meta.execution,
+        limited=allowed.explicit,
     )
     if final.verification.busy:
         notes.append(busy_verification_note(final.verification, out=target))

@@ -140,10 +140,16 @@ def launch_bound(unit_costs: Sequence[np.ndarray]) -> bool:
     return bool(shares) and float(np.median(shares)) < LAUNCH_BOUND_SHARE
 
 
-def obstacle(*, launch_bound_table: bool, device: str, execution: str) -> str:
-    """What stands between the target and the quality limit, and what the user can change."""
+def obstacle(*, launch_bound_table: bool, device: str, execution: str, limited: bool = True) -> str:
+    """What stands between the target and the quality, and what the user can change (``limited``: the
+    run had a ``--max-loss`` and tried lighter plans; otherwise only the guard looked afterwards)."""
     if launch_bound_table and device == "cuda" and execution == "eager":
         return "launch-bound: only whole blocks save time at this shape; use --execution cuda-graphs or a larger batch"
     if launch_bound_table:
         return "launch-bound: only whole blocks save time at this shape; use a larger batch or sequence length"
-    return "the quality limit: every faster plan tried lost more; allow more loss or ask for less speed"
+    if limited:
+        return "the quality limit: every faster plan tried lost more; allow more loss or ask for less speed"
+    return (
+        "this much pruning costs this model that much at this shape; recover it (--recover-seconds), ask for less "
+        "speed, or set --max-loss to get the fastest plan within a limit"
+    )

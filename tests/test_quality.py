@@ -109,6 +109,8 @@ def test_a_launch_bound_table_is_recognised() -> None:
     assert launch_bound(flat) and not launch_bound(linear)
     assert "cuda-graphs" in obstacle(launch_bound_table=True, device="cuda", execution="eager")
     assert "larger batch" in obstacle(launch_bound_table=True, device="cpu", execution="eager")
+    assert "every faster plan tried" in obstacle(launch_bound_table=False, device="cpu", execution="eager")
+    assert "--recover-seconds" in obstacle(launch_bound_table=False, device="cpu", execution="eager", limited=False)
 
 
 # ----- execution modes ----------------------------------------------------------------------------
