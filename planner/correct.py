@@ -12,8 +12,10 @@ smallest planned-for speedup among those measured at or above the target within 
 (``target_met``); when none is, the fastest measured.
 
 Quality comes first (``--max-loss``, ``planner.quality``): a plan that lost more than allowed on
-held-out calibration examples is re-planned for less speed, and the plan kept is chosen among those
-within the limit (the least lossy when none is). A speedup measured while other processes kept the
+held-out calibration examples is re-planned for less speed (1.3x lower, or half-way to the fastest
+plan known to be within the limit), a heavier step never goes past half-way to a plan that lost too
+much (a bisection between the two), and the plan kept is chosen among those within the limit (the
+least lossy when none is). A speedup measured while other processes kept the
 machine busy (``Verification.busy``) does not represent the machine: it never makes a heavier plan.
 """
 
@@ -93,9 +95,13 @@ def correct(
         last, current = attempts[-1], applied[-1]
         measured = f"measured {last.measured_speedup:.2f}x [{last.measured_low:.2f}-{last.measured_high:.2f}]"
         points = [(a.planned_for, a.measured_speedup) for a in attempts]
+        within = [a.planned_for for a, ap in zip(attempts, applied, strict=True) if ap.admissible]
+        lossy = [a.planned_for for a, ap in zip(attempts, applied, strict=True) if not ap.admissible]
         if not current.admissible:
             why = "lost more quality than --max-loss allows"
-            planned = last.planned_for / MAX_STEP
+            below = [p for p in within if p < last.planned_for]
+            # Bisect toward the fastest plan within the limit once one is known.
+            planned = (max(below) + last.planned_for) / 2 if below else last.planned_for / MAX_STEP
         elif last.measured_high < target_speedup and current.verification.busy:
             log(
                 f"      {measured} is short, but other processes kept the machine busy while it was measured: "
@@ -110,9 +116,9 @@ def correct(
             planned = next_target(points, target_speedup)
         else:
             break
-        lossy = [a.planned_for for a, ap in zip(attempts, applied, strict=True) if not ap.admissible]
-        ceiling = min([max_speedup, *(p - 1e-3 for p in lossy)])
-        planned = min(planned, ceiling)
+        planned = min(planned, max_speedup)
+        if lossy and planned > last.planned_for:  # heavier, but not past (or onto) a plan that lost too much
+            planned = min(planned, (last.planned_for + min(lossy)) / 2)
         if why.endswith("is short") and planned <= last.planned_for:
             break  # a heavier plan would lose more quality than allowed
         if planned <= 1.0 or any(abs(planned - a.planned_for) < 1e-3 for a in attempts):
