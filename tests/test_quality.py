@@ -225,6 +225,10 @@ def test_a_plan_beyond_max_loss_is_replanned_for_less_speed_and_never_kept() -> 
     assert asked and asked[0] < 2.0  # planned for less speed
     assert final.admissible and final.quality_loss is not None and final.quality_loss <= 1.0
     assert all(s < 2.0 for s in asked)  # never heavier than a plan that lost too much
+    # Bisection: 2x lost too much -> 1.3x lower (within) -> half-way up (too much) -> half-way down.
+    assert asked[0] == pytest.approx(2.0 / 1.3)
+    assert asked[1] == pytest.approx((asked[0] + 2.0) / 2)
+    assert asked[2] == pytest.approx((asked[0] + asked[1]) / 2)
     within = [a for a in attempts if a.planned_for <= 1.75]
     assert final.plan.predicted_speedup == pytest.approx(max(a.predicted_speedup for a in within))
 
