@@ -36,6 +36,10 @@ held-out KL; benchmarks/RESULTS.md): on MiniLM SPDY's search beat the evolution 
 vs 0.080), on SmolLM2 the two tied (1.793 vs 1.789, spreads 0.035 / 0.023)."""
 SEARCH_OBJECTIVES = ("kl", "ce")
 SMOOTHING = ("none", "monotone")
+RECOVER_LR = {"perplexity": 3e-4, "accuracy": 3e-5}
+"""Recovery's default peak learning rate per task metric, measured (benchmarks/RESULTS.md,
+2026-11-26): SmolLM2 at 1.5x, validation KL after 120 s: 1e-4 1.062, 3e-4 1.039, 1e-3 1.040; MiniLM at
+3x on BBC News, 300 s: 1e-4 -> 91.44% accuracy, 3e-5 -> 94.82% (dense 96.85%)."""
 EXECUTION_CHOICES = ("auto", "eager", "cuda-graphs")
 """``auto``: CUDA graphs with torch on CUDA (how GPU inference is served: a launch-bound eager table
 plans gutted models, ``../shared/reference/gpu.md``), eager everywhere else."""
@@ -195,8 +199,9 @@ class RunConfig:
     """Recovery (distillation from the dense model) time budget, s; 0 with no ``recover_tokens``: off."""
     recover_tokens: int | None = None
     """Recovery budget in training tokens (None: only ``recover_seconds``)."""
-    recover_lr: float = 1e-4
-    """Recovery's peak learning rate (AdamW, warm-up then cosine decay)."""
+    recover_lr: float | None = None
+    """Recovery's peak learning rate (AdamW, warm-up then cosine decay); None: ``RECOVER_LR`` for the
+    task's metric."""
     max_loss: str | None = None
     """The most quality a plan may lose: "1pt" (accuracy points) or "20%" (perplexity increase); None:
     the guard (5 points / +50%) only flags a run that lost more (``planner.quality``)."""
@@ -232,7 +237,9 @@ class RunConfig:
         validate("search_seconds", self.search_seconds, NON_NEGATIVE)
         validate("recover_seconds", self.recover_seconds, NON_NEGATIVE)
         validate("recover_tokens", self.recover_tokens, OPTIONAL_POSITIVE_INT)
-        validate("recover_lr", self.recover_lr, Interval(integer=False, low=0.0, open_low=True, high=1.0))
+        validate(
+            "recover_lr", self.recover_lr, Interval(integer=False, low=0.0, open_low=True, high=1.0, allow_none=True)
+        )
         validate("stability", self.stability, Interval(integer=False, low=0.0, open_low=True))
         validate(
             "profile_seconds", self.profile_seconds, Interval(integer=False, low=0.0, open_low=True, allow_none=True)
@@ -363,9 +370,8 @@ class RunConfig:
             return None
         from planner.recover import RecoverySettings
 
-        return RecoverySettings(
-            seconds=self.recover_seconds or None, tokens=self.recover_tokens, lr=self.recover_lr, seed=self.seed
-        )
+        lr = self.recover_lr if self.recover_lr is not None else RECOVER_LR[self.metric]
+        return RecoverySettings(seconds=self.recover_seconds or None, tokens=self.recover_tokens, lr=lr, seed=self.seed)
 
     def describe(self) -> dict[str, str]:
         """Every field as text (recorded in the report)."""

@@ -53,8 +53,8 @@ class RecoverySettings:
 
     seconds: float | None = None
     tokens: int | None = None
-    lr: float = 1e-4
-    """Peak learning rate (AdamW). 1e-4 follows ModelOpt's guidance for 30-50% pruning."""
+    lr: float = 3e-4
+    """Peak learning rate (AdamW); ``planner.config.RECOVER_LR`` holds the measured defaults per task."""
     warmup_steps: int = 20
     batch_size: int = 2
     """Examples per micro-batch. SmolLM2 at seq 128 on 2 CPU cores: 2 x 4 peaked at 4.25 GB RSS where

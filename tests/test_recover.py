@@ -155,3 +155,14 @@ def test_recover_command_writes_a_recovered_model_and_refuses_bad_input(
     errors = capsys.readouterr().err.strip().splitlines()
     assert len(errors) == 3 and "already exists" in errors[0] and "budget" in errors[1]
     assert not (tmp_path / "x").exists() and not (tmp_path / "y").exists()
+
+
+def test_recovery_settings_follow_the_task_unless_given() -> None:
+    from planner.config import RECOVER_LR, RunConfig
+
+    assert RunConfig().recovery_settings() is None  # off by default
+    assert RunConfig(recover_seconds=10).recovery_settings().lr == RECOVER_LR["accuracy"]
+    assert RunConfig(model="smollm2", recover_tokens=1000).recovery_settings().lr == RECOVER_LR["perplexity"]
+    assert RunConfig(recover_seconds=10, recover_lr=1e-3).recovery_settings().lr == 1e-3
+    with pytest.raises(PlannerError, match="recover_lr"):
+        RunConfig(recover_seconds=10, recover_lr=0.0)
