@@ -123,20 +123,16 @@ def _add_profile(sub: Any) -> None:
 def _cmd_profile(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from planner.workflows import profile_table
+    from planner.workflows import profile_with_headroom
 
     config = _config(args)
     if args.smooth:
         config = config.replace(smoothing="monotone")
     out = Path(args.out)
     existed = out.exists() and not args.force
-    table = profile_table(config, out=out, progress=not args.no_progress, reuse=not args.force)
+    table, headroom = profile_with_headroom(config, out=out, progress=not args.no_progress, reuse=not args.force)
     print(("reused " if existed else "wrote ") + f"{out} (+ {out.with_suffix('.json').name})")
     print(table.summary())
-    from planner.headroom import measure_headroom
-    from planner.workflows import load_configured
-
-    headroom = measure_headroom(load_configured(config), config.measurement())
     if headroom is not None:
         print(f"  headroom: {headroom.text()}")
     return 0

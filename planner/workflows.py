@@ -17,6 +17,7 @@ from planner.backends import get_backend
 from planner.cache import score_units
 from planner.config import RunConfig
 from planner.errors import PlannerError
+from planner.headroom import Headroom, measure_headroom
 from planner.models import LoadedModel, load_model
 from planner.profile import profile_model
 from planner.records.plan import Plan
@@ -63,6 +64,17 @@ def profile_table(config: RunConfig, *, out: str | Path, progress: bool = True, 
     return profile_model(
         loaded, config.measurement(), smoothing=config.smoothing, out=out, progress=progress, reuse=reuse
     )
+
+
+def profile_with_headroom(
+    config: RunConfig, *, out: str | Path, progress: bool = True, reuse: bool = True
+) -> tuple[LatencyTable, Headroom | None]:
+    """``planner profile``: the table (``profile_table``) and the runtime headroom of the same loaded model."""
+    loaded = load_configured(config)
+    table = profile_model(
+        loaded, config.measurement(), smoothing=config.smoothing, out=out, progress=progress, reuse=reuse
+    )
+    return table, measure_headroom(loaded, config.measurement())
 
 
 def load_for_table(config: RunConfig, table: LatencyTable) -> LoadedModel:
