@@ -283,8 +283,7 @@ def _distil(
             student.train()
     start = time.perf_counter() - float(state["seconds"])
     stopped = "budget"
-    budget_total = total_steps
-    with progress_bar(budget_total, "recovery", unit="step", enabled=progress) as bar:
+    with progress_bar(total_steps, "recovery", unit="step", enabled=progress) as bar:
         bar.update(int(state["step"]))
         while True:
             step = int(state["step"])

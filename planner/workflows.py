@@ -8,8 +8,9 @@ model for real; ``verify_pruned`` measures it there.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from torch import nn
 
@@ -60,7 +61,10 @@ def configured_task(config: RunConfig, loaded: LoadedModel, *, seq_len: int | No
 
 def profile_table(config: RunConfig, *, out: str | Path, progress: bool = True, reuse: bool = True) -> LatencyTable:
     """``planner profile``: measure the model's latency table on this device and write ``out``."""
-    loaded = load_configured(config)
+    return _profile(config, load_configured(config), out=out, progress=progress, reuse=reuse)
+
+
+def _profile(config: RunConfig, loaded: LoadedModel, *, out: str | Path, progress: bool, reuse: bool) -> LatencyTable:
     return profile_model(
         loaded, config.measurement(), smoothing=config.smoothing, out=out, progress=progress, reuse=reuse
     )
@@ -71,10 +75,18 @@ def profile_with_headroom(
 ) -> tuple[LatencyTable, Headroom | None]:
     """``planner profile``: the table (``profile_table``) and the runtime headroom of the same loaded model."""
     loaded = load_configured(config)
-    table = profile_model(
-        loaded, config.measurement(), smoothing=config.smoothing, out=out, progress=progress, reuse=reuse
-    )
+    table = _profile(config, loaded, out=out, progress=progress, reuse=reuse)
     return table, measure_headroom(loaded, config.measurement())
+
+
+def planned_config(config: RunConfig, table: Mapping[str, Any]) -> RunConfig:
+    """``config`` at the shape and level grid a plan's table records (``plan.table``)."""
+    return config.replace(
+        batch_size=int(table.get("batch_size", config.batch_size)),
+        seq_len=int(table.get("seq_len", config.seq_len)),
+        ffn_step=table.get("ffn_step"),
+        sparsity_levels=table.get("sparsity_levels"),
+    )
 
 
 def load_for_table(config: RunConfig, table: LatencyTable) -> LoadedModel:
@@ -130,15 +142,8 @@ def apply_plan(
     if out_dir.exists() and not overwrite:
         raise PlannerError(f"{out_dir} already exists; choose another --out or pass --overwrite.")
     probe = Plan.load(plan)
-    shape = probe.table
-    loaded = load_configured(
-        config.replace(
-            batch_size=int(shape.get("batch_size", config.batch_size)),
-            seq_len=int(shape.get("seq_len", config.seq_len)),
-            ffn_step=shape.get("ffn_step"),
-            sparsity_levels=shape.get("sparsity_levels"),
-        )
-    )
+    planned = planned_config(config, probe.table)
+    loaded = load_configured(planned)
     chosen = Plan.load(plan, expected_fingerprint=loaded.fingerprint)
     if not getattr(loaded.adapter, "supports_shrinking", False):
         raise PlannerError(
@@ -146,7 +151,7 @@ def apply_plan(
             "(planner.backends.magnitude.apply_weight_sparsity) or export the plan to another pruner."
         )
     backend = get_backend(chosen.backend)
-    seq_len = int(shape.get("seq_len", config.seq_len))
+    seq_len = planned.seq_len
     task = _task_for(config, loaded, needs_task=backend.needs_task, seq_len=seq_len)
     pruned = backend.apply(loaded.adapter, chosen, task)
     deployable: nn.Module = pruned if task is None else task.deployable(pruned)
@@ -155,7 +160,7 @@ def apply_plan(
         deployable, out_dir, plan=chosen, shape=shrunk, base_config=base_config(loaded), overwrite=overwrite
     )
     if onnx:
-        example = loaded.adapter.example_inputs(int(shape.get("batch_size", 1)), seq_len)
+        example = loaded.adapter.example_inputs(planned.batch_size, seq_len)
         export_onnx_model(deployable, example, target / "model.onnx", input_names=("input_ids", "attention_mask"))
     return target
 
@@ -238,13 +243,7 @@ def recover_pruned(
         raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
     saved = read_pruned_config(pruned)
     plan = plan_from_dict(saved["plan"], source=str(Path(pruned) / "pruned_config.json"))
-    table = plan.table
-    config = config.replace(
-        batch_size=int(table.get("batch_size", config.batch_size)),
-        seq_len=int(table.get("seq_len", config.seq_len)),
-        ffn_step=table.get("ffn_step"),
-        sparsity_levels=table.get("sparsity_levels"),
-    )
+    config = planned_config(config, plan.table)
     loaded = load_configured(config)
     if plan.model_fingerprint != loaded.fingerprint:
         raise PlannerError(
