@@ -293,6 +293,15 @@ def _add_run_args(p: Any, *, out: str) -> None:
     _flag(p, "search_seconds", "search time per plan (0 = plain DP unless --search-evaluations)", type_=_float)
     _flag(p, "search_evaluations", "stop the search after this many candidate evaluations", type_=_int)
     _flag(p, "search_examples", "calibration examples the search scores on (the rest pick the final plan)", type_=_int)
+    _flag(
+        p,
+        "search_batch",
+        "SPDY's candidates per round (default: one per worker; fix it for the same plan with any --workers)",
+        type_=_int,
+    )
+    _flag(p, "executor", "where the search evaluates candidates: local (this process) or ray (Ray actors)")
+    _flag(p, "workers", "search workers with --executor ray (default: one per GPU on CUDA, 1 on the CPU)", type_=_int)
+    _flag(p, "ray_address", "join this Ray cluster (host:port; default: RAY_ADDRESS, else a local Ray for the run)")
     _flag(p, "verify_rounds", "interleaved rounds when measuring dense vs pruned, at least", type_=_int)
     _add_recovery(p)
     _flag(

@@ -30,6 +30,7 @@ from planner.quality import QualityLimit
 DEFAULT_CACHE = Path(os.environ.get("PLANNER_CACHE", Path.home() / ".cache" / "latency-planner"))
 PHASES = ("prefill", "decode")
 SEARCHES = ("auto", "evolution", "spdy", "none")
+EXECUTORS = ("local", "ray")
 DEFAULT_SEARCH = "spdy"
 """What ``--search auto`` runs when the search has a budget. Measured at equal time (60 s, 3 seeds,
 held-out KL; benchmarks/RESULTS.md): on MiniLM SPDY's search beat the evolution in every seed (0.069
@@ -90,6 +91,8 @@ class SearchSettings:
     seed: int
     evaluations: int | None = None
     """Stop after this many candidate evaluations (None: only the time limit)."""
+    batch: int | None = None
+    """SPDY's candidates proposed per round (None: one per worker); the evolution's batch is its generation."""
 
 
 def _names(registry: str) -> tuple[str, ...]:
@@ -187,6 +190,15 @@ class RunConfig:
     """Calibration examples the search scores on; None: half the calibration set for the evolution,
     the task's default (64 documents, 16 windows) for SPDY."""
     search_objective: str = "kl"
+    search_batch: int | None = None
+    """SPDY's candidates proposed per round (None: one per worker; fix it for the same plan with any
+    number of workers). The evolution's batch is always its generation."""
+    executor: str = "local"
+    """Where the search evaluates candidates: "local" (this process) or "ray" (``planner.executors``)."""
+    workers: int | None = None
+    """Search workers with ``executor="ray"``; None: one per GPU on CUDA, 1 on the CPU."""
+    ray_address: str | None = None
+    """A Ray cluster to join (host:port); None: ``RAY_ADDRESS``, else a local Ray for the run."""
     calibration_size: int | None = None
     """Calibration examples; None: the task's default (256 documents, 64 windows of seq_len tokens)."""
     test_size: int | None = None
@@ -224,11 +236,13 @@ class RunConfig:
         self._check_execution()
         validate("search", self.search, one_of(SEARCHES))
         validate("search_objective", self.search_objective, one_of(SEARCH_OBJECTIVES))
+        validate("executor", self.executor, one_of(EXECUTORS))
+        self._check_executor()
         validate("smoothing", self.smoothing, one_of(SMOOTHING))
         validate("speedup", self.speedup, SPEEDUP)
         for name in ("batch_size", "seq_len", "rounds", "verify_rounds"):
             validate(name, getattr(self, name), POSITIVE_INT)
-        for name in ("calibration_size", "test_size", "search_examples", "search_evaluations"):
+        for name in ("calibration_size", "test_size", "search_examples", "search_evaluations", "search_batch"):
             validate(name, getattr(self, name), OPTIONAL_POSITIVE_INT)
         for name in ("generate", "threads", "warmup", "corrections"):
             validate(name, getattr(self, name), NON_NEGATIVE_INT)
@@ -257,6 +271,28 @@ class RunConfig:
                 f"--search {self.search} with --search-seconds 0 has no budget to search with; give --search-seconds "
                 "(e.g. 60) or --search-evaluations, or use --search none for the plain DP plan."
             )
+
+    def _check_executor(self) -> None:
+        """--workers >= 1, only with Ray; Ray installed when asked for (before any work)."""
+        import importlib.util
+
+        from planner.errors import PlannerError
+
+        validate("workers", self.workers, OPTIONAL_POSITIVE_INT)
+        if self.executor == "local" and (self.workers not in (None, 1) or self.ray_address):
+            what = f"--workers {self.workers}" if self.workers not in (None, 1) else "--ray-address"
+            raise PlannerError(f"{what} needs --executor ray (the local executor is this one process).")
+        if self.executor == "ray" and importlib.util.find_spec("ray") is None:
+            raise PlannerError(
+                "--executor ray needs Ray, which is not installed; install the extra: "
+                "pip install 'latency-planner[ray]' (or use --executor local)."
+            )
+
+    def executor_settings(self) -> Any:
+        """The ``planner.executors.ExecutorSettings`` of this run."""
+        from planner.executors import ExecutorSettings
+
+        return ExecutorSettings(self.executor, self.workers, self.ray_address)
 
     def _check_execution(self) -> None:
         """CUDA graphs need torch on CUDA (before any work)."""
@@ -362,7 +398,9 @@ class RunConfig:
         default = max(1, calibration // 2) if method == "evolution" else min(default_examples, max(1, calibration // 2))
         examples = min(self.search_examples or default, calibration)
         seconds = self.search_seconds if self.search_seconds > 0 else None
-        return SearchSettings(method, seconds, examples, self.search_objective, self.seed, self.search_evaluations)
+        return SearchSettings(
+            method, seconds, examples, self.search_objective, self.seed, self.search_evaluations, self.search_batch
+        )
 
     def recovery_settings(self) -> Any:
         """The ``planner.recover.RecoverySettings`` of this run, or None when recovery is off."""

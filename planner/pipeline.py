@@ -21,6 +21,7 @@ from planner.cache import cache_key, cached_scores, cached_table
 from planner.config import Measurement, RunConfig
 from planner.correct import Applied, correct
 from planner.errors import PlannerError
+from planner.executors import Executor, executor_text
 from planner.headroom import measure_headroom
 from planner.models import LoadedModel
 from planner.quality import QualityLimit, launch_bound, obstacle
@@ -32,7 +33,7 @@ from planner.recover import RecoverySettings, recover
 from planner.report.build import build_report
 from planner.report.folder import base_config, write_run_folder
 from planner.search import Recipe, SearchOutcome, check_search, search_levels
-from planner.search.runner import split_examples
+from planner.search.runner import search_samples, split_examples
 from planner.solve import solve_plan
 from planner.tasks import Task
 from planner.verify import verify_models
@@ -242,6 +243,11 @@ def run_pipeline(
     target = Path(out)
     if target.exists() and not overwrite:
         raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
+    with Executor(config.executor_settings(), device=config.device) as executor:
+        return _run(config, executor, target, progress=progress, log=log)
+
+
+def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool, log: Callable[[str], None]) -> Report:
     clock = StageClock()
     log("[1/6] profile: latency table (cached per model, device, runtime, shape and phase)")
     prepared = prepare(config, clock, progress=progress, log=log)
@@ -266,6 +272,15 @@ def run_pipeline(
         budget = f"{settings.seconds:g} s" if settings.seconds is not None else f"{settings.evaluations} evaluations"
         log(f"[3/6] search ({settings.method}, {budget}) and final pick")
         with clock.stage("search"):
+            pool = executor.pool(
+                config=config,
+                loaded=prepared.loaded,
+                task=task,
+                backend=backend,
+                scores=scores,
+                samples=search_samples(settings, len(task.calibration)),
+                objective=settings.objective,
+            )
             search = search_levels(
                 adapter=prepared.loaded.adapter,
                 task=prepared.task,
@@ -276,7 +291,10 @@ def run_pipeline(
                 settings=settings,
                 progress=progress,
                 quality=None if held_out_loss is None else (lambda m: held_out_loss(m) <= allowed.value + 1e-9),
+                pool=pool,
             )
+            if search.executor is not None:
+                log(f"      search: {executor_text(search.executor)}")
     measurement = config.measurement(rounds=config.verify_rounds)
 
     def applied(speedup: float, *, first: bool) -> Applied:
@@ -327,9 +345,7 @@ def run_pipeline(
     if allowed.explicit and not met:
         notes.append(
             f"no plan within --max-loss ({allowed.describe()}) reached {config.speedup:g}x; this is the fastest that "
-            "stayed within it. What stands in the way: "
-            + in_the_way
-            + "."
+            "stayed within it. What stands in the way: " + in_the_way + "."
         )
         log("      " + notes[-1])
     recovery = None
@@ -348,9 +364,7 @@ def run_pipeline(
         notes.append(
             f"quality lost: the pruned model lost {lost} on the test set, more than {allowed.describe()} "
             f"({'--max-loss' if allowed.explicit else 'the default guard; set --max-loss to plan within a limit'}). "
-            "The speed was bought with the model's quality: "
-            + in_the_way
-            + "."
+            "The speed was bought with the model's quality: " + in_the_way + "."
         )
         log("      WARNING: " + notes[-1])
     report = build_report(

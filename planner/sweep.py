@@ -32,10 +32,12 @@ from planner.cache import cached_scores
 from planner.compare import metric_interval, paired_mean_difference, paired_metric_difference
 from planner.config import RunConfig
 from planner.errors import PlannerError
+from planner.executors import CandidatePool, Executor
 from planner.pipeline import Prepared, StageClock, check_reachable, make_plan, prepare
 from planner.records.plan import Plan
 from planner.recover import recover
 from planner.search import search_levels
+from planner.search.runner import search_samples
 from planner.tasks.base import MetricResult
 from planner.verify import verify_models
 from profilers.atomic import atomic_dir
@@ -99,9 +101,31 @@ def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
 class _Planner:
     """Plans and applies one method at one speedup on the prepared model (scores cached per backend)."""
 
-    def __init__(self, config: RunConfig, prepared: Prepared, log: Callable[[str], None]) -> None:
+    def __init__(
+        self, config: RunConfig, prepared: Prepared, log: Callable[[str], None], executor: Executor | None = None
+    ) -> None:
         self.config, self.prepared, self.log = config, prepared, log
+        self.executor = executor
         self.scores: dict[str, Any] = {}
+        self.pools: dict[tuple[str, str], CandidatePool] = {}  # (backend, search) -> workers holding its samples
+
+    def _pool(self, backend: Any, scores: Any, settings: Any) -> CandidatePool | None:
+        """The executor's pool for this backend and search (made once: its workers load the model once)."""
+        if self.executor is None:
+            return None
+        key = (backend.name, settings.method)
+        if key not in self.pools:
+            task = self.prepared.task
+            self.pools[key] = self.executor.pool(
+                config=self.config,
+                loaded=self.prepared.loaded,
+                task=task,
+                backend=backend,
+                scores=scores,
+                samples=search_samples(settings, len(task.calibration)),
+                objective=settings.objective,
+            )
+        return self.pools[key]
 
     def __call__(self, method: SweepMethod, speedup: float) -> tuple[Plan, nn.Module]:
         prepared, config = self.prepared, self.config
@@ -119,6 +143,7 @@ class _Planner:
             )
             if settings.method != "none":
                 search = search_levels(
+                    pool=self._pool(backend, scores, settings),
                     adapter=prepared.loaded.adapter,
                     task=task,
                     table=prepared.table,
@@ -161,17 +186,31 @@ def run_sweep(
 ) -> pd.DataFrame:
     """Plan, apply, measure and evaluate every method at every target; writes ``out/pareto.csv`` and
     ``out/pareto.png`` (+ .svg) and returns the pareto frame (columns: see the README)."""
-    from planner.report import plots
-
     target = Path(out)
     if target.exists() and not overwrite:
         raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
     if not speedups or any(not s > 1.0 for s in speedups):
         raise PlannerError(f"The 'speedups' parameter must list targets > 1.0. Got {speedups!r} instead.")
     names = check_methods(methods)
+    with Executor(config.executor_settings(), device=config.device) as executor:
+        return _sweep(config, speedups, names, executor, target=target, progress=progress, log=log)
+
+
+def _sweep(
+    config: RunConfig,
+    speedups: list[float],
+    names: Sequence[str],
+    executor: Executor,
+    *,
+    target: Path,
+    progress: bool,
+    log: Callable[[str], None],
+) -> pd.DataFrame:
+    from planner.report import plots
+
     prepared = prepare(config, StageClock(), progress=progress)
     check_reachable(prepared.table, speedups)
-    plan_method = _Planner(config, prepared, log)
+    plan_method = _Planner(config, prepared, log, executor if executor.connection is not None else None)
     entries: list[_Entry] = []
     for speedup in speedups:
         for name in names:

@@ -38,6 +38,9 @@ from solvers.result import Solution
 StagedEvaluator = Callable[[tuple[int, ...], int], float]
 """``evaluate(levels, step) -> loss`` on the sample of selection step ``step`` (0 = smallest)."""
 
+BatchEvaluator = Callable[[Sequence[tuple[int, ...]], int], Sequence[float]]
+"""``evaluate_many(levels_list, step) -> losses`` in the same order (e.g. spread over workers)."""
+
 SPACES = ("levels", "coefficients", "mixed")
 
 DEFAULT_SELECTION = (16, 4, 1)
@@ -195,6 +198,8 @@ def evolutionary_search(
     patience: int | None = None,
     keep_top: int = 5,
     on_generation: Callable[[Generation], None] | None = None,
+    evaluate_many: BatchEvaluator | None = None,
+    parallel: int = 1,
 ) -> EvolutionResult:
     """Search levels that minimise ``evaluate(levels, last step)`` within ``budget_ms``.
 
@@ -215,6 +220,10 @@ def evolutionary_search(
         patience: stop after this many generations without an improvement (None: never).
         keep_top: how many of the best distinct last-step candidates ``top`` keeps (>= 1).
         on_generation: called after every generation (progress bars).
+        evaluate_many: scores several candidates of one step at once (a pool of workers); None: one
+            ``evaluate`` call each. Results must equal ``evaluate``'s: the trajectory never depends on it.
+        parallel: candidates handed to ``evaluate_many`` at a time (the time limit is checked between
+            such batches, so a cut-short generation is discarded the same way).
 
     Returns:
         ``EvolutionResult``; its loss is <= every seed's loss on the last step.
@@ -230,6 +239,7 @@ def evolutionary_search(
     _check_positive("max_seconds", max_seconds)
     _check_positive("max_swaps", max_swaps, integer=True)
     _check_positive("keep_top", keep_top, integer=True)
+    _check_positive("parallel", parallel, integer=True)
     if max_generations is None and max_evaluations is None and max_seconds is None and patience is None:
         raise ValueError("Set 'max_generations', 'max_evaluations', 'max_seconds' or 'patience' so the search stops.")
     if not seeds:
@@ -251,17 +261,32 @@ def evolutionary_search(
     scored: dict[tuple[tuple[int, ...], int], float] = {}
     final: dict[tuple[int, ...], Candidate] = {}
 
+    def remember(ind: _Individual, step: int, loss: float) -> None:
+        if not np.isfinite(loss):
+            raise ValueError(f"evaluate() returned {loss} for levels {ind.levels}; it must return a finite loss.")
+        scored[(ind.levels, step)] = loss
+        if step == last and ind.levels not in final:
+            coeffs = () if ind.coefficients is None else tuple(float(c) for c in ind.coefficients)
+            final[ind.levels] = Candidate(ind.levels, coeffs, loss, ind.source)
+
+    def score_all(inds: Sequence[_Individual], step: int) -> list[float]:
+        """Losses of ``inds`` on ``step``'s sample; each distinct level vector is evaluated once."""
+        todo: dict[tuple[int, ...], _Individual] = {}
+        for ind in inds:
+            if (ind.levels, step) not in scored:
+                todo.setdefault(ind.levels, ind)
+        if todo and evaluate_many is not None:
+            losses = [float(x) for x in evaluate_many(list(todo), step)]
+            if len(losses) != len(todo):
+                raise ValueError(f"evaluate_many() returned {len(losses)} losses for {len(todo)} candidates.")
+        else:
+            losses = [float(evaluate(levels, step)) for levels in todo]
+        for ind, loss in zip(todo.values(), losses, strict=True):
+            remember(ind, step, loss)
+        return [scored[(ind.levels, step)] for ind in inds]
+
     def score(ind: _Individual, step: int) -> float:
-        key = (ind.levels, step)
-        if key not in scored:
-            loss = float(evaluate(ind.levels, step))
-            if not np.isfinite(loss):
-                raise ValueError(f"evaluate() returned {loss} for levels {ind.levels}; it must return a finite loss.")
-            scored[key] = loss
-            if step == last and ind.levels not in final:
-                coeffs = () if ind.coefficients is None else tuple(float(c) for c in ind.coefficients)
-                final[ind.levels] = Candidate(ind.levels, coeffs, loss, ind.source)
-        return scored[key]
+        return score_all([ind], step)[0]
 
     def out_of_budget(generation: int) -> str | None:
         if max_generations is not None and generation >= max_generations:
@@ -276,7 +301,7 @@ def evolutionary_search(
         _Individual(s.levels, None if s.coefficients is None else np.asarray(s.coefficients, float), s.source)
         for s in seeds
     ]
-    seed_losses = tuple((ind.source, score(ind, last)) for ind in population)
+    seed_losses = tuple(zip((ind.source for ind in population), score_all(population, last), strict=True))
     parent = population[int(np.argmin([loss for _, loss in seed_losses]))]
     parent_loss = score(parent, last)
     history: list[Generation] = []
@@ -299,9 +324,9 @@ def evolutionary_search(
         cut_short = False
         for step, keep in enumerate(steps):
             survivors = survivors[:keep]
-            losses = []
-            for ind in survivors:
-                losses.append(score(ind, step))
+            losses: list[float] = []
+            for first in range(0, len(survivors), int(parallel)):
+                losses += score_all(survivors[first : first + int(parallel)], step)
                 if max_seconds is not None and time.perf_counter() - started >= max_seconds:
                     cut_short = True
                     break

@@ -8,6 +8,12 @@ callback). Identical level choices are evaluated once.
 Call order: random starts (after the all-ones start, which is the plain DP), then mutation of k
 random coordinates of the best ``c``, k shrinking from round(0.1 L) to 1 after ``patience``
 candidates without a strict improvement.
+
+Batches (``batch`` > 1, for a pool of workers): each round proposes ``batch`` candidates before any
+of them is scored, then takes their results in proposal order. Random starts are the same vectors as
+one at a time; a round's mutations all start from the best ``c`` at the round's start, so an
+improvement found mid-round is mutated only from the next round on (with ``batch=1`` the search is
+the sequential one). The trajectory depends on ``batch``, never on how many workers score a batch.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from solvers.error_models import error_curves, scaled_errors
 from solvers.result import Solution
 
 Evaluator = Callable[[tuple[int, ...]], float]
+BatchEvaluator = Callable[[Sequence[tuple[int, ...]]], Sequence[float]]
+"""``evaluate_many(levels_list) -> losses`` in the same order (e.g. spread over workers)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +113,8 @@ def local_search(
     buckets: int = DEFAULT_BUCKETS,
     on_step: Callable[[SearchStep], None] | None = None,
     keep_top: int = 5,
+    batch: int = 1,
+    evaluate_many: BatchEvaluator | None = None,
 ) -> SearchResult:
     """Search per-unit coefficients ``c`` in [0, 1] that minimise ``evaluate(levels)``.
 
@@ -122,6 +132,9 @@ def local_search(
         buckets: DP budget buckets.
         on_step: called after every real evaluation (e.g. to drive a progress bar).
         keep_top: how many of the best distinct candidates ``SearchResult.top`` keeps (>= 1).
+        batch: candidates proposed per round (see the module docstring).
+        evaluate_many: scores a round's new level choices at once; None: one ``evaluate`` call each.
+            Results must equal ``evaluate``'s.
 
     Returns:
         ``SearchResult`` with the best (never the last) candidate; its loss is <= the start's.
@@ -136,6 +149,8 @@ def local_search(
         raise ValueError("Set 'max_evaluations' or 'max_seconds' (or both) so the search stops.")
     if keep_top < 1:
         raise ValueError(f"The 'keep_top' parameter must be >= 1. Got {keep_top!r} instead.")
+    if batch < 1:
+        raise ValueError(f"The 'batch' parameter must be >= 1. Got {batch!r} instead.")
     if random_starts < 0 or patience < 1:
         raise ValueError(f"'random_starts' must be >= 0 and 'patience' >= 1; got {random_starts} and {patience}.")
     unit_curves = error_curves(curves, costs)
@@ -155,35 +170,55 @@ def local_search(
             return "max_seconds"
         return None
 
-    def try_candidate(coeffs: NDArray[np.float64], phase: str, mutated: int) -> bool:
-        """Solve and evaluate one coefficient vector; True on a strict improvement."""
+    def try_round(proposals: list[NDArray[np.float64]], phase: str, mutated: int) -> list[bool]:
+        """Solve and evaluate a round of coefficient vectors; per proposal, whether it strictly improved
+        on the best so far (taken in proposal order)."""
         nonlocal candidates
-        candidates += 1
-        solution = solve_dp(costs, scaled_errors(coeffs, unit_curves), budget, buckets=buckets)
-        key = solution.levels
-        if key in cache:
-            loss = cache[key].loss
+        solutions = [solve_dp(costs, scaled_errors(c, unit_curves), budget, buckets=buckets) for c in proposals]
+        fresh: dict[tuple[int, ...], NDArray[np.float64]] = {}
+        for coeffs, solution in zip(proposals, solutions, strict=True):
+            if solution.levels not in cache:
+                fresh.setdefault(solution.levels, coeffs)
+        if max_evaluations is not None:  # never more real evaluations than allowed
+            fresh = dict(list(fresh.items())[: max(0, max_evaluations - len(cache))])
+        keys = list(fresh)
+        if keys and evaluate_many is not None:
+            losses = [float(x) for x in evaluate_many(keys)]
+            if len(losses) != len(keys):
+                raise ValueError(f"evaluate_many() returned {len(losses)} losses for {len(keys)} candidates.")
         else:
-            loss = float(evaluate(key))
-            if not np.isfinite(loss):
-                raise ValueError(f"evaluate() returned {loss} for levels {key}; it must return a finite loss.")
-            cache[key] = Candidate(key, tuple(float(c) for c in coeffs), loss, phase)
-            step = SearchStep(len(cache), phase, loss, min(loss, best.loss), time.perf_counter() - started, mutated)
-            history.append(step)
-            if on_step is not None:
-                on_step(step)
-        if loss < best.loss:
-            best.loss, best.coeffs, best.solution = loss, coeffs.copy(), solution
-            return True
-        return False
+            losses = [float(evaluate(key)) for key in keys]
+        new_losses = dict(zip(keys, losses, strict=True))
+        improved = []
+        for coeffs, solution in zip(proposals, solutions, strict=True):
+            key = solution.levels
+            if key in new_losses and key not in cache:
+                loss = new_losses[key]
+                if not np.isfinite(loss):
+                    raise ValueError(f"evaluate() returned {loss} for levels {key}; it must return a finite loss.")
+                cache[key] = Candidate(key, tuple(float(c) for c in coeffs), loss, phase)
+                step = SearchStep(len(cache), phase, loss, min(loss, best.loss), time.perf_counter() - started, mutated)
+                history.append(step)
+                if on_step is not None:
+                    on_step(step)
+            elif key not in cache:
+                break  # past max_evaluations: the rest of the round is not taken
+            candidates += 1
+            loss = cache[key].loss
+            better = loss < best.loss
+            if better:
+                best.loss, best.coeffs, best.solution = loss, coeffs.copy(), solution
+            improved.append(better)
+        return improved
 
-    try_candidate(np.ones(n_units), "start", 0)
+    try_round([np.ones(n_units)], "start", 0)
     start_loss = best.loss
     stopped = out_of_budget()
-    for _ in range(random_starts):
-        if stopped:
-            break
-        try_candidate(rng.uniform(size=n_units), "random", 0)
+    remaining = random_starts
+    while remaining > 0 and not stopped:
+        size = min(batch, remaining)
+        try_round([rng.uniform(size=n_units) for _ in range(size)], "random", 0)
+        remaining -= size
         stopped = out_of_budget()
 
     k = max(1, round(0.1 * n_units))
@@ -192,12 +227,17 @@ def local_search(
     max_candidates = None if max_evaluations is None else 50 * max_evaluations + 10 * patience
     while not stopped:
         assert best.coeffs is not None  # set by the start candidate
-        coeffs = best.coeffs.copy()
-        picked = rng.choice(n_units, size=k, replace=False)
-        coeffs[picked] = rng.uniform(size=k)
-        if try_candidate(coeffs, "mutate", k):
-            misses = 0
-        else:
+        proposals = []
+        for _ in range(batch):
+            coeffs = best.coeffs.copy()
+            picked = rng.choice(n_units, size=k, replace=False)
+            coeffs[picked] = rng.uniform(size=k)
+            proposals.append(coeffs)
+        round_k = k
+        for better in try_round(proposals, "mutate", round_k):
+            if better:
+                misses = 0
+                continue
             misses += 1
             if misses >= patience:
                 if k == 1:
@@ -205,6 +245,8 @@ def local_search(
                     break
                 k -= 1
                 misses = 0
+        if stopped:
+            break
         stopped = out_of_budget()
         if not stopped and max_candidates is not None and candidates >= max_candidates:
             stopped = "max_candidates"

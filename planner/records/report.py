@@ -90,6 +90,9 @@ class SearchSummary:
     """Generations of the evolution (None for SPDY's search)."""
     cost: dict[str, float] | None = None
     """Evaluations, examples scored, seconds building candidates and in forward passes, build share."""
+    executor: dict[str, float | str] | None = None
+    """Where candidates were evaluated: kind ("local", "ray"), workers, evaluations, evaluations per
+    second, and evaluations retried after a worker died."""
 
 
 @dataclass(frozen=True)

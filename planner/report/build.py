@@ -54,6 +54,7 @@ def search_summary(search: SearchOutcome | None) -> SearchSummary | None:
         selection,
         generations=search.generations,
         cost=dict(search.cost),
+        executor=None if search.executor is None else dict(search.executor),
     )
 
 

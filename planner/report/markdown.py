@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from planner.executors.base import executor_text
 from planner.records.report import MetricSummary, Report
 
 
@@ -131,12 +132,14 @@ def render_report(report: Report) -> str:
             + (f", {s.generations} generations" if s.generations is not None else "")
             + ").",
         ]
-        if s.cost:
+        if s.cost and "build_seconds" in s.cost:
             c = s.cost
             lines.append(
                 f"Search cost: {c['examples']:.0f} examples scored; {c['build_seconds']:.1f} s building candidates, "
                 f"{c['forward_seconds']:.1f} s in forward passes ({100 * c['build_share']:.0f}% building)."
             )
+        if s.executor is not None:
+            lines.append(f"Candidates evaluated: {executor_text(s.executor)}.")
         if s.selection is not None:
             pick = s.selection
             scored = ", ".join(f"{c.source} {c.loss:.4f}" for c in pick.contenders)

@@ -30,8 +30,10 @@ import solvers
 from planner.backends.base import Backend
 from planner.config import SearchSettings
 from planner.errors import PlannerError
+from planner.executors import CandidatePool, LocalPool, describe
 from planner.records.error_table import ErrorTable
 from planner.search.loss import CandidateLoss
+from planner.search.samples import SEARCH, SELECTION, SampleLosses, screen
 from planner.search.selection import Contender, Selection, select_plan
 from planner.tasks.base import Task
 from profilers import LatencyTable
@@ -101,6 +103,8 @@ class SearchOutcome:
     method: str
     seconds: float
     cost: dict[str, float]
+    executor: dict[str, float | str] | None = None
+    """Where the candidates were evaluated: kind, workers, evaluations, evaluations/s, retried."""
 
     @property
     def start_loss(self) -> float:
@@ -145,6 +149,17 @@ def sample_sizes(examples: int, fractions: Sequence[float] = EVOLUTION_SAMPLES) 
     return sizes
 
 
+def search_samples(settings: SearchSettings, calibration: int) -> dict[str, tuple[int, ...]]:
+    """The calibration samples a search scores on, by name: the search sample, the evolution's
+    screening prefixes of it, and the final pick's held-out examples (``split_examples``)."""
+    search_index, selection_index = split_examples(calibration, settings.examples)
+    samples = {SEARCH: tuple(search_index), SELECTION: tuple(selection_index)}
+    if settings.method == "evolution":
+        for step, n in enumerate(sample_sizes(settings.examples)[:-1]):
+            samples[screen(step)] = tuple(search_index[:n])
+    return samples
+
+
 def check_search(settings: SearchSettings, calibration: int) -> None:
     """Refuse search settings the calibration set cannot serve (before any work)."""
     if settings.method == "evolution":
@@ -184,6 +199,7 @@ def search_levels(
     progress: bool = False,
     seeds: Sequence[solvers.Seed] = (),
     quality: Callable[[Any], bool] | None = None,
+    pool: CandidatePool | None = None,
 ) -> SearchOutcome:
     """Search levels for ``budget_ms`` (see the module docstring); ``settings.seconds`` bounds the search.
 
@@ -191,37 +207,44 @@ def search_levels(
         seeds: extra starting points for the evolution (e.g. an SPDY search's best levels).
         quality: ``model -> within --max-loss`` on the final pick's examples (``split_examples``);
             contenders outside it are not chosen while another is within.
+        pool: where candidates are evaluated (``planner.executors``), holding ``search_samples``;
+            None: this process.
     """
     start = time.perf_counter()
     check_search(settings, len(task.calibration))
-    search_index, selection_index = split_examples(len(task.calibration), settings.examples)
-    loss = CandidateLoss(
-        adapter=adapter,
-        task=task,
-        backend=backend,
-        scores=scores,
-        tokens=task.calibration.subset(search_index),
-        objective=settings.objective,
-    )
+    samples = search_samples(settings, len(task.calibration))
+    local = pool.samples if isinstance(pool, LocalPool) else None
+    if pool is None:
+        local = SampleLosses(
+            adapter=adapter, task=task, backend=backend, scores=scores, samples=samples, objective=settings.objective
+        )
+        pool = LocalPool(local)
+    evaluations_before, examples_before = pool.stats.evaluations, pool.stats.examples
+
+    def losses(candidates: Sequence[tuple[int, ...]], sample: str) -> list[float]:
+        return [float(np.mean(x)) for x in pool.losses([(tuple(c), sample) for c in candidates])]
+
     units = adapter.units()
     costs, errors = table.unit_costs(), scores.unit_errors()
+    batch = settings.batch or pool.workers
     total = round(settings.seconds) if settings.seconds is not None else None
-    label = f"search ({settings.method}, {backend.name})"
+    label = f"search ({settings.method}, {backend.name}, {pool.workers} worker{'s' if pool.workers > 1 else ''})"
     with progress_bar(total, label, unit="s", enabled=progress) as bar:
         done = [0]
 
         def tick(seconds: float) -> None:
             bar.update(max(0, int(seconds) - done[0]))
             done[0] = max(done[0], int(seconds))
+            count = pool.stats.evaluations - evaluations_before
+            bar.set_postfix(evaluations=count, per_s=f"{count / max(seconds, 1e-9):.2f}")
 
         result: solvers.SearchResult | solvers.EvolutionResult
         if settings.method == "evolution":
-            sizes = sample_sizes(settings.examples)
-            staged = [loss.on(loss.tokens.subset(range(n))) for n in sizes[:-1]] + [loss]
+            names = [screen(step) for step in range(len(EVOLUTION_SELECTION) - 1)] + [SEARCH]
             result = solvers.evolutionary_search(
                 costs,
                 budget_ms,
-                lambda levels, step: staged[step](levels),
+                lambda levels, step: losses([levels], names[step])[0],
                 _seeds(table, scores, budget_ms, units, seeds),
                 curves=errors,
                 selection=EVOLUTION_SELECTION,
@@ -231,17 +254,21 @@ def search_levels(
                 max_evaluations=settings.evaluations,
                 patience=EVOLUTION_PATIENCE,
                 on_generation=lambda g: tick(g.seconds),
+                evaluate_many=lambda candidates, step: losses(candidates, names[step]),
+                parallel=1 if pool.workers == 1 else EVOLUTION_SELECTION[0],
             )
         else:
             result = solvers.local_search(
                 costs,
                 budget_ms,
-                loss,
+                lambda levels: losses([levels], SEARCH)[0],
                 curves=errors,
                 seed=settings.seed,
                 max_evaluations=settings.evaluations,
                 max_seconds=settings.seconds,
                 on_step=lambda s: tick(s.seconds),
+                batch=batch,
+                evaluate_many=lambda candidates: losses(candidates, SEARCH),
             )
     evolved = isinstance(result, solvers.EvolutionResult)
     contenders = []
@@ -254,13 +281,20 @@ def search_levels(
         Contender(f"search #{rank}", c.levels, None if evolved else c.coefficients, c.loss)
         for rank, c in enumerate(result.top, start=1)
     ]
-    held_out = task.calibration.subset(selection_index)
-    selection = select_plan(
-        contenders,
-        loss.on(held_out),
-        examples=len(selection_index),
-        admissible=None if quality is None else (lambda levels: quality(loss.model(levels))),
-    )
+    distinct = list(dict.fromkeys(c.levels for c in contenders))
+    held_out = dict(zip(distinct, losses(distinct, SELECTION), strict=True))
+    admissible = None
+    if quality is not None:
+        builder = local or CandidateLoss(  # only builds models: the "ce" objective needs no dense reference
+            adapter=adapter,
+            task=task,
+            backend=backend,
+            scores=scores,
+            tokens=task.calibration.subset([]),
+            objective="ce",
+        )
+        admissible = lambda levels: quality(builder.model(levels))  # noqa: E731
+    selection = select_plan(contenders, held_out.__getitem__, examples=len(samples[SELECTION]), admissible=admissible)
     chosen = selection.chosen
     if chosen.source == "uniform":
         recipe = Recipe(None)
@@ -269,6 +303,9 @@ def search_levels(
     else:
         assert chosen.coefficients is not None
         recipe = Recipe(tuple(float(c) for c in chosen.coefficients))
+    cost: dict[str, float] = dict(local.clock.as_dict()) if local is not None else {}
+    cost["evaluations"] = pool.stats.evaluations - evaluations_before
+    cost["examples"] = pool.stats.examples - examples_before
     return SearchOutcome(
         levels=tuple(chosen.levels),
         recipe=recipe,
@@ -276,5 +313,6 @@ def search_levels(
         selection=selection,
         method=settings.method,
         seconds=time.perf_counter() - start,
-        cost=loss.clock.as_dict(),
+        cost=cost,
+        executor=describe(pool),
     )

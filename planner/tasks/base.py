@@ -44,6 +44,13 @@ class Tokenized:
             labels = None if self.labels is None else self.labels[start:stop]
             yield self.input_ids[start:stop], self.attention_mask[start:stop], labels
 
+    def to(self, device: str | torch.device) -> Tokenized:
+        """The same examples on ``device`` (itself when already there)."""
+        if self.input_ids.device == torch.device(device):
+            return self
+        labels = None if self.labels is None else self.labels.to(device)
+        return Tokenized(self.input_ids.to(device), self.attention_mask.to(device), labels)
+
     def subset(self, index: np.ndarray | list[int] | range) -> Tokenized:
         idx = torch.as_tensor(np.asarray(list(index) if isinstance(index, range) else index, dtype=np.int64))
         labels = None if self.labels is None else self.labels[idx]

@@ -126,7 +126,7 @@ class CausalLM:
             kl = (p_log.exp() * (p_log - q_top)).sum(-1) + p_rest.exp() * (p_rest - q_rest)
             out.append(kl.clamp(min=0.0).mean(dim=-1).double())
             start = stop
-        return torch.cat(out).numpy()
+        return torch.cat(out).cpu().numpy()
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, tokens: Tokenized | None = None) -> MetricResult:

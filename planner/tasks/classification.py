@@ -95,7 +95,7 @@ class TextClassification:
     def divergence(self, model: nn.Module, tokens: Tokenized, reference: Any) -> np.ndarray:
         ours = self.reference(model, tokens)
         kl = (reference.exp() * (reference - ours)).sum(dim=-1).clamp(min=0.0)  # rounding can dip below 0
-        return kl.double().numpy()
+        return kl.double().cpu().numpy()
 
     @torch.inference_mode()
     def evaluate(self, model: nn.Module, tokens: Tokenized | None = None) -> MetricResult:
