@@ -12,7 +12,8 @@ Last line: ``kl_evolution=<mean> kl_spdy=<mean> kl_dp=<x> evo_vs_spdy=<mean pair
 evaluations_per_s_evolution=<x> build_share_evolution=<x>``.
 
 Run: ``.venv/bin/python benchmarks/search_bench.py [--model minilm|smollm2] [--speedup 2]
-[--seconds 60] [--seeds 0 1 2] [--batch-size 8 --seq-len 128] [--accept-noisy]``
+[--seconds 60] [--seeds 0 1 2] [--batch-size 8 --seq-len 128] [--accept-noisy] [--executor ray --workers 2]
+[--search-examples N] [--calibration-size N]``
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ import numpy as np
 from planner.backends import get_backend
 from planner.cache import cached_scores
 from planner.config import RunConfig
+from planner.executors import Executor
 from planner.pipeline import StageClock, prepare
 from planner.search import CandidateLoss, runner, search_levels
 
@@ -52,9 +54,24 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=["evolution", "spdy"])
     parser.add_argument("--space", default="levels", help="what the evolution mutates: levels, coefficients, mixed")
     parser.add_argument("--accept-noisy", action="store_true", help="reuse a cached table flagged noisy")
+    parser.add_argument("--executor", default="local", help="local, or ray (with --workers)")
+    parser.add_argument("--workers", type=int, default=None)
+    parser.add_argument("--search-examples", type=int, default=None)
+    parser.add_argument("--calibration-size", type=int, default=None)
     args = parser.parse_args()
     runner.EVOLUTION_SPACE = args.space
-    overrides = {k: v for k, v in (("batch_size", args.batch_size), ("seq_len", args.seq_len)) if v is not None}
+    overrides = {
+        k: v
+        for k, v in (
+            ("batch_size", args.batch_size),
+            ("seq_len", args.seq_len),
+            ("search_examples", args.search_examples),
+            ("calibration_size", args.calibration_size),
+            ("executor", args.executor),
+            ("workers", args.workers),
+        )
+        if v is not None
+    }
     config = RunConfig(
         model=args.model,
         speedup=args.speedup,
@@ -77,8 +94,25 @@ def main() -> None:
         Recipe((1.0,) * len(table.unit_costs())).levels(table, scores, budget, prepared.loaded.adapter.units())
     )
     kl_dp = heldout_kl(prepared, backend, scores, dp_levels)
-    print(f"plain DP: held-out KL {kl_dp:.4f}")
+    uniform_levels = tuple(Recipe(None).levels(table, scores, budget, prepared.loaded.adapter.units()))
+    kl_uniform = heldout_kl(prepared, backend, scores, uniform_levels)
+    print(f"plain DP: held-out KL {kl_dp:.4f}; uniform: {kl_uniform:.4f}")
     results: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
+    executor = Executor(config.executor_settings())
+    pools = {}
+    for method in args.methods:
+        settings = config.replace(search=method).search_settings(
+            calibration=len(task.calibration), default_examples=task.search_examples
+        )
+        pools[method] = executor.pool(
+            config=config,
+            loaded=prepared.loaded,
+            task=task,
+            backend=backend,
+            scores=scores,
+            samples=runner.search_samples(settings, len(task.calibration)),
+            objective=settings.objective,
+        )
     for seed in args.seeds:
         for method in args.methods:
             settings = config.replace(search=method, seed=seed).search_settings(
@@ -93,19 +127,29 @@ def main() -> None:
                 backend=backend,
                 budget_ms=budget,
                 settings=settings,
+                pool=pools[method],
             )
             seconds = time.perf_counter() - started
             kl = heldout_kl(prepared, backend, scores, outcome.levels)
             cost = outcome.cost
+            busy = cost.get("build_seconds", 0.0) + cost.get("forward_seconds", 0.0) or seconds
             row = {
                 "kl": kl,
                 "search_loss": outcome.result.loss,
                 "evaluations": float(outcome.result.evaluations),
-                "evaluations_per_s": cost["evaluations"] / max(cost["build_seconds"] + cost["forward_seconds"], 1e-9),
-                "examples_per_s": cost["examples"] / max(cost["build_seconds"] + cost["forward_seconds"], 1e-9),
-                "build_share": cost["build_share"],
+                "evaluations_per_s": cost["evaluations"] / max(busy, 1e-9),
+                "examples_per_s": cost["examples"] / max(busy, 1e-9),
+                "build_share": cost.get("build_share", float("nan")),
                 "seconds": seconds,
             }
+            picked = {c.source: c for c in outcome.selection.contenders}
+            best, uniform = picked.get("search #1"), picked.get("uniform")
+            print(
+                f"  search #1: loss {best.search_loss if best else float('nan'):.4f} on the search sample, "
+                f"{best.loss if best else float('nan'):.4f} on the held-out calibration examples; uniform "
+                f"{uniform.loss if uniform else float('nan'):.4f} there",
+                flush=True,
+            )
             results[method].append(row)
             print(
                 f"seed {seed} {method:9s}: held-out KL {kl:.4f} | search loss {outcome.result.loss:.4f} on "
@@ -135,8 +179,9 @@ def main() -> None:
             f" evaluations_per_s_evolution={np.mean([r['evaluations_per_s'] for r in evo]):.2f}"
             f" build_share_evolution={np.mean([r['build_share'] for r in evo]):.3f}"
         )
+    executor.close()
     means = " ".join(f"kl_{m}={v:.4f}" for m, v in summary.items())
-    print(f"{means} kl_dp={kl_dp:.4f}{paired}{tail}")
+    print(f"{means} kl_dp={kl_dp:.4f} kl_uniform={kl_uniform:.4f}{paired}{tail}")
 
 
 if __name__ == "__main__":

@@ -14,6 +14,10 @@ measure different speedups. When they differ by more than ``MATCH_TOLERANCE``, t
 planned again for ``its target x uniform's measured / its own measured`` (one secant step toward
 uniform's measured speed), measured, and reported beside (``matched_to``), so the two are compared
 at the same measured speed.
+
+With ``--executor ray`` each (target, method) job (search, apply, held-out metric and KL) runs on a
+Ray worker holding its own copy of the model (``SweepWorker``); the pruned models come back to the
+driver, which times them all, interleaved, in one process.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import torch
 from torch import nn
 
 from planner.backends import get_backend
@@ -32,12 +37,12 @@ from planner.cache import cached_scores
 from planner.compare import metric_interval, paired_mean_difference, paired_metric_difference
 from planner.config import RunConfig
 from planner.errors import PlannerError
-from planner.executors import CandidatePool, Executor
+from planner.executors import Executor
+from planner.executors.worker import Worker, load_checked
 from planner.pipeline import Prepared, StageClock, check_reachable, make_plan, prepare
 from planner.records.plan import Plan
 from planner.recover import recover
 from planner.search import search_levels
-from planner.search.runner import search_samples
 from planner.tasks.base import MetricResult
 from planner.verify import verify_models
 from profilers.atomic import atomic_dir
@@ -85,6 +90,8 @@ class _Entry:
     model: nn.Module
     matched_to: str = ""
     row: dict[str, Any] | None = None
+    evaluated: Evaluated | None = None
+    """Held-out metric and KL when a worker computed them (else ``_evaluate`` does)."""
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -102,39 +109,27 @@ class _Planner:
     """Plans and applies one method at one speedup on the prepared model (scores cached per backend)."""
 
     def __init__(
-        self, config: RunConfig, prepared: Prepared, log: Callable[[str], None], executor: Executor | None = None
+        self,
+        config: RunConfig,
+        prepared: Prepared,
+        log: Callable[[str], None],
+        scores: Mapping[str, Any] | None = None,
     ) -> None:
         self.config, self.prepared, self.log = config, prepared, log
-        self.executor = executor
-        self.scores: dict[str, Any] = {}
-        self.pools: dict[tuple[str, str], CandidatePool] = {}  # (backend, search) -> workers holding its samples
+        self.scores: dict[str, Any] = dict(scores or {})
 
-    def _pool(self, backend: Any, scores: Any, settings: Any) -> CandidatePool | None:
-        """The executor's pool for this backend and search (made once: its workers load the model once)."""
-        if self.executor is None:
-            return None
-        key = (backend.name, settings.method)
-        if key not in self.pools:
-            task = self.prepared.task
-            self.pools[key] = self.executor.pool(
-                config=self.config,
-                loaded=self.prepared.loaded,
-                task=task,
-                backend=backend,
-                scores=scores,
-                samples=search_samples(settings, len(task.calibration)),
-                objective=settings.objective,
+    def scores_for(self, name: str) -> Any:
+        """The backend's error table (computed once, cached on disk)."""
+        if name not in self.scores:
+            self.scores[name] = cached_scores(
+                get_backend(name), self.prepared.loaded, self.prepared.task, cache_dir=self.config.cache_dir
             )
-        return self.pools[key]
+        return self.scores[name]
 
     def __call__(self, method: SweepMethod, speedup: float) -> tuple[Plan, nn.Module]:
         prepared, config = self.prepared, self.config
         backend = get_backend(method.backend)
-        if method.backend not in self.scores:
-            self.scores[method.backend] = cached_scores(
-                backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir
-            )
-        scores = self.scores[method.backend]
+        scores = self.scores_for(method.backend)
         task = prepared.task
         search = None
         if method.search != "none":
@@ -143,7 +138,6 @@ class _Planner:
             )
             if settings.method != "none":
                 search = search_levels(
-                    pool=self._pool(backend, scores, settings),
                     adapter=prepared.loaded.adapter,
                     task=task,
                     table=prepared.table,
@@ -172,6 +166,78 @@ class _Planner:
             f"      {method.label} {speedup:g}x recovered: {record.steps} steps, validation KL {first:.4f}->{best:.4f}"
         )
         return plan, recovered
+
+
+Evaluated = tuple[MetricResult, np.ndarray]
+"""A model's held-out metric and per-example KL to the dense model on the test set."""
+
+Job = tuple[str, float]
+"""(method name in ``SWEEP_METHODS``, speedup to plan for)."""
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """What a sweep worker needs: the configuration, the driver's table and backend scores, and the
+    checks that it rebuilt the same model and data (``planner.executors.worker.load_checked``)."""
+
+    config: RunConfig
+    table: Any
+    scores: dict[str, Any]
+    fingerprint: str
+    data_digest: str
+    threads: int
+
+
+class SweepWorker(Worker):
+    """Plans, applies and evaluates sweep jobs on its own copy of the model (a Ray actor); its searches
+    run in this process. Timing stays with the driver."""
+
+    def __init__(self, spec: SweepSpec) -> None:
+        torch.set_num_threads(spec.threads)
+        loaded, task = load_checked(spec.config, spec.fingerprint, spec.data_digest)
+        self.prepared = Prepared(loaded, spec.table, task)
+        self.planner = _Planner(spec.config, self.prepared, lambda _m: None, spec.scores)
+        self._reference: Any = None
+
+    def job(self, name: str, speedup: float) -> tuple[Plan, nn.Module, Evaluated]:
+        plan, model = self.planner(SWEEP_METHODS[name], speedup)
+        task = self.prepared.task
+        if self._reference is None:
+            self._reference = task.reference(self.prepared.loaded.model, task.test)
+        return plan, model, (task.evaluate(model), task.divergence(model, task.test, self._reference))
+
+
+class _Jobs:
+    """Runs sweep jobs here, one after another, or on the executor's Ray workers, all at once."""
+
+    def __init__(
+        self,
+        config: RunConfig,
+        prepared: Prepared,
+        executor: Executor,
+        names: Sequence[str],
+        log: Callable[[str], None],
+    ) -> None:
+        self.planner = _Planner(config, prepared, log)
+        self.pool: Any = None
+        if executor.connection is not None:
+            from planner.executors.worker import calibration_digest
+
+            spec = SweepSpec(
+                config=config,
+                table=prepared.table,
+                scores={b: self.planner.scores_for(b) for b in {SWEEP_METHODS[n].backend for n in names}},
+                fingerprint=prepared.loaded.fingerprint,
+                data_digest=calibration_digest(prepared.task),
+                threads=executor.threads,
+            )
+            self.pool = executor.actors(spec, SweepWorker)
+            log(f"sweep: {executor.workers} Ray workers plan, apply and evaluate; timing stays here")
+
+    def __call__(self, jobs: Sequence[Job]) -> list[tuple[Plan, nn.Module, Evaluated | None]]:
+        if self.pool is not None:
+            return list(self.pool.map("job", list(jobs)))
+        return [(*self.planner(SWEEP_METHODS[name], speedup), None) for name, speedup in jobs]
 
 
 def run_sweep(
@@ -210,19 +276,18 @@ def _sweep(
 
     prepared = prepare(config, StageClock(), progress=progress)
     check_reachable(prepared.table, speedups)
-    plan_method = _Planner(config, prepared, log, executor if executor.connection is not None else None)
-    entries: list[_Entry] = []
-    for speedup in speedups:
-        for name in names:
-            method = SWEEP_METHODS[name]
-            log(f"{speedup:g}x: {method.label}")
-            plan, model = plan_method(method, speedup)
-            entries.append(_Entry(f"{name}@{speedup:g}", method, speedup, plan, model))
+    run_jobs = _Jobs(config, prepared, executor, names, log)
+    jobs = [(name, speedup) for speedup in speedups for name in names]
+    log("plan and apply: " + ", ".join(f"{SWEEP_METHODS[n].label} {s:g}x" for n, s in jobs))
+    entries = [
+        _Entry(f"{name}@{speedup:g}", SWEEP_METHODS[name], speedup, plan, model, evaluated=evaluated)
+        for (name, speedup), (plan, model, evaluated) in zip(jobs, run_jobs(jobs), strict=True)
+    ]
     measurement = config.measurement(rounds=config.verify_rounds)
     adapter, dense = prepared.loaded.adapter, prepared.loaded.model
     log("verify: every pruned model timed interleaved with the dense one")
     _measure(entries, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in entries}}, measurement))
-    matched = _matched_entries(entries, plan_method, prepared.table.max_speedup(), log)
+    matched = _matched_entries(entries, run_jobs, prepared.table.max_speedup(), log)
     if matched:
         log("verify: plans made for uniform's measured speed")
         _measure(matched, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in matched}}, measurement))
@@ -256,12 +321,13 @@ def _measure(entries: list[_Entry], verification: Any) -> None:
 
 def _matched_entries(
     entries: list[_Entry],
-    plan_method: _Planner,
+    run_jobs: Callable[[Sequence[Job]], list[tuple[Plan, nn.Module, Evaluated | None]]],
     max_speedup: float,
     log: Callable[[str], None],
 ) -> list[_Entry]:
     """Searched methods planned again toward uniform's measured speedup where theirs differs from it."""
-    out: list[_Entry] = []
+    names = {method: name for name, method in SWEEP_METHODS.items()}
+    todo: list[tuple[_Entry, _Entry, float]] = []  # (entry, uniform's entry, speedup to plan for)
     for base in [e for e in entries if e.key.startswith(f"{BASELINE}@")]:
         assert base.row is not None
         uniform_speed = float(base.row["measured_speedup"])
@@ -279,10 +345,12 @@ def _matched_entries(
                 f"{base.target:g}x: {entry.method.label} measured {own_speed:.2f}x, uniform {uniform_speed:.2f}x: "
                 f"planned again for {planned:.2f}x"
             )
-            plan, model = plan_method(entry.method, planned)
-            key = f"{entry.key}=uniform"
-            out.append(_Entry(key, entry.method, base.target, plan, model, base.key))
-    return out
+            todo.append((entry, base, planned))
+    done = run_jobs([(names[entry.method], planned) for entry, _, planned in todo])
+    return [
+        _Entry(f"{entry.key}=uniform", entry.method, base.target, plan, model, base.key, evaluated=evaluated)
+        for (entry, base, _), (plan, model, evaluated) in zip(todo, done, strict=True)
+    ]
 
 
 def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]:
@@ -293,8 +361,11 @@ def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]
     metrics: dict[str, MetricResult] = {}
     kls: dict[str, np.ndarray] = {}
     for entry in entries:
-        metrics[entry.key] = task.evaluate(entry.model)
-        kls[entry.key] = task.divergence(entry.model, task.test, reference)
+        if entry.evaluated is not None:
+            metrics[entry.key], kls[entry.key] = entry.evaluated
+        else:
+            metrics[entry.key] = task.evaluate(entry.model)
+            kls[entry.key] = task.divergence(entry.model, task.test, reference)
     rows = []
     for entry in entries:
         assert entry.row is not None

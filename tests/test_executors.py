@@ -4,6 +4,7 @@ another; bad settings are refused before any work."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -48,8 +49,6 @@ def test_bad_executor_settings_are_refused_by_the_config(monkeypatch: pytest.Mon
         RunConfig(workers=2)
     with pytest.raises(PlannerError, match=r"The 'executor' parameter must be one of local, ray"):
         RunConfig(executor="dask")
-    import importlib.util
-
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a))
     with pytest.raises(PlannerError, match=r"needs Ray, which is not installed.*latency-planner\[ray\]"):
@@ -69,8 +68,11 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+needs_ray = pytest.mark.skipif(importlib.util.find_spec("ray") is None, reason="needs Ray (the [ray] extra)")
+
+
+@needs_ray
 def test_an_unreachable_ray_address_fails_at_once_and_starts_nothing() -> None:
-    pytest.importorskip("ray")
     from planner.executors.ray_pool import check_address
 
     address = f"127.0.0.1:{_free_port()}"
@@ -87,9 +89,13 @@ def test_an_unreachable_ray_address_fails_at_once_and_starts_nothing() -> None:
 
 @pytest.fixture(scope="module")
 def ray_cluster() -> Any:
-    """One local Ray for the module (2 CPUs, as CI has); pools made here do not shut it down."""
-    ray = pytest.importorskip("ray")
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
+    """One local Ray for the module (2 CPUs, as CI has), on loopback; pools made here do not shut it down."""
+    if importlib.util.find_spec("ray") is None:
+        pytest.skip("needs Ray (the [ray] extra)")
+    from planner.executors.ray_pool import import_ray
+
+    ray = import_ray(local=True)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
 
@@ -229,3 +235,23 @@ def test_run_on_ray_records_the_executor_in_the_report(ray_cluster: Any, workspa
     jsonschema.validate(data, report_schema())
     executor = data["search"]["executor"]
     assert executor["kind"] == "ray" and executor["workers"] == 2 and executor["evaluations"] > 0
+
+
+def test_sweep_on_ray_workers_makes_the_same_plans_and_metrics_as_here(
+    ray_cluster: Any, workspace: Path, tmp_path: Path
+) -> None:
+    from planner.sweep import run_sweep
+
+    # accept_noisy: the second sweep reuses the first one's table (a noisy one would be measured again).
+    config = tiny_config(workspace, tmp_path / "cache", search_seconds=0.0, search_evaluations=12, accept_noisy=True)
+    methods = ("evolution", "uniform")
+    here = run_sweep(config, [1.05, 1.1], out=tmp_path / "here", methods=methods, progress=False)
+    spread = run_sweep(
+        config.replace(executor="ray", workers=2), [1.05, 1.1], out=tmp_path / "ray", methods=methods, progress=False
+    )
+    base = ["method", "target_speedup", "heads_kept", "neurons_kept", "metric", "predicted_speedup"]
+    first, second = (f[f["matched_to"] == ""][base].reset_index(drop=True) for f in (here, spread))
+    assert len(first) == 4
+    assert first[base[:4]].astype(str).equals(second[base[:4]].astype(str))  # the same plans
+    assert first["metric"].to_numpy() == pytest.approx(second["metric"].to_numpy(), abs=1e-9)
+    assert (spread["heldout_kl"] >= 0).all() and set(spread["verdict"]) <= {"baseline", "win", "tie", "loss"}

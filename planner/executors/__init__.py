@@ -120,6 +120,17 @@ class Executor:
         self._pools.append(pool)
         return pool
 
+    def actors(self, spec: Any, worker: type) -> Any:
+        """A ``RayPool`` of ``worker`` actors built from ``spec`` (which names its ``threads``), one per
+        worker; ``map(method, requests)`` spreads calls over them."""
+        if self.connection is None:
+            raise ValueError("Executor.actors needs --executor ray")
+        from planner.executors.ray_pool import RayPool
+
+        pool = RayPool(self.connection, spec, self.workers, gpus_per_worker=0, worker=worker)
+        self._pools.append(pool)
+        return pool
+
     def close(self) -> None:
         for pool in self._pools:
             pool.close()

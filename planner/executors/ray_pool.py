@@ -34,8 +34,16 @@ CONNECT_TIMEOUT_S = 3.0
 """How long the address check waits for the cluster's port before the run is refused."""
 
 
-def import_ray() -> Any:
-    """The ``ray`` module, or a ``PlannerError`` naming the extra to install."""
+LOOPBACK_ONLY = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+"""Set to 0 before Ray is imported, Ray keeps a single-machine instance on 127.0.0.1 (its default on
+Linux is the machine's network address, which a local run has no reason to open)."""
+
+
+def import_ray(*, local: bool = False) -> Any:
+    """The ``ray`` module, or a ``PlannerError`` naming the extra to install; ``local``: for a Ray
+    started here for this run only (bound to loopback)."""
+    if local:
+        os.environ.setdefault(LOOPBACK_ONLY, "0")
     try:
         import ray
     except ImportError as error:
@@ -75,7 +83,7 @@ class RayConnection:
     (kept open at ``close``), or a local instance started here (shut down at ``close``)."""
 
     def __init__(self, address: str | None) -> None:
-        self.ray = import_ray()
+        self.ray = import_ray(local=not address)
         self.address = address
         self._owned = False
         if self.ray.is_initialized():
@@ -89,7 +97,6 @@ class RayConnection:
                 include_dashboard=False,
                 log_to_driver=False,
                 logging_level="WARNING",
-                _node_ip_address="127.0.0.1",
             )
         self._owned = True
 
@@ -111,23 +118,32 @@ class RayPool:
         spec: what every worker loads.
         workers: how many actors.
         gpus_per_worker: 1 for CUDA workers (one device each), else 0.
+        worker: the actor's class, built from ``spec`` (benchmarks pass a synthetic one).
     """
 
     kind = "ray"
 
-    def __init__(self, connection: RayConnection, spec: WorkerSpec, workers: int, *, gpus_per_worker: int = 0) -> None:
+    def __init__(
+        self,
+        connection: RayConnection,
+        spec: WorkerSpec,
+        workers: int,
+        *,
+        gpus_per_worker: int = 0,
+        worker: type = CandidateWorker,
+    ) -> None:
         ray = connection.ray
         self.ray = ray
         self.workers = workers
         self.stats = PoolStats()
-        actor = ray.remote(CandidateWorker).options(
+        actor = ray.remote(worker).options(
             num_cpus=spec.threads,
             num_gpus=gpus_per_worker,
             max_restarts=WORKER_RESTARTS,
             max_task_retries=0,  # the pool sends a dead worker's request to another one itself
         )
-        spec_ref = ray.put(spec)
-        self.actors = [actor.remote(spec_ref) for _ in range(workers)]
+        self._spec_ref = ray.put(spec)  # kept: Ray restarts a dead worker from it
+        self.actors = [actor.remote(self._spec_ref) for _ in range(workers)]
         self._idle: collections.deque[Any] = collections.deque(self.actors)
         self._restarting: dict[Any, Any] = {}  # ready() call -> actor being restarted by Ray
         self._busy: dict[Any, Any] = {}  # evaluate() call -> actor
@@ -142,48 +158,57 @@ class RayPool:
         return any(a is actor for a in self._busy.values())
 
     def losses(self, requests: Sequence[Request]) -> list[np.ndarray]:
-        ray = self.ray
         started = time.perf_counter()
-        results: list[np.ndarray | None] = [None] * len(requests)
+        out = self.map("evaluate", requests)
+        self.stats.evaluations += len(out)
+        self.stats.examples += sum(len(x) for x in out)
+        self.stats.seconds += time.perf_counter() - started
+        return out
+
+    def map(self, method: str, requests: Sequence[tuple[Any, ...]]) -> list[Any]:
+        """``worker.method(*request)`` for every request, spread over the workers; results in order."""
+        ray = self.ray
+        results: list[Any] = [None] * len(requests)
+        done = [False] * len(requests)
         queue = collections.deque(range(len(requests)))
         index: dict[Any, int] = {}
         while queue or index:
             while queue and self._idle:
                 i = queue.popleft()
                 actor = self._idle.popleft()
-                ref = actor.evaluate.remote(*requests[i])
+                ref = getattr(actor, method).remote(*requests[i])
                 index[ref], self._busy[ref] = i, actor
             if not index and not self._restarting:
                 raise PlannerError(
                     f"every Ray worker died and none could be restarted ({WORKER_RESTARTS} restarts each); the "
                     "workers' logs are in the Ray session folder (/tmp/ray/session_latest/logs)."
                 )
-            ready, _ = ray.wait(list(index) + list(self._restarting), num_returns=1)
-            ref = ready[0]
-            if ref in self._restarting:
-                actor = self._restarting.pop(ref)
+            pending = list(index) + list(self._restarting)
+            ready, _ = ray.wait(pending, num_returns=1)
+            # Everything else finished by now too, in one pass (workers often finish together).
+            ready, _ = ray.wait(pending, num_returns=len(pending), timeout=0) if len(pending) > 1 else (ready, None)
+            for ref in ready:
+                if ref in self._restarting:
+                    actor = self._restarting.pop(ref)
+                    try:
+                        ray.get(ref)
+                        self._idle.append(actor)
+                    except ray.exceptions.RayError:
+                        pass  # out of restarts: the pool goes on without it
+                    continue
+                i, actor = index.pop(ref), self._busy.pop(ref)
                 try:
-                    ray.get(ref)
-                    self._idle.append(actor)
-                except ray.exceptions.RayError:
-                    pass  # out of restarts: the pool goes on without it
-                continue
-            i, actor = index.pop(ref), self._busy.pop(ref)
-            try:
-                results[i] = ray.get(ref)
-            except ray.exceptions.RayActorError:
-                self.stats.retried += 1
-                queue.appendleft(i)
-                self._restarting[actor.ready.remote()] = actor
-                continue
-            except ray.exceptions.RayTaskError as error:
-                raise error.as_instanceof_cause() from None
-            self._idle.append(actor)
-        out = [r for r in results if r is not None]
-        self.stats.evaluations += len(out)
-        self.stats.examples += sum(len(x) for x in out)
-        self.stats.seconds += time.perf_counter() - started
-        return out
+                    results[i], done[i] = ray.get(ref), True
+                except ray.exceptions.RayActorError:
+                    self.stats.retried += 1
+                    queue.appendleft(i)
+                    self._restarting[actor.ready.remote()] = actor
+                    continue
+                except ray.exceptions.RayTaskError as error:
+                    raise error.as_instanceof_cause() from None
+                self._idle.append(actor)
+        assert all(done)
+        return results
 
     def close(self) -> None:
         for actor in self.actors:

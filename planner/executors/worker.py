@@ -60,30 +60,44 @@ def calibration_digest(task: Task) -> str:
     return digest.hexdigest()[:16]
 
 
-class CandidateWorker:
+def load_checked(config: RunConfig, fingerprint: str, data_digest: str) -> tuple[Any, Task]:
+    """The configured model and task, rebuilt here; refused when they differ from the driver's."""
+    from planner.workflows import configured_task, load_configured
+
+    loaded = load_configured(config)
+    host = socket.gethostname()
+    if loaded.fingerprint != fingerprint:
+        raise RuntimeError(
+            f"the worker on {host} loaded another model for {config.model!r} (fingerprint "
+            f"{loaded.fingerprint}, the driver's is {fingerprint}); install the same model package and "
+            "version on every host of the cluster."
+        )
+    task = configured_task(config, loaded)
+    digest = calibration_digest(task)
+    if digest != data_digest:
+        raise RuntimeError(
+            f"the worker on {host} built other calibration data from {config.data!r} (digest {digest}, the "
+            f"driver's is {data_digest}); give every host the same data file and package versions."
+        )
+    return loaded, task
+
+
+class Worker:
+    """What every worker answers: where it runs, once it has loaded everything."""
+
+    def ready(self) -> dict[str, Any]:
+        return {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
+
+
+class CandidateWorker(Worker):
     """Holds one ``SampleLosses`` (see the module docstring)."""
 
     def __init__(self, spec: WorkerSpec) -> None:
         from planner.backends import get_backend
         from planner.search.samples import SampleLosses
-        from planner.workflows import configured_task, load_configured
 
         torch.set_num_threads(spec.threads)
-        loaded = load_configured(spec.config)
-        host = socket.gethostname()
-        if loaded.fingerprint != spec.fingerprint:
-            raise RuntimeError(
-                f"the worker on {host} loaded another model for {spec.config.model!r} (fingerprint "
-                f"{loaded.fingerprint}, the driver's is {spec.fingerprint}); install the same model package and "
-                "version on every host of the cluster."
-            )
-        task = configured_task(spec.config, loaded)
-        digest = calibration_digest(task)
-        if digest != spec.data_digest:
-            raise RuntimeError(
-                f"the worker on {host} built other calibration data from {spec.config.data!r} (digest {digest}, the "
-                f"driver's is {spec.data_digest}); give every host the same data file and package versions."
-            )
+        loaded, task = load_checked(spec.config, spec.fingerprint, spec.data_digest)
         self.samples = SampleLosses(
             adapter=loaded.adapter,
             task=task,
@@ -93,10 +107,6 @@ class CandidateWorker:
             objective=spec.objective,
             device=spec.device,
         )
-
-    def ready(self) -> dict[str, Any]:
-        """Where this worker runs (answered once it has loaded everything)."""
-        return {"host": socket.gethostname(), "pid": os.getpid(), "threads": torch.get_num_threads()}
 
     def evaluate(self, levels: tuple[int, ...], sample: str) -> np.ndarray:
         """(n,) per-example losses of the candidate at ``levels`` on ``sample``."""

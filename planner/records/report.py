@@ -72,6 +72,10 @@ class SelectionSummary:
     chosen: str
     examples: int
     contenders: tuple[Contender, ...]
+    versus_uniform: dict[str, Any] | None = None
+    """The lowest contender's held-out loss minus uniform's, with its paired 95% interval (``difference``,
+    ``low``, ``high``, ``source``), and ``kept_uniform``: uniform was kept because that interval did
+    not lie below zero."""
 
 
 @dataclass(frozen=True)
@@ -219,7 +223,10 @@ def report_from_dict(data: Any, *, source: str = "report") -> Report:
         selection = search.get("selection")
         if selection is not None:
             selection = SelectionSummary(
-                selection["chosen"], selection["examples"], tuple(Contender(**c) for c in selection["contenders"])
+                selection["chosen"],
+                selection["examples"],
+                tuple(Contender(**c) for c in selection["contenders"]),
+                selection.get("versus_uniform"),
             )
         search = SearchSummary(**{**search, "selection": selection})
     values["search"] = search

@@ -42,6 +42,7 @@ def search_summary(search: SearchOutcome | None) -> SearchSummary | None:
         pick.chosen.source,
         pick.examples,
         tuple(Contender(c.source, c.search_loss, c.loss) for c in pick.contenders),
+        pick.as_dict().get("versus_uniform"),
     )
     result = search.result
     return SearchSummary(

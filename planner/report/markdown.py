@@ -144,6 +144,12 @@ def render_report(report: Report) -> str:
             pick = s.selection
             scored = ", ".join(f"{c.source} {c.loss:.4f}" for c in pick.contenders)
             lines.append(f"Final pick on {pick.examples} held-out calibration examples: {pick.chosen} ({scored}).")
+            if pick.versus_uniform is not None:
+                v = pick.versus_uniform
+                lines.append(
+                    f"{v['source']} minus uniform there: {v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]; "
+                    + ("not a confident win, so uniform was kept." if v["kept_uniform"] else "a confident win.")
+                )
     if r.recovery is not None:
         curve = ", ".join(f"{p['tokens']:,} tokens {p['kl']:.4f}" for p in r.recovery["validation"])
         lines += [

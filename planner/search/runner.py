@@ -282,7 +282,7 @@ def search_levels(
         for rank, c in enumerate(result.top, start=1)
     ]
     distinct = list(dict.fromkeys(c.levels for c in contenders))
-    held_out = dict(zip(distinct, losses(distinct, SELECTION), strict=True))
+    held_out = dict(zip(distinct, pool.losses([(tuple(c), SELECTION) for c in distinct]), strict=True))
     admissible = None
     if quality is not None:
         builder = local or CandidateLoss(  # only builds models: the "ce" objective needs no dense reference
