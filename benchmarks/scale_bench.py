@@ -40,7 +40,6 @@ from planner.executors import Executor, ExecutorSettings
 from planner.executors.ray_pool import LOOPBACK_ONLY
 from planner.pipeline import StageClock, prepare
 from planner.search import search_levels
-from planner.search.runner import search_samples
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,7 +88,6 @@ def measure_workers(config: RunConfig, rounds: int, evaluations: int) -> dict[st
     backend = get_backend("fisher", progress=False)
     scores = cached_scores(backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir)
     base = config.search_settings(calibration=len(prepared.task.calibration), default_examples=64)
-    samples = search_samples(base, len(prepared.task.calibration))
     settings = {
         "local": ExecutorSettings("local"),
         "local1": ExecutorSettings("local"),  # one thread: how well one process already uses both cores
@@ -104,14 +102,13 @@ def measure_workers(config: RunConfig, rounds: int, evaluations: int) -> dict[st
         for name, executor_settings in settings.items():
             torch.set_num_threads(1 if name == "local1" else threads)
             with Executor(executor_settings) as executor:
-                pool = executor.pool(
+                pool = executor.search_pool(
                     config=config,
                     loaded=prepared.loaded,
                     task=prepared.task,
                     backend=backend,
                     scores=scores,
-                    samples=samples,
-                    objective="kl",
+                    settings=base,
                 )
                 search_rate(prepared, backend, scores, dataclasses.replace(base, seed=999, evaluations=16), pool)
                 rate = search_rate(
@@ -152,14 +149,8 @@ def cluster_rate(config: RunConfig, address: str, evaluations: int) -> float:
     scores = cached_scores(backend, prepared.loaded, prepared.task, cache_dir=cluster.cache_dir)
     base = cluster.search_settings(calibration=len(prepared.task.calibration), default_examples=64)
     with Executor(cluster.executor_settings()) as executor:
-        pool = executor.pool(
-            config=cluster,
-            loaded=prepared.loaded,
-            task=prepared.task,
-            backend=backend,
-            scores=scores,
-            samples=search_samples(base, len(prepared.task.calibration)),
-            objective="kl",
+        pool = executor.search_pool(
+            config=cluster, loaded=prepared.loaded, task=prepared.task, backend=backend, scores=scores, settings=base
         )
         print(f"cluster: {len(pool.where)} workers on {sorted(w['pid'] for w in pool.where)}", file=sys.stderr)
         rates = [

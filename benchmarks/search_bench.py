@@ -104,14 +104,8 @@ def main() -> None:
         settings = config.replace(search=method).search_settings(
             calibration=len(task.calibration), default_examples=task.search_examples
         )
-        pools[method] = executor.pool(
-            config=config,
-            loaded=prepared.loaded,
-            task=task,
-            backend=backend,
-            scores=scores,
-            samples=runner.search_samples(settings, len(task.calibration)),
-            objective=settings.objective,
+        pools[method] = executor.search_pool(
+            config=config, loaded=prepared.loaded, task=task, backend=backend, scores=scores, settings=settings
         )
     for seed in args.seeds:
         for method in args.methods:

@@ -33,7 +33,7 @@ from planner.recover import RecoverySettings, recover
 from planner.report.build import build_report
 from planner.report.folder import base_config, write_run_folder
 from planner.search import Recipe, SearchOutcome, check_search, search_levels
-from planner.search.runner import search_samples, split_examples
+from planner.search.runner import split_examples
 from planner.solve import solve_plan
 from planner.tasks import Task
 from planner.verify import verify_models
@@ -272,14 +272,8 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
         budget = f"{settings.seconds:g} s" if settings.seconds is not None else f"{settings.evaluations} evaluations"
         log(f"[3/6] search ({settings.method}, {budget}) and final pick")
         with clock.stage("search"):
-            pool = executor.pool(
-                config=config,
-                loaded=prepared.loaded,
-                task=task,
-                backend=backend,
-                scores=scores,
-                samples=search_samples(settings, len(task.calibration)),
-                objective=settings.objective,
+            pool = executor.search_pool(
+                config=config, loaded=prepared.loaded, task=task, backend=backend, scores=scores, settings=settings
             )
             search = search_levels(
                 adapter=prepared.loaded.adapter,

@@ -22,7 +22,6 @@ from planner.config import RunConfig
 from planner.errors import PlannerError
 from planner.executors import Executor, ExecutorSettings, plan_workers
 from planner.search import search_levels
-from planner.search.runner import search_samples
 from planner.workflows import configured_task, load_configured
 from tests.test_pipeline import tiny_config
 from tests.tiny_models import table_for
@@ -130,14 +129,13 @@ class _Setup:
         settings = self.config.replace(search=method).search_settings(
             calibration=len(self.task.calibration), default_examples=4
         )
-        return executor.pool(
+        return executor.search_pool(
             config=self.config,
             loaded=self.loaded,
             task=self.task,
             backend=self.backend,
             scores=self.scores,
-            samples=search_samples(settings, len(self.task.calibration)),
-            objective="kl",
+            settings=settings,
         )
 
 

@@ -120,6 +120,22 @@ class Executor:
         self._pools.append(pool)
         return pool
 
+    def search_pool(
+        self, *, config: Any, loaded: Any, task: Any, backend: Any, scores: Any, settings: Any
+    ) -> CandidatePool:
+        """``pool`` for a search with ``settings`` (``planner.config.SearchSettings``): its samples and objective."""
+        from planner.search.runner import search_samples
+
+        return self.pool(
+            config=config,
+            loaded=loaded,
+            task=task,
+            backend=backend,
+            scores=scores,
+            samples=search_samples(settings, len(task.calibration)),
+            objective=settings.objective,
+        )
+
     def actors(self, spec: Any, worker: type) -> Any:
         """A ``RayPool`` of ``worker`` actors built from ``spec`` (which names its ``threads``), one per
         worker; ``map(method, requests)`` spreads calls over them."""
