@@ -188,7 +188,7 @@ class RunConfig:
     """Stop the search after this many candidate evaluations; None: only ``search_seconds``."""
     search_examples: int | None = None
     """Calibration examples the search scores on; None: half the calibration set for the evolution,
-    the task's default (64 documents, 16 windows) for SPDY."""
+    the task's default (128 documents, 16 windows) for SPDY."""
     search_objective: str = "kl"
     search_batch: int | None = None
     """SPDY's candidates proposed per round (None: one per worker; fix it for the same plan with any
