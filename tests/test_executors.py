@@ -236,15 +236,18 @@ def test_run_on_ray_records_the_executor_in_the_report(ray_cluster: Any, workspa
 
 
 def test_sweep_on_ray_workers_makes_the_same_plans_and_metrics_as_here(
-    ray_cluster: Any, workspace: Path, tmp_path: Path
+    ray_cluster: Any, workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from planner.sweep import run_sweep
+    from planner import sweep
+    from planner.pipeline import StageClock, prepare
 
-    # accept_noisy: the second sweep reuses the first one's table (a noisy one would be measured again).
-    config = tiny_config(workspace, tmp_path / "cache", search_seconds=0.0, search_evaluations=12, accept_noisy=True)
+    config = tiny_config(workspace, tmp_path / "cache", search_seconds=0.0, search_evaluations=12)
+    # One table for both sweeps: a busy machine would otherwise measure a new one for the second.
+    prepared = prepare(config, StageClock(), progress=False)
+    monkeypatch.setattr(sweep, "prepare", lambda *_a, **_k: prepared)
     methods = ("evolution", "uniform")
-    here = run_sweep(config, [1.05, 1.1], out=tmp_path / "here", methods=methods, progress=False)
-    spread = run_sweep(
+    here = sweep.run_sweep(config, [1.05, 1.1], out=tmp_path / "here", methods=methods, progress=False)
+    spread = sweep.run_sweep(
         config.replace(executor="ray", workers=2), [1.05, 1.1], out=tmp_path / "ray", methods=methods, progress=False
     )
     base = ["method", "target_speedup", "heads_kept", "neurons_kept", "metric", "predicted_speedup"]
