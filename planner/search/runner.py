@@ -172,16 +172,17 @@ def check_search(settings: SearchSettings, calibration: int) -> None:
             )
 
 
+def plain_dp(table: LatencyTable, scores: ErrorTable, budget_ms: float, units: Any) -> tuple[int, ...]:
+    """The plain DP plan (every unit's error weight 1): the searches' prior."""
+    return tuple(Recipe((1.0,) * len(table.unit_costs())).levels(table, scores, budget_ms, units))
+
+
 def _seeds(
     table: LatencyTable, scores: ErrorTable, budget_ms: float, units: Any, extra: Sequence[solvers.Seed]
 ) -> list[solvers.Seed]:
     """The plain DP plan, the uniform allocation (when it fits), then ``extra``."""
-    n_units = len(table.unit_costs())
-    seeds = [
-        solvers.Seed(
-            tuple(Recipe(tuple([1.0] * n_units)).levels(table, scores, budget_ms, units)), (1.0,) * n_units, "dp"
-        )
-    ]
+    ones = (1.0,) * len(table.unit_costs())
+    seeds = [solvers.Seed(plain_dp(table, scores, budget_ms, units), ones, "dp")]
     # Non-monotone costs: even the most compressed uniform plan can miss a budget the DP meets.
     with contextlib.suppress(solvers.InfeasibleBudgetError):
         seeds.append(solvers.Seed(tuple(Recipe(None).levels(table, scores, budget_ms, units)), None, "uniform"))
@@ -280,9 +281,9 @@ def search_levels(
         pass
     # The plain DP plan (the search's prior) always competes too: a search's best few overfit its
     # sample (MiniLM 2x: SPDY's best scored 0.021 there, 0.118 held out), and the prior often generalises.
-    ones = (1.0,) * len(costs)
-    dp = Recipe(ones).levels(table, scores, budget_ms, units)
-    contenders.append(Contender("dp", tuple(dp), None if evolved else ones))
+    contenders.append(
+        Contender("dp", plain_dp(table, scores, budget_ms, units), None if evolved else (1.0,) * len(costs))
+    )
     contenders += [
         Contender(f"search #{rank}", c.levels, None if evolved else c.coefficients, c.loss)
         for rank, c in enumerate(result.top, start=1)
