@@ -253,7 +253,10 @@ class LatencyTable:
         if not speedup > 1.0:
             raise ValueError(f"The 'speedup' parameter must be > 1.0. Got {speedup!r} instead.")
         budget = self.calibration.max_sum(self.meta.dense_ms / speedup)
-        if math.isinf(budget):  # above the curve's measured range (a target barely over 1x): every plan fits
+        # +inf: above the curve's measured range (a target barely over 1x), every plan fits. -inf (a
+        # flat lowest segment, e.g. a noisy fastest anchor pooled by the isotonic fit, asked below it)
+        # stays: no plan fits.
+        if budget == math.inf:
             return sum(float(c.max()) for c in self.unit_costs())
         return budget
 

@@ -184,3 +184,20 @@ def test_unreachable_speedup_names_the_best_reachable() -> None:
     with pytest.raises(PlannerError, match=r"2x is not reachable on this device; the fastest plan gives 1.43x"):
         check_reachable(table, [2.0])
     check_reachable(table, [1.4])
+
+
+def test_target_below_a_flat_lowest_segment_is_unreachable() -> None:
+    """A noisy fastest anchor pooled flat by the isotonic fit makes g's inverse -inf below it: that
+    target is unreachable, never "every plan fits" (a 500x plan once passed on a busy CI box)."""
+    import dataclasses
+
+    from planner.errors import PlannerError
+    from planner.pipeline import check_reachable
+
+    base = _spdy_table((10.0, 20.0))
+    meta = dataclasses.replace(base.meta, calibration_sum_ms=(30.0, 80.0), calibration_total_ms=(60.0, 60.0))
+    table = LatencyTable(frame=base.frame, meta=meta)
+    assert table.budget_ms(500.0) == -float("inf")
+    with pytest.raises(PlannerError, match="500x is not reachable"):
+        check_reachable(table, [500.0])
+    assert table.budget_ms(1.01) == pytest.approx(80.0)  # at or above the top anchor: every plan fits
