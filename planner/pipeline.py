@@ -29,7 +29,7 @@ from planner.records.error_table import ErrorTable
 from planner.records.plan import Plan
 from planner.records.report import Report
 from planner.records.verification import Verification, target_met
-from planner.recover import RecoverySettings, recover
+from planner.recover import RecoverySettings, discard_checkpoint, recover
 from planner.report.build import build_report
 from planner.report.folder import base_config, write_run_folder
 from planner.search import Recipe, SearchOutcome, check_search, search_levels
@@ -166,9 +166,10 @@ def recover_final(
         )  # fmt: skip
         checkpoint = cache_dir / "recovery" / f"{key}.pt"
         recovered, record = recover(
-            adapter, final.model, task, settings, checkpoint=checkpoint, model_key=key, progress=progress, log=log
-        )
-        checkpoint.unlink(missing_ok=True)
+            adapter, final.model, task, settings, checkpoint=checkpoint, model_key=key, progress=progress, log=log,
+            in_place=True,
+        )  # fmt: skip
+        discard_checkpoint(checkpoint)
     log(f"      recovery: {record.steps} steps, {record.tokens} tokens, {record.seconds:.0f} s ({record.stopped})")
     with clock.stage("verify"):
         verification = verify_models(

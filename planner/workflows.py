@@ -232,7 +232,7 @@ def recover_pruned(
 
     from planner.pruned_io import backbone_of, load_pruned, read_pruned_config, save_pruned
     from planner.records.plan import plan_from_dict
-    from planner.recover import recover
+    from planner.recover import discard_checkpoint, recover
     from profilers.atomic import atomic_write_text
 
     settings = config.recovery_settings()
@@ -255,8 +255,9 @@ def recover_pruned(
     checkpoint = target.with_name(target.name + ".recovery.pt")
     model_key = f"{plan.model_fingerprint}:{json.dumps(saved['units'], sort_keys=True)}:{task.provenance()}"
     recovered, record = recover(
-        loaded.adapter, student, task, settings, checkpoint=checkpoint, model_key=model_key, progress=progress, log=log
-    )
+        loaded.adapter, student, task, settings, checkpoint=checkpoint, model_key=model_key, progress=progress, log=log,
+        in_place=True,
+    )  # fmt: skip
     save_pruned(
         task.deployable(recovered),
         target,
@@ -266,5 +267,5 @@ def recover_pruned(
         overwrite=overwrite,
     )
     atomic_write_text(target / "recovery.json", json.dumps(record.as_dict(), indent=2) + "\n")
-    checkpoint.unlink(missing_ok=True)
+    discard_checkpoint(checkpoint)
     return record

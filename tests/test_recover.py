@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from planner.errors import PlannerError
-from planner.recover import RecoverySettings, distillation_loss, learning_rate, recover
+from planner.recover import RecoverySettings, discard_checkpoint, distillation_loss, learning_rate, recover
 from planner.tasks import CausalLM, Tokenized
 from tests.tiny_models import TINY_ADAPTERS
 
@@ -72,6 +72,31 @@ def test_an_interrupted_recovery_resumes_to_the_same_result(tmp_path: Path) -> N
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
     with pytest.raises(PlannerError, match="another run"):
         recover(adapter, pruned, task, _settings(), checkpoint=checkpoint, model_key="other model")
+
+
+def test_best_weights_wait_on_disk_beside_the_checkpoint_and_go_with_it(tmp_path: Path) -> None:
+    """The curve's best weights are a file the checkpoint names (not a copy in memory): a later best
+    left by a crash between the two writes is dropped on resume, a missing one is refused, and
+    ``discard_checkpoint`` removes them all. ``in_place`` trains the caller's model itself."""
+    adapter, pruned, task = _lm_setup()
+    settings = _settings(eval_every=2)
+    whole, _ = recover(adapter, pruned, task, settings)
+    checkpoint = tmp_path / "recovery.pt"
+    recover(adapter, pruned, task, settings, checkpoint=checkpoint, model_key="m", stop_after_steps=5)
+    assert len(list(tmp_path.glob("recovery.pt.best-*.pt"))) == 1  # only the one the checkpoint names
+    stray = tmp_path / "recovery.pt.best-99.pt"
+    stray.write_bytes(b"a best from after the checkpoint")
+    resumed, _ = recover(adapter, pruned, task, settings, checkpoint=checkpoint, model_key="m", in_place=True)
+    assert resumed is pruned and not stray.exists()
+    for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=name)
+    discard_checkpoint(checkpoint)
+    assert list(tmp_path.iterdir()) == []
+    recover(adapter, whole, task, settings, checkpoint=checkpoint, model_key="m", stop_after_steps=3)
+    for path in tmp_path.glob("recovery.pt.best-*.pt"):
+        path.unlink()
+    with pytest.raises(PlannerError, match="is missing; delete"):
+        recover(adapter, whole, task, settings, checkpoint=checkpoint, model_key="m")
 
 
 def test_recovery_refuses_a_task_without_training_examples_and_a_missing_budget() -> None:
