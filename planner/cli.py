@@ -237,6 +237,13 @@ def _add_recovery(p: Any) -> None:
         "classification, as measured)",
         type_=_float,
     )
+    _flag(
+        p,
+        "recover_lora",
+        "recovery trains rank-R LoRA adapters (peft; merged before timing) instead of every weight: for models whose "
+        "full fine-tuning does not fit in memory (0 = full fine-tuning)",
+        type_=_int,
+    )
 
 
 def _add_recover(sub: Any) -> None:

@@ -41,6 +41,12 @@ RECOVER_LR = {"perplexity": 3e-4, "accuracy": 3e-5}
 """Recovery's default peak learning rate per task metric, measured (benchmarks/RESULTS.md,
 2026-11-26): SmolLM2 at 1.5x, validation KL after 120 s: 1e-4 1.062, 3e-4 1.039, 1e-3 1.040; MiniLM at
 3x on BBC News, 300 s: 1e-4 -> 91.44% accuracy, 3e-5 -> 94.82% (dense 96.85%)."""
+RECOVER_VALIDATION = {"perplexity": 16, "accuracy": 64}
+"""Training examples held out as recovery's validation curve. MiniLM at 3x on BBC News (2026-11-26):
+with 16 documents the curve was too noisy to stop on (early stop after 61 s, recovered 94.82%); with 64
+and a patience of 8 evaluations, 97.30% (dense 96.85%). LM windows are 8x the tokens: 16 of them."""
+RECOVER_LORA_LR = {"perplexity": 1e-3, "accuracy": 3e-4}
+"""The same with ``--recover-lora`` (adapters start at zero and train ~1% of the weights: a higher rate)."""
 EXECUTION_CHOICES = ("auto", "eager", "cuda-graphs")
 """``auto``: CUDA graphs with torch on CUDA (how GPU inference is served: a launch-bound eager table
 plans gutted models, ``../shared/reference/gpu.md``), eager everywhere else."""
@@ -212,8 +218,10 @@ class RunConfig:
     recover_tokens: int | None = None
     """Recovery budget in training tokens (None: only ``recover_seconds``)."""
     recover_lr: float | None = None
-    """Recovery's peak learning rate (AdamW, warm-up then cosine decay); None: ``RECOVER_LR`` for the
-    task's metric."""
+    """Recovery's peak learning rate (AdamW, warm-up then cosine decay); None: ``RECOVER_LR`` (or
+    ``RECOVER_LORA_LR`` with ``recover_lora``) for the task's metric."""
+    recover_lora: int = 0
+    """0: recovery fine-tunes every weight; r > 0: only rank-r LoRA adapters (peft), merged after."""
     max_loss: str | None = None
     """The most quality a plan may lose: "1pt" (accuracy points) or "20%" (perplexity increase); None:
     the guard (5 points / +50%) only flags a run that lost more (``planner.quality``)."""
@@ -251,6 +259,7 @@ class RunConfig:
         validate("search_seconds", self.search_seconds, NON_NEGATIVE)
         validate("recover_seconds", self.recover_seconds, NON_NEGATIVE)
         validate("recover_tokens", self.recover_tokens, OPTIONAL_POSITIVE_INT)
+        validate("recover_lora", self.recover_lora, NON_NEGATIVE_INT)
         validate(
             "recover_lr", self.recover_lr, Interval(integer=False, low=0.0, open_low=True, high=1.0, allow_none=True)
         )
@@ -408,8 +417,16 @@ class RunConfig:
             return None
         from planner.recover import RecoverySettings
 
-        lr = self.recover_lr if self.recover_lr is not None else RECOVER_LR[self.metric]
-        return RecoverySettings(seconds=self.recover_seconds or None, tokens=self.recover_tokens, lr=lr, seed=self.seed)
+        defaults = RECOVER_LORA_LR if self.recover_lora else RECOVER_LR
+        lr = self.recover_lr if self.recover_lr is not None else defaults[self.metric]
+        return RecoverySettings(
+            seconds=self.recover_seconds or None,
+            tokens=self.recover_tokens,
+            lr=lr,
+            validation=RECOVER_VALIDATION[self.metric],
+            seed=self.seed,
+            lora_rank=self.recover_lora,
+        )
 
     def describe(self) -> dict[str, str]:
         """Every field as text (recorded in the report)."""

@@ -15,6 +15,11 @@ planned again for ``its target x uniform's measured / its own measured`` (one se
 uniform's measured speed), measured, and reported beside (``matched_to``), so the two are compared
 at the same measured speed.
 
+With ``--recover-seconds`` / ``--recover-tokens`` every method's model is distilled from the dense one
+with the same budget before it is timed and evaluated, and its held-out metric before recovery is
+kept beside (``metric_before_recovery``, ``vs_uniform_before`` with its interval and verdict): the
+same allocation question asked before and after recovery, on the same test examples.
+
 With ``--executor ray`` each (target, method) job (search, apply, held-out metric and KL) runs on a
 Ray worker holding its own copy of the model (``SweepWorker``); the pruned models come back to the
 driver, which times them all, interleaved, in one process.
@@ -92,6 +97,8 @@ class _Entry:
     row: dict[str, Any] | None = None
     evaluated: Evaluated | None = None
     """Held-out metric and KL when a worker computed them (else ``_evaluate`` does)."""
+    before: MetricResult | None = None
+    """Held-out metric before recovery (None: recovery off)."""
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -126,7 +133,8 @@ class _Planner:
             )
         return self.scores[name]
 
-    def __call__(self, method: SweepMethod, speedup: float) -> tuple[Plan, nn.Module]:
+    def __call__(self, method: SweepMethod, speedup: float) -> Made:
+        """(plan, model: recovered when recovery is on, the held-out metric before recovery or None)."""
         prepared, config = self.prepared, self.config
         backend = get_backend(method.backend)
         scores = self.scores_for(method.backend)
@@ -158,18 +166,25 @@ class _Planner:
         model = backend.apply(prepared.loaded.adapter, plan, task)
         recovery = config.recovery_settings()
         if recovery is None:
-            return plan, model
+            return plan, model, None
+        before = task.evaluate(model)
         # Every method's model gets the same recovery budget: the frontier compares like with like.
         recovered, record = recover(prepared.loaded.adapter, model, task, recovery, in_place=True)
         first, best = record.validation[0].kl, min(p.kl for p in record.validation)
         self.log(
             f"      {method.label} {speedup:g}x recovered: {record.steps} steps, validation KL {first:.4f}->{best:.4f}"
         )
-        return plan, recovered
+        return plan, recovered, before
 
 
 Evaluated = tuple[MetricResult, np.ndarray]
 """A model's held-out metric and per-example KL to the dense model on the test set."""
+
+Made = tuple[Plan, nn.Module, MetricResult | None]
+"""A job's plan, its applied (and, with recovery, recovered) model, its metric before recovery."""
+
+Done = tuple[Plan, nn.Module, MetricResult | None, Evaluated | None]
+"""``Made`` plus the held-out metric and KL when a worker computed them."""
 
 Job = tuple[str, float]
 """(method name in ``SWEEP_METHODS``, speedup to plan for)."""
@@ -199,12 +214,12 @@ class SweepWorker(Worker):
         self.planner = _Planner(spec.config, self.prepared, lambda _m: None, spec.scores)
         self._reference: Any = None
 
-    def job(self, name: str, speedup: float) -> tuple[Plan, nn.Module, Evaluated]:
-        plan, model = self.planner(SWEEP_METHODS[name], speedup)
+    def job(self, name: str, speedup: float) -> Done:
+        plan, model, before = self.planner(SWEEP_METHODS[name], speedup)
         task = self.prepared.task
         if self._reference is None:
             self._reference = task.reference(self.prepared.loaded.model, task.test)
-        return plan, model, (task.evaluate(model), task.divergence(model, task.test, self._reference))
+        return plan, model, before, (task.evaluate(model), task.divergence(model, task.test, self._reference))
 
 
 class _Jobs:
@@ -234,7 +249,7 @@ class _Jobs:
             self.pool = executor.actors(spec, SweepWorker)
             log(f"sweep: {executor.workers} Ray workers plan, apply and evaluate; timing stays here")
 
-    def __call__(self, jobs: Sequence[Job]) -> list[tuple[Plan, nn.Module, Evaluated | None]]:
+    def __call__(self, jobs: Sequence[Job]) -> list[Done]:
         if self.pool is not None:
             return list(self.pool.map("job", list(jobs)))
         return [(*self.planner(SWEEP_METHODS[name], speedup), None) for name, speedup in jobs]
@@ -280,8 +295,8 @@ def _sweep(
     jobs = [(name, speedup) for speedup in speedups for name in names]
     log("plan and apply: " + ", ".join(f"{SWEEP_METHODS[n].label} {s:g}x" for n, s in jobs))
     entries = [
-        _Entry(f"{name}@{speedup:g}", SWEEP_METHODS[name], speedup, plan, model, evaluated=evaluated)
-        for (name, speedup), (plan, model, evaluated) in zip(jobs, run_jobs(jobs), strict=True)
+        _Entry(f"{name}@{speedup:g}", SWEEP_METHODS[name], speedup, plan, model, evaluated=evaluated, before=before)
+        for (name, speedup), (plan, model, before, evaluated) in zip(jobs, run_jobs(jobs), strict=True)
     ]
     measurement = config.measurement(rounds=config.verify_rounds)
     adapter, dense = prepared.loaded.adapter, prepared.loaded.model
@@ -321,7 +336,7 @@ def _measure(entries: list[_Entry], verification: Any) -> None:
 
 def _matched_entries(
     entries: list[_Entry],
-    run_jobs: Callable[[Sequence[Job]], list[tuple[Plan, nn.Module, Evaluated | None]]],
+    run_jobs: Callable[[Sequence[Job]], list[Done]],
     max_speedup: float,
     log: Callable[[str], None],
 ) -> list[_Entry]:
@@ -348,8 +363,10 @@ def _matched_entries(
             todo.append((entry, base, planned))
     done = run_jobs([(names[entry.method], planned) for entry, _, planned in todo])
     return [
-        _Entry(f"{entry.key}=uniform", entry.method, base.target, plan, model, base.key, evaluated=evaluated)
-        for (entry, base, _), (plan, model, evaluated) in zip(todo, done, strict=True)
+        _Entry(
+            f"{entry.key}=uniform", entry.method, base.target, plan, model, base.key, evaluated=evaluated, before=before
+        )
+        for (entry, base, _), (plan, model, before, evaluated) in zip(todo, done, strict=True)
     ]
 
 
@@ -392,8 +409,23 @@ def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]
             row.update(verdict=diff.verdict)
             row.update(kl_vs_uniform=kl_diff.difference, kl_vs_uniform_low=kl_diff.low, kl_vs_uniform_high=kl_diff.high)
             row.update(kl_verdict=kl_diff.verdict)
+        if entry.before is not None:
+            row.update(_before_recovery(entry, entries, base))
         rows.append(row)
     return rows
+
+
+def _before_recovery(entry: _Entry, entries: list[_Entry], base: str) -> dict[str, Any]:
+    """The held-out metric before recovery and its paired difference to uniform's before recovery."""
+    assert entry.before is not None
+    row: dict[str, Any] = {"metric_before_recovery": entry.before.value}
+    peer = next((e.before for e in entries if e.key == base), None)
+    if entry.key == base or peer is None:
+        return {**row, "vs_uniform_before": 0.0, "vs_uniform_before_low": 0.0, "vs_uniform_before_high": 0.0,
+                "verdict_before": "baseline"}  # fmt: skip
+    diff = paired_metric_difference(entry.before, peer)
+    return {**row, "vs_uniform_before": diff.difference, "vs_uniform_before_low": diff.low,
+            "vs_uniform_before_high": diff.high, "verdict_before": diff.verdict}  # fmt: skip
 
 
 def sweep_table(frame: pd.DataFrame) -> str:
@@ -418,5 +450,11 @@ def sweep_table(frame: pd.DataFrame) -> str:
             vs = interval(r, "vs_uniform", "vs_uniform_low", "vs_uniform_high", scale)
             kl = interval(r, "kl_vs_uniform", "kl_vs_uniform_low", "kl_vs_uniform_high", digits=4)
             line += f" | vs uniform {vs}{unit} {r['verdict']}, KL {kl} {r['kl_verdict']}"
+        before = r.get("metric_before_recovery")
+        if before is not None and not pd.isna(before):
+            line += f" | before recovery {scale * float(before):.2f}"
+            if r["verdict_before"] != "baseline":
+                vs = interval(r, "vs_uniform_before", "vs_uniform_before_low", "vs_uniform_before_high", scale)
+                line += f", vs uniform {vs}{unit} {r['verdict_before']}"
         lines.append(line)
     return "\n".join(lines)

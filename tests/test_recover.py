@@ -191,3 +191,58 @@ def test_recovery_settings_follow_the_task_unless_given() -> None:
     assert RunConfig(recover_seconds=10, recover_lr=1e-3).recovery_settings().lr == 1e-3
     with pytest.raises(PlannerError, match="recover_lr"):
         RunConfig(recover_seconds=10, recover_lr=0.0)
+
+
+def test_sweep_recovers_every_method_alike_and_keeps_each_ones_metric_before(workspace: Path, tmp_path: Path) -> None:
+    """`planner sweep --recover-tokens`: every model distilled with the same budget; the metric before
+    recovery and its paired difference to uniform's before recovery sit beside the recovered ones."""
+    import pandas as pd
+
+    from planner.sweep import run_sweep, sweep_table
+    from tests.test_pipeline import tiny_config
+
+    config = tiny_config(workspace, tmp_path / "cache", search_seconds=0.5, recover_tokens=16 * 2 * 4)
+    frame = run_sweep(config, [1.1], out=tmp_path / "sweep", methods=["spdy", "uniform"], progress=False)
+    assert frame["metric_before_recovery"].between(0, 1).all()
+    uniform = frame[(frame["method"] == "uniform (fisher)")]
+    assert set(uniform["verdict_before"]) == {"baseline"}
+    before = float(uniform["metric_before_recovery"].iloc[0])
+    for row in frame[frame["method"] == "planner (spdy)"].itertuples():
+        assert row.vs_uniform_before == pytest.approx(row.metric_before_recovery - before)
+        assert row.vs_uniform_before_low <= row.vs_uniform_before <= row.vs_uniform_before_high
+        assert row.verdict_before in ("win", "tie", "loss")
+    saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
+    assert {"metric_before_recovery", "vs_uniform_before", "verdict_before"} <= set(saved.columns)
+    assert "before recovery" in sweep_table(frame)
+
+
+def test_lora_recovery_trains_adapters_only_and_merges_them_back() -> None:
+    """``lora_rank``: only adapters train (the KL still falls), then they are folded into the weights:
+    the recovered model has the pruned model's modules, parameter names and shapes."""
+    from planner.lora import lora_targets
+
+    adapter, pruned, task = _lm_setup()
+    assert lora_targets(pruned) and not any("lm_head" in name for name in lora_targets(pruned))
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    recovered, log = recover(adapter, pruned, task, _settings(lora_rank=4, lr=3e-2))
+    assert min(p.kl for p in log.validation[1:]) < 0.9 * log.validation[0].kl
+    assert log.settings["lora_rank"] == 4
+    assert {k: tuple(v.shape) for k, v in recovered.state_dict().items()} == {
+        k: tuple(v.shape) for k, v in before.items()
+    }
+    assert {type(m) for m in recovered.modules()} == {type(m) for m in pruned.modules()}  # no adapter left
+    assert all(p.requires_grad for p in recovered.parameters())
+    changed = [k for k, v in recovered.state_dict().items() if not torch.equal(v, before[k])]
+    assert changed and all("proj" in k for k in changed)  # merged into the adapted layers only
+    assert all(torch.equal(before[k], v) for k, v in pruned.state_dict().items())  # caller's model untouched
+    with pytest.raises(PlannerError, match="recover_lora"):
+        _settings(lora_rank=-1)
+
+
+def test_lora_settings_come_from_the_run_config() -> None:
+    from planner.config import RECOVER_LORA_LR, RunConfig
+
+    settings = RunConfig(model="smollm2", recover_seconds=10, recover_lora=8).recovery_settings()
+    assert settings.lora_rank == 8 and settings.lr == RECOVER_LORA_LR["perplexity"]
+    with pytest.raises(PlannerError, match="recover_lora"):
+        RunConfig(recover_seconds=10, recover_lora=-2)
