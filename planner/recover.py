@@ -217,6 +217,7 @@ def recover(
     stop_after_steps: int | None = None,
     on_eval: Callable[[nn.Module, CurvePoint], None] | None = None,
     in_place: bool = False,
+    device: str = "cpu",
 ) -> tuple[nn.Module, RecoveryLog]:
     """Distil ``model`` (pruned) from ``adapter.model`` (dense) on ``task.training``.
 
@@ -229,6 +230,8 @@ def recover(
             benchmark to measure the test metric along the curve (its time counts against the budget).
         in_place: train ``model`` itself (saves a copy of it; the caller's un-recovered weights are
             gone) instead of a copy.
+        device: where to train ("cuda": teacher, student and data move there for the duration, bf16
+            autocast; the recovered model comes back on the CPU and the teacher where it was).
 
     Returns:
         (the recovered model: a copy of ``model``, or ``model`` itself with ``in_place``; its ``RecoveryLog``).
@@ -246,13 +249,29 @@ def recover(
         if adapters is not None:
             log(f"      recovery trains {adapters.trainable:,} LoRA parameters (rank {settings.lora_rank})")
         path = None if checkpoint is None else Path(checkpoint)
-        with BestWeights.beside(path) as best:
-            student, record = _distil(adapter, student, task, settings, train, validation, path, best, model_key,
-                                      progress, log, stop_after_steps, on_eval)  # fmt: skip
+        with BestWeights.beside(path) as best, _on_device(adapter.model, student, device):
+            student, record = _distil(adapter, student, task, settings, train.to(device), validation.to(device),
+                                      path, best, model_key, progress, log, stop_after_steps, on_eval)  # fmt: skip
         return (student if adapters is None else merge_lora(student, adapters)), record
     finally:
         for p in frozen:
             p.requires_grad_(True)
+
+
+@contextlib.contextmanager
+def _on_device(teacher: nn.Module, student: nn.Module, device: str) -> Iterator[None]:
+    """Teacher and student on ``device`` for the block (moved, never copied); afterwards the student is
+    on the CPU and the teacher where it was."""
+    home = next(iter(teacher.parameters())).device
+    try:
+        teacher.to(device)
+        student.to(device)
+        yield
+    finally:
+        teacher.to(home)
+        student.to("cpu")
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
 
 
 def _distil(

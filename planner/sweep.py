@@ -169,7 +169,7 @@ class _Planner:
             return plan, model, None
         before = task.evaluate(model)
         # Every method's model gets the same recovery budget: the frontier compares like with like.
-        recovered, record = recover(prepared.loaded.adapter, model, task, recovery, in_place=True)
+        recovered, record = recover(prepared.loaded.adapter, model, task, recovery, in_place=True, device=config.device)
         first, best = record.validation[0].kl, min(p.kl for p in record.validation)
         self.log(
             f"      {method.label} {speedup:g}x recovered: {record.steps} steps, validation KL {first:.4f}->{best:.4f}"

@@ -256,7 +256,7 @@ def recover_pruned(
     model_key = f"{plan.model_fingerprint}:{json.dumps(saved['units'], sort_keys=True)}:{task.provenance()}"
     recovered, record = recover(
         loaded.adapter, student, task, settings, checkpoint=checkpoint, model_key=model_key, progress=progress, log=log,
-        in_place=True,
+        in_place=True, device=config.device,
     )  # fmt: skip
     save_pruned(
         task.deployable(recovered),

@@ -1,4 +1,4 @@
-"""CUDA paths (skipped without a GPU): semi-structured 2:4 kernels and planning from a GPU table."""
+"""CUDA paths (skipped without a GPU): semi-structured 2:4 kernels, planning from a GPU table, recovery."""
 
 from __future__ import annotations
 
@@ -67,3 +67,20 @@ def test_plan_from_a_gpu_table_applies_on_the_gpu(workspace: Path, tmp_path: Pat
         == 0
     )
     assert main(["apply", "--model", model, "--plan", str(plan), "--out", str(tmp_path / "pruned")]) == 0
+
+
+@pytest.mark.parametrize("lora_rank", [0, 4])
+def test_recovery_trains_on_the_gpu_and_hands_back_cpu_models(lora_rank: int) -> None:
+    """``recover(device="cuda")``: teacher, student and data on the GPU (bf16 autocast, fused AdamW),
+    the KL falls; afterwards the recovered model is on the CPU and the teacher where it was."""
+    from planner.recover import recover
+    from tests.test_recover import _lm_setup, _settings
+
+    adapter, pruned, task = _lm_setup()
+    recovered, log = recover(
+        adapter, pruned, task, _settings(lora_rank=lora_rank, lr=3e-2 if lora_rank else 3e-3), device="cuda"
+    )
+    assert min(p.kl for p in log.validation[1:]) < 0.9 * log.validation[0].kl
+    assert {p.device.type for p in recovered.parameters()} == {"cpu"}
+    assert {p.device.type for p in adapter.model.parameters()} == {"cpu"}
+    assert {p.dtype for p in recovered.parameters()} == {torch.float32}  # fp32 master weights
