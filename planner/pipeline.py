@@ -29,7 +29,8 @@ from planner.records.error_table import ErrorTable
 from planner.records.plan import Plan
 from planner.records.report import Report
 from planner.records.verification import Verification, target_met
-from planner.recover import RecoverySettings, discard_checkpoint, recover
+from planner.recover import RecoverySettings, recover
+from planner.recovery_files import discard_checkpoint
 from planner.report.build import build_report
 from planner.report.folder import base_config, write_run_folder
 from planner.search import Recipe, SearchOutcome, check_search, search_levels

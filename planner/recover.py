@@ -20,8 +20,8 @@ token budget, ends exactly where an uninterrupted run would (the data order is d
 the seed). A checkpoint from another model or settings is refused.
 
 Memory (SmolLM2 at 1.5x on the CPU: 95 M parameters): the student's weights, gradients and AdamW's
-two moments are 4 copies of it; the best weights of the curve wait on disk (``<checkpoint>.best-<step>
-.pt``, or a temporary folder) instead of a fifth copy in memory, AdamW runs fused where torch has it
+two moments are 4 copies of it; the best weights of the curve wait on disk (``planner.recovery_files``)
+instead of a fifth copy in memory, AdamW runs fused where torch has it
 (no foreach temporaries), and the callers that no longer need the un-recovered model train it in
 place (``in_place``) instead of copying it.
 """
@@ -31,11 +31,9 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import glob
 import hashlib
 import json
 import math
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -49,11 +47,9 @@ from torch import nn
 
 from planner.errors import PlannerError
 from planner.lora import add_lora, merge_lora
+from planner.recovery_files import CHECKPOINT_VERSION, BestWeights, save_checkpoint
 from planner.tasks.base import Task, Tokenized
-from profilers.atomic import atomic_path
 from profilers.profiler import progress_bar
-
-CHECKPOINT_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -394,7 +390,7 @@ def _distil(
                         stopped = "early stop"
                         break
             if path is not None and (step + 1) % settings.checkpoint_every == 0:
-                _save_checkpoint(path, identity, student, optimiser, state, history)
+                save_checkpoint(path, identity, student, optimiser, state, history)
                 best.checkpointed(int(state["best_step"]))
     teacher.train(teacher_was_training)
     if stopped != "interrupted" and history["validation"]:
@@ -413,7 +409,7 @@ def _distil(
             student.zero_grad(set_to_none=True)
             student.load_state_dict(best.load(int(state["best_step"])))
     elif stopped == "interrupted" and path is not None:
-        _save_checkpoint(path, identity, student, optimiser, state, history)
+        save_checkpoint(path, identity, student, optimiser, state, history)
         best.checkpointed(int(state["best_step"]))
     student.zero_grad(set_to_none=True)
     student.eval()
@@ -433,30 +429,6 @@ def _distil(
     return student, record
 
 
-def _save_checkpoint(
-    path: Path,
-    identity: dict[str, Any],
-    student: nn.Module,
-    optimiser: torch.optim.Optimizer,
-    state: dict[str, Any],
-    history: dict[str, list[Any]],
-) -> None:
-    """Write the checkpoint atomically (a crash leaves the previous one)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        torch.save(
-            {
-                "identity": identity,
-                "student": student.state_dict(),
-                "optimiser": optimiser.state_dict(),
-                "state": dict(state),
-                "history": {k: list(v) for k, v in history.items()},
-                "torch_rng": torch.get_rng_state(),
-            },
-            tmp,
-        )
-
-
 def adamw(parameters: list[nn.Parameter], **options: float) -> torch.optim.Optimizer:
     """AdamW, fused where this torch has it for the parameters' device (no foreach temporaries of the
     model's size: 50 MB less peak on SmolLM2's CPU recovery), else the default implementation."""
@@ -464,76 +436,3 @@ def adamw(parameters: list[nn.Parameter], **options: float) -> torch.optim.Optim
         return torch.optim.AdamW(parameters, fused=True, **options)  # type: ignore[arg-type]
     except (RuntimeError, TypeError):
         return torch.optim.AdamW(parameters, **options)  # type: ignore[arg-type]
-
-
-class BestWeights:
-    """The student's best weights so far, on disk: ``<checkpoint>.best-<step>.pt`` beside the checkpoint
-    (a resumed run needs the best of the steps before it), or in a temporary folder without one.
-
-    A file stays while the last checkpoint names it; files of later steps than the checkpoint (a crash
-    between the two writes) are removed on resume.
-    """
-
-    def __init__(self, folder: Path, stem: str, *, checkpointed: bool = True) -> None:
-        self.folder, self.stem = folder, stem
-        self.kept: set[int] = set()
-        self.checkpointed_run = checkpointed
-        """Whether checkpoints name best files (else only the newest best is kept)."""
-
-    @classmethod
-    @contextlib.contextmanager
-    def beside(cls, checkpoint: Path | None) -> Iterator[BestWeights]:
-        """Best-weight files beside ``checkpoint`` (left for ``discard_checkpoint``), or in a temporary
-        folder removed at the end."""
-        if checkpoint is not None:
-            checkpoint.parent.mkdir(parents=True, exist_ok=True)
-            yield cls(checkpoint.parent, checkpoint.name)
-            return
-        with tempfile.TemporaryDirectory(prefix="planner-recovery-") as folder:
-            yield cls(Path(folder), "recovery.pt", checkpointed=False)
-
-    def file(self, step: int) -> Path:
-        return self.folder / f"{self.stem}.best-{step}.pt"
-
-    def files(self) -> dict[int, Path]:
-        found = {}
-        for path in self.folder.glob(f"{glob.escape(self.stem)}.best-*.pt"):
-            tail = path.name[len(self.stem) + len(".best-") : -len(".pt")]
-            if tail.isdigit():
-                found[int(tail)] = path
-        return found
-
-    def save(self, student: nn.Module, step: int) -> None:
-        """Write the student's weights as the best at ``step`` (atomically); drop bests no checkpoint needs."""
-        with atomic_path(self.file(step)) as tmp:
-            torch.save(student.state_dict(), tmp)
-        self._keep({step, *self.kept} if self.checkpointed_run else {step})
-
-    def checkpointed(self, step: int) -> None:
-        """A checkpoint naming the best at ``step`` is written: older best files can go."""
-        self._keep({step})
-
-    def resume(self, step: int) -> None:
-        """Resuming a checkpoint whose best is at ``step``: that file must exist; later ones go."""
-        if not self.file(step).is_file():
-            raise PlannerError(
-                f"{self.file(step)} (the best weights the recovery checkpoint names) is missing; delete "
-                f"{self.folder / self.stem} to start the recovery again."
-            )
-        self._keep({step})
-
-    def load(self, step: int) -> dict[str, torch.Tensor]:
-        loaded: dict[str, torch.Tensor] = torch.load(self.file(step), map_location="cpu", weights_only=True)
-        return loaded
-
-    def _keep(self, steps: set[int]) -> None:
-        for step, path in self.files().items():
-            if step not in steps:
-                path.unlink(missing_ok=True)
-        self.kept = steps
-
-
-def discard_checkpoint(checkpoint: Path) -> None:
-    """Remove a finished recovery's checkpoint and its best-weight files (once its result is saved)."""
-    checkpoint.unlink(missing_ok=True)
-    BestWeights(checkpoint.parent, checkpoint.name)._keep(set())

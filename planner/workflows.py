@@ -232,7 +232,8 @@ def recover_pruned(
 
     from planner.pruned_io import backbone_of, load_pruned, read_pruned_config, save_pruned
     from planner.records.plan import plan_from_dict
-    from planner.recover import discard_checkpoint, recover
+    from planner.recover import recover
+    from planner.recovery_files import discard_checkpoint
     from profilers.atomic import atomic_write_text
 
     settings = config.recovery_settings()

@@ -11,7 +11,8 @@ import pytest
 import torch
 
 from planner.errors import PlannerError
-from planner.recover import RecoverySettings, discard_checkpoint, distillation_loss, learning_rate, recover
+from planner.recover import RecoverySettings, distillation_loss, learning_rate, recover
+from planner.recovery_files import discard_checkpoint
 from planner.tasks import CausalLM, Tokenized
 from tests.tiny_models import TINY_ADAPTERS
 
