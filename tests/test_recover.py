@@ -247,3 +247,14 @@ def test_lora_settings_come_from_the_run_config() -> None:
     assert settings.lora_rank == 8 and settings.lr == RECOVER_LORA_LR["perplexity"]
     with pytest.raises(PlannerError, match="recover_lora"):
         RunConfig(recover_seconds=10, recover_lora=-2)
+
+
+def test_lora_without_peft_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "peft", None)  # as if it were not installed
+    adapter, pruned, task = _lm_setup()
+    before = {k: v.clone() for k, v in pruned.state_dict().items()}
+    with pytest.raises(PlannerError, match=r"latency-planner\[lora\]"):
+        recover(adapter, pruned, task, _settings(lora_rank=4), in_place=True)
+    assert all(torch.equal(before[k], v) for k, v in pruned.state_dict().items())  # nothing touched
