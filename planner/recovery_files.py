@@ -109,6 +109,10 @@ class BestWeights:
         loaded: dict[str, torch.Tensor] = torch.load(self.file(step), map_location="cpu", weights_only=True)
         return loaded
 
+    def remove_all(self) -> None:
+        """Delete every best-weight file of this checkpoint."""
+        self._keep(set())
+
     def _keep(self, steps: set[int]) -> None:
         for step, path in self.files().items():
             if step not in steps:
@@ -119,4 +123,4 @@ class BestWeights:
 def discard_checkpoint(checkpoint: Path) -> None:
     """Remove a finished recovery's checkpoint and its best-weight files (once its result is saved)."""
     checkpoint.unlink(missing_ok=True)
-    BestWeights(checkpoint.parent, checkpoint.name)._keep(set())
+    BestWeights(checkpoint.parent, checkpoint.name).remove_all()
