@@ -21,7 +21,7 @@ import numpy as np
 from planner.config import RunConfig
 from planner.models import load_model
 from planner.models.phases import Shape
-from planner.profile import anchor_levels, profiler_settings
+from planner.stages.profile.measure import anchor_levels, profiler_settings
 from profilers import Profiler, Workload
 from profilers.hog import cpu_hog
 

@@ -21,7 +21,7 @@ from planner.backends import get_backend
 from planner.config import DEFAULT_CACHE, RunConfig
 from planner.models import load_model
 from planner.report.exports import export_plan
-from planner.solve import solve_plan
+from planner.stages.solve import solve_plan
 from planner.tasks import build_task
 from planner.workflows import profile_table
 

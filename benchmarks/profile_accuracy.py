@@ -39,8 +39,8 @@ import numpy as np
 from planner.config import Measurement
 from planner.models import LoadedModel, load_model
 from planner.models.fingerprint import model_fingerprint
-from planner.profile import profile_model
-from planner.verify import verify_models
+from planner.stages.profile.measure import profile_model
+from planner.stages.verify import verify_models
 
 CONFIGS = 8
 

@@ -20,8 +20,8 @@ from pathlib import Path
 from planner.backends import get_backend
 from planner.config import DEFAULT_CACHE, RunConfig
 from planner.models import load_model
-from planner.profile import profile_model
-from planner.solve import solve_plan
+from planner.stages.profile.measure import profile_model
+from planner.stages.solve import solve_plan
 from planner.tasks import build_task
 
 SPEEDUP = 2.0

@@ -5,7 +5,7 @@
    measured speedup.
 2. A learning-rate sweep (``--sweep``, ``--sweep-seconds`` each) picks the peak learning rate by the
    validation KL (held-out *training* windows: the test set never chooses anything).
-3. ``planner.recover.recover`` distils that model from the dense one for ``--seconds`` on the
+3. ``planner.stages.recover.recover`` distils that model from the dense one for ``--seconds`` on the
    training windows (never the test or calibration windows); at every validation point the
    *test* perplexity is measured too (the curve: perplexity vs tokens and seconds; its time counts
    against the budget, so the figure is conservative).
@@ -31,10 +31,10 @@ from pathlib import Path
 
 from planner.config import RunConfig
 from planner.pipeline import run_pipeline
-from planner.pruned_io import backbone_of, load_pruned
-from planner.recover import CurvePoint, RecoverySettings, recover
-from planner.verify import verify_models
-from planner.workflows import configured_task, load_configured
+from planner.stages.apply.pruned_io import backbone_of, load_pruned
+from planner.stages.load import configured_task, load_configured
+from planner.stages.recover import CurvePoint, RecoverySettings, recover
+from planner.stages.verify import verify_models
 
 
 def main() -> None:

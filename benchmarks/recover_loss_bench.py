@@ -1,6 +1,6 @@
 """What the full-vocabulary distillation loss costs against a top-k one, per micro-batch of LM logits.
 
-Recovery's loss for causal LMs is the KL over the whole vocabulary (``planner.recover.
+Recovery's loss for causal LMs is the KL over the whole vocabulary (``planner.stages.recover.
 distillation_loss``). The alternative the field uses to save work keeps the dense model's top-k
 tokens plus one bucket for the rest (as ``planner.tasks.CausalLM`` does for its held-out KL). This
 times both, forward + backward, on random logits of SmolLM2's recovery micro-batch (2 x 127 x 49,152),
@@ -21,7 +21,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from planner.recover import distillation_loss
+from planner.stages.recover import distillation_loss
 
 
 def top_k_loss(student: torch.Tensor, teacher: torch.Tensor, k: int) -> torch.Tensor:

@@ -34,12 +34,12 @@ import numpy as np
 import torch
 
 from planner.backends import get_backend
-from planner.cache import cached_scores
 from planner.config import RunConfig
 from planner.executors import Executor, ExecutorSettings
 from planner.executors.ray_pool import LOOPBACK_ONLY
 from planner.pipeline import StageClock, prepare
-from planner.search import search_levels
+from planner.stages.score import cached_scores
+from planner.stages.search import search_levels
 
 
 @dataclasses.dataclass(frozen=True)

@@ -27,11 +27,11 @@ from typing import Any
 import numpy as np
 
 from planner.backends import get_backend
-from planner.cache import cached_scores
 from planner.config import RunConfig
 from planner.executors import Executor
 from planner.pipeline import StageClock, prepare
-from planner.search import CandidateLoss, runner, search_levels
+from planner.stages.score import cached_scores
+from planner.stages.search import CandidateLoss, runner, search_levels
 
 
 def heldout_kl(prepared: Any, backend: Any, scores: Any, levels: tuple[int, ...]) -> float:
@@ -88,7 +88,7 @@ def main() -> None:
         f"{args.model}: {len(table.unit_costs())} units, budget {budget:.1f} ms for {args.speedup:g}x, "
         f"{len(task.calibration)} calibration / {len(task.test)} test examples, {args.seconds:g} s per search"
     )
-    from planner.search.runner import Recipe
+    from planner.stages.search.runner import Recipe
 
     dp_levels = tuple(
         Recipe((1.0,) * len(table.unit_costs())).levels(table, scores, budget, prepared.loaded.adapter.units())

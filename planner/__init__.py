@@ -11,12 +11,12 @@ from planner.errors import PlannerError, UnsupportedModelError
 from planner.version import __version__
 
 _LAZY = {
-    "ProfileConfig": "planner.profile",
-    "profile_model": "planner.profile",
+    "RunConfig": "planner.config",
+    "profile_model": "planner.stages.profile",
     "load_model": "planner.models",
     "LatencyTable": "profilers",
-    "Plan": "planner.plan",
-    "load_pruned": "planner.pruned_io",
+    "Plan": "planner.records.plan",
+    "load_pruned": "planner.stages.apply",
     "create_plan": "planner.workflows",
     "apply_plan": "planner.workflows",
 }
@@ -32,10 +32,14 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "LatencyTable",
+    "Plan",
     "PlannerError",
-    "ProfileConfig",
+    "RunConfig",
     "UnsupportedModelError",
     "__version__",
+    "apply_plan",
+    "create_plan",
     "load_model",
+    "load_pruned",
     "profile_model",
 ]

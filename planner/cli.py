@@ -364,7 +364,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     )
     print(summary_text(report, args.out))
     if not report.quality.met:
-        from planner.quality import QUALITY_LOST_EXIT
+        from planner.records.quality import QUALITY_LOST_EXIT
 
         print(f"WARNING: {report.verdict}: see {args.out}/report.md", file=sys.stderr)
         return QUALITY_LOST_EXIT

@@ -17,28 +17,31 @@ from pathlib import Path
 from torch import nn
 
 from planner.backends import Backend, get_backend
-from planner.cache import cache_key, cached_scores, cached_table
 from planner.config import Measurement, RunConfig
-from planner.correct import Applied, correct
+from planner.config.quality import QualityLimit
 from planner.errors import PlannerError
-from planner.executors import Executor, executor_text
-from planner.headroom import measure_headroom
+from planner.executors import Executor
 from planner.models import LoadedModel
-from planner.quality import QualityLimit, launch_bound, obstacle
+from planner.paths import cache_key
 from planner.records.error_table import ErrorTable
 from planner.records.plan import Plan
-from planner.records.report import Report
+from planner.records.report import Report, executor_text
 from planner.records.verification import Verification, target_met
-from planner.recover import RecoverySettings, recover
-from planner.recovery_files import discard_checkpoint
 from planner.report.build import build_report
-from planner.report.folder import base_config, write_run_folder
-from planner.search import Recipe, SearchOutcome, check_search, search_levels
-from planner.search.runner import split_examples
-from planner.solve import solve_plan
+from planner.report.folder import write_run_folder
+from planner.stages.apply import base_config, save_pruned
+from planner.stages.correct import Applied, correct, launch_bound, obstacle
+from planner.stages.load import configured_task, load_configured
+from planner.stages.profile.cache import cached_table
+from planner.stages.profile.headroom import measure_headroom
+from planner.stages.recover import RecoverySettings, recover
+from planner.stages.recover.files import discard_checkpoint
+from planner.stages.score import cached_scores
+from planner.stages.search import Recipe, SearchOutcome, check_search, search_levels
+from planner.stages.search.runner import split_examples
+from planner.stages.solve import solve_plan
+from planner.stages.verify import verify_models
 from planner.tasks import Task
-from planner.verify import verify_models
-from planner.workflows import configured_task, load_configured
 from profilers import LatencyTable, ProfilerSettings
 
 STAGES = ("profile", "score", "solve", "search", "apply", "verify")
@@ -373,7 +376,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
         verification=final.verification,
         dense_metric=dense_metric,
         pruned_metric=pruned_metric,
-        search=search,
+        search=None if search is None else search.summary(),
         attempts=attempts,
         stage_seconds=clock.seconds,
         config=config.describe(),
@@ -388,9 +391,13 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
         report=report,
         table=table,
         plan=final.plan,
-        deployable=prepared.task.deployable(final.model),
-        shape=prepared.loaded.adapter.kept_shape(final.model),
-        base_config=base_config(prepared.loaded),
-        search=search,
+        write_model=lambda folder: save_pruned(
+            prepared.task.deployable(final.model),
+            folder,
+            plan=final.plan,
+            shape=prepared.loaded.adapter.kept_shape(final.model),
+            base_config=base_config(prepared.loaded),
+        ),
+        search_history=None if search is None else search.result.history,
     )
     return report

@@ -38,18 +38,18 @@ import torch
 from torch import nn
 
 from planner.backends import get_backend
-from planner.cache import cached_scores
-from planner.compare import metric_interval, paired_mean_difference, paired_metric_difference
 from planner.config import RunConfig
 from planner.errors import PlannerError
 from planner.executors import Executor
 from planner.executors.worker import Worker, load_checked
 from planner.pipeline import Prepared, StageClock, check_reachable, make_plan, prepare
 from planner.records.plan import Plan
-from planner.recover import recover
-from planner.search import search_levels
+from planner.stages.recover import recover
+from planner.stages.score import cached_scores
+from planner.stages.search import search_levels
+from planner.stages.verify import verify_models
 from planner.tasks.base import MetricResult
-from planner.verify import verify_models
+from planner.tasks.compare import metric_interval, paired_mean_difference, paired_metric_difference
 from profilers.atomic import atomic_dir
 
 SWEEP_SEARCH_SECONDS = 30.0

@@ -15,48 +15,22 @@ from typing import Any
 from torch import nn
 
 from planner.backends import get_backend
-from planner.cache import score_units
 from planner.config import RunConfig
 from planner.errors import PlannerError
-from planner.headroom import Headroom, measure_headroom
-from planner.models import LoadedModel, load_model
-from planner.profile import profile_model
+from planner.models import LoadedModel
+from planner.records.headroom import Headroom
 from planner.records.plan import Plan
 from planner.records.verification import Verification
-from planner.recover import RecoveryLog
-from planner.report.folder import base_config
-from planner.solve import solve_plan
-from planner.tasks import Task, build_task
-from planner.verify import verify_models
+from planner.stages.apply import base_config
+from planner.stages.load import configured_task, load_configured
+from planner.stages.profile.headroom import measure_headroom
+from planner.stages.profile.measure import profile_model
+from planner.stages.recover import RecoveryLog
+from planner.stages.score import score_units
+from planner.stages.solve import solve_plan
+from planner.stages.verify import verify_models
+from planner.tasks import Task
 from profilers import LatencyTable
-
-
-def load_configured(config: RunConfig) -> LoadedModel:
-    """The configured model, at the configured shape and level grid."""
-    return load_model(
-        config.model,
-        batch_size=config.batch_size,
-        seq_len=config.seq_len,
-        ffn_step=config.ffn_step,
-        sparsity_levels=config.sparsity_levels,
-        cache_dir=config.cache_dir,
-        random_weights=config.random_weights,
-    )
-
-
-def configured_task(config: RunConfig, loaded: LoadedModel, *, seq_len: int | None = None) -> Task:
-    """The configured task (data, calibration size, seed) for ``loaded`` at ``seq_len`` tokens."""
-    return build_task(
-        loaded,
-        task=config.task,
-        data=config.data,
-        seq_len=config.seq_len if seq_len is None else seq_len,
-        calibration_size=config.calibration_size,
-        batch_size=config.batch_size,
-        seed=config.seed,
-        cache_dir=config.cache_dir,
-        test_size=config.test_size,
-    )
 
 
 def profile_table(config: RunConfig, *, out: str | Path, progress: bool = True, reuse: bool = True) -> LatencyTable:
@@ -136,7 +110,7 @@ def apply_plan(
     Backends that need data (Fisher's mask tuning) use ``config.data``; a fitted-head classifier is
     saved with its head.
     """
-    from planner.pruned_io import export_onnx_model, save_pruned
+    from planner.stages.apply.pruned_io import export_onnx_model, save_pruned
 
     out_dir = Path(out)
     if out_dir.exists() and not overwrite:
@@ -195,7 +169,7 @@ def verify_pruned(
     the pruned model (what it was planned for); ``config`` gives the runtime, device and rounds. The
     execution mode is the plan's (``verification_config``).
     """
-    from planner.pruned_io import backbone_of, load_pruned, read_pruned_config
+    from planner.stages.apply.pruned_io import backbone_of, load_pruned, read_pruned_config
 
     table = read_pruned_config(pruned)["plan"]["table"]
     config = verification_config(config, table, allow_mode_mismatch=allow_mode_mismatch)
@@ -230,10 +204,10 @@ def recover_pruned(
     same shapes, plus ``recovery.json``). Interrupted, it resumes from ``<out>.recovery.pt``."""
     import json
 
-    from planner.pruned_io import backbone_of, load_pruned, read_pruned_config, save_pruned
     from planner.records.plan import plan_from_dict
-    from planner.recover import recover
-    from planner.recovery_files import discard_checkpoint
+    from planner.stages.apply.pruned_io import backbone_of, load_pruned, read_pruned_config, save_pruned
+    from planner.stages.recover import recover
+    from planner.stages.recover.files import discard_checkpoint
     from profilers.atomic import atomic_write_text
 
     settings = config.recovery_settings()

@@ -15,7 +15,7 @@ from planner.backends.tuning_bert import _teacher_targets, tune_bert
 from planner.errors import PlannerError
 from planner.models import GenericAdapter
 from planner.records.plan import Plan, UnitChoice
-from planner.solve import solve_plan
+from planner.stages.solve import solve_plan
 from planner.tasks import Tokenized
 from profilers.sparse_kernels import two_four_mask, unstructured_mask
 from tests.tiny_models import classifier_setup, loaded_of, plan_of, table_for, tiny_net, tiny_task
@@ -106,7 +106,7 @@ def test_mask_tuning_does_not_increase_the_first_layer_error() -> None:
 
 @pytest.mark.parametrize("backend_name", ["fisher", "magnitude"])
 def test_plan_apply_save_load_round_trip(tmp_path: Path, backend_name: str) -> None:
-    from planner.pruned_io import load_pruned, save_pruned
+    from planner.stages.apply.pruned_io import load_pruned, save_pruned
 
     model, adapter, task = classifier_setup(n=16)
     loaded = loaded_of(model, adapter)
@@ -184,7 +184,7 @@ def test_magnitude_generic_apply_uses_csr_where_the_table_says_so() -> None:
 def test_fisher_plan_and_apply_on_the_real_minilm(tmp_path: Path) -> None:
     from planner.config import RunConfig
     from planner.models import load_model
-    from planner.pruned_io import load_pruned
+    from planner.stages.apply.pruned_io import load_pruned
     from planner.tasks import build_task
     from planner.workflows import apply_plan, create_plan, profile_table
 

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from planner.cache import cached_table, revalidate, table_path
 from planner.config import RunConfig
 from planner.models import load_model
+from planner.stages.profile.cache import cached_table, revalidate, table_path
 from profilers import LatencyTable
 
 BERT = "tests.tiny_models:tiny_bert_factory"

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from planner.cli import main
-from planner.pruned_io import load_pruned
+from planner.stages.apply.pruned_io import load_pruned
 
 
 def profile_args(model: str, table: Path, *, rounds: int = 1, extra: tuple[str, ...] = ()) -> list[str]:

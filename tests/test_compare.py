@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from planner.compare import metric_interval, paired_mean_difference, paired_metric_difference, verdict
 from planner.tasks.base import MetricResult, aggregate
+from planner.tasks.compare import metric_interval, paired_mean_difference, paired_metric_difference, verdict
 
 
 def _accuracy(correct: np.ndarray) -> MetricResult:

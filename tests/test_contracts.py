@@ -14,7 +14,7 @@ import torch
 from planner.backends import BACKENDS, get_backend
 from planner.models import ADAPTERS
 from planner.models.fingerprint import model_fingerprint
-from planner.solve import solve_plan
+from planner.stages.solve import solve_plan
 from profilers import RUNTIMES, Profiler, ProfilerSettings, Workload
 from tests.tiny_models import TINY_ADAPTERS, TINY_TASKS, loaded_of, table_for
 
@@ -84,7 +84,7 @@ def test_shrinking_equals_masking(family: str, seed: int) -> None:
 
 @pytest.mark.parametrize("family", sorted(TINY_ADAPTERS))
 def test_candidate_builder_equals_shrink_and_shares_unchanged_tensors(family: str) -> None:
-    from planner.search import CandidateBuilder
+    from planner.stages.search import CandidateBuilder
 
     adapter = TINY_ADAPTERS[family]()
     before = model_fingerprint(adapter.model)

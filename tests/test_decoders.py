@@ -69,7 +69,7 @@ def test_a_decode_step_costs_the_same_every_call(family: str) -> None:
 def test_pruned_decoders_reload_exactly_and_export_to_onnx(family: str, tmp_path: Path) -> None:
     import onnxruntime
 
-    from planner.pruned_io import export_onnx_model, load_pruned, save_pruned
+    from planner.stages.apply.pruned_io import export_onnx_model, load_pruned, save_pruned
 
     adapter = TINY_ADAPTERS[family]()
     pruned = adapter.shrink(_deep_keep(adapter))
@@ -228,7 +228,7 @@ def _lm_config(workspace: Path, cache: Path, **overrides: object) -> RunConfig:
 @pytest.mark.parametrize("phase", [{"phase": "prefill"}, {"phase": "decode"}, {"generate": 3}])
 def test_run_plans_a_decoder_for_each_phase(workspace: Path, tmp_path: Path, phase: dict[str, object]) -> None:
     from planner.pipeline import run_pipeline
-    from planner.pruned_io import load_pruned
+    from planner.stages.apply.pruned_io import load_pruned
 
     report = run_pipeline(_lm_config(workspace, tmp_path / "cache", **phase), out=tmp_path / "run", progress=False)
     assert report.task == "causal-lm" and report.metric.name == "perplexity" and not report.metric.higher_is_better
@@ -278,7 +278,7 @@ def test_magnitude_plans_for_a_decoder_from_the_cli(workspace: Path, tmp_path: P
 def test_onnx_runtime_times_decoder_prefill(tmp_path: Path) -> None:
     from planner.models import LoadedModel
     from planner.models.fingerprint import model_fingerprint
-    from planner.profile import profile_model
+    from planner.stages.profile.measure import profile_model
 
     adapter = TINY_ADAPTERS["llama"]()  # grouped-query attention: exported with an explicit causal mask
     loaded = LoadedModel("tiny", adapter, model_fingerprint(adapter.model), None)
@@ -301,7 +301,7 @@ def test_the_real_smollm2_end_to_end(tmp_path: Path) -> None:
 
     from planner.models import load_model
     from planner.pipeline import run_pipeline
-    from planner.pruned_io import load_pruned
+    from planner.stages.apply.pruned_io import load_pruned
 
     loaded = load_model("smollm2")
     start = time.perf_counter()

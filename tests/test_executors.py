@@ -16,13 +16,13 @@ from typing import Any
 import pytest
 
 from planner.backends import get_backend
-from planner.cache import cached_scores
 from planner.cli import main
 from planner.config import RunConfig
 from planner.errors import PlannerError
 from planner.executors import Executor, ExecutorSettings, plan_workers
-from planner.search import search_levels
-from planner.workflows import configured_task, load_configured
+from planner.stages.load import configured_task, load_configured
+from planner.stages.score import cached_scores
+from planner.stages.search import search_levels
 from tests.test_pipeline import tiny_config
 from tests.tiny_models import table_for
 

@@ -160,7 +160,7 @@ def test_export_cli(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 def _plan_at(adapter, pick):  # type: ignore[no-untyped-def]
     """A magnitude plan for ``adapter`` at the levels ``pick(unit) -> level index`` (a hand-made table)."""
     from planner.backends import get_backend
-    from planner.solve import solve_plan
+    from planner.stages.solve import solve_plan
     from tests.tiny_models import loaded_of, table_for
 
     loaded = loaded_of(adapter.model, adapter)

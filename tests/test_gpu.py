@@ -73,7 +73,7 @@ def test_plan_from_a_gpu_table_applies_on_the_gpu(workspace: Path, tmp_path: Pat
 def test_recovery_trains_on_the_gpu_and_hands_back_cpu_models(lora_rank: int) -> None:
     """``recover(device="cuda")``: teacher, student and data on the GPU (bf16 autocast, fused AdamW),
     the KL falls; afterwards the recovered model is on the CPU and the teacher where it was."""
-    from planner.recover import recover
+    from planner.stages.recover import recover
     from tests.test_recover import _lm_setup, _settings
 
     adapter, pruned, task = _lm_setup()

@@ -14,12 +14,12 @@ import torch
 
 from planner.cli import main
 from planner.config import DEFAULT_SEARCH, RunConfig
-from planner.correct import Applied, correct
 from planner.errors import PlannerError
 from planner.pipeline import run_pipeline
-from planner.quality import verdict
+from planner.records.quality import verdict
 from planner.records.report import report_schema
 from planner.records.verification import ModelTiming, Verification
+from planner.stages.correct import Applied, correct
 from planner.sweep import run_sweep
 
 # The tiny model is dominated by per-call overhead: its fastest plan measured anywhere from 1.11x to 2.42x
@@ -280,7 +280,7 @@ def test_an_overshoot_is_planned_lower_and_the_least_compressed_plan_that_meets_
 def test_when_uniform_wins_the_final_pick_corrections_stay_uniform() -> None:
     from planner.backends import get_backend
     from planner.pipeline import Prepared, make_plan
-    from planner.search import Recipe
+    from planner.stages.search import Recipe
     from tests.tiny_models import classifier_setup, loaded_of, table_for
 
     model, adapter, task = classifier_setup()
@@ -300,7 +300,7 @@ def test_the_final_pick_goes_on_without_uniform_when_no_uniform_plan_fits() -> N
 
     from planner.backends import get_backend
     from planner.config import SearchSettings
-    from planner.search import search_levels
+    from planner.stages.search import search_levels
     from tests.tiny_models import classifier_setup, loaded_of, table_for
 
     model, adapter, task = classifier_setup(n=8)

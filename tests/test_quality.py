@@ -12,18 +12,11 @@ import torch
 
 from planner.cli import main
 from planner.config import RunConfig
-from planner.correct import Applied, correct
+from planner.config.quality import GUARD_POINTS, GUARD_RELATIVE, parse_max_loss
 from planner.errors import PlannerError
-from planner.quality import (
-    GUARD_POINTS,
-    GUARD_RELATIVE,
-    QUALITY_LOST_EXIT,
-    launch_bound,
-    obstacle,
-    parse_max_loss,
-    verdict,
-)
+from planner.records.quality import QUALITY_LOST_EXIT, verdict
 from planner.records.verification import ModelTiming, Verification
+from planner.stages.correct import Applied, correct, launch_bound, obstacle
 from planner.workflows import verification_config
 
 
@@ -273,7 +266,7 @@ def test_run_exits_3_when_the_delivered_model_lost_its_quality(
 
 # ----- runtime headroom ---------------------------------------------------------------------------
 def test_the_alternative_to_eager_on_cuda_is_cuda_graphs_and_on_cpu_onnx_runtime() -> None:
-    from planner.headroom import alternative_of
+    from planner.stages.profile.headroom import alternative_of
 
     cuda = RunConfig(device="cuda").measurement()
     assert cuda.execution == "cuda-graphs"
@@ -286,7 +279,7 @@ def test_the_alternative_to_eager_on_cuda_is_cuda_graphs_and_on_cpu_onnx_runtime
 
 
 def test_headroom_times_the_dense_model_both_ways_and_says_when_it_alone_meets_the_target() -> None:
-    from planner.headroom import Headroom, measure_headroom
+    from planner.stages.profile.headroom import Headroom, measure_headroom
     from tests.tiny_models import TINY_ADAPTERS, loaded_of
 
     adapter = TINY_ADAPTERS["bert"]()

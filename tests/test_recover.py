@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from planner.errors import PlannerError
-from planner.recover import RecoverySettings, distillation_loss, learning_rate, recover
-from planner.recovery_files import discard_checkpoint
+from planner.stages.recover import RecoverySettings, distillation_loss, learning_rate, recover
+from planner.stages.recover.files import discard_checkpoint
 from planner.tasks import CausalLM, Tokenized
 from tests.tiny_models import TINY_ADAPTERS
 
@@ -149,7 +149,7 @@ def test_run_recovers_between_apply_and_verify_and_reports_the_curve(workspace: 
     assert (out / "recovery.png").is_file() and "Recovery (distillation" in (out / "report.md").read_text()
     assert not list((tmp_path / "cache" / "recovery").glob("*.pt"))  # the checkpoint goes once it is done
     # The saved pruned model is the recovered one, with the plan's shapes.
-    from planner.pruned_io import load_pruned
+    from planner.stages.apply.pruned_io import load_pruned
 
     assert load_pruned(out / "pruned") is not None
 
@@ -159,7 +159,7 @@ def test_recover_command_writes_a_recovered_model_and_refuses_bad_input(
 ) -> None:
     from planner.cli import main
     from planner.pipeline import run_pipeline
-    from planner.pruned_io import load_pruned
+    from planner.stages.apply.pruned_io import load_pruned
     from tests.test_pipeline import tiny_config
 
     run = tmp_path / "run"
@@ -220,7 +220,7 @@ def test_sweep_recovers_every_method_alike_and_keeps_each_ones_metric_before(wor
 def test_lora_recovery_trains_adapters_only_and_merges_them_back() -> None:
     """``lora_rank``: only adapters train (the KL still falls), then they are folded into the weights:
     the recovered model has the pruned model's modules, parameter names and shapes."""
-    from planner.lora import lora_targets
+    from planner.stages.recover.lora import lora_targets
 
     adapter, pruned, task = _lm_setup()
     assert lora_targets(pruned) and not any("lm_head" in name for name in lora_targets(pruned))

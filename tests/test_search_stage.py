@@ -12,7 +12,7 @@ import solvers
 from planner.backends import get_backend
 from planner.config import SearchSettings
 from planner.errors import PlannerError
-from planner.search import Recipe, check_search, search_levels
+from planner.stages.search import Recipe, check_search, search_levels
 from tests.tiny_models import classifier_setup, loaded_of, table_for
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from planner.search.selection import Contender, select_plan
+from planner.stages.search.selection import Contender, select_plan
 
 
 def test_the_lowest_held_out_loss_wins_and_each_plan_is_scored_once() -> None:

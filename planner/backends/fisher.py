@@ -20,7 +20,7 @@ from torch import nn
 
 from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep, structured_units
 from planner.backends.fisher_math import diagonal_fisher, rearrange, removal_errors
-from planner.backends.tuning import tune_and_fold
+from planner.backends.tuners import tune_and_fold
 from planner.errors import PlannerError
 from planner.models.units import Level, Unit
 from planner.records.error_table import ErrorTable

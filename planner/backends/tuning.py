@@ -1,6 +1,7 @@
 """Fisher mask tuning: layer-wise damped least-squares scales for kept heads and neurons, folded
 into the output projections. The maths (``fisher_math.damped_scales``) is shared; gathering the
-least-squares problem is per model family (a registry keyed by adapter type, below).
+least-squares problem is per model family (``tuning_bert``, ``tuning_decoder``; the registry keyed by
+adapter type is ``planner.backends.tuners``).
 
 Every family works the same way: layers are processed in order 0..L-1, the student's input to a
 layer comes from the already tuned earlier layers, and each block (attention, FFN) is
@@ -14,14 +15,13 @@ rest keep binary masks.
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from planner.backends.fisher_math import damped_scales
-from planner.tasks.base import Task
 
 Scales = dict[str, torch.Tensor]
 """unit name -> (size,) scale per head (query head) or neuron; 0 for removed ones."""
@@ -95,41 +95,3 @@ def fold_scales(adapter: Any, scales: Scales) -> Any:
         else:
             scale_inputs(folded.neuron_output(layer), scales[unit.name])
     return folded
-
-
-Tuner = Callable[..., Scales]
-"""``tuner(adapter, keep, task, *, teacher_keep, progress) -> Scales``."""
-
-
-def _tuners() -> dict[type, Tuner]:
-    from planner.backends.tuning_bert import tune_bert
-    from planner.models.bert import BertAdapter
-
-    tuners: dict[type, Tuner] = {BertAdapter: tune_bert}
-    try:
-        from planner.backends.tuning_decoder import tune_decoder
-        from planner.models.decoder import DecoderAdapter
-    except ImportError:  # pragma: no cover - decoders are part of the package
-        return tuners
-    tuners[DecoderAdapter] = tune_decoder
-    return tuners
-
-
-def tune_and_fold(
-    adapter: Any,
-    keep: Mapping[str, Sequence[int]],
-    task: Task,
-    *,
-    teacher_keep: Mapping[str, Sequence[int]] | None = None,
-    progress: bool = False,
-) -> Any:
-    """Tune scales for ``keep`` on the task's calibration data and fold them into a copy.
-
-    Returns:
-        An adapter over the tuned copy (the caller's adapter and model are untouched).
-    """
-    for cls, tuner in _tuners().items():
-        if isinstance(adapter, cls):
-            scales = tuner(adapter, keep, task, teacher_keep=teacher_keep, progress=progress)
-            return fold_scales(adapter, scales)
-    raise TypeError(f"no mask tuning for {type(adapter).__name__}; families with tuning: BERT, decoders")

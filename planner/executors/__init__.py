@@ -2,6 +2,10 @@
 this machine or a cluster). Timing never runs here: profiling and verification stay in the driver,
 one process per device, after the fan-out work is done.
 
+The candidate-pool interface is the search's (``planner.stages.search.pool``); Ray's pool and workers
+implement it here. May import: the search and load stages, records, models, tasks, backends, config
+and the leaves; never a composer. Only the composers import executors.
+
 ``Executor`` is opened at the start of a run (a bad address or too many workers fail before any
 work) and makes one ``CandidatePool`` per model, task and backend scores.
 """
@@ -10,23 +14,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
-from planner.config import EXECUTORS
-from planner.executors.base import CandidatePool, PoolStats, Request, describe, executor_text
-from planner.executors.local import LocalPool
-
-
-@dataclass(frozen=True)
-class ExecutorSettings:
-    """``--executor``, ``--workers`` (None: one per GPU on CUDA, 1 on the CPU), ``--ray-address``
-    (None: ``RAY_ADDRESS``, else a local Ray started and shut down by the run)."""
-
-    kind: str = "local"
-    workers: int | None = None
-    address: str | None = None
+from planner.config import EXECUTORS, ExecutorSettings
+from planner.stages.search.pool import CandidatePool, LocalPool, PoolStats, Request, describe
 
 
 def plan_workers(requested: int | None, device: str, resources: Mapping[str, float]) -> tuple[int, int, int]:
@@ -95,7 +87,7 @@ class Executor:
         objective: str,
     ) -> CandidatePool:
         """A pool evaluating candidates of ``loaded`` on ``task``'s calibration ``samples``."""
-        from planner.search.samples import SampleLosses
+        from planner.stages.search.samples import SampleLosses
 
         if self.connection is None:
             local = SampleLosses(
@@ -124,7 +116,7 @@ class Executor:
         self, *, config: Any, loaded: Any, task: Any, backend: Any, scores: Any, settings: Any
     ) -> CandidatePool:
         """``pool`` for a search with ``settings`` (``planner.config.SearchSettings``): its samples and objective."""
-        from planner.search.runner import search_samples
+        from planner.stages.search.runner import search_samples
 
         return self.pool(
             config=config,
@@ -173,6 +165,5 @@ __all__ = [
     "PoolStats",
     "Request",
     "describe",
-    "executor_text",
     "plan_workers",
 ]

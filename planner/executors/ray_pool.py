@@ -22,8 +22,8 @@ from urllib.parse import urlparse
 import numpy as np
 
 from planner.errors import PlannerError
-from planner.executors.base import PoolStats, Request
 from planner.executors.worker import CandidateWorker, WorkerSpec
+from planner.stages.search.pool import PoolStats, Request
 
 RAY_EXTRA = "pip install 'latency-planner[ray]'"
 

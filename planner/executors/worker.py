@@ -31,7 +31,7 @@ class WorkerSpec:
         config: the run's configuration (model, data, seed, sizes).
         backend: the backend whose ``select`` picks the kept heads / neurons.
         scores: that backend's error table (computed once, on the driver).
-        samples: sample name -> calibration example indices (``planner.search.samples.search_samples``).
+        samples: sample name -> calibration example indices (``planner.stages.search.runner.search_samples``).
         objective: "kl" or "ce".
         fingerprint: the driver's model fingerprint (weights included).
         data_digest: ``calibration_digest`` of the driver's task.
@@ -62,7 +62,7 @@ def calibration_digest(task: Task) -> str:
 
 def load_checked(config: RunConfig, fingerprint: str, data_digest: str) -> tuple[Any, Task]:
     """The configured model and task, rebuilt here; refused when they differ from the driver's."""
-    from planner.workflows import configured_task, load_configured
+    from planner.stages.load import configured_task, load_configured
 
     loaded = load_configured(config)
     host = socket.gethostname()
@@ -94,7 +94,7 @@ class CandidateWorker(Worker):
 
     def __init__(self, spec: WorkerSpec) -> None:
         from planner.backends import get_backend
-        from planner.search.samples import SampleLosses
+        from planner.stages.search.samples import SampleLosses
 
         torch.set_num_threads(spec.threads)
         loaded, task = load_checked(spec.config, spec.fingerprint, spec.data_digest)

@@ -11,11 +11,12 @@ from typing import Any
 
 from torch import nn
 
+from planner.config.specs import spec_kind
 from planner.models.base import ModelAdapter, UnitWorkload
 from planner.models.bert import BertAdapter
 from planner.models.decoder import GPT2Adapter, LlamaAdapter
 from planner.models.generic import GenericAdapter
-from planner.models.loading import BUNDLED, LoadedModel, load_model, minilm_path, spec_kind
+from planner.models.loading import BUNDLED, LoadedModel, load_model, minilm_path
 from planner.models.transformer import TransformerAdapter
 from planner.models.units import Level, Unit
 

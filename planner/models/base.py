@@ -9,6 +9,7 @@ from typing import Protocol
 import torch
 from torch import nn
 
+from planner.config.settings import LevelGrid
 from planner.models.phases import Shape
 from planner.models.units import Unit
 
@@ -131,3 +132,8 @@ def prefill_only(shape: Shape, family: str) -> None:
             f"--phase {shape.phase} needs a causal language model; {family} models have only the prefill "
             "phase (one forward over the input). Use --phase prefill."
         )
+
+
+def level_grid(adapter: object) -> LevelGrid:
+    """The level grid an adapter was built with (recorded in tables so a model is rebuilt for them)."""
+    return LevelGrid(getattr(adapter, "ffn_step", None), getattr(adapter, "sparsity_levels", None))

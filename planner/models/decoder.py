@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from planner.config.specs import LLAMA_FAMILY
 from planner.errors import UnsupportedModelError
 from planner.models.base import OutputTensor, UnitWorkload
 from planner.models.decoder_surgery import (
@@ -41,13 +42,6 @@ from planner.models.phases import Shape, random_tokens, timed_forward
 from planner.models.transformer import TransformerAdapter
 from planner.models.units import Unit, first_kept
 
-LLAMA_FAMILY = {
-    "llama": "LlamaForCausalLM",
-    "qwen2": "Qwen2ForCausalLM",
-    "qwen3": "Qwen3ForCausalLM",
-    "mistral": "MistralForCausalLM",
-    "gemma3_text": "Gemma3ForCausalLM",
-}
 SUPPORTED_DECODERS = ", ".join([*LLAMA_FAMILY.values(), "GPT2LMHeadModel"])
 
 

@@ -37,7 +37,7 @@ def converted_folder(gguf: Path, *, cache_dir: Path | None = None) -> Path:
         PlannerError: the file cannot be read as GGUF, or holds an architecture transformers or the
             planner cannot load (the message names it and the fix).
     """
-    from planner.config import DEFAULT_CACHE
+    from planner.paths import DEFAULT_CACHE
 
     root = (cache_dir or DEFAULT_CACHE) / "models"
     folder = root / f"{gguf.stem}-{file_key(gguf)}"
@@ -54,7 +54,8 @@ def converted_folder(gguf: Path, *, cache_dir: Path | None = None) -> Path:
 def _read_gguf(gguf: Path) -> tuple[Any, Any]:
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
-    from planner.models.decoder import LLAMA_FAMILY, SUPPORTED_DECODERS
+    from planner.config.specs import LLAMA_FAMILY
+    from planner.models.decoder import SUPPORTED_DECODERS
 
     folder, name = str(gguf.parent), gguf.name
     try:

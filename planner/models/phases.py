@@ -15,11 +15,15 @@ Layers whose attention was removed keep a one-wide dummy entry per token in the 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from planner.models.hf_compat import output_cache, with_cache
+
+if TYPE_CHECKING:
+    from planner.config.settings import Measurement
 
 PHASES = ("prefill", "decode", "generate")
 
@@ -131,3 +135,8 @@ def timed_forward(model: nn.Module, shape: Shape, *, vocab_size: int) -> tuple[n
     if shape.phase == "generate":
         return GenerateLoop(model, tokens=shape.generate_tokens), inputs
     return PrefillForward(model), inputs
+
+
+def shape_of(measurement: Measurement) -> Shape:
+    """The input shape and phase a measurement times."""
+    return Shape(measurement.batch_size, measurement.seq_len, measurement.phase, measurement.generate_tokens)

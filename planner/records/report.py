@@ -78,6 +78,15 @@ class SelectionSummary:
     not lie below zero."""
 
 
+def executor_text(record: Mapping[str, Any]) -> str:
+    """A search's executor record (``SearchSummary.executor``) as a sentence fragment."""
+    retried = f", {record['retried']} retried after a worker died" if record.get("retried") else ""
+    return (
+        f"{record['evaluations']} evaluations on {record['workers']} {record['kind']} worker(s), "
+        f"{float(record['evaluations_per_second']):.2f}/s{retried}"
+    )
+
+
 @dataclass(frozen=True)
 class SearchSummary:
     """What the search did: evaluations, loss at the start (plain DP / best seed) and best, why it
@@ -98,10 +107,15 @@ class SearchSummary:
     """Where candidates were evaluated: kind ("local", "ray"), workers, evaluations, evaluations per
     second, and evaluations retried after a worker died."""
 
+    @property
+    def executor_text(self) -> str | None:
+        """``executor`` as a sentence fragment for logs and ``report.md`` (None without one)."""
+        return None if self.executor is None else executor_text(self.executor)
+
 
 @dataclass(frozen=True)
 class QualitySummary:
-    """The held-out metric's loss against the limit (``planner.quality``).
+    """The held-out metric's loss against the limit (``planner.config.quality``).
 
     Attributes:
         kind: "points" (accuracy points lost) or "relative" (perplexity increase, a fraction).
@@ -167,11 +181,11 @@ class Report:
     quality: QualitySummary
     verdict: str
     headroom: Mapping[str, Any] | None
-    """The dense model timed the other way to deploy here (``planner.headroom``), or None."""
+    """The dense model timed the other way to deploy here (``planner.stages.profile.headroom``), or None."""
     recovery: Mapping[str, Any] | None = None
-    """Recovery by distillation (``planner.recover.RecoveryLog`` as a dict, plus ``pruned_metric``: the
+    """Recovery by distillation (``planner.stages.recover.RecoveryLog`` as a dict, plus ``pruned_metric``: the
     held-out metric before recovery; ``metric.pruned`` is then the recovered model's), or None."""
-    """"met", "speed met, quality lost", "missed" or "missed, quality lost" (``planner.quality.verdict``)."""
+    """"met", "speed met, quality lost", "missed" or "missed, quality lost" (``planner.records.quality.verdict``)."""
     notes: tuple[str, ...] = ()
     schema_version: int = REPORT_SCHEMA_VERSION
 

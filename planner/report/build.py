@@ -5,20 +5,18 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Mapping, Sequence
 
-from planner.headroom import Headroom
-from planner.quality import QualityLimit, verdict
+from planner.config.quality import QualityLimit
+from planner.records.headroom import Headroom
 from planner.records.plan import Plan
+from planner.records.quality import verdict
 from planner.records.report import (
     Attempt,
-    Contender,
     MetricSummary,
     QualitySummary,
     Report,
     SearchSummary,
-    SelectionSummary,
 )
 from planner.records.verification import Verification, target_met
-from planner.search.runner import SearchOutcome
 from planner.tasks.base import MetricResult
 from planner.version import __version__
 from profilers import LatencyTable
@@ -32,31 +30,6 @@ def attempt(planned_for: float, plan: Plan, verification: Verification, name: st
 
 def metric_summary(dense: MetricResult, pruned: MetricResult) -> MetricSummary:
     return MetricSummary(dense.name, dense.value, pruned.value, dense.higher_is_better, dense.examples, dense.tokens)
-
-
-def search_summary(search: SearchOutcome | None) -> SearchSummary | None:
-    if search is None:
-        return None
-    pick = search.selection
-    selection = SelectionSummary(
-        pick.chosen.source,
-        pick.examples,
-        tuple(Contender(c.source, c.search_loss, c.loss) for c in pick.contenders),
-        pick.as_dict().get("versus_uniform"),
-    )
-    result = search.result
-    return SearchSummary(
-        search.method,
-        result.evaluations,
-        search.start_loss,
-        result.loss,
-        result.stopped,
-        search.seconds,
-        selection,
-        generations=search.generations,
-        cost=dict(search.cost),
-        executor=None if search.executor is None else dict(search.executor),
-    )
 
 
 def kept_lists(plan: Plan) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
@@ -80,7 +53,7 @@ def build_report(
     verification: Verification,
     dense_metric: MetricResult,
     pruned_metric: MetricResult,
-    search: SearchOutcome | None,
+    search: SearchSummary | None,
     attempts: Sequence[Attempt],
     stage_seconds: Mapping[str, float],
     config: Mapping[str, str],
@@ -137,7 +110,7 @@ def build_report(
         phase=meta.phase,
         generate_tokens=meta.generate_tokens,
         threads=meta.threads,
-        search=search_summary(search),
+        search=search,
         attempts=tuple(attempts),
         planned_speedup=attempts[-1].planned_for if planned_speedup is None else planned_speedup,
         heads_kept=heads,

@@ -5,25 +5,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from torch import nn
-
 from planner.errors import PlannerError
-from planner.models import LoadedModel
 from planner.records.plan import Plan
 from planner.records.report import Report
-from planner.search.runner import SearchOutcome
 from profilers import LatencyTable
 from profilers.atomic import atomic_dir
-
-
-def base_config(loaded: LoadedModel) -> dict[str, Any]:
-    """The dense model's Hugging Face config as a dict (what a pruned model is rebuilt from)."""
-    config = getattr(loaded.model, "config", None)
-    return config.to_dict() if config is not None else {}
 
 
 def write_run_folder(
@@ -32,23 +22,25 @@ def write_run_folder(
     report: Report,
     table: LatencyTable,
     plan: Plan,
-    deployable: nn.Module,
-    shape: Mapping[str, Mapping[str, int | None]],
-    base_config: Mapping[str, Any],
-    search: SearchOutcome | None,
+    write_model: Callable[[Path], object],
+    search_history: Sequence[Any] | None,
 ) -> None:
-    """Write a run's data files (table, plan, pruned model, report, search history), then the readable
-    report and plots drawn from them; atomically (a temporary sibling renamed at the end)."""
-    from planner.pruned_io import save_pruned
+    """Write a run's data files (table, plan, report, search history; the pruned model by
+    ``write_model(folder)`` into ``pruned/``), then the readable report and plots drawn from them;
+    atomically (a temporary sibling renamed at the end).
+
+    Args:
+        search_history: the search's history entries (``solvers`` results' ``history``), or None.
+    """
     from planner.report import plots
 
     with atomic_dir(target, overwrite=True) as tmp:
         table.save(tmp / "table.csv")
         plan.save(tmp / "plan.json")
-        save_pruned(deployable, tmp / "pruned", plan=plan, shape=shape, base_config=base_config)
+        write_model(tmp / "pruned")
         report.save(tmp / "report.json")
-        if search is not None:
-            plots.search_frame(search.result.history).to_csv(tmp / "search_history.csv", index=False)
+        if search_history is not None:
+            plots.search_frame(search_history).to_csv(tmp / "search_history.csv", index=False)
         render_folder(tmp)
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from planner.executors.base import executor_text
 from planner.records.report import MetricSummary, Report
 
 
@@ -139,7 +138,7 @@ def render_report(report: Report) -> str:
                 f"{c['forward_seconds']:.1f} s in forward passes ({100 * c['build_share']:.0f}% building)."
             )
         if s.executor is not None:
-            lines.append(f"Candidates evaluated: {executor_text(s.executor)}.")
+            lines.append(f"Candidates evaluated: {s.executor_text}.")
         if s.selection is not None:
             pick = s.selection
             scored = ", ".join(f"{c.source} {c.loss:.4f}" for c in pick.contenders)

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from planner.config import TASK_CHOICES
 from planner.errors import PlannerError
 from planner.models import LoadedModel
 from planner.tasks.base import MetricResult, Task, Tokenized, aggregate
@@ -22,8 +23,6 @@ TASKS: dict[str, Callable[..., Any]] = {
 }
 """Task name -> builder ``(loaded, *, data, seq_len, calibration_size, batch_size, seed, cache_dir, test_size)``;
 ``calibration_size`` / ``test_size`` None take the task's defaults."""
-
-TASK_CHOICES = ("auto", "text-classification", "causal-lm")
 
 
 def default_task(loaded: LoadedModel) -> str:

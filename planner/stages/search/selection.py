@@ -10,7 +10,7 @@ Even the held-out minimum is a noisy pick among several contenders: on the defau
 lopsided searched plan that edged out uniform there lost 3.38 test points where uniform lost 0.23.
 So when per-example losses are given, the lowest contender replaces the uniform allocation only if
 it beats it with confidence: the paired bootstrap interval of its held-out loss minus uniform's lies
-wholly below zero (``planner.compare``). Otherwise uniform is kept, and the selection says so.
+wholly below zero (``planner.tasks.compare``). Otherwise uniform is kept, and the selection says so.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from planner.compare import PairedDifference, paired_mean_difference
+from planner.tasks.compare import PairedDifference, paired_mean_difference
 
 BASELINE = "uniform"
 """The contender a searched plan must beat with confidence."""

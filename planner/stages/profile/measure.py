@@ -24,10 +24,11 @@ import numpy as np
 import pandas as pd
 import torch
 
-from planner.config import SMOOTHING, LevelGrid, Measurement
+from planner.config import SMOOTHING, Measurement
 from planner.errors import PlannerError
 from planner.models import LoadedModel, Unit
-from planner.models.phases import Shape
+from planner.models.base import level_grid
+from planner.models.phases import shape_of
 from planner.version import __version__
 from profilers import LatencyTable, Measured, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
 from profilers.calibration import CalibrationCurve
@@ -44,23 +45,6 @@ layers at 0.8 and odd ones at 0.2 of their range; "jitter-f" puts every unit at 
 Plans are rarely uniform, and on BERT-base (2 CPU cores) models with mixed layer sizes ran 3-11%
 slower than uniform ones with the same summed unit times (benchmarks/RESULTS.md); a curve through
 uniform anchors alone over-promised for them."""
-
-
-def profiler_settings(measurement: Measurement) -> ProfilerSettings:
-    """The profiler's settings for a measurement (what to time, how many rounds)."""
-    return ProfilerSettings(
-        runtime=measurement.runtime,
-        device=measurement.device,
-        dtype=measurement.dtype,
-        threads=measurement.threads,
-        rounds=measurement.rounds,
-        warmup=measurement.warmup,
-        seed=measurement.seed,
-        max_rounds=measurement.max_rounds,
-        stability=measurement.stability,
-        max_seconds=measurement.max_seconds,
-        execution=measurement.execution,
-    )
 
 
 def profile_model(
@@ -86,7 +70,7 @@ def profile_model(
         raise PlannerError(
             f"The 'smoothing' parameter must be one of {', '.join(SMOOTHING)}. Got {smoothing!r} instead."
         )
-    settings = profiler_settings(measurement)
+    settings = measurement.profiler_settings()
     profiler = Profiler(settings)  # checks device, runtime, providers
     out_path = Path(out) if out is not None else None
     if out_path is not None and reuse and out_path.exists():
@@ -167,16 +151,6 @@ def profile_model(
         if checkpoint is not None and checkpoint.exists():
             checkpoint.unlink()
     return table
-
-
-def level_grid(adapter: Any) -> LevelGrid:
-    """The level grid an adapter was built with (recorded in tables so a model is rebuilt for them)."""
-    return LevelGrid(getattr(adapter, "ffn_step", None), getattr(adapter, "sparsity_levels", None))
-
-
-def shape_of(measurement: Measurement) -> Shape:
-    """The input shape and phase a measurement times."""
-    return Shape(measurement.batch_size, measurement.seq_len, measurement.phase, measurement.generate_tokens)
 
 
 def _profile_reply(

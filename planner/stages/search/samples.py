@@ -16,7 +16,7 @@ import torch
 
 from planner.backends.base import Backend
 from planner.records.error_table import ErrorTable
-from planner.search.loss import CandidateLoss, LossClock
+from planner.stages.search.loss import CandidateLoss, LossClock
 from planner.tasks.base import Task
 
 SEARCH = "search"

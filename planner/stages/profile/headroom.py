@@ -13,45 +13,15 @@ from __future__ import annotations
 
 import dataclasses
 import importlib.util
-from dataclasses import dataclass
 
 from planner.config import Measurement
 from planner.errors import PlannerError
 from planner.models import LoadedModel
-from planner.profile import profiler_settings, shape_of
+from planner.models.phases import shape_of
+from planner.records.headroom import Headroom
 from profilers import ProfileError, Profiler, Workload
 
 HEADROOM_ROUNDS = 5
-
-
-@dataclass(frozen=True)
-class Headroom:
-    """The dense model timed as planned (``reference``) and as deployed another way (``alternative``).
-
-    Attributes:
-        reference, alternative: "<runtime> <execution>", e.g. "torch eager", "torch cuda-graphs".
-        reference_ms, alternative_ms: p10 latencies of the dense model (ms).
-    """
-
-    reference: str
-    alternative: str
-    reference_ms: float
-    alternative_ms: float
-
-    @property
-    def speedup(self) -> float:
-        """How much faster the alternative runs the dense model (> 1: faster)."""
-        return self.reference_ms / self.alternative_ms if self.alternative_ms > 0 else float("inf")
-
-    def text(self, target_speedup: float | None = None) -> str:
-        """E.g. "torch cuda-graphs alone: 3.20x over torch eager at this shape (meets the 2x target)"."""
-        line = f"{self.alternative} alone: {self.speedup:.2f}x over {self.reference} at this shape, dense"
-        if target_speedup is not None and self.speedup >= target_speedup:
-            line += f" (meets the {target_speedup:g}x target before any pruning)"
-        return line
-
-    def as_dict(self) -> dict[str, object]:
-        return {**dataclasses.asdict(self), "speedup": self.speedup}
 
 
 def alternative_of(measurement: Measurement) -> Measurement | None:
@@ -85,7 +55,7 @@ def measure_headroom(loaded: LoadedModel, measurement: Measurement, *, progress:
         rounds = dataclasses.replace(which, rounds=HEADROOM_ROUNDS, max_rounds=HEADROOM_ROUNDS, max_seconds=None)
         module, inputs = loaded.adapter.timed(loaded.model, shape_of(which))
         try:
-            stats = Profiler(profiler_settings(rounds)).measure(
+            stats = Profiler(rounds.profiler_settings()).measure(
                 [Workload("dense", module, inputs, steady=True)], progress=progress, description=f"headroom ({label})"
             )
         except (ProfileError, PlannerError, RuntimeError, ValueError, TypeError):

@@ -11,7 +11,7 @@ within (1, the table's maximum]. At most ``corrections`` steps. The plan kept is
 smallest planned-for speedup among those measured at or above the target within tolerance
 (``target_met``); when none is, the fastest measured.
 
-Quality comes first (``--max-loss``, ``planner.quality``): a plan that lost more than allowed on
+Quality comes first (``--max-loss``, ``planner.config.quality``): a plan that lost more than allowed on
 held-out calibration examples is re-planned for less speed (1.3x lower, or half-way to the fastest
 plan known to be within the limit), a heavier step never goes past half-way to a plan that lost too
 much (a bisection between the two), and the plan kept is chosen among those within the limit (the
@@ -21,9 +21,10 @@ machine busy (``Verification.busy``) does not represent the machine: it never ma
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+import numpy as np
 from torch import nn
 
 from planner.records.plan import Plan
@@ -131,3 +132,39 @@ def correct(
     if kept != len(attempts) - 1:
         log(f"      keeping the attempt planned for {attempts[kept].planned_for:.2f}x")
     return applied[kept], attempts
+
+
+LAUNCH_BOUND_SHARE = 0.25
+"""A table is launch-bound when cutting a block to half its width saves less than this share of
+what removing the block saves (median over units): in a compute-bound regime half width saves about
+half. On an H100 in eager mode it saved 0-15% (``../shared/reference/gpu.md``)."""
+
+
+def launch_bound(unit_costs: Sequence[np.ndarray]) -> bool:
+    """True when only removing whole blocks saves time (see ``LAUNCH_BOUND_SHARE``).
+
+    Args:
+        unit_costs: per unit, the latency of each level (ms), dense first and the fewest kept last.
+    """
+    shares = []
+    for costs in unit_costs:
+        c = np.asarray(costs, dtype=np.float64)
+        if c.size < 3 or c[0] - c[-1] <= 0:
+            continue
+        shares.append(max(0.0, c[0] - c[c.size // 2]) / (c[0] - c[-1]))
+    return bool(shares) and float(np.median(shares)) < LAUNCH_BOUND_SHARE
+
+
+def obstacle(*, launch_bound_table: bool, device: str, execution: str, limited: bool = True) -> str:
+    """What stands between the target and the quality, and what the user can change (``limited``: the
+    run had a ``--max-loss`` and tried lighter plans; otherwise only the guard looked afterwards)."""
+    if launch_bound_table and device == "cuda" and execution == "eager":
+        return "launch-bound: only whole blocks save time at this shape; use --execution cuda-graphs or a larger batch"
+    if launch_bound_table:
+        return "launch-bound: only whole blocks save time at this shape; use a larger batch or sequence length"
+    if limited:
+        return "the quality limit: every faster plan tried lost more; allow more loss or ask for less speed"
+    return (
+        "this much pruning costs this model that much at this shape; recover it (--recover-seconds), ask for less "
+        "speed, or set --max-loss to get the fastest plan within a limit"
+    )

@@ -31,11 +31,13 @@ import solvers
 from planner.backends.base import Backend
 from planner.config import SearchSettings
 from planner.errors import PlannerError
-from planner.executors import CandidatePool, LocalPool, describe
 from planner.records.error_table import ErrorTable
-from planner.search.loss import CandidateLoss
-from planner.search.samples import SEARCH, SELECTION, SampleLosses, screen
-from planner.search.selection import Contender, Selection, select_plan
+from planner.records.report import Contender as ReportContender
+from planner.records.report import SearchSummary, SelectionSummary
+from planner.stages.search.loss import CandidateLoss
+from planner.stages.search.pool import CandidatePool, LocalPool, describe
+from planner.stages.search.samples import SEARCH, SELECTION, SampleLosses, screen
+from planner.stages.search.selection import Contender, Selection, select_plan
 from planner.tasks.base import Task
 from profilers import LatencyTable
 from profilers.profiler import progress_bar
@@ -117,6 +119,28 @@ class SearchOutcome:
     @property
     def generations(self) -> int | None:
         return self.result.generations if isinstance(self.result, solvers.EvolutionResult) else None
+
+    def summary(self) -> SearchSummary:
+        """The report's record of this search (``planner.records.report.SearchSummary``)."""
+        pick = self.selection
+        selection = SelectionSummary(
+            pick.chosen.source,
+            pick.examples,
+            tuple(ReportContender(c.source, c.search_loss, c.loss) for c in pick.contenders),
+            pick.as_dict().get("versus_uniform"),
+        )
+        return SearchSummary(
+            self.method,
+            self.result.evaluations,
+            self.start_loss,
+            self.result.loss,
+            self.result.stopped,
+            self.seconds,
+            selection,
+            generations=self.generations,
+            cost=dict(self.cost),
+            executor=None if self.executor is None else dict(self.executor),
+        )
 
 
 def split_examples(count: int, search_examples: int) -> tuple[list[int], list[int]]:

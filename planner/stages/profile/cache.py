@@ -1,9 +1,9 @@
-"""The on-disk cache of a run's slow stages, keyed by everything each result depends on.
+"""The latency-table cache, keyed by everything a table depends on.
 
 ``planner run`` reuses a latency table measured for the same model fingerprint, level grid and
-measurement settings, and error scores computed for the same model, backend and task data, so an
-interrupted or repeated run resumes. Keys are short hashes of those inputs; files are written
-atomically by the records themselves.
+measurement settings, so an interrupted or repeated run resumes (error scores are cached by the score
+stage, ``planner.stages.score``). Keys are short hashes of those inputs (``planner.paths.cache_key``);
+files are written atomically by the records themselves.
 
 A cached table is never trusted blindly:
 - one measured on a busy machine (``meta.noisy``) is measured again unless ``accept_noisy``;
@@ -16,26 +16,15 @@ A cached table is never trusted blindly:
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from planner.backends import Backend
 from planner.config import Measurement
 from planner.models import LoadedModel
-from planner.models.phases import Shape
-from planner.profile import (
-    DENSE_KEY,
-    anchor_levels,
-    level_grid,
-    profile_model,
-    profiler_settings,
-    shape_of,
-)
-from planner.records.error_table import ERROR_TABLE_SCHEMA_VERSION, ErrorTable, error_provenance
-from planner.tasks.base import Task
+from planner.models.base import level_grid
+from planner.models.phases import Shape, shape_of
+from planner.paths import cache_key
+from planner.stages.profile.measure import DENSE_KEY, anchor_levels, profile_model
 from profilers import SCHEMA_VERSION, LatencyTable, Profiler, Workload
 
 REVALIDATION_TOLERANCE = 0.05
@@ -52,12 +41,6 @@ class ProfiledTable:
     table: LatencyTable
     status: str
     note: str | None = None
-
-
-def cache_key(*parts: Any) -> str:
-    """16 hex characters identifying ``parts`` (dataclasses and mappings by content)."""
-    plain = [dataclasses.asdict(p) if dataclasses.is_dataclass(p) and not isinstance(p, type) else p for p in parts]
-    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def table_path(cache_dir: Path, loaded: LoadedModel, measurement: Measurement, smoothing: str) -> Path:
@@ -116,7 +99,7 @@ def revalidate(loaded: LoadedModel, table: LatencyTable, measurement: Measuremen
             module, inputs = adapter.timed(adapter.shrink_to_levels(anchor_levels(units, fraction)), shape)
             workloads.append(Workload(key, module, inputs, steady=True))
     quick = dataclasses.replace(measurement, rounds=5, max_rounds=10, max_seconds=None)
-    now = Profiler(profiler_settings(quick)).measure(workloads, progress=False, description="re-validating table")
+    now = Profiler(quick.profiler_settings()).measure(workloads, progress=False, description="re-validating table")
     if now.noisy_rounds > now.rounds // 2:
         return None
     dense_now, dense_then = now[DENSE_KEY].estimate_ms, then[DENSE_KEY]
@@ -128,25 +111,4 @@ def revalidate(loaded: LoadedModel, table: LatencyTable, measurement: Measuremen
     return max(moved, default=0.0)
 
 
-def score_units(backend: Backend, loaded: LoadedModel, task: Task | None) -> ErrorTable:
-    """The score stage: the backend's error table, with its provenance recorded."""
-    scores = backend.score(loaded.adapter, task if backend.needs_task else None)
-    provenance = error_provenance(
-        fingerprint=loaded.fingerprint, backend=backend.name, task=None if task is None else task.provenance()
-    )
-    return dataclasses.replace(scores, provenance=provenance)
-
-
-def cached_scores(backend: Backend, loaded: LoadedModel, task: Task | None, *, cache_dir: Path) -> ErrorTable:
-    """The score stage with the cache (keyed by the model, the backend and, if it uses it, the task's data)."""
-    data = task.provenance() if (backend.needs_task and task is not None) else None
-    key = cache_key(ERROR_TABLE_SCHEMA_VERSION, loaded.fingerprint, backend.name, level_grid(loaded.adapter), data)
-    path = cache_dir / "scores" / f"{backend.name}-{key}.npz"
-    if path.is_file():
-        return ErrorTable.load(path)
-    scores = score_units(backend, loaded, task)
-    scores.save(path)
-    return scores
-
-
-__all__ = ["ProfiledTable", "cached_scores", "cached_table", "revalidate", "score_units"]
+__all__ = ["ProfiledTable", "cached_table", "revalidate", "table_path"]

@@ -14,7 +14,7 @@ from typing import Any
 from torch import nn
 
 from planner.config import Measurement
-from planner.profile import profiler_settings, shape_of
+from planner.models.phases import shape_of
 from planner.records.verification import VERIFY_TOLERANCE, ModelTiming, Verification
 from profilers import Profiler, Workload
 from profilers.timing import SampleStore
@@ -40,7 +40,7 @@ def verify_models(
     for name, model in models.items():
         module, inputs = adapter.timed(model, shape)
         workloads.append(Workload(name, module, inputs, steady=True))
-    settings = profiler_settings(measurement)
+    settings = measurement.profiler_settings()
     stats = Profiler(settings).measure(
         workloads, progress=progress, description="verifying latency", pending=_until_settled(list(models))
     )

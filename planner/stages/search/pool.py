@@ -1,18 +1,25 @@
-"""What a pool of candidate evaluators is: the search hands it level vectors, it gives back losses.
+"""The search's candidate-pool interface: the search hands a pool level vectors, it gives back losses.
+
+The search owns this interface; ``LocalPool`` (this process) implements it here, and
+``planner.executors`` implements it with Ray actors (importing the search, never the reverse).
 
 A request is ``(levels, sample)``: one level index per unit and the name of a calibration sample
-(``planner.search.samples``). A pool returns each request's per-example losses, in request order,
+(``planner.stages.search.samples``). A pool returns each request's per-example losses, in request order,
 whoever computed them. Evaluations are pure (the same request gives the same losses on any worker),
 so a search's trajectory depends on its seed and batch size, never on the pool.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:  # samples build losses from the model; a pool only needs their interface
+    from planner.stages.search.samples import SampleLosses
 
 Request = tuple[tuple[int, ...], str]
 """(levels, sample name)."""
@@ -51,15 +58,6 @@ class CandidatePool(Protocol):
         ...
 
 
-def executor_text(record: Mapping[str, Any]) -> str:
-    """``describe``'s record as a sentence fragment for logs and ``report.md``."""
-    retried = f", {record['retried']} retried after a worker died" if record.get("retried") else ""
-    return (
-        f"{record['evaluations']} evaluations on {record['workers']} {record['kind']} worker(s), "
-        f"{float(record['evaluations_per_second']):.2f}/s{retried}"
-    )
-
-
 def describe(pool: CandidatePool) -> dict[str, float | str]:
     """``report.json``'s record of a search's executor."""
     return {
@@ -69,3 +67,25 @@ def describe(pool: CandidatePool) -> dict[str, float | str]:
         "evaluations_per_second": round(pool.stats.per_second, 3),
         "retried": pool.stats.retried,
     }
+
+
+class LocalPool:
+    """A pool of one worker: this process, with every core's intra-op threads."""
+
+    kind = "local"
+    workers = 1
+
+    def __init__(self, samples: SampleLosses) -> None:
+        self.samples = samples
+        self.stats = PoolStats()
+
+    def losses(self, requests: Sequence[Request]) -> list[np.ndarray]:
+        started = time.perf_counter()
+        out = [self.samples.per_example(levels, sample) for levels, sample in requests]
+        self.stats.evaluations += len(out)
+        self.stats.examples += sum(len(x) for x in out)
+        self.stats.seconds += time.perf_counter() - started
+        return out
+
+    def close(self) -> None:
+        pass

@@ -12,7 +12,7 @@ import torch
 
 from planner.backends.base import Backend
 from planner.records.error_table import ErrorTable
-from planner.search.builder import CandidateBuilder
+from planner.stages.search.builder import CandidateBuilder
 from planner.tasks.base import Task, Tokenized
 
 

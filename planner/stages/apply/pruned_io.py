@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -20,8 +20,17 @@ from planner.errors import PlannerError
 from planner.records.plan import Plan
 from profilers.atomic import atomic_dir, atomic_path
 
+if TYPE_CHECKING:
+    from planner.models import LoadedModel
+
 FORMAT = "latency-planner-pruned"
 FORMAT_VERSION = 2
+
+
+def base_config(loaded: LoadedModel) -> dict[str, Any]:
+    """The dense model's Hugging Face config as a dict (what a pruned model is rebuilt from)."""
+    config = getattr(loaded.model, "config", None)
+    return config.to_dict() if config is not None else {}
 
 
 def backbone_of(model: nn.Module) -> nn.Module:

@@ -1,4 +1,4 @@
-"""The quality half of a promise: how much of the task a pruned model may lose, and the verdict.
+"""The quality half of a promise, as set by the user: how much of the task a pruned model may lose.
 
 A speedup bought by gutting the model is not a kept promise (on an H100 in eager mode a "met" 2x
 MiniLM plan fell from 96.85% to 32.21% accuracy: ``../shared/reference/gpu.md``). Every run checks
@@ -8,23 +8,18 @@ the held-out metric against a limit:
   increase for causal LMs (``20%`` or ``20``). The final pick and the corrections keep only plans
   within it on held-out calibration examples; the verdict checks it on the test set.
 - not given: the guard, 5 points or +50% perplexity. A run beyond it ends with a warning and exit
-  code ``QUALITY_LOST_EXIT`` (3; bad input is 2), and the verdict reads "speed met, quality lost".
+  code ``planner.records.quality.QUALITY_LOST_EXIT`` (3; bad input is 2), and the verdict reads
+  "speed met, quality lost".
 """
 
 from __future__ import annotations
 
 import math
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
-
-import numpy as np
 
 from planner.errors import PlannerError
 
-QUALITY_LOST_EXIT = 3
-"""Exit code of ``planner run`` when the delivered model lost more quality than allowed (the guard
-or ``--max-loss``): scripts can tell it from bad input (2) and from a crash (1)."""
 GUARD_POINTS = 5.0
 """Accuracy points a run may lose before it is reported as "quality lost" (no ``--max-loss``)."""
 GUARD_RELATIVE = 0.5
@@ -106,50 +101,3 @@ def parse_max_loss(text: str | None, metric: str) -> QualityLimit:
     if not 0 < number <= MAX_PERCENT:
         raise PlannerError(f"The 'max_loss' parameter must be > 0% and <= 10000%. Got {text!r} instead.")
     return QualityLimit("relative", number / 100.0, explicit=True)
-
-
-def verdict(*, speed_met: bool, quality_met: bool) -> str:
-    """The report's one-line verdict: speed and quality together (a gutted model is never "met")."""
-    if speed_met and quality_met:
-        return "met"
-    if speed_met:
-        return "speed met, quality lost"
-    if quality_met:
-        return "missed"
-    return "missed, quality lost"
-
-
-LAUNCH_BOUND_SHARE = 0.25
-"""A table is launch-bound when cutting a block to half its width saves less than this share of
-what removing the block saves (median over units): in a compute-bound regime half width saves about
-half. On an H100 in eager mode it saved 0-15% (``../shared/reference/gpu.md``)."""
-
-
-def launch_bound(unit_costs: Sequence[np.ndarray]) -> bool:
-    """True when only removing whole blocks saves time (see ``LAUNCH_BOUND_SHARE``).
-
-    Args:
-        unit_costs: per unit, the latency of each level (ms), dense first and the fewest kept last.
-    """
-    shares = []
-    for costs in unit_costs:
-        c = np.asarray(costs, dtype=np.float64)
-        if c.size < 3 or c[0] - c[-1] <= 0:
-            continue
-        shares.append(max(0.0, c[0] - c[c.size // 2]) / (c[0] - c[-1]))
-    return bool(shares) and float(np.median(shares)) < LAUNCH_BOUND_SHARE
-
-
-def obstacle(*, launch_bound_table: bool, device: str, execution: str, limited: bool = True) -> str:
-    """What stands between the target and the quality, and what the user can change (``limited``: the
-    run had a ``--max-loss`` and tried lighter plans; otherwise only the guard looked afterwards)."""
-    if launch_bound_table and device == "cuda" and execution == "eager":
-        return "launch-bound: only whole blocks save time at this shape; use --execution cuda-graphs or a larger batch"
-    if launch_bound_table:
-        return "launch-bound: only whole blocks save time at this shape; use a larger batch or sequence length"
-    if limited:
-        return "the quality limit: every faster plan tried lost more; allow more loss or ask for less speed"
-    return (
-        "this much pruning costs this model that much at this shape; recover it (--recover-seconds), ask for less "
-        "speed, or set --max-loss to get the fastest plan within a limit"
-    )

@@ -9,11 +9,14 @@ derived from it (``measurement()``, ``grid()``, ``search_settings()``) or single
 from __future__ import annotations
 
 import dataclasses
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from planner.config.quality import QualityLimit, parse_max_loss
+from planner.config.settings import ExecutorSettings, LevelGrid, Measurement, RecoverySettings, SearchSettings
+from planner.config.specs import spec_family, spec_kind
+from planner.errors import PlannerError
 from planner.params import (
     NON_NEGATIVE,
     NON_NEGATIVE_INT,
@@ -25,12 +28,15 @@ from planner.params import (
     one_of,
     validate,
 )
-from planner.quality import QualityLimit
+from planner.paths import DEFAULT_CACHE
 
-DEFAULT_CACHE = Path(os.environ.get("PLANNER_CACHE", Path.home() / ".cache" / "latency-planner"))
 PHASES = ("prefill", "decode")
 SEARCHES = ("auto", "evolution", "spdy", "none")
 EXECUTORS = ("local", "ray")
+BACKEND_NAMES = ("fisher", "magnitude")
+"""The pruning backends' names (``planner.backends.BACKENDS`` registers one implementation each)."""
+TASK_CHOICES = ("auto", "text-classification", "causal-lm")
+"""``--task``: "auto" (from the model: causal LMs -> causal-lm) or a name of ``planner.tasks.TASKS``."""
 DEFAULT_SEARCH = "spdy"
 """What ``--search auto`` runs when the search has a budget. Measured at equal time (60 s, 3 seeds,
 held-out KL; benchmarks/RESULTS.md): on MiniLM SPDY's search beat the evolution in every seed (0.069
@@ -54,55 +60,6 @@ EXECUTION_CHOICES = ("auto", "eager", "cuda-graphs")
 plans gutted models, ``../shared/reference/gpu.md``), eager everywhere else."""
 
 
-@dataclass(frozen=True)
-class Measurement:
-    """Where and how latency is measured: the runtime, device and dtype, the input shape and phase,
-    threads, and the sampling (rounds per workload, warm-up calls, interleaving seed)."""
-
-    runtime: str
-    device: str
-    dtype: str
-    batch_size: int
-    seq_len: int
-    threads: int
-    rounds: int
-    warmup: int
-    phase: str
-    generate_tokens: int
-    seed: int
-    max_rounds: int | None = None
-    stability: float = 0.05
-    max_seconds: float | None = None
-    execution: str = "eager"
-    """"eager" or "cuda-graphs" (resolved: never "auto")."""
-
-
-@dataclass(frozen=True)
-class LevelGrid:
-    """The candidate levels: FFN neuron grid step (None: about 25 levels) and generic layers'
-    unstructured sparsity levels (None: 12)."""
-
-    ffn_step: int | None = None
-    sparsity_levels: int | None = None
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    """The search over per-unit levels: which, how long, on how many calibration examples, judged by
-    which loss ("kl": divergence from the dense model; "ce": the task loss)."""
-
-    method: str
-    seconds: float | None
-    """Time limit of one search (s); None: only ``evaluations``."""
-    examples: int
-    objective: str
-    seed: int
-    evaluations: int | None = None
-    """Stop after this many candidate evaluations (None: only the time limit)."""
-    batch: int | None = None
-    """SPDY's candidates proposed per round (None: one per worker); the evolution's batch is its generation."""
-
-
 def _names(registry: str) -> tuple[str, ...]:
     """Registered names of an extension point (imported only when a config is validated)."""
     if registry == "runtime":
@@ -110,9 +67,7 @@ def _names(registry: str) -> tuple[str, ...]:
 
         return tuple(RUNTIMES)
     if registry == "backend":
-        from planner.backends import BACKENDS
-
-        return tuple(BACKENDS)
+        return BACKEND_NAMES
     if registry == "solver":
         import solvers
 
@@ -126,15 +81,11 @@ def _names(registry: str) -> tuple[str, ...]:
 
         return tuple(DEVICES)
     if registry == "task":
-        from planner.tasks import TASK_CHOICES
-
         return TASK_CHOICES
     raise KeyError(registry)
 
 
 def _model_spec_ok(spec: Any) -> bool:
-    from planner.models.loading import spec_kind
-
     return spec_kind(spec) is not None
 
 
@@ -226,7 +177,7 @@ class RunConfig:
     """0: recovery fine-tunes every weight; r > 0: only rank-r LoRA adapters (peft), merged after."""
     max_loss: str | None = None
     """The most quality a plan may lose: "1pt" (accuracy points) or "20%" (perplexity increase); None:
-    the guard (5 points / +50%) only flags a run that lost more (``planner.quality``)."""
+    the guard (5 points / +50%) only flags a run that lost more (``planner.config.quality``)."""
     seed: int = 0
     cache_dir: Path = field(default_factory=lambda: DEFAULT_CACHE)
 
@@ -276,8 +227,6 @@ class RunConfig:
         if self.search_examples is not None and self.calibration_size is not None:
             validate("search_examples", self.search_examples, Interval(integer=True, low=1, high=self.calibration_size))
         if self.search in ("evolution", "spdy") and self.search_seconds == 0 and self.search_evaluations is None:
-            from planner.errors import PlannerError
-
             raise PlannerError(
                 f"--search {self.search} with --search-seconds 0 has no budget to search with; give --search-seconds "
                 "(e.g. 60) or --search-evaluations, or use --search none for the plain DP plan."
@@ -286,8 +235,6 @@ class RunConfig:
     def _check_executor(self) -> None:
         """--workers >= 1, only with Ray; Ray installed when asked for (before any work)."""
         import importlib.util
-
-        from planner.errors import PlannerError
 
         validate("workers", self.workers, OPTIONAL_POSITIVE_INT)
         if self.executor == "local" and (self.workers not in (None, 1) or self.ray_address):
@@ -299,18 +246,14 @@ class RunConfig:
                 "pip install 'latency-planner[ray]' (or use --executor local)."
             )
 
-    def executor_settings(self) -> Any:
-        """The ``planner.executors.ExecutorSettings`` of this run."""
-        from planner.executors import ExecutorSettings
-
+    def executor_settings(self) -> ExecutorSettings:
+        """Where this run's search evaluates candidates (``planner.executors``)."""
         return ExecutorSettings(self.executor, self.workers, self.ray_address)
 
     def _check_execution(self) -> None:
         """CUDA graphs need torch on CUDA (before any work)."""
         if self.execution != "cuda-graphs":
             return
-        from planner.errors import PlannerError
-
         if self.device != "cuda":
             raise PlannerError(
                 "--execution cuda-graphs replays CUDA graphs and needs --device cuda; on the CPU use --execution "
@@ -329,14 +272,10 @@ class RunConfig:
             return "perplexity"
         if self.task == "text-classification":
             return "accuracy"
-        from planner.models.loading import spec_family
-
         return "perplexity" if spec_family(self.model) == "decoder" else "accuracy"
 
     def quality_limit(self) -> QualityLimit:
-        """The ``planner.quality.QualityLimit`` of this run (``max_loss``, or the default guard)."""
-        from planner.quality import parse_max_loss
-
+        """The quality limit of this run (``max_loss``, or the default guard)."""
         return parse_max_loss(self.max_loss, self.metric)
 
     @property
@@ -350,9 +289,6 @@ class RunConfig:
         """Decode and reply phases need a causal LM, and are timed with PyTorch (before any work)."""
         if self.phase == "prefill" and self.generate == 0:
             return
-        from planner.errors import PlannerError
-        from planner.models.loading import spec_family
-
         what = f"--generate {self.generate}" if self.generate else f"--phase {self.phase}"
         if spec_family(self.model) == "encoder":
             raise PlannerError(
@@ -413,12 +349,10 @@ class RunConfig:
             method, seconds, examples, self.search_objective, self.seed, self.search_evaluations, self.search_batch
         )
 
-    def recovery_settings(self) -> Any:
-        """The ``planner.recover.RecoverySettings`` of this run, or None when recovery is off."""
+    def recovery_settings(self) -> RecoverySettings | None:
+        """This run's recovery settings, or None when recovery is off."""
         if self.recover_seconds == 0 and self.recover_tokens is None:
             return None
-        from planner.recover import RecoverySettings
-
         defaults = RECOVER_LORA_LR if self.recover_lora else RECOVER_LR
         lr = self.recover_lr if self.recover_lr is not None else defaults[self.metric]
         return RecoverySettings(

@@ -20,7 +20,7 @@ token budget, ends exactly where an uninterrupted run would (the data order is d
 the seed). A checkpoint from another model or settings is refused.
 
 Memory (SmolLM2 at 1.5x on the CPU: 95 M parameters): the student's weights, gradients and AdamW's
-two moments are 4 copies of it; the best weights of the curve wait on disk (``planner.recovery_files``)
+two moments are 4 copies of it; the best weights of the curve wait on disk (``planner.stages.recover.files``)
 instead of a fifth copy in memory, AdamW runs fused where torch has it
 (no foreach temporaries), and the callers that no longer need the un-recovered model train it in
 place (``in_place``) instead of copying it.
@@ -31,8 +31,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import dataclasses
-import hashlib
-import json
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -45,62 +43,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from planner.config.settings import RecoverySettings
 from planner.errors import PlannerError
-from planner.lora import add_lora, merge_lora
-from planner.recovery_files import CHECKPOINT_VERSION, BestWeights, save_checkpoint
+from planner.stages.recover.files import CHECKPOINT_VERSION, BestWeights, save_checkpoint
+from planner.stages.recover.lora import add_lora, merge_lora
 from planner.tasks.base import Task, Tokenized
 from profilers.profiler import progress_bar
-
-
-@dataclass(frozen=True)
-class RecoverySettings:
-    """How to distil (see the module docstring). Budgets: ``seconds`` and/or ``tokens`` (None: no
-    limit of that kind; at least one must be set)."""
-
-    seconds: float | None = None
-    tokens: int | None = None
-    lr: float = 3e-4
-    """Peak learning rate (AdamW); ``planner.config.RECOVER_LR`` holds the measured defaults per task."""
-    warmup_steps: int = 20
-    batch_size: int = 2
-    """Examples per micro-batch. SmolLM2 at seq 128 on 2 CPU cores: 2 x 4 peaked at 4.25 GB RSS where
-    4 x 2 peaked at 5.04 GB, at the same tokens/s (the full-vocabulary logits dominate activations)."""
-    accumulation: int = 4
-    """Micro-batches per optimiser step (effective batch = batch_size x accumulation)."""
-    weight_decay: float = 0.01
-    eval_every: int = 25
-    validation: int = 16
-    """Training examples held out of the steps for the curve and early stopping
-    (``planner.config.RECOVER_VALIDATION`` holds the measured defaults per task)."""
-    patience: int = 8
-    """Evaluations without improvement before the early stop (4 stopped MiniLM's noisy curve at 61 s
-    of 300, 2 points short of where 8 ended)."""
-    checkpoint_every: int = 25
-    seed: int = 0
-    lora_rank: int = 0
-    """0: full fine-tuning; r > 0: only rank-r LoRA adapters train (``planner.lora``, peft), merged into
-    the weights before the model leaves recovery."""
-
-    def __post_init__(self) -> None:
-        if self.seconds is None and self.tokens is None:
-            raise PlannerError("recovery needs a budget: --recover-seconds and/or --recover-tokens (both > 0).")
-        if self.seconds is not None and not self.seconds > 0:
-            raise PlannerError(f"The 'recover_seconds' parameter must be > 0. Got {self.seconds!r} instead.")
-        if self.tokens is not None and not self.tokens > 0:
-            raise PlannerError(f"The 'recover_tokens' parameter must be > 0. Got {self.tokens!r} instead.")
-        if not self.lr > 0:
-            raise PlannerError(f"The 'recover_lr' parameter must be > 0. Got {self.lr!r} instead.")
-        for name in ("batch_size", "accumulation", "eval_every", "validation", "patience", "checkpoint_every"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value < 1:
-                raise PlannerError(f"The '{name}' parameter must be an integer >= 1. Got {value!r} instead.")
-        if not isinstance(self.lora_rank, int) or self.lora_rank < 0:
-            raise PlannerError(f"The 'recover_lora' parameter must be an integer >= 0. Got {self.lora_rank!r} instead.")
-
-    def fingerprint(self) -> str:
-        """What a checkpoint must match to be resumed (everything but the time budget)."""
-        fields = {k: v for k, v in dataclasses.asdict(self).items() if k != "seconds"}
-        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True)
