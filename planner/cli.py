@@ -314,8 +314,16 @@ def _add_run_args(p: Any, *, out: str) -> None:
     _flag(
         p,
         "max_loss",
-        "the most quality a plan may lose: accuracy points for classification (1pt), perplexity increase for "
-        "LMs (20%%); plans beyond it are not kept (default: none; a run losing over 5 points / +50%% exits 3)",
+        "the most quality a plan may lose, checked on the guard split with its 95%% interval: accuracy points "
+        "for classification (1pt), perplexity increase for LMs (20%%) (default: the guard, 5 points / +50%%; a "
+        "run that keeps no plan within it exits 3)",
+    )
+    _flag(
+        p,
+        "guard_size",
+        "examples the quality limit is checked on, which no stage fits or tunes on (default: 512 documents / "
+        "64 windows)",
+        type_=_int,
     )
     p.add_argument(
         "--accept-noisy",

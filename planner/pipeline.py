@@ -9,8 +9,9 @@ a temporary sibling and renamed at the end: nothing half-written is left.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -18,29 +19,31 @@ from torch import nn
 
 from planner.backends import Backend, get_backend
 from planner.config import Measurement, RunConfig
-from planner.config.quality import QualityLimit
+from planner.config.quality import QualityLimit, check_guard_size
 from planner.errors import PlannerError
 from planner.executors import Executor
 from planner.models import LoadedModel
 from planner.paths import cache_key
 from planner.records.error_table import ErrorTable
+from planner.records.headroom import Headroom
 from planner.records.plan import Plan
-from planner.records.report import Report, executor_text
+from planner.records.quality import GuardCheck
+from planner.records.report import Attempt, Report, executor_text
 from planner.records.verification import Verification, target_met
 from planner.report.build import build_report
 from planner.report.folder import write_run_folder
 from planner.stages.apply import base_config, save_pruned
-from planner.stages.correct import Applied, correct, launch_bound, obstacle
+from planner.stages.correct import LIGHTEST_SPEEDUP, Applied, correct, launch_bound, obstacle
 from planner.stages.load import configured_task, load_configured
 from planner.stages.profile.cache import cached_table
 from planner.stages.profile.headroom import measure_headroom
 from planner.stages.recover import RecoverySettings, recover
 from planner.stages.recover.files import discard_checkpoint
 from planner.stages.score import cached_scores
-from planner.stages.search import Recipe, SearchOutcome, check_search, search_levels
-from planner.stages.search.runner import split_examples
+from planner.stages.search import CandidateLoss, Recipe, SearchOutcome, check_search, search_levels
+from planner.stages.search.runner import repick
 from planner.stages.solve import solve_plan
-from planner.stages.verify import verify_models
+from planner.stages.verify import check_quality, verify_models
 from planner.tasks import Task
 from profilers import LatencyTable, ProfilerSettings
 
@@ -85,6 +88,8 @@ def prepare(
         task = configured_task(config, loaded)
     settings = config.search_settings(calibration=len(task.calibration), default_examples=task.search_examples)
     check_search(settings, len(task.calibration))
+    if config.max_loss is not None:
+        check_guard_size(config.quality_limit(), len(task.guard))
     with clock.stage("profile"):
         profiled = cached_table(
             loaded,
@@ -129,13 +134,13 @@ def noisy_table_warning(table: LatencyTable) -> str:
     )
 
 
-def guard_loss(task: Task, dense: nn.Module, limit: QualityLimit, search_examples: int) -> Callable[[nn.Module], float]:
-    """``model -> loss`` in ``limit``'s unit on the calibration examples the search did not score
-    (the final pick's, ``split_examples``): never the test set the report's metric comes from."""
-    _, held_out = split_examples(len(task.calibration), search_examples)
-    tokens = task.calibration.subset(held_out)
-    reference = task.evaluate(dense, tokens).value
-    return lambda model: limit.loss(reference, task.evaluate(model, tokens).value)
+def quality_checker(task: Task, dense: nn.Module, limit: QualityLimit) -> Callable[[nn.Module], GuardCheck] | None:
+    """``model -> GuardCheck`` on the task's guard split (examples no stage fits or tunes on: never the
+    calibration set, never the test set the report's metric comes from); None without a guard split."""
+    if len(task.guard) == 0:
+        return None
+    reference = task.evaluate(dense, task.guard)
+    return lambda model: check_quality(task, reference, model, limit)
 
 
 def recover_final(
@@ -148,6 +153,7 @@ def recover_final(
     clock: StageClock,
     progress: bool,
     log: Callable[[str], None],
+    check: Callable[[nn.Module], GuardCheck] | None = None,
 ) -> tuple[Applied, dict[str, object]]:
     """The recover stage of a run: distil the kept plan's model from the dense one (checkpointed in
     the cache, so an interrupted run resumes), then measure the recovered model against the dense one
@@ -180,7 +186,65 @@ def recover_final(
             adapter, {"dense": prepared.loaded.model, "pruned": recovered}, measurement, progress=progress
         )
     summary = {**record.as_dict(), "pruned_metric": before.value}
-    return Applied(final.plan, recovered, verification, final.quality_loss, final.admissible), summary
+    return Applied(final.plan, recovered, verification, None if check is None else check(recovered)), summary
+
+
+def search_builder(prepared: Prepared, backend: Backend, scores: ErrorTable) -> Callable[[Sequence[int]], nn.Module]:
+    """``levels -> model`` as the search builds candidates (for a correction's final pick to check quality)."""
+    builder = CandidateLoss(
+        adapter=prepared.loaded.adapter,
+        task=prepared.task,
+        backend=backend,
+        scores=scores,
+        tokens=prepared.task.calibration.subset([]),
+        objective="ce",
+    )
+    return lambda levels: builder.model(tuple(levels))
+
+
+def quality_ending(
+    final: Applied,
+    attempts: Sequence[Attempt],
+    allowed: QualityLimit,
+    *,
+    target_speedup: float,
+    headroom: Headroom | None,
+    in_the_way: str,
+) -> str | None:
+    """The run's ending sentence when the quality limit shaped it (None otherwise); every word of it is
+    what the attempts measured: "stayed within it" only for a plan whose guard interval is within."""
+    if final.guard is None:
+        return None
+    if not final.admissible:
+        lightest = min(attempts, key=lambda a: a.planned_for)
+        lost = (
+            f"{allowed.describe_loss(lightest.guard_loss)} [{lightest.guard_low:.3g}, {lightest.guard_high:.3g}]"
+            if lightest.guard_loss is not None
+            else "more"
+        )
+        tried = (
+            f"the lightest, planned for {lightest.planned_for:.2f}x and measured {lightest.measured_speedup:.2f}x, "
+            f"lost {lost}"
+        )
+        if lightest.planned_for <= LIGHTEST_SPEEDUP + 1e-9:
+            text = f"no plan within {allowed.describe()} gives a speedup at this shape: every plan tried lost more"
+        else:  # corrections ran out before the lightest plan was tried: say only what was tried
+            text = (
+                f"no plan tried kept {allowed.describe()}: every one lost more, and lighter plans were not tried "
+                "(raise --corrections)"
+            )
+        text += f" on the guard split ({tried}). What stands in the way: {in_the_way}."
+        if headroom is not None and headroom.speedup > 1.0:
+            text = f"{headroom.text(target_speedup)}: that speedup costs no quality. " + text
+        return text
+    if not target_met(final.verification.speedup("pruned").value, target_speedup):
+        guard = final.guard
+        return (
+            f"no plan within {allowed.describe()} reached {target_speedup:g}x; this is the fastest that stayed within "
+            f"it (guard split: lost {guard.text(allowed.describe_loss(guard.loss))}). What stands in the way: "
+            f"{in_the_way}."
+        )
+    return None
 
 
 def busy_verification_note(verification: Verification, *, out: Path) -> str:
@@ -213,10 +277,15 @@ def make_plan(
     seed: int,
     search: SearchOutcome | None = None,
     recipe: Recipe | None = None,
+    levels: Sequence[int] | None = None,
+    label: str | None = None,
 ) -> Plan:
-    """The solve stage for a run: the search's levels, a recipe re-planned for this target, or the solver."""
-    levels, label = None, None
-    if search is not None:
+    """The solve stage for a run: given ``levels`` (a correction's final pick, labelled ``label``), the
+    search's levels, a recipe re-planned for this target, or the solver."""
+    levels = None if levels is None else list(levels)
+    if levels is not None:
+        pass
+    elif search is not None:
         levels, label = list(search.levels), search.recipe.label
     elif recipe is not None and not recipe.uniform:
         budget = prepared.table.budget_ms(speedup)
@@ -271,8 +340,14 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
     settings = config.search_settings(calibration=len(task.calibration), default_examples=task.search_examples)
     allowed = config.quality_limit()
     dense = prepared.loaded.model
-    held_out_loss = guard_loss(task, dense, allowed, settings.examples) if allowed.explicit else None
-    search = None
+    check = quality_checker(task, dense, allowed)
+    if check is None:
+        log(f"      no guard split (the data has no training examples left): {allowed.describe()} is checked on the "
+            "test set only, after the run")  # fmt: skip
+    else:
+        log(f"      quality: {allowed.describe()} checked on {len(task.guard)} guard examples (95% upper end)")
+    admissible = None if check is None else (lambda model: check(model).within)
+    search, pool = None, None
     if settings.method != "none":
         budget = f"{settings.seconds:g} s" if settings.seconds is not None else f"{settings.evaluations} evaluations"
         log(f"[3/6] search ({settings.method}, {budget}) and final pick")
@@ -289,15 +364,28 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
                 budget_ms=table.budget_ms(config.speedup),
                 settings=settings,
                 progress=progress,
-                quality=None if held_out_loss is None else (lambda m: held_out_loss(m) <= allowed.value + 1e-9),
+                quality=admissible,
                 pool=pool,
             )
             if search.executor is not None:
                 log(f"      search: {executor_text(search.executor)}")
     measurement = config.measurement(rounds=config.verify_rounds)
+    repick_model = None if (search is None or pool is None) else search_builder(prepared, backend, scores)
 
     def applied(speedup: float, *, first: bool) -> Applied:
         with clock.stage("solve"):
+            levels, label = None, None
+            if not first and search is not None and pool is not None and repick_model is not None:
+                levels, label, _ = repick(
+                    recipe=search.recipe,
+                    pool=pool,
+                    table=table,
+                    scores=scores,
+                    budget_ms=table.budget_ms(speedup),
+                    units=prepared.loaded.adapter.units(),
+                    examples=search.selection.examples,
+                    admissible=None if check is None else (lambda lv: check(repick_model(lv)).within),
+                )
             plan = make_plan(
                 prepared,
                 backend=backend,
@@ -306,21 +394,28 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
                 solver=config.solver,
                 seed=config.seed,
                 search=search if first else None,
-                recipe=None if (first or search is None) else search.recipe,
+                levels=levels,
+                label=label,
             )
         log(f"[4/6] apply: {plan.solver} plan, predicted {plan.predicted_speedup:.2f}x")
         with clock.stage("apply"):
             pruned: nn.Module = backend.apply(prepared.loaded.adapter, plan, prepared.task)
-        log("[5/6] verify: dense vs pruned latency, interleaved")
+        log("[5/6] verify: dense vs pruned latency, interleaved; quality on the guard split")
         with clock.stage("verify"):
             verification = verify_models(
                 prepared.loaded.adapter, {"dense": dense, "pruned": pruned}, measurement, progress=progress
             )
-        if held_out_loss is None:
-            return Applied(plan, pruned, verification)
-        lost = held_out_loss(pruned)
-        log(f"      held-out calibration: {allowed.describe_loss(lost)} (limit {allowed.describe()})")
-        return Applied(plan, pruned, verification, lost, lost <= allowed.value + 1e-9)
+            guard = None if check is None else check(pruned)
+        if guard is not None:
+            log(f"      guard split: lost {guard.text(allowed.describe_loss(guard.loss))} (limit {allowed.describe()})")
+        return Applied(plan, pruned, verification, guard)
+
+    def remeasure(current: Applied) -> Applied:
+        with clock.stage("verify"):
+            more = verify_models(
+                prepared.loaded.adapter, {"dense": dense, "pruned": current.model}, measurement, progress=progress
+            )
+        return dataclasses.replace(current, verification=current.verification.extended(more))
 
     final, attempts = correct(
         applied(config.speedup, first=True),
@@ -328,6 +423,8 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
         max_speedup=table.max_speedup(),
         corrections=config.corrections,
         replan=lambda speedup: applied(speedup, first=False),
+        remeasure=remeasure,
+        describe_loss=lambda g: g.text(allowed.describe_loss(g.loss)),
         log=log,
     )
     notes = list(prepared.notes)
@@ -335,16 +432,22 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
         launch_bound_table=launch_bound(table.unit_costs()),
         device=table.meta.device,
         execution=table.meta.execution,
-        limited=allowed.explicit,
+        limited=check is not None,
     )
     if final.verification.busy:
         notes.append(busy_verification_note(final.verification, out=target))
         log("      WARNING: " + notes[-1])
-    met = target_met(final.verification.speedup("pruned").value, config.speedup)
-    if allowed.explicit and not met:
+    ending = quality_ending(
+        final, attempts, allowed, target_speedup=config.speedup, headroom=headroom, in_the_way=in_the_way
+    )
+    if ending is not None:
+        notes.insert(0, ending)
+        log("      " + ending)
+    if final.guard is not None and not final.guard.resolves and final.guard.low <= final.guard.limit:
         notes.append(
-            f"no plan within --max-loss ({allowed.describe()}) reached {config.speedup:g}x; this is the fastest that "
-            "stayed within it. What stands in the way: " + in_the_way + "."
+            f"the guard split ({final.guard.examples} examples) is too small to resolve {allowed.describe()}: the "
+            f"loss's 95% interval is +-{final.guard.half_width:.3g}; about {final.guard.examples_needed()} examples "
+            "would (--guard-size, with enough data)."
         )
         log("      " + notes[-1])
     recovery = None
@@ -352,7 +455,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
     if recovery_settings is not None:
         final, recovery = recover_final(
             prepared, final, recovery_settings, measurement, cache_dir=config.cache_dir, clock=clock,
-            progress=progress, log=log,
+            progress=progress, log=log, check=check,
         )  # fmt: skip
     log(f"[6/6] report: held-out {prepared.task.metric} of the dense and the pruned model")
     with clock.stage("verify"):
@@ -385,6 +488,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
         recovery=recovery,
         notes=tuple(notes),
         planned_speedup=next(a.planned_for for a in attempts if a.predicted_speedup == final.plan.predicted_speedup),
+        guard=final.guard,
     )
     write_run_folder(
         target,

@@ -327,7 +327,8 @@ def test_the_real_smollm2_end_to_end(tmp_path: Path) -> None:
     report = run_pipeline(config, out=tmp_path / "run", progress=False)
     assert report.task == "causal-lm" and report.metric.name == "perplexity"
     assert 5 < report.metric.dense < 500 and report.metric.pruned >= report.metric.dense * 0.8
-    assert report.predicted_speedup >= 1.3 - 1e-9
+    assert report.predicted_speedup >= report.planned_speedup - 1e-9  # the plan fits what it was planned for
+    assert report.planned_speedup == 1.3 or len(report.attempts) > 1  # moved only by a correction (the guard steers)
     pruned = load_pruned(tmp_path / "run" / "pruned")
     ids = torch.randint(1000, 2000, (1, 5))
     assert pruned(input_ids=ids).logits.shape == (1, 5, 49152)

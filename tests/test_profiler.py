@@ -282,3 +282,24 @@ def test_the_load_meter_reads_a_share_of_the_cpu() -> None:
     sum(i * i for i in range(200_000))
     share = meter.foreign()
     assert share is None or 0.0 <= share <= 1.0
+
+
+def test_the_load_meter_counts_the_runs_own_child_processes_as_its_own() -> None:
+    """A local Ray cluster's raylet and actors are descendants of the run: their CPU is not foreign load."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    from profilers.load import _descendants_cpu
+
+    before = _descendants_cpu(os.getpid())
+    child = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(1.5)
+        spun = _descendants_cpu(os.getpid()) - before
+        assert spun >= 0.2  # the spinning child's CPU time is counted as this process's own
+        assert _descendants_cpu(child.pid) == 0.0  # a process without children owns no one else's
+    finally:
+        child.kill()
+        child.wait()

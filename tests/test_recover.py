@@ -148,10 +148,17 @@ def test_run_recovers_between_apply_and_verify_and_reports_the_curve(workspace: 
     jsonschema.validate(saved, report_schema())
     assert (out / "recovery.png").is_file() and "Recovery (distillation" in (out / "report.md").read_text()
     assert not list((tmp_path / "cache" / "recovery").glob("*.pt"))  # the checkpoint goes once it is done
-    # The saved pruned model is the recovered one, with the plan's shapes.
+    # The saved model is the recovered one, with the plan's shapes (head size 8 in the tiny BERT) ...
     from planner.stages.apply.pruned_io import load_pruned
 
-    assert load_pruned(out / "pruned") is not None
+    shapes = {k: tuple(v.shape) for k, v in load_pruned(out / "pruned").state_dict().items()}
+    for layer, (heads, neurons) in enumerate(zip(report.heads_kept, report.neurons_kept, strict=True)):
+        query = next(v for k, v in shapes.items() if k.endswith(f"layer.{layer}.attention.self.query.weight"))
+        ffn = next(v for k, v in shapes.items() if k.endswith(f"layer.{layer}.intermediate.dense.weight"))
+        assert (query[0], ffn[0]) == (8 * heads, neurons)
+    # ... and its speed was measured again after recovery: the report's speedup is not the attempt's.
+    kept = next(a for a in report.attempts if a.predicted_speedup == report.predicted_speedup)
+    assert report.measured_speedup != kept.measured_speedup
 
 
 def test_recover_command_writes_a_recovered_model_and_refuses_bad_input(

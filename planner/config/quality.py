@@ -5,11 +5,13 @@ MiniLM plan fell from 96.85% to 32.21% accuracy: ``../shared/reference/gpu.md``)
 the held-out metric against a limit:
 
 - ``--max-loss`` given: accuracy points for classification (``1pt`` or ``1``), a relative perplexity
-  increase for causal LMs (``20%`` or ``20``). The final pick and the corrections keep only plans
-  within it on held-out calibration examples; the verdict checks it on the test set.
-- not given: the guard, 5 points or +50% perplexity. A run beyond it ends with a warning and exit
-  code ``planner.records.quality.QUALITY_LOST_EXIT`` (3; bad input is 2), and the verdict reads
-  "speed met, quality lost".
+  increase for causal LMs (``20%`` or ``20``);
+- not given: the guard, 5 points or +50% perplexity.
+Either limit steers the final pick and the corrections the same way: a plan is within it when the
+upper end of its loss's paired 95% interval on the guard split (examples no stage fits or tunes on)
+is. The verdict also checks the test set; a run beyond the limit ends with a warning and exit code
+``planner.records.quality.QUALITY_LOST_EXIT`` (3; bad input is 2). ``check_guard_size`` refuses,
+before any work, a limit the guard split cannot check.
 """
 
 from __future__ import annotations
@@ -101,3 +103,43 @@ def parse_max_loss(text: str | None, metric: str) -> QualityLimit:
     if not 0 < number <= MAX_PERCENT:
         raise PlannerError(f"The 'max_loss' parameter must be > 0% and <= 10000%. Got {text!r} instead.")
     return QualityLimit("relative", number / 100.0, explicit=True)
+
+
+RESOLUTION_EXAMPLES = 4
+"""A guard split resolves an accuracy limit when a model that answers this many of its documents
+differently from the dense one (and loses nothing on balance) is still within it: the paired 95%
+interval of such a model reaches about 1.96 x sqrt(4) = 3.9 documents' worth of points."""
+MIN_GUARD_WINDOWS = 8
+"""The fewest guard windows a perplexity limit is checked on."""
+
+
+def finest_points(examples: int) -> float:
+    """The smallest accuracy limit (points) ``examples`` guard documents resolve (``RESOLUTION_EXAMPLES``)."""
+    return 100.0 * 1.96 * math.sqrt(RESOLUTION_EXAMPLES) / examples if examples > 0 else math.inf
+
+
+def check_guard_size(limit: QualityLimit, examples: int) -> None:
+    """Refuse, before any work, a ``--max-loss`` the guard split cannot check: an empty split, or an
+    accuracy limit finer than ``examples`` documents resolve (perplexity: fewer than ``MIN_GUARD_WINDOWS``).
+
+    Raises:
+        PlannerError: naming the problem and the fix.
+    """
+    unit = "documents" if limit.kind == "points" else "windows"
+    if examples == 0:
+        raise PlannerError(
+            f"--max-loss {limit.describe()} is checked on a guard split of training {unit} outside the calibration "
+            "set, and the data has none left; give more data, lower --calibration-size, or drop --max-loss."
+        )
+    if limit.kind == "points" and limit.value < finest_points(examples):
+        needed = math.ceil(100.0 * 1.96 * math.sqrt(RESOLUTION_EXAMPLES) / limit.value)
+        raise PlannerError(
+            f"--max-loss {limit.describe()} is finer than {examples} guard documents can resolve (the finest is "
+            f"{finest_points(examples):.2f} points); use --guard-size {needed} (with enough data) or a limit of at "
+            f"least {finest_points(examples):.2f} points."
+        )
+    if limit.kind == "relative" and examples < MIN_GUARD_WINDOWS:
+        raise PlannerError(
+            f"--max-loss {limit.describe()} needs at least {MIN_GUARD_WINDOWS} guard windows; the data leaves "
+            f"{examples}. Give more text, lower --calibration-size or --seq-len, or drop --max-loss."
+        )

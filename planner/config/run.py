@@ -162,6 +162,10 @@ class RunConfig:
     """Calibration examples; None: the task's default (256 documents, 64 windows of seq_len tokens)."""
     test_size: int | None = None
     """Held-out examples for the metric; None: the task's default (all test documents, 64 windows)."""
+    guard_size: int | None = None
+    """Guard examples, the split the quality limit is checked on, which no stage fits or tunes on
+    (training examples outside the calibration set); None: the task's default (512 documents, 64
+    windows; at most half of the training examples the calibration set leaves, the rest is recovery's)."""
     verify_rounds: int = 10
     corrections: int = 3
     """Re-plans at most when the measured speedup is confidently off target (short, or overshooting), or
@@ -203,7 +207,14 @@ class RunConfig:
         validate("speedup", self.speedup, SPEEDUP)
         for name in ("batch_size", "seq_len", "rounds", "verify_rounds"):
             validate(name, getattr(self, name), POSITIVE_INT)
-        for name in ("calibration_size", "test_size", "search_examples", "search_evaluations", "search_batch"):
+        for name in (
+            "calibration_size",
+            "test_size",
+            "guard_size",
+            "search_examples",
+            "search_evaluations",
+            "search_batch",
+        ):
             validate(name, getattr(self, name), OPTIONAL_POSITIVE_INT)
         for name in ("generate", "threads", "warmup", "corrections"):
             validate(name, getattr(self, name), NON_NEGATIVE_INT)

@@ -5,6 +5,9 @@ The limit itself (``QualityLimit``, ``--max-loss``) is a setting: ``planner.conf
 
 from __future__ import annotations
 
+import math
+from dataclasses import dataclass
+
 QUALITY_LOST_EXIT = 3
 """Exit code of ``planner run`` when the delivered model lost more quality than allowed (the guard
 or ``--max-loss``): scripts can tell it from bad input (2) and from a crash (1)."""
@@ -19,3 +22,43 @@ def verdict(*, speed_met: bool, quality_met: bool) -> str:
     if quality_met:
         return "missed"
     return "missed, quality lost"
+
+
+@dataclass(frozen=True)
+class GuardCheck:
+    """A model's quality loss on the guard split (examples no stage fitted or tuned on), in the limit's
+    unit (accuracy points, or a relative perplexity increase), with its paired 95% bootstrap interval.
+
+    A plan is within the limit only when the interval's upper end is (``within``): a point estimate
+    inside the limit on a few hundred examples is not a promise.
+    """
+
+    loss: float
+    low: float
+    high: float
+    examples: int
+    limit: float
+
+    @property
+    def within(self) -> bool:
+        return bool(math.isfinite(self.high) and self.high <= self.limit + 1e-9)
+
+    @property
+    def half_width(self) -> float:
+        return (self.high - self.low) / 2.0
+
+    @property
+    def resolves(self) -> bool:
+        """The split is large enough to tell this model within the limit: its interval is narrower than
+        the limit on each side (a wider one cannot lie within the limit whatever the estimate)."""
+        return self.half_width < self.limit
+
+    def examples_needed(self) -> int:
+        """Guard examples for an interval half as wide as the limit (widths shrink as 1/sqrt(n))."""
+        if self.half_width <= 0:
+            return self.examples
+        return max(self.examples, math.ceil(self.examples * (2.0 * self.half_width / self.limit) ** 2))
+
+    def text(self, describe_loss: str) -> str:
+        """E.g. "1.95 points [0.98, 2.93] on 512 guard examples"."""
+        return f"{describe_loss} [{self.low:.3g}, {self.high:.3g}] on {self.examples} guard examples"

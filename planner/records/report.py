@@ -19,8 +19,9 @@ from typing import Any
 from planner.errors import PlannerError
 from profilers.atomic import atomic_write_text
 
-REPORT_SCHEMA_VERSION = 2
-"""Version 2 added the execution mode, the quality check (``quality``) and the ``verdict``."""
+REPORT_SCHEMA_VERSION = 3
+"""Version 2 added the execution mode, the quality check (``quality``) and the ``verdict``; version 3
+each attempt's speed status and guard-split loss, and the delivered model's guard-split estimate."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,14 @@ class Attempt:
     measured_speedup: float
     measured_low: float
     measured_high: float
+    status: str | None = None
+    """"short", "met" or "overshoots" (``planner.records.verification.speed_status``)."""
+    busy: bool = False
+    """Measured while other processes kept the machine busy: it moved no plan."""
+    guard_loss: float | None = None
+    """Loss on the guard split in the limit's unit, with its paired 95% interval (None: no guard split)."""
+    guard_low: float | None = None
+    guard_high: float | None = None
 
 
 @dataclass(frozen=True)
@@ -130,6 +139,14 @@ class QualitySummary:
     loss: float
     met: bool
     explicit: bool
+    guard_loss: float | None = None
+    """The delivered model's loss on the guard split (examples no stage fitted or tuned on), with its
+    paired 95% interval and the split's size; None without a guard split."""
+    guard_low: float | None = None
+    guard_high: float | None = None
+    guard_examples: int | None = None
+    guard_within: bool | None = None
+    """The interval's upper end is within the limit: the rule every plan of the run was kept by."""
 
 
 @dataclass(frozen=True)

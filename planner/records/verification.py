@@ -10,6 +10,7 @@ of the per-round ratios is reported beside it (``median_speedup``).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,13 +20,33 @@ import numpy as np
 from profilers.timing import ESTIMATOR_QUANTILE, median_interval
 
 TARGET_TOLERANCE = 0.03
-"""A promise of X x is kept when the measured speedup is at least (1 - 0.03) X: the one rule used by
-the run's correction step, the report and the CLI summary."""
+"""A promise of X x is kept when the measured speedup is at least (1 - 0.03) X."""
+OVERSHOOT_TOLERANCE = 0.10
+"""A plan overshoots when it measures above (1 + 0.10) X: it bought speed nobody asked for with quality."""
+
+
+def speed_status(measured_speedup: float, target_speedup: float) -> str:
+    """The one rule for a measured speedup against its target, shared by the corrections, the verdict and
+    the report: "short" below (1 - ``TARGET_TOLERANCE``) x target, "overshoots" above (1 +
+    ``OVERSHOOT_TOLERANCE``) x target, else "met". The point estimate decides; an interval that straddles
+    a boundary is first narrowed by more rounds (``undecided``)."""
+    if measured_speedup < (1.0 - TARGET_TOLERANCE) * target_speedup:
+        return "short"
+    if measured_speedup > (1.0 + OVERSHOOT_TOLERANCE) * target_speedup:
+        return "overshoots"
+    return "met"
 
 
 def target_met(measured_speedup: float, target_speedup: float) -> bool:
-    """The one "target met" rule (see ``TARGET_TOLERANCE``)."""
-    return measured_speedup >= (1.0 - TARGET_TOLERANCE) * target_speedup
+    """The promise of speed is kept: not "short" (an overshoot keeps it too, at a cost in quality)."""
+    return speed_status(measured_speedup, target_speedup) != "short"
+
+
+def undecided(low: float, high: float, target_speedup: float) -> bool:
+    """True when the 95% interval [low, high] straddles one of ``speed_status``'s boundaries: the point
+    estimate's side of it is not yet known with confidence (measure more rounds before deciding)."""
+    bounds = ((1.0 - TARGET_TOLERANCE) * target_speedup, (1.0 + OVERSHOOT_TOLERANCE) * target_speedup)
+    return any(low < bound < high for bound in bounds)
 
 
 @dataclass(frozen=True)
@@ -142,6 +163,25 @@ class Verification:
         )
         low, high = np.quantile(ratios, [(1 - level) / 2, 1 - (1 - level) / 2])
         return SpeedupEstimate(value, float(min(low, value)), float(max(high, value)), int(dense.size), level)
+
+    def extended(self, more: Verification) -> Verification:
+        """This verification with ``more`` rounds of the same models (same runtime) appended."""
+        if set(more.timings) != set(self.timings) or more.runtime != self.runtime:
+            raise ValueError("extended() needs more rounds of the same models on the same runtime")
+        timings = {}
+        for name, timing in self.timings.items():
+            samples = np.asarray(timing.samples_ms + more.timings[name].samples_ms, dtype=np.float64)
+            timings[name] = ModelTiming(
+                float(np.median(samples)),
+                float(np.quantile(samples, ESTIMATOR_QUANTILE)),
+                float(np.quantile(samples, 0.9)),
+                tuple(float(x) for x in samples),
+            )
+        return dataclasses.replace(self, timings=timings, loads=self._padded_loads() + more._padded_loads())
+
+    def _padded_loads(self) -> tuple[float | None, ...]:
+        """One load per round (None where none was recorded)."""
+        return tuple(self.loads[i] if i < len(self.loads) else None for i in range(self.rounds))
 
     def median_speedup(self, name: str, *, level: float = 0.95) -> SpeedupEstimate:
         """The median of the per-round ratios reference / ``name``, with its sign-test interval."""

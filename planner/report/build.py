@@ -8,7 +8,7 @@ from collections.abc import Mapping, Sequence
 from planner.config.quality import QualityLimit
 from planner.records.headroom import Headroom
 from planner.records.plan import Plan
-from planner.records.quality import verdict
+from planner.records.quality import GuardCheck, verdict
 from planner.records.report import (
     Attempt,
     MetricSummary,
@@ -62,17 +62,28 @@ def build_report(
     recovery: Mapping[str, object] | None = None,
     notes: Sequence[str] = (),
     planned_speedup: float | None = None,
+    guard: GuardCheck | None = None,
 ) -> Report:
-    """The run's ``Report``: the promise (target, prediction, quality limit) next to the measurement."""
+    """The run's ``Report``: the promise (target, prediction, quality limit) next to the measurement.
+
+    ``guard``: the delivered model's loss on the guard split; the quality half is met only when the test
+    set's loss is within the limit and (with a guard split) the upper end of the guard loss's interval is.
+    """
     dense, pruned = verification["dense"], verification["pruned"]
     estimate = verification.speedup("pruned")
     loss = quality_limit.loss(dense_metric.value, pruned_metric.value)
+    within = quality_limit.within(dense_metric.value, pruned_metric.value)
     quality = QualitySummary(
         quality_limit.kind,
         quality_limit.value,
         float(loss),
-        quality_limit.within(dense_metric.value, pruned_metric.value),
+        within and (guard is None or guard.within),
         quality_limit.explicit,
+        guard_loss=None if guard is None else guard.loss,
+        guard_low=None if guard is None else guard.low,
+        guard_high=None if guard is None else guard.high,
+        guard_examples=None if guard is None else guard.examples,
+        guard_within=None if guard is None else guard.within,
     )
     speed_met = target_met(estimate.value, target_speedup)
     heads, neurons, groups = kept_lists(plan)

@@ -27,9 +27,20 @@ def verdict(report: Report) -> str:
 
 
 def quality_text(report: Report) -> str:
-    """E.g. "lost 0.23 points (limit 1 point, --max-loss): kept" ."""
+    """E.g. "lost 0.23 points on the test set, 0.41 [0.0, 1.2] on 512 guard documents (limit 1 point,
+    --max-loss): kept"."""
     q = report.quality
-    lost = f"{q.loss:.2f} points" if q.kind == "points" else f"{100 * q.loss:+.1f}% perplexity"
+
+    def amount(value: float) -> str:
+        return f"{value:.2f}" if q.kind == "points" else f"{100 * value:+.1f}%"
+
+    unit = "points" if q.kind == "points" else "perplexity"
+    lost = f"{amount(q.loss)} {unit} on the test set"
+    if q.guard_loss is not None and q.guard_low is not None and q.guard_high is not None:
+        lost += (
+            f", {amount(q.guard_loss)} [{amount(q.guard_low)}, {amount(q.guard_high)}] on {q.guard_examples} guard "
+            "examples"
+        )
     limit = f"{q.limit:g} points" if q.kind == "points" else f"+{100 * q.limit:g}%"
     source = "--max-loss" if q.explicit else "the default guard"
     return f"lost {lost} (limit {limit}, {source}): {'kept' if q.met else 'QUALITY LOST'}"

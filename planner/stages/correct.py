@@ -1,22 +1,26 @@
-"""Keeping the promise without paying for more speed than asked: re-plan toward the target.
+"""Keeping the promise, both halves: re-plan toward the target speed, and toward lighter plans when the
+quality is lost.
 
-A table predicts; verification measures (a paired speedup with its 95% interval). The plan is
-re-made only when the measurement says so with confidence:
-- too slow: the whole interval lies below the target -> plan for more speed;
-- too fast: the whole interval lies above ``OVERSHOOT`` x target -> plan for less (overshooting costs
-  accuracy for nothing).
-Each new planned-for speedup comes from a secant step through the last two (planned-for, measured)
-points (the first step scales by target / measured), bounded to a factor ``MAX_STEP`` per step,
-within (1, the table's maximum]. At most ``corrections`` steps. The plan kept is the one with the
-smallest planned-for speedup among those measured at or above the target within tolerance
-(``target_met``); when none is, the fastest measured.
+A table predicts; verification measures (a paired speedup with its 95% interval). One rule says whether
+a measurement is "short", "met" or "overshoots" (``planner.records.verification.speed_status``), the same
+one the verdict and the report use. An interval that straddles a boundary of that rule is first
+narrowed by more rounds (``remeasure``, at most ``MAX_REMEASURES`` times); then the point estimate
+decides:
+- short -> plan for more speed; overshoots -> plan for less (overshooting costs quality for nothing);
+- each new planned-for speedup comes from a secant step through the last two (planned-for, measured)
+  points of quiet measurements (the first step scales by target / measured), bounded to a factor
+  ``MAX_STEP`` per step, within (1, the table's maximum].
 
-Quality comes first (``--max-loss``, ``planner.config.quality``): a plan that lost more than allowed on
-held-out calibration examples is re-planned for less speed (1.3x lower, or half-way to the fastest
-plan known to be within the limit), a heavier step never goes past half-way to a plan that lost too
-much (a bisection between the two), and the plan kept is chosen among those within the limit (the
-least lossy when none is). A speedup measured while other processes kept the
-machine busy (``Verification.busy``) does not represent the machine: it never makes a heavier plan.
+Quality comes first: every attempt is checked on the guard split (``planner.stages.verify.check_quality``;
+the limit is ``--max-loss`` or the default guard), and an attempt is within the limit only when the
+upper end of its loss's 95% interval is. An attempt beyond it is re-planned lighter: half-way to the
+fastest plan known to be within the limit, or to the dense model (1x) when none is; when none is known
+and one correction is left, the lightest plan worth making (``LIGHTEST_SPEEDUP``). A heavier step never
+goes past half-way to a plan that lost too much. A measurement taken while other processes kept the
+machine busy (``Verification.busy``) moves no plan in either direction and never enters the secant.
+
+The plan kept is, among those within the limit, the least compressed one that met the target, else the
+fastest; when none is within the limit, the least lossy.
 """
 
 from __future__ import annotations
@@ -28,36 +32,68 @@ import numpy as np
 from torch import nn
 
 from planner.records.plan import Plan
+from planner.records.quality import GuardCheck
 from planner.records.report import Attempt
-from planner.records.verification import Verification, target_met
+from planner.records.verification import Verification, speed_status, target_met, undecided
 from planner.report.build import attempt
 
-OVERSHOOT = 1.05
-"""A measured speedup whose whole interval is above this multiple of the target is re-planned lower."""
 MAX_STEP = 1.3
-"""One correction changes the planned-for speedup by at most this factor."""
+"""One speed correction changes the planned-for speedup by at most this factor."""
+MAX_REMEASURES = 2
+"""Extra verifications (each of the run's verify rounds) of one attempt whose interval straddles a boundary."""
+LIGHTEST_SPEEDUP = 1.05
+"""The lightest plan worth making: the last resort when every plan tried lost more than the limit."""
 
 
 @dataclass(frozen=True)
 class Applied:
-    """A plan, the pruned model it gave, and that model's verification against the dense one."""
+    """A plan, the pruned model it gave, that model's verification against the dense one, and its loss on
+    the guard split (None: there is no guard split to check it on)."""
 
     plan: Plan
     model: nn.Module
     verification: Verification
-    quality_loss: float | None = None
-    """Loss on held-out calibration examples in the ``--max-loss`` unit (None: no limit was set)."""
-    admissible: bool = True
-    """False when ``quality_loss`` is beyond ``--max-loss``."""
+    guard: GuardCheck | None = None
+
+    @property
+    def admissible(self) -> bool:
+        """Within the quality limit: the upper end of the guard loss's interval is (True without a guard)."""
+        return self.guard is None or self.guard.within
+
+    @property
+    def busy(self) -> bool:
+        return self.verification.busy
+
+
+def record(planned_for: float, applied: Applied, target: float) -> Attempt:
+    """The report's record of one attempt: speeds, the rule's status, busy, and the guard loss."""
+    base = attempt(planned_for, applied.plan, applied.verification)
+    guard = applied.guard
+    return Attempt(
+        base.planned_for,
+        base.predicted_speedup,
+        base.measured_speedup,
+        base.measured_low,
+        base.measured_high,
+        status=speed_status(base.measured_speedup, target),
+        busy=applied.busy,
+        guard_loss=None if guard is None else guard.loss,
+        guard_low=None if guard is None else guard.low,
+        guard_high=None if guard is None else guard.high,
+    )
 
 
 def next_target(points: list[tuple[float, float]], target: float) -> float:
-    """The next planned-for speedup from (planned-for, measured) points, aiming measured at ``target``."""
+    """The next planned-for speedup from (planned-for, measured) points, aiming measured at ``target``.
+
+    The secant through the last two points is used only where measured speed rose with planned speed;
+    otherwise (or with one point) the last planned-for value is scaled by target / measured.
+    """
     planned, measured = points[-1]
     guess = planned * target / measured
     if len(points) >= 2:
         (p0, m0), (p1, m1) = points[-2], points[-1]
-        if abs(m1 - m0) > 1e-9 and abs(p1 - p0) > 1e-9:
+        if (m1 - m0) * (p1 - p0) > 1e-12:
             secant = p1 + (target - m1) * (p1 - p0) / (m1 - m0)
             if secant > 1.0:
                 guess = secant
@@ -69,11 +105,37 @@ def choose(attempts: list[Attempt], applied: list[Applied], target: float) -> in
     met the target, else the fastest; when none is within the limit, the least lossy."""
     within = [i for i in range(len(attempts)) if applied[i].admissible]
     if not within:
-        return min(range(len(attempts)), key=lambda i: (applied[i].quality_loss or 0.0, attempts[i].planned_for))
+
+        def lossy(i: int) -> tuple[float, float]:
+            guard = applied[i].guard
+            return (guard.high if guard is not None else 0.0, attempts[i].planned_for)
+
+        return min(range(len(attempts)), key=lossy)
     met = [i for i in within if target_met(attempts[i].measured_speedup, target)]
     if met:
         return min(met, key=lambda i: (attempts[i].planned_for, -attempts[i].measured_speedup))
     return max(within, key=lambda i: attempts[i].measured_speedup)
+
+
+def settle(
+    applied: Applied,
+    target: float,
+    remeasure: Callable[[Applied], Applied] | None,
+    log: Callable[[str], None],
+) -> Applied:
+    """Measure ``applied`` again (up to ``MAX_REMEASURES`` times) while its speedup's interval straddles a
+    boundary of the speed rule; a busy measurement is not extended (it moves nothing anyway)."""
+    for _ in range(MAX_REMEASURES if remeasure is not None else 0):
+        estimate = applied.verification.speedup("pruned")
+        if applied.busy or not undecided(estimate.low, estimate.high, target):
+            break
+        log(
+            f"      measured {estimate.value:.2f}x [{estimate.low:.2f}-{estimate.high:.2f}] straddles the "
+            f"{target:g}x rule's boundary: measuring more rounds"
+        )
+        assert remeasure is not None
+        applied = remeasure(applied)
+    return applied
 
 
 def correct(
@@ -83,51 +145,63 @@ def correct(
     max_speedup: float,
     corrections: int,
     replan: Callable[[float], Applied],
+    remeasure: Callable[[Applied], Applied] | None = None,
+    describe_loss: Callable[[GuardCheck], str] = lambda g: f"{g.loss:.3g}",
     log: Callable[[str], None] = lambda _m: None,
 ) -> tuple[Applied, list[Attempt]]:
-    """Re-plan (``replan(planned_for) -> Applied``) while the measurement is confidently off target.
+    """Re-plan (``replan(planned_for) -> Applied``) while the measurement or the quality says so.
+
+    Args:
+        remeasure: ``applied -> applied`` with more verification rounds (None: never).
+        describe_loss: a guard check as text for the log (e.g. "2.10 points [1.2, 3.0]").
 
     Returns:
         (the attempt kept, every attempt in order).
     """
-    applied = [first]
-    attempts = [attempt(target_speedup, first.plan, first.verification)]
-    for _ in range(corrections):
+    applied = [settle(first, target_speedup, remeasure, log)]
+    attempts = [record(target_speedup, applied[0], target_speedup)]
+    for done in range(corrections):
         last, current = attempts[-1], applied[-1]
         measured = f"measured {last.measured_speedup:.2f}x [{last.measured_low:.2f}-{last.measured_high:.2f}]"
-        points = [(a.planned_for, a.measured_speedup) for a in attempts]
+        quiet = [(a.planned_for, a.measured_speedup) for a, ap in zip(attempts, applied, strict=True) if not ap.busy]
         within = [a.planned_for for a, ap in zip(attempts, applied, strict=True) if ap.admissible]
         lossy = [a.planned_for for a, ap in zip(attempts, applied, strict=True) if not ap.admissible]
+        status = speed_status(last.measured_speedup, target_speedup)
         if not current.admissible:
-            why = "lost more quality than --max-loss allows"
-            below = [p for p in within if p < last.planned_for]
-            # Bisect toward the fastest plan within the limit once one is known.
-            planned = (max(below) + last.planned_for) / 2 if below else last.planned_for / MAX_STEP
-        elif last.measured_high < target_speedup and current.verification.busy:
+            assert current.guard is not None
+            why = f"lost {describe_loss(current.guard)}, beyond the limit"
+            lighter = [p for p in within if p < last.planned_for]
+            floor = max(lighter) if lighter else 1.0
+            planned = (floor + last.planned_for) / 2
+            if not within and done == corrections - 1:
+                planned = min(planned, LIGHTEST_SPEEDUP)
+        elif current.busy:
             log(
-                f"      {measured} is short, but other processes kept the machine busy while it was measured: "
-                "no heavier plan on the strength of that measurement"
+                f"      {measured} ({status}), but other processes kept the machine busy while it was measured: "
+                "no plan is moved on the strength of that measurement"
             )
             break
-        elif last.measured_high < target_speedup:
-            why = f"{measured} is short"
-            planned = next_target(points, target_speedup)
-        elif last.measured_low > OVERSHOOT * target_speedup:
-            why = f"{measured} overshoots"
-            planned = next_target(points, target_speedup)
-        else:
+        elif status == "met":
             break
+        else:
+            why = f"{measured} {'is short' if status == 'short' else 'overshoots'}"
+            planned = next_target(quiet or [(last.planned_for, last.measured_speedup)], target_speedup)
+            if status == "short" and lossy and planned > last.planned_for:
+                planned = min(planned, (last.planned_for + min(lossy)) / 2)  # never past a plan that lost too much
+                if planned - last.planned_for < 1e-3:
+                    log(
+                        f"      {measured} is short, and a heavier plan (planned for {min(lossy):.2f}x) lost more "
+                        "quality than the limit allows: no heavier plan is tried"
+                    )
+                    break
         planned = min(planned, max_speedup)
-        if lossy and planned > last.planned_for:  # heavier, but not past (or onto) a plan that lost too much
-            planned = min(planned, (last.planned_for + min(lossy)) / 2)
-        if why.endswith("is short") and planned <= last.planned_for:
-            break  # a heavier plan would lose more quality than allowed
         if planned <= 1.0 or any(abs(planned - a.planned_for) < 1e-3 for a in attempts):
-            break  # nowhere new to go
-        log(f"      {why} of {target_speedup:g}x: re-planning for {planned:.2f}x and measuring again")
-        current = replan(planned)
+            log(f"      {why}, but no new plan is left to try (next would be {planned:.2f}x)")
+            break
+        log(f"      {why} (target {target_speedup:g}x): re-planning for {planned:.2f}x and measuring again")
+        current = settle(replan(planned), target_speedup, remeasure, log)
         applied.append(current)
-        attempts.append(attempt(planned, current.plan, current.verification))
+        attempts.append(record(planned, current, target_speedup))
     kept = choose(attempts, applied, target_speedup)
     if kept != len(attempts) - 1:
         log(f"      keeping the attempt planned for {attempts[kept].planned_for:.2f}x")

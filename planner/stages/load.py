@@ -38,4 +38,5 @@ def configured_task(config: RunConfig, loaded: LoadedModel, *, seq_len: int | No
         seed=config.seed,
         cache_dir=config.cache_dir,
         test_size=config.test_size,
+        guard_size=config.guard_size,
     )

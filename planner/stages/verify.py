@@ -1,5 +1,6 @@
 """The verify stage: dense vs pruned end-to-end latency, measured interleaved in one process on the
-runtime and shape the plan was made for. Every speed promise of a plan is checked here.
+runtime and shape the plan was made for (every speed promise of a plan is checked here), and the
+pruned model's quality on the guard split (``check_quality``: every quality promise).
 
 Paired: every round times each model once, in a fresh order; the speedup is the median of the
 per-round ratios with its 95% interval. Rounds are added (up to 3 x the minimum) while an interval
@@ -14,8 +15,12 @@ from typing import Any
 from torch import nn
 
 from planner.config import Measurement
+from planner.config.quality import QualityLimit
 from planner.models.phases import shape_of
+from planner.records.quality import GuardCheck
 from planner.records.verification import VERIFY_TOLERANCE, ModelTiming, Verification
+from planner.tasks.base import MetricResult, Task
+from planner.tasks.compare import paired_statistic
 from profilers import Profiler, Workload
 from profilers.timing import SampleStore
 
@@ -68,3 +73,11 @@ def _until_settled(names: list[str]) -> Callable[[SampleStore], list[str]]:
         return names if wide else []
 
     return pending
+
+
+def check_quality(task: Task, reference: MetricResult, model: nn.Module, limit: QualityLimit) -> GuardCheck:
+    """``model``'s loss against the dense model's ``reference`` (``task.evaluate(dense, task.guard)``) on
+    the guard split, in ``limit``'s unit, with its paired 95% interval."""
+    pruned = task.evaluate(model, task.guard)
+    loss, low, high = paired_statistic(reference, pruned, limit.loss)
+    return GuardCheck(loss, low, high, reference.examples, limit.value)

@@ -59,6 +59,7 @@ def build_task(
     seed: int,
     cache_dir: Path,
     test_size: int | None = None,
+    guard_size: int | None = None,
 ) -> Task:
     """Build the task ``task`` for ``loaded`` on ``data`` (see each task's module for the data rules)."""
     name = resolve_task(task, loaded)
@@ -71,6 +72,7 @@ def build_task(
         seed=seed,
         cache_dir=cache_dir,
         test_size=test_size,
+        guard_size=guard_size,
     )
     return built
 

@@ -106,7 +106,10 @@ class Task(Protocol):
     calibration: Tokenized
     test: Tokenized
     training: Tokenized
-    """What recovery may train on: the training split minus every calibration example (never test)."""
+    """What recovery may train on: the training split minus every calibration and guard example (never test)."""
+    guard: Tokenized
+    """The guard split: training-split examples that no stage scores, tunes, searches, picks or trains on
+    (disjoint from calibration, training and test); the quality limit is checked on them."""
     batch_size: int
     search_examples: int
     """Calibration examples the search scores on by default (the rest are for the final pick)."""

@@ -37,6 +37,8 @@ DEFAULT_CALIBRATION_WINDOWS = 64
 """Calibration windows when none are asked for (64 x 128 tokens: Fisher in about a minute on 2 cores)."""
 DEFAULT_TEST_WINDOWS = 64
 """Held-out windows the perplexity is measured on when none are asked for."""
+DEFAULT_GUARD_WINDOWS = 64
+"""Guard windows when none are asked for (training windows outside the calibration set)."""
 DEFAULT_SEARCH_WINDOWS = 16
 """Calibration windows the search scores candidates on when none are asked for (the rest pick)."""
 BATCH_WINDOWS = 4
@@ -81,10 +83,12 @@ class CausalLM:
         provenance: Mapping[str, Any],
         top_k: int = TOP_K,
         training: Tokenized | None = None,
+        guard: Tokenized | None = None,
     ) -> None:
         self.calibration = calibration
         self.test = test
         self.training = training if training is not None else calibration.subset(range(0))
+        self.guard = guard if guard is not None else calibration.subset(range(0))
         self.batch_size = batch_size
         self.top_k = top_k
         self._provenance = dict(provenance)
@@ -176,8 +180,13 @@ def build_causal_lm(
     seed: int,
     cache_dir: Path,
     test_size: int | None = None,
+    guard_size: int | None = None,
 ) -> CausalLM:
-    """Split the documents, tokenize, cut windows, sample calibration and test windows."""
+    """Split the documents, tokenize, cut windows, sample calibration, guard and test windows.
+
+    The guard windows (``guard_size``, None: 64, at most half of the windows the calibration set leaves) are a seeded
+    sample of the training windows outside the calibration set; recovery trains on the rest.
+    """
     documents = load_documents(data)
     if len(documents) < 2:
         raise PlannerError(
@@ -204,6 +213,10 @@ def build_causal_lm(
     chosen = np.sort(rng.choice(len(train), size=wanted, replace=False))
     calibration = train[chosen]
     rest = train[np.setdiff1d(np.arange(len(train)), chosen)]
+    guards = min(DEFAULT_GUARD_WINDOWS, len(rest) // 2) if guard_size is None else min(guard_size, len(rest))
+    guarded = np.sort(np.random.default_rng(seed + 1).choice(len(rest), size=guards, replace=False))
+    guard = rest[guarded]
+    rest = rest[np.setdiff1d(np.arange(len(rest)), guarded)]
     held_out = test[np.sort(rng.choice(len(test), size=min(tests, len(test)), replace=False))]
     provenance = {
         "task": CausalLM.name,
@@ -212,6 +225,7 @@ def build_causal_lm(
         "calibration_size": int(calibration.shape[0]),
         "test_size": int(held_out.shape[0]),
         "test_tokens": int(held_out.shape[0] * (seq_len - 1)),
+        "guard_size": int(guard.shape[0]),
         "seed": seed,
     }
     return CausalLM(
@@ -220,4 +234,5 @@ def build_causal_lm(
         batch_size=max(1, min(BATCH_WINDOWS, batch_size)),
         provenance=provenance,
         training=_windows(rest),
+        guard=_windows(guard),
     )

@@ -8,6 +8,7 @@ worse side, "tie" otherwise.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,6 +84,34 @@ def paired_mean_difference(
     diffs = delta[_indices(a.size, resamples, seed)].mean(axis=1)
     low, high = _interval(diffs)
     return PairedDifference(float(delta.mean()), low, high, verdict(low, high, higher_is_better=not lower_is_better))
+
+
+def paired_statistic(
+    a: MetricResult,
+    b: MetricResult,
+    statistic: Callable[[float, float], float],
+    *,
+    resamples: int = BOOTSTRAP_RESAMPLES,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """``statistic(a.value, b.value)`` (e.g. a quality loss: points lost, or a perplexity ratio - 1) with a
+    paired bootstrap interval: (value, low, high) over the examples both were evaluated on."""
+    if a.name != b.name or a.per_example.shape != b.per_example.shape:
+        raise ValueError(f"cannot pair {a.name} on {a.examples} examples with {b.name} on {b.examples}.")
+    value = float(statistic(a.value, b.value))
+    if a.examples < 2:
+        return value, value, value
+    idx = _indices(a.examples, resamples, seed)
+    values = np.array(
+        [
+            statistic(
+                aggregate(a.name, a.per_example[i], a.weights[i]), aggregate(b.name, b.per_example[i], b.weights[i])
+            )
+            for i in idx
+        ]
+    )
+    low, high = _interval(values)
+    return value, min(low, value), max(high, value)
 
 
 def metric_interval(

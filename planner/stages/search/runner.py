@@ -347,3 +347,37 @@ def search_levels(
         cost=cost,
         executor=describe(pool),
     )
+
+
+def repick(
+    *,
+    recipe: Recipe,
+    pool: CandidatePool,
+    table: LatencyTable,
+    scores: ErrorTable,
+    budget_ms: float,
+    units: Any,
+    examples: int,
+    admissible: Callable[[tuple[int, ...]], bool] | None = None,
+) -> tuple[tuple[int, ...], str, Selection]:
+    """A correction's plan for another budget, through the same final pick as the first plan: the uniform
+    allocation, the plain DP plan and ``recipe``'s plan for ``budget_ms``, scored on the pick's examples
+    (``pool``'s selection sample); uniform is kept unless another wins with paired confidence.
+
+    Returns:
+        (levels, the plan's solver label, the selection).
+    """
+    contenders = []
+    with contextlib.suppress(solvers.InfeasibleBudgetError):
+        contenders.append(Contender("uniform", tuple(Recipe(None).levels(table, scores, budget_ms, units)), None))
+    contenders.append(Contender("dp", plain_dp(table, scores, budget_ms, units), (1.0,) * len(units)))
+    if not recipe.uniform:
+        contenders.append(
+            Contender(recipe.label, tuple(recipe.levels(table, scores, budget_ms, units)), recipe.coefficients)
+        )
+    distinct = list(dict.fromkeys(c.levels for c in contenders))
+    held_out = dict(zip(distinct, pool.losses([(tuple(c), SELECTION) for c in distinct]), strict=True))
+    selection = select_plan(contenders, held_out.__getitem__, examples=examples, admissible=admissible)
+    chosen = selection.chosen
+    label = {"uniform": Recipe(None).label, "dp": "dp"}.get(chosen.source, recipe.label)
+    return tuple(chosen.levels), label, selection
