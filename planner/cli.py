@@ -371,10 +371,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log=lambda m: print(m, file=sys.stderr),
     )
     print(summary_text(report, args.out))
-    if not report.quality.met:
+    if not report.quality.met or report.quality.speedup_within is False:
         from planner.records.quality import QUALITY_LOST_EXIT
 
-        print(f"WARNING: {report.verdict}: see {args.out}/report.md", file=sys.stderr)
+        what = report.verdict if not report.quality.met else "no plan within the quality limit gives a speedup"
+        print(f"WARNING: {what}: see {args.out}/report.md", file=sys.stderr)
         return QUALITY_LOST_EXIT
     return 0
 

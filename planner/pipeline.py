@@ -213,7 +213,8 @@ def quality_ending(
 ) -> str | None:
     """The run's ending sentence when the quality limit shaped it (None otherwise); every word of it is
     what the attempts measured: "stayed within it" only for a plan whose guard interval is within."""
-    if final.guard is None:
+    limited = [a for a in attempts if a.guard_high is not None and a.guard_high > allowed.value + 1e-9]
+    if final.guard is None or not limited:  # the limit did not shape this run: the speed verdict says it all
         return None
     if not final.admissible:
         lightest = min(attempts, key=lambda a: a.planned_for)
@@ -237,7 +238,16 @@ def quality_ending(
         if headroom is not None and headroom.speedup > 1.0:
             text = f"{headroom.text(target_speedup)}: that speedup costs no quality. " + text
         return text
-    if not target_met(final.verification.speedup("pruned").value, target_speedup):
+    estimate = final.verification.speedup("pruned")
+    if estimate.low <= 1.0:  # the fastest plan within the limit gives no speedup one can be sure of
+        text = (
+            f"no plan within {allowed.describe()} gives a speedup at this shape: the fastest within it measured "
+            f"{estimate.value:.2f}x [{estimate.low:.2f}-{estimate.high:.2f}]. What stands in the way: {in_the_way}."
+        )
+        if headroom is not None and headroom.speedup > 1.0:
+            text = f"{headroom.text(target_speedup)}: that speedup costs no quality. " + text
+        return text
+    if not target_met(estimate.value, target_speedup):
         guard = final.guard
         return (
             f"no plan within {allowed.describe()} reached {target_speedup:g}x; this is the fastest that stayed within "

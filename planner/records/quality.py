@@ -10,7 +10,8 @@ from dataclasses import dataclass
 
 QUALITY_LOST_EXIT = 3
 """Exit code of ``planner run`` when the delivered model lost more quality than allowed (the guard
-or ``--max-loss``): scripts can tell it from bad input (2) and from a crash (1)."""
+or ``--max-loss``), or when no plan within the limit gives a speedup: scripts can tell it from bad
+input (2) and from a crash (1)."""
 
 
 def verdict(*, speed_met: bool, quality_met: bool) -> str:

@@ -147,6 +147,10 @@ class QualitySummary:
     guard_examples: int | None = None
     guard_within: bool | None = None
     """The interval's upper end is within the limit: the rule every plan of the run was kept by."""
+    speedup_within: bool | None = None
+    """When the limit shaped the run (some attempt lost more): False when no plan within it gave a
+    speedup one can be sure of (the delivered one's interval reaches 1x, or none was within); the run
+    then exits 3 like a lost quality. None when the limit did not shape the run."""
 
 
 @dataclass(frozen=True)

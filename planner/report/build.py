@@ -73,6 +73,7 @@ def build_report(
     estimate = verification.speedup("pruned")
     loss = quality_limit.loss(dense_metric.value, pruned_metric.value)
     within = quality_limit.within(dense_metric.value, pruned_metric.value)
+    limited = any(a.guard_high is not None and a.guard_high > quality_limit.value + 1e-9 for a in attempts)
     quality = QualitySummary(
         quality_limit.kind,
         quality_limit.value,
@@ -84,6 +85,7 @@ def build_report(
         guard_high=None if guard is None else guard.high,
         guard_examples=None if guard is None else guard.examples,
         guard_within=None if guard is None else guard.within,
+        speedup_within=None if guard is None or not limited else bool(guard.within and estimate.low > 1.0),
     )
     speed_met = target_met(estimate.value, target_speedup)
     heads, neurons, groups = kept_lists(plan)
