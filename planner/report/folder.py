@@ -32,7 +32,7 @@ def write_run_folder(
     Args:
         search_history: the search's history entries (``solvers`` results' ``history``), or None.
     """
-    from planner.report import plots
+    import planner.report.plots as plots
 
     with atomic_dir(target, overwrite=True) as tmp:
         table.save(tmp / "table.csv")
@@ -48,7 +48,7 @@ def render_folder(folder: str | Path) -> list[Path]:
     """``planner report DIR``: draw the plots and ``report.md`` of a run folder from its files."""
     import pandas as pd
 
-    from planner.report import plots
+    import planner.report.plots as plots
     from planner.report.markdown import render_report
 
     root = Path(folder)
