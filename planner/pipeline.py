@@ -40,7 +40,7 @@ from planner.stages.profile.headroom import measure_headroom
 from planner.stages.recover import RecoverySettings, recover
 from planner.stages.recover.files import discard_checkpoint
 from planner.stages.score import cached_scores
-from planner.stages.search import CandidateLoss, Recipe, SearchOutcome, check_search, search_levels
+from planner.stages.search import Recipe, SearchOutcome, check_search, search_levels
 from planner.stages.search.runner import repick
 from planner.stages.solve import solve_plan
 from planner.stages.verify import check_quality, verify_models
@@ -189,19 +189,6 @@ def recover_final(
     return Applied(final.plan, recovered, verification, None if check is None else check(recovered)), summary
 
 
-def search_builder(prepared: Prepared, backend: Backend, scores: ErrorTable) -> Callable[[Sequence[int]], nn.Module]:
-    """``levels -> model`` as the search builds candidates (for a correction's final pick to check quality)."""
-    builder = CandidateLoss(
-        adapter=prepared.loaded.adapter,
-        task=prepared.task,
-        backend=backend,
-        scores=scores,
-        tokens=prepared.task.calibration.subset([]),
-        objective="ce",
-    )
-    return lambda levels: builder.model(tuple(levels))
-
-
 def quality_ending(
     final: Applied,
     attempts: Sequence[Attempt],
@@ -213,6 +200,12 @@ def quality_ending(
 ) -> str | None:
     """The run's ending sentence when the quality limit shaped it (None otherwise); every word of it is
     what the attempts measured: "stayed within it" only for a plan whose guard interval is within."""
+
+    def headroom_first(text: str) -> str:  # when no plan gives speed, the other runtime is the answer
+        if headroom is None or headroom.speedup <= 1.0:
+            return text
+        return f"{headroom.text(target_speedup)}: that speedup costs no quality. {text}"
+
     limited = [a for a in attempts if a.guard_high is not None and a.guard_high > allowed.value + 1e-9]
     if final.guard is None or not limited:  # the limit did not shape this run: the speed verdict says it all
         return None
@@ -234,19 +227,13 @@ def quality_ending(
                 f"no plan tried kept {allowed.describe()}: every one lost more, and lighter plans were not tried "
                 "(raise --corrections)"
             )
-        text += f" on the guard split ({tried}). What stands in the way: {in_the_way}."
-        if headroom is not None and headroom.speedup > 1.0:
-            text = f"{headroom.text(target_speedup)}: that speedup costs no quality. " + text
-        return text
+        return headroom_first(text + f" on the guard split ({tried}). What stands in the way: {in_the_way}.")
     estimate = final.verification.speedup("pruned")
     if estimate.low <= 1.0:  # the fastest plan within the limit gives no speedup one can be sure of
-        text = (
+        return headroom_first(
             f"no plan within {allowed.describe()} gives a speedup at this shape: the fastest within it measured "
             f"{estimate.value:.2f}x [{estimate.low:.2f}-{estimate.high:.2f}]. What stands in the way: {in_the_way}."
         )
-        if headroom is not None and headroom.speedup > 1.0:
-            text = f"{headroom.text(target_speedup)}: that speedup costs no quality. " + text
-        return text
     if not target_met(estimate.value, target_speedup):
         guard = final.guard
         return (
@@ -292,9 +279,8 @@ def make_plan(
 ) -> Plan:
     """The solve stage for a run: given ``levels`` (a correction's final pick, labelled ``label``), the
     search's levels, a recipe re-planned for this target, or the solver."""
-    levels = None if levels is None else list(levels)
     if levels is not None:
-        pass
+        levels = list(levels)
     elif search is not None:
         levels, label = list(search.levels), search.recipe.label
     elif recipe is not None and not recipe.uniform:
@@ -380,21 +366,22 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
             if search.executor is not None:
                 log(f"      search: {executor_text(search.executor)}")
     measurement = config.measurement(rounds=config.verify_rounds)
-    repick_model = None if (search is None or pool is None) else search_builder(prepared, backend, scores)
 
     def applied(speedup: float, *, first: bool) -> Applied:
         with clock.stage("solve"):
             levels, label = None, None
-            if not first and search is not None and pool is not None and repick_model is not None:
+            if not first and search is not None and pool is not None:
                 levels, label, _ = repick(
                     recipe=search.recipe,
                     pool=pool,
+                    adapter=prepared.loaded.adapter,
+                    task=task,
                     table=table,
                     scores=scores,
+                    backend=backend,
                     budget_ms=table.budget_ms(speedup),
-                    units=prepared.loaded.adapter.units(),
                     examples=search.selection.examples,
-                    admissible=None if check is None else (lambda lv: check(repick_model(lv)).within),
+                    quality=admissible,
                 )
             plan = make_plan(
                 prepared,

@@ -125,7 +125,9 @@ def settle(
 ) -> Applied:
     """Measure ``applied`` again (up to ``MAX_REMEASURES`` times) while its speedup's interval straddles a
     boundary of the speed rule; a busy measurement is not extended (it moves nothing anyway)."""
-    for _ in range(MAX_REMEASURES if remeasure is not None else 0):
+    if remeasure is None:
+        return applied
+    for _ in range(MAX_REMEASURES):
         estimate = applied.verification.speedup("pruned")
         if applied.busy or not undecided(estimate.low, estimate.high, target):
             break
@@ -133,7 +135,6 @@ def settle(
             f"      measured {estimate.value:.2f}x [{estimate.low:.2f}-{estimate.high:.2f}] straddles the "
             f"{target:g}x rule's boundary: measuring more rounds"
         )
-        assert remeasure is not None
         applied = remeasure(applied)
     return applied
 

@@ -312,20 +312,8 @@ def search_levels(
         Contender(f"search #{rank}", c.levels, None if evolved else c.coefficients, c.loss)
         for rank, c in enumerate(result.top, start=1)
     ]
-    distinct = list(dict.fromkeys(c.levels for c in contenders))
-    held_out = dict(zip(distinct, pool.losses([(tuple(c), SELECTION) for c in distinct]), strict=True))
-    admissible = None
-    if quality is not None:
-        builder = local or CandidateLoss(  # only builds models: the "ce" objective needs no dense reference
-            adapter=adapter,
-            task=task,
-            backend=backend,
-            scores=scores,
-            tokens=task.calibration.subset([]),
-            objective="ce",
-        )
-        admissible = lambda levels: quality(builder.model(levels))  # noqa: E731
-    selection = select_plan(contenders, held_out.__getitem__, examples=len(samples[SELECTION]), admissible=admissible)
+    admissible = _admissible(quality, pool, adapter=adapter, task=task, backend=backend, scores=scores)
+    selection = _pick(contenders, pool, examples=len(samples[SELECTION]), admissible=admissible)
     chosen = selection.chosen
     if chosen.source == "uniform":
         recipe = Recipe(None)
@@ -349,24 +337,62 @@ def search_levels(
     )
 
 
+def _admissible(
+    quality: Callable[[Any], bool] | None, pool: CandidatePool, *, adapter: Any, task: Task, backend: Backend,
+    scores: ErrorTable,
+) -> Callable[[tuple[int, ...]], bool] | None:  # fmt: skip
+    """``levels -> quality(model at those levels)``, the model built as the search builds candidates."""
+    if quality is None:
+        return None
+    local = pool.samples if isinstance(pool, LocalPool) else None
+    builder = local or CandidateLoss(  # only builds models: the "ce" objective needs no dense reference
+        adapter=adapter,
+        task=task,
+        backend=backend,
+        scores=scores,
+        tokens=task.calibration.subset([]),
+        objective="ce",
+    )
+    return lambda levels: quality(builder.model(levels))
+
+
+def _pick(
+    contenders: Sequence[Contender],
+    pool: CandidatePool,
+    *,
+    examples: int,
+    admissible: Callable[[tuple[int, ...]], bool] | None,
+) -> Selection:
+    """The final pick: each distinct contender scored once on the pool's selection sample."""
+    distinct = list(dict.fromkeys(c.levels for c in contenders))
+    held_out = dict(zip(distinct, pool.losses([(tuple(c), SELECTION) for c in distinct]), strict=True))
+    return select_plan(contenders, held_out.__getitem__, examples=examples, admissible=admissible)
+
+
 def repick(
     *,
     recipe: Recipe,
     pool: CandidatePool,
+    adapter: Any,
+    task: Task,
     table: LatencyTable,
     scores: ErrorTable,
+    backend: Backend,
     budget_ms: float,
-    units: Any,
     examples: int,
-    admissible: Callable[[tuple[int, ...]], bool] | None = None,
+    quality: Callable[[Any], bool] | None = None,
 ) -> tuple[tuple[int, ...], str, Selection]:
     """A correction's plan for another budget, through the same final pick as the first plan: the uniform
     allocation, the plain DP plan and ``recipe``'s plan for ``budget_ms``, scored on the pick's examples
     (``pool``'s selection sample); uniform is kept unless another wins with paired confidence.
 
+    Args:
+        quality: ``model -> within the limit`` (as for ``search_levels``).
+
     Returns:
         (levels, the plan's solver label, the selection).
     """
+    units = adapter.units()
     contenders = []
     with contextlib.suppress(solvers.InfeasibleBudgetError):
         contenders.append(Contender("uniform", tuple(Recipe(None).levels(table, scores, budget_ms, units)), None))
@@ -375,9 +401,8 @@ def repick(
         contenders.append(
             Contender(recipe.label, tuple(recipe.levels(table, scores, budget_ms, units)), recipe.coefficients)
         )
-    distinct = list(dict.fromkeys(c.levels for c in contenders))
-    held_out = dict(zip(distinct, pool.losses([(tuple(c), SELECTION) for c in distinct]), strict=True))
-    selection = select_plan(contenders, held_out.__getitem__, examples=examples, admissible=admissible)
+    admissible = _admissible(quality, pool, adapter=adapter, task=task, backend=backend, scores=scores)
+    selection = _pick(contenders, pool, examples=examples, admissible=admissible)
     chosen = selection.chosen
     label = {"uniform": Recipe(None).label, "dp": "dp"}.get(chosen.source, recipe.label)
     return tuple(chosen.levels), label, selection
