@@ -7,7 +7,10 @@ families:
   jittered);
 - extreme: whole FFN / MLP blocks removed in half the layers (alternating, and all in one half),
   whole attention blocks removed the same two ways, and both removed in alternating layers, the rest
-  dense; then the same patterns over units at half their range instead of dense.
+  dense; then the same patterns over units at half their range instead of dense;
+- anchors: the table's own calibration anchors (uniform and mixed whole models), timed again. Their
+  errors share one sign and size when the table's dense time (the denominator of every predicted
+  speedup) did not settle or moved between processes.
 
 The error compares the table's prediction relative to dense with the measurement relative to dense
 in the same run (slow drifts of the machine's load between profiling and checking cancel):
@@ -39,7 +42,7 @@ import numpy as np
 from planner.config import Measurement
 from planner.models import LoadedModel, load_model
 from planner.models.fingerprint import model_fingerprint
-from planner.stages.profile.measure import profile_model
+from planner.stages.profile.measure import DENSE_KEY, calibration_anchors, profile_model
 from planner.stages.verify import verify_models
 
 CONFIGS = 8
@@ -102,6 +105,8 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
             configs[f"random/{i}"] = random_levels(units, rng, float(f))
     if "extreme" in families:
         configs.update(extreme_levels(units))
+    if "anchors" in families:
+        configs.update({f"anchors/{k.strip('_')}": v for k, v in calibration_anchors(units).items() if k != DENSE_KEY})
     models = {"dense": adapter.model, **{name: adapter.shrink_to_levels(levels) for name, levels in configs.items()}}
     check = verify_models(adapter, models, dataclasses.replace(measurement, max_rounds=None))
     runtime = measurement.runtime
@@ -125,7 +130,8 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
         median = check.median_speedup(name).value  # median of the per-round ratios (shown beside)
         pred_x = m.dense_ms / predicted
         err = 100.0 * (measured / pred_x - 1.0)  # = (predicted / dense) / (measured / dense) - 1
-        errors.setdefault(name.split("/")[0] if name.startswith("random") else "extreme", []).append(abs(err))
+        family = name.split("/")[0] if name.startswith(("random", "anchors")) else "extreme"
+        errors.setdefault(family, []).append(abs(err))
         print(
             f"{runtime:>11} {name:>16} {predicted:>9.1f} {check[name].p10_ms:>9.1f} {pred_x:>7.2f} {measured:>7.2f} "
             f"{err:>8.2f} {median:>7.2f} {100.0 * (median / pred_x - 1.0):>8.2f}"

@@ -37,17 +37,20 @@ from planner.stages.correct import LIGHTEST_SPEEDUP, Applied, correct, launch_bo
 from planner.stages.load import configured_task, load_configured
 from planner.stages.profile.cache import cached_table
 from planner.stages.profile.headroom import measure_headroom
+from planner.stages.profile.settle import settle_dense
 from planner.stages.recover import RecoverySettings, recover
 from planner.stages.recover.files import discard_checkpoint
 from planner.stages.score import cached_scores
 from planner.stages.search import Recipe, SearchOutcome, check_search, search_levels
 from planner.stages.search.runner import repick
-from planner.stages.solve import solve_plan
+from planner.stages.solve import probe_plans, solve_plan
 from planner.stages.verify import check_quality, verify_models
 from planner.tasks import Task
 from profilers import LatencyTable, ProfilerSettings
 
 STAGES = ("profile", "score", "solve", "search", "apply", "verify")
+PROBE_ROUNDS_CAP = 2
+"""The probes that settle the dense time run at most this many times the verification's rounds."""
 
 
 @dataclass
@@ -332,6 +335,18 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
     log(f"[2/6] score: {config.backend} on {len(prepared.task.calibration)} calibration examples")
     with clock.stage("score"):
         scores = cached_scores(backend, prepared.loaded, prepared.task, cache_dir=config.cache_dir)
+    measurement = config.measurement(rounds=config.verify_rounds)
+    profiled_table = table
+    probing = dataclasses.replace(measurement, max_rounds=PROBE_ROUNDS_CAP * measurement.rounds)
+    with clock.stage("profile"):
+        table, settling = settle_dense(
+            prepared.loaded,
+            table,
+            probe_plans(prepared.loaded, table, scores, config.speedup),
+            lambda models: verify_models(prepared.loaded.adapter, models, probing, progress=progress),
+        )
+    prepared = dataclasses.replace(prepared, table=table)
+    log(f"      {settling.text()}")
     task = prepared.task
     settings = config.search_settings(calibration=len(task.calibration), default_examples=task.search_examples)
     allowed = config.quality_limit()
@@ -365,7 +380,6 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
             )
             if search.executor is not None:
                 log(f"      search: {executor_text(search.executor)}")
-    measurement = config.measurement(rounds=config.verify_rounds)
 
     def applied(speedup: float, *, first: bool) -> Applied:
         with clock.stage("solve"):
@@ -482,6 +496,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
         config=config.describe(),
         quality_limit=allowed,
         headroom=headroom,
+        settling=settling,
         recovery=recovery,
         notes=tuple(notes),
         planned_speedup=next(a.planned_for for a in attempts if a.predicted_speedup == final.plan.predicted_speedup),
@@ -490,7 +505,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
     write_run_folder(
         target,
         report=report,
-        table=table,
+        table=profiled_table,
         plan=final.plan,
         write_model=lambda folder: save_pruned(
             prepared.task.deployable(final.model),

@@ -98,6 +98,14 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
         "search_history.png",
     ):
         assert name in names, name
+    # The dense time was settled against the uniform and DP plans at the target, timed paired before
+    # planning; the plan was predicted with it, while the folder keeps the table as profiled.
+    settled = report.dense_settling
+    assert settled is not None and [p["name"] for p in settled["probes"]] in (["uniform", "dp"], ["uniform"])
+    planned_dense = settled["dense_ms"] if settled["applied"] else settled["table_dense_ms"]
+    assert report.predicted_speedup == pytest.approx(planned_dense / report.predicted_ms)
+    assert json.loads((out / "plan.json").read_text())["table"]["dense_ms"] == pytest.approx(planned_dense)
+    assert json.loads((out / "table.json").read_text())["dense_ms"] == pytest.approx(settled["table_dense_ms"])
     saved = json.loads((out / "report.json").read_text())
     jsonschema.validate(saved, report_schema())
     assert saved["measured_speedup"] == report.measured_speedup

@@ -16,7 +16,15 @@ from planner.config.quality import GUARD_POINTS, GUARD_RELATIVE, parse_max_loss
 from planner.errors import PlannerError
 from planner.records.quality import QUALITY_LOST_EXIT, GuardCheck, verdict
 from planner.records.verification import ModelTiming, Verification, speed_status, target_met, undecided
-from planner.stages.correct import LIGHTEST_SPEEDUP, Applied, correct, launch_bound, next_target, obstacle
+from planner.stages.correct import (
+    LIGHTEST_SPEEDUP,
+    Applied,
+    correct,
+    launch_bound,
+    lighter_target,
+    next_target,
+    obstacle,
+)
 from planner.workflows import verification_config
 
 
@@ -259,13 +267,29 @@ def test_a_plan_beyond_the_limit_goes_lighter_and_is_never_kept() -> None:
         asked.append(speedup)
         return _applied(speedup, speedup, loss=max(0.0, (speedup - 1.5) * 4))
 
-    final, _attempts = correct(_applied(2.0, 2.0, loss=2.0), target_speedup=2.0, max_speedup=5.0, corrections=3,
-                               replan=replan)  # fmt: skip
-    # 2x lost too much -> half-way to dense (1.5x, within) -> heavier, but only half-way back to the lossy 2x
-    # (1.75x, beyond: its interval's upper end 1.3 > 1) -> half-way between the two (1.625x, 0.5 + 0.3 <= 1).
-    assert asked == [pytest.approx(1.5), pytest.approx(1.75), pytest.approx(1.625)]
-    assert final.admissible and final.guard is not None and final.guard.high <= 1.0
-    assert final.plan.predicted_speedup == pytest.approx(1.625)  # the fastest within (none met the target)
+    final, attempts = correct(_applied(2.0, 2.0, loss=2.0), target_speedup=2.0, max_speedup=5.0, corrections=3,
+                              replan=replan)  # fmt: skip
+    # 2x lost 2.3 (upper end) for a limit of 1: the line from dense (0 at 1x) reaches 0.9 at 1.39x (within)
+    # -> short, so heavier, but only half-way back to the lossy 2x (1.70x, beyond: 0.78 + 0.3 > 1) -> between
+    # the two, where the line through their upper ends (0.3, 1.08) reaches 0.9: 1.62x (0.50 + 0.3, within).
+    assert asked == [pytest.approx(1.3913, abs=1e-3), pytest.approx(1.6957, abs=1e-3), pytest.approx(1.6246, abs=1e-3)]
+    assert [a.admissible for a in (final, *[replan_check(s) for s in asked])] == [True, True, False, True]
+    assert final.plan.predicted_speedup == pytest.approx(asked[-1])  # the fastest within (none met the target)
+    assert len(attempts) == 4
+
+
+def replan_check(speedup: float) -> Applied:
+    return _applied(speedup, speedup, loss=max(0.0, (speedup - 1.5) * 4))
+
+
+def test_a_marginal_quality_miss_steps_lighter_by_a_little_and_a_gross_one_by_a_lot() -> None:
+    marginal = GuardCheck(3.52, 1.95, 5.08, 512, 5.0)  # the default guard's 5 points, missed by 0.08
+    assert 1.85 < lighter_target(1.0, 0.0, 2.0, marginal) < 1.95  # was half-way (1.5x) before
+    gross = GuardCheck(26.17, 22.5, 29.9, 512, 2.0)  # 2 points asked, 26 lost at 2.5x
+    assert lighter_target(1.0, 0.0, 2.5, gross) < 1.1
+    assert lighter_target(1.5, 0.95, 2.0, marginal) == pytest.approx(1.5 + 0.5 * (4.5 - 0.95) / (5.08 - 0.95))
+    assert lighter_target(1.5, 6.0, 2.0, marginal) == pytest.approx(1.75)  # no line: half-way
+    assert lighter_target(1.0, 0.0, 2.0, GuardCheck(1.0, 0.5, 4.6, 512, 5.0)) == pytest.approx(2.0 - 0.05)
 
 
 def test_a_point_estimate_within_the_limit_is_not_enough() -> None:
@@ -283,7 +307,7 @@ def test_when_no_plan_is_within_the_limit_the_lightest_is_tried_and_the_least_lo
 
     final, _attempts = correct(_applied(2.0, 2.0, loss=7.0), target_speedup=2.0, max_speedup=5.0, corrections=2,
                                replan=replan)  # fmt: skip
-    assert asked == [pytest.approx(1.5), pytest.approx(LIGHTEST_SPEEDUP)]  # the last correction: the lightest plan
+    assert asked[0] < 1.5 and asked[1] == pytest.approx(LIGHTEST_SPEEDUP)  # the last correction: the lightest plan
     assert final.guard is not None and final.guard.loss == pytest.approx(5.0 + LIGHTEST_SPEEDUP)
 
 

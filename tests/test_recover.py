@@ -152,6 +152,7 @@ def test_run_recovers_between_apply_and_verify_and_reports_the_curve(workspace: 
     from planner.stages.apply.pruned_io import load_pruned
 
     shapes = {k: tuple(v.shape) for k, v in load_pruned(out / "pruned").state_dict().items()}
+
     def rows(suffix: str) -> int:  # 0 when the block was removed (no weight left)
         return next((v[0] for k, v in shapes.items() if k.endswith(suffix)), 0)
 

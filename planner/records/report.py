@@ -203,6 +203,9 @@ class Report:
     verdict: str
     headroom: Mapping[str, Any] | None
     """The dense model timed the other way to deploy here (``planner.stages.profile.headroom``), or None."""
+    dense_settling: Mapping[str, Any] | None = None
+    """The dense time the run planned with, settled against paired probes before planning
+    (``planner.records.settling.DenseSettling`` as a dict), or None."""
     recovery: Mapping[str, Any] | None = None
     """Recovery by distillation (``planner.stages.recover.RecoveryLog`` as a dict, plus ``pruned_metric``: the
     held-out metric before recovery; ``metric.pruned`` is then the recovered model's), or None."""
@@ -243,7 +246,8 @@ def report_from_dict(data: Any, *, source: str = "report") -> Report:
             "Re-run `planner run`."
         )
     names = {f.name for f in dataclasses.fields(Report)}
-    missing = sorted(n for n in names - set(data) if n not in ("notes", "schema_version"))
+    optional = {f.name for f in dataclasses.fields(Report) if f.default is not dataclasses.MISSING}
+    missing = sorted(names - set(data) - optional)
     if missing:
         raise PlannerError(f"{source} lacks report fields {missing}; re-run `planner run`.")
     values = {k: data[k] for k in names if k in data}

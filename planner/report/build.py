@@ -16,6 +16,7 @@ from planner.records.report import (
     Report,
     SearchSummary,
 )
+from planner.records.settling import DenseSettling
 from planner.records.verification import Verification, target_met
 from planner.tasks.base import MetricResult
 from planner.version import __version__
@@ -59,6 +60,7 @@ def build_report(
     config: Mapping[str, str],
     quality_limit: QualityLimit,
     headroom: Headroom | None = None,
+    settling: DenseSettling | None = None,
     recovery: Mapping[str, object] | None = None,
     notes: Sequence[str] = (),
     planned_speedup: float | None = None,
@@ -136,6 +138,7 @@ def build_report(
         quality=quality,
         verdict=verdict(speed_met=speed_met, quality_met=quality.met),
         headroom=None if headroom is None else headroom.as_dict(),
+        dense_settling=None if settling is None else settling.as_dict(),
         recovery=None if recovery is None else dict(recovery),
         notes=tuple(notes),
     )

@@ -71,6 +71,22 @@ def recovery_text(report: Report) -> str:
     )
 
 
+def settling_text(report: Report) -> str:
+    """How the dense time the plans were predicted with was settled before planning."""
+    s = report.dense_settling or {}
+    probes = ", ".join(
+        f"{p['name']} predicted {p['predicted']:.2f}x, measured {p['measured']:.2f}x [{p['low']:.2f}-{p['high']:.2f}]"
+        for p in s.get("probes", [])
+    )
+    if not s.get("applied"):
+        return f"Dense time not settled before planning ({s.get('reason', '')}); probes: {probes or 'none'}."
+    return (
+        f"Dense time planned with: {s['dense_ms']:.1f} ms (profiled {s['table_dense_ms']:.1f} ms, x{s['factor']:.3f}), "
+        f"settled against plans at the target timed paired with the dense model before planning ({probes}; "
+        f"{s['rounds']} rounds)." + (f" {s['reason'].capitalize()}." if s.get("reason") else "")
+    )
+
+
 def summary_text(report: Report, out: str) -> str:
     """The one-screen summary printed at the end of ``planner run``."""
     r = report
@@ -117,6 +133,7 @@ def render_report(report: Report) -> str:
         f"{r.pruned_ms:.1f} (p10 {r.pruned_p10_ms:.1f}, p90 {r.pruned_p90_ms:.1f}) |",
         f"| dense latency (ms) | | {r.dense_predicted_ms:.1f} | {r.dense_ms:.1f} (p10 {r.dense_p10_ms:.1f}, "
         f"p90 {r.dense_p90_ms:.1f}) |",
+        *([settling_text(r), ""] if r.dense_settling is not None else []),
         "",
         f"Verdict: {r.verdict}.",
         "",

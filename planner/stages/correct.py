@@ -13,10 +13,13 @@ decides:
 
 Quality comes first: every attempt is checked on the guard split (``planner.stages.verify.check_quality``;
 the limit is ``--max-loss`` or the default guard), and an attempt is within the limit only when the
-upper end of its loss's 95% interval is. An attempt beyond it is re-planned lighter: half-way to the
-fastest plan known to be within the limit, or to the dense model (1x) when none is; when none is known
-and one correction is left, the lightest plan worth making (``LIGHTEST_SPEEDUP``). A heavier step never
-goes past half-way to a plan that lost too much. A measurement taken while other processes kept the
+upper end of its loss's 95% interval is. An attempt beyond it is re-planned lighter, between it and the
+fastest plan known to be within the limit (or the dense model, 1x, which loses nothing): where the line
+through the two plans' upper ends reaches ``QUALITY_AIM`` of the limit (``lighter_target``; loss grows
+faster than linearly with the speedup, so the line errs on the light side), at least ``MIN_LIGHTER``
+of the way; when none is within the limit and one correction is left, the lightest plan worth making
+(``LIGHTEST_SPEEDUP``, also the lightest step ever taken). A heavier step never goes past half-way to a
+plan that lost too much. A measurement taken while other processes kept the
 machine busy (``Verification.busy``) moves no plan in either direction and never enters the secant.
 
 The plan kept is, among those within the limit, the least compressed one that met the target, else the
@@ -43,6 +46,10 @@ MAX_REMEASURES = 2
 """Extra verifications (each of the run's verify rounds) of one attempt whose interval straddles a boundary."""
 LIGHTEST_SPEEDUP = 1.05
 """The lightest plan worth making: the last resort when every plan tried lost more than the limit."""
+QUALITY_AIM = 0.9
+"""A lighter step aims its loss's upper end at this share of the limit (a margin for the guard's noise)."""
+MIN_LIGHTER = 0.05
+"""A lighter step moves at least this share of the way from the lossy plan toward the lighter one."""
 
 
 @dataclass(frozen=True)
@@ -171,11 +178,16 @@ def correct(
         if not current.admissible:
             assert current.guard is not None
             why = f"lost {describe_loss(current.guard)}, beyond the limit"
-            lighter = [p for p in within if p < last.planned_for]
-            floor = max(lighter) if lighter else 1.0
-            planned = (floor + last.planned_for) / 2
+            lighter = [(p, ap) for p, ap in zip(attempts, applied, strict=True) if ap.admissible]
+            lighter = [(a, ap) for a, ap in lighter if a.planned_for < last.planned_for]
+            floor, floor_high = 1.0, 0.0  # the dense model loses nothing
+            if lighter:
+                below, kept_ap = max(lighter, key=lambda pair: pair[0].planned_for)
+                floor, floor_high = below.planned_for, 0.0 if kept_ap.guard is None else kept_ap.guard.high
+            planned = lighter_target(floor, floor_high, last.planned_for, current.guard)
             if not within and done == corrections - 1:
-                planned = min(planned, LIGHTEST_SPEEDUP)
+                planned = LIGHTEST_SPEEDUP
+            planned = min(max(planned, LIGHTEST_SPEEDUP), last.planned_for)  # lighter, but worth making
         elif current.busy:
             log(
                 f"      {measured} ({status}), but other processes kept the machine busy while it was measured: "
@@ -207,6 +219,19 @@ def correct(
     if kept != len(attempts) - 1:
         log(f"      keeping the attempt planned for {attempts[kept].planned_for:.2f}x")
     return applied[kept], attempts
+
+
+def lighter_target(floor: float, floor_high: float, planned_for: float, guard: GuardCheck) -> float:
+    """The planned-for speedup of a lighter step from a plan that lost too much (``guard``, planned for
+    ``planned_for``) toward ``floor`` (a plan within the limit whose loss's upper end was
+    ``floor_high``; 1.0 and 0 for the dense model): where the line through the two upper ends reaches
+    ``QUALITY_AIM`` x the limit, between ``MIN_LIGHTER`` of the way and ``floor``; half-way when the
+    two losses give no line (the lighter one lost as much)."""
+    span = planned_for - floor
+    if guard.high <= floor_high:
+        return floor + span / 2
+    share = (QUALITY_AIM * guard.limit - floor_high) / (guard.high - floor_high)
+    return floor + span * min(max(share, 0.0), 1.0 - MIN_LIGHTER)
 
 
 LAUNCH_BOUND_SHARE = 0.25

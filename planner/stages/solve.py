@@ -91,11 +91,7 @@ def solve_plan(
             max_speedup=best,
         )
     if levels is None:
-        options: dict[str, Any] = {}
-        if solver == "uniform":
-            options["fractions"] = [u.compression() for u in units]
-        solution = solve(costs, scores.unit_errors(), budget, **options)
-        levels = list(solution.levels)
+        levels = _solve_levels(solve, solver, loaded, costs, scores, budget)
     choices = choices_from_levels(units, levels, table.frame)
     for i, (unit, choice) in enumerate(zip(units, choices, strict=True)):
         if choice.structure in ("heads", "neurons") and choice.kept is not None:
@@ -118,6 +114,34 @@ def solve_plan(
         units=tuple(choices),
         versions=library_versions(),
     )
+
+
+PROBE_SOLVERS = ("uniform", "dp")
+"""The plans timed before planning to settle the dense time (``planner.stages.profile.settle``): the
+two shapes a first plan takes (the final pick keeps uniform unless another plan wins with confidence;
+searched plans are re-weighted DP plans)."""
+
+
+def probe_plans(loaded: LoadedModel, table: LatencyTable, scores: ErrorTable, speedup: float) -> dict[str, list[int]]:
+    """Levels of the ``PROBE_SOLVERS`` plans at ``speedup`` on ``table`` (solver name -> one level per
+    unit); empty when the target is beyond the table's reach (planning will say so)."""
+    costs = table.unit_costs()
+    budget = table.budget_ms(speedup)
+    if float(sum(c.min() for c in costs)) > budget:
+        return {}
+    return {
+        name: _solve_levels(solvers.get_solver(name), name, loaded, costs, scores, budget) for name in PROBE_SOLVERS
+    }
+
+
+def _solve_levels(
+    solve: Any, solver: str, loaded: LoadedModel, costs: list[np.ndarray], scores: ErrorTable, budget: float
+) -> list[int]:
+    """One level per unit from ``solve`` (the registry's ``solver``) within ``budget_ms``."""
+    options: dict[str, Any] = {}
+    if solver == "uniform":  # uniform cuts every unit by the same share of its own range
+        options["fractions"] = [u.compression() for u in loaded.adapter.units()]
+    return list(solve(costs, scores.unit_errors(), budget, **options).levels)
 
 
 def _with_keep(choice: UnitChoice, keep: tuple[int, ...]) -> UnitChoice:
