@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,3 +90,8 @@ class DenseSettling:
 
     def as_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "probes": [dataclasses.asdict(p) for p in self.probes]}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DenseSettling:
+        """The record back from ``as_dict`` (e.g. ``report.json``'s ``dense_settling``)."""
+        return cls(**{**data, "probes": tuple(Probe(**p) for p in data["probes"])})

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from planner.records.report import MetricSummary, Report
+from planner.records.settling import DenseSettling
 
 
 def metric_text(metric: MetricSummary) -> str:
@@ -71,20 +75,11 @@ def recovery_text(report: Report) -> str:
     )
 
 
-def settling_text(report: Report) -> str:
-    """How the dense time the plans were predicted with was settled before planning."""
-    s = report.dense_settling or {}
-    probes = ", ".join(
-        f"{p['name']} predicted {p['predicted']:.2f}x, measured {p['measured']:.2f}x [{p['low']:.2f}-{p['high']:.2f}]"
-        for p in s.get("probes", [])
-    )
-    if not s.get("applied"):
-        return f"Dense time not settled before planning ({s.get('reason', '')}); probes: {probes or 'none'}."
-    return (
-        f"Dense time planned with: {s['dense_ms']:.1f} ms (profiled {s['table_dense_ms']:.1f} ms, x{s['factor']:.3f}), "
-        f"settled against plans at the target timed paired with the dense model before planning ({probes}; "
-        f"{s['rounds']} rounds)." + (f" {s['reason'].capitalize()}." if s.get("reason") else "")
-    )
+def settling_text(settling: Mapping[str, Any]) -> str:
+    """How the dense time the plans were predicted with was settled before planning (one sentence), from
+    ``report.json``'s ``dense_settling``."""
+    text = DenseSettling.from_dict(settling).text()
+    return f"{text[0].upper()}{text[1:]}."
 
 
 def summary_text(report: Report, out: str) -> str:
@@ -133,7 +128,7 @@ def render_report(report: Report) -> str:
         f"{r.pruned_ms:.1f} (p10 {r.pruned_p10_ms:.1f}, p90 {r.pruned_p90_ms:.1f}) |",
         f"| dense latency (ms) | | {r.dense_predicted_ms:.1f} | {r.dense_ms:.1f} (p10 {r.dense_p10_ms:.1f}, "
         f"p90 {r.dense_p90_ms:.1f}) |",
-        *([settling_text(r), ""] if r.dense_settling is not None else []),
+        *([settling_text(r.dense_settling), ""] if r.dense_settling is not None else []),
         "",
         f"Verdict: {r.verdict}.",
         "",

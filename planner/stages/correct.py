@@ -178,12 +178,12 @@ def correct(
         if not current.admissible:
             assert current.guard is not None
             why = f"lost {describe_loss(current.guard)}, beyond the limit"
-            lighter = [(p, ap) for p, ap in zip(attempts, applied, strict=True) if ap.admissible]
-            lighter = [(a, ap) for a, ap in lighter if a.planned_for < last.planned_for]
-            floor, floor_high = 1.0, 0.0  # the dense model loses nothing
-            if lighter:
-                below, kept_ap = max(lighter, key=lambda pair: pair[0].planned_for)
-                floor, floor_high = below.planned_for, 0.0 if kept_ap.guard is None else kept_ap.guard.high
+            lighter = [
+                (a.planned_for, 0.0 if ap.guard is None else ap.guard.high)
+                for a, ap in zip(attempts, applied, strict=True)
+                if ap.admissible and a.planned_for < last.planned_for
+            ]
+            floor, floor_high = max(lighter, default=(1.0, 0.0))  # the dense model loses nothing
             planned = lighter_target(floor, floor_high, last.planned_for, current.guard)
             if not within and done == corrections - 1:
                 planned = LIGHTEST_SPEEDUP

@@ -70,7 +70,7 @@ def solve_plan(
     if not speedup > 1.0:
         raise PlannerError(f"The 'speedup' parameter must be > 1.0. Got {speedup!r} instead.")
     try:
-        solve = solvers.get_solver(solver)
+        solvers.get_solver(solver)
     except ValueError as exc:
         raise PlannerError(str(exc)) from None
     check_table_matches(table, loaded, force=force_table)
@@ -91,7 +91,7 @@ def solve_plan(
             max_speedup=best,
         )
     if levels is None:
-        levels = _solve_levels(solve, solver, loaded, costs, scores, budget)
+        levels = _solve_levels(solver, loaded, costs, scores, budget)
     choices = choices_from_levels(units, levels, table.frame)
     for i, (unit, choice) in enumerate(zip(units, choices, strict=True)):
         if choice.structure in ("heads", "neurons") and choice.kept is not None:
@@ -125,23 +125,20 @@ searched plans are re-weighted DP plans)."""
 def probe_plans(loaded: LoadedModel, table: LatencyTable, scores: ErrorTable, speedup: float) -> dict[str, list[int]]:
     """Levels of the ``PROBE_SOLVERS`` plans at ``speedup`` on ``table`` (solver name -> one level per
     unit); empty when the target is beyond the table's reach (planning will say so)."""
-    costs = table.unit_costs()
-    budget = table.budget_ms(speedup)
-    if float(sum(c.min() for c in costs)) > budget:
+    if speedup > table.max_speedup():
         return {}
-    return {
-        name: _solve_levels(solvers.get_solver(name), name, loaded, costs, scores, budget) for name in PROBE_SOLVERS
-    }
+    costs, budget = table.unit_costs(), table.budget_ms(speedup)
+    return {name: _solve_levels(name, loaded, costs, scores, budget) for name in PROBE_SOLVERS}
 
 
 def _solve_levels(
-    solve: Any, solver: str, loaded: LoadedModel, costs: list[np.ndarray], scores: ErrorTable, budget: float
+    solver: str, loaded: LoadedModel, costs: list[np.ndarray], scores: ErrorTable, budget_ms: float
 ) -> list[int]:
-    """One level per unit from ``solve`` (the registry's ``solver``) within ``budget_ms``."""
+    """One level per unit from the registry's ``solver`` within ``budget_ms``."""
     options: dict[str, Any] = {}
     if solver == "uniform":  # uniform cuts every unit by the same share of its own range
         options["fractions"] = [u.compression() for u in loaded.adapter.units()]
-    return list(solve(costs, scores.unit_errors(), budget, **options).levels)
+    return list(solvers.get_solver(solver)(costs, scores.unit_errors(), budget_ms, **options).levels)
 
 
 def _with_keep(choice: UnitChoice, keep: tuple[int, ...]) -> UnitChoice:

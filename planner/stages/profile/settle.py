@@ -51,13 +51,13 @@ def settle_dense(
     adapter = loaded.adapter
     units = adapter.units()
     names = [u.name for u in units]
+    dense_ms = table.meta.dense_ms
     distinct: dict[tuple[int, ...], str] = {}
     for name, levels in probe_levels.items():
         shrinkable = all(u.levels[int(i)].structure in SHRINKABLE for u, i in zip(units, levels, strict=True))
-        if shrinkable:  # weight-sparsity levels have no shrunk shape to time
+        if adapter.supports_shrinking and shrinkable:  # weight-sparsity levels have no shrunk shape to time
             distinct.setdefault(tuple(int(x) for x in levels), name)
-    dense_ms = table.meta.dense_ms
-    if not adapter.supports_shrinking or not distinct:
+    if not distinct:
         return table, DenseSettling.from_probes(dense_ms, (), rounds=0, busy=False)
     models: dict[str, nn.Module] = {"dense": adapter.model}
     for levels, name in distinct.items():
