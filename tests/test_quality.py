@@ -379,7 +379,7 @@ def test_a_gutted_model_ends_with_exit_3_quality_lost_and_says_so_in_report_json
     import json
 
     out = tmp_path / "run"
-    args = _topic_args(topics, out, "--speedup", "2", "--corrections", "0")
+    args = _topic_args(topics, out, "--speedup", "1.8", "--corrections", "0")
     assert main(args) == QUALITY_LOST_EXIT
     assert "quality lost" in capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
@@ -395,17 +395,17 @@ def test_a_gutted_model_ends_with_exit_3_quality_lost_and_says_so_in_report_json
 def test_max_loss_delivers_a_model_within_it_on_the_guard_split_or_says_no_plan_was(
     topics: Path, tmp_path: Path
 ) -> None:
-    """No mock: 2x guts the trained model; the corrections go lighter until a plan is within 10 points
+    """No mock: 1.8x guts the trained model; the corrections go lighter until a plan is within 10 points
     (upper end of the guard interval), and the run either delivers that one or says none was."""
     import json
 
     out = tmp_path / "run"
-    code = main(_topic_args(topics, out, "--speedup", "2", "--max-loss", "10pt"))
+    code = main(_topic_args(topics, out, "--speedup", "1.8", "--max-loss", "10pt"))
     report = json.loads((out / "report.json").read_text())
     quality = report["quality"]
     assert quality["explicit"] and quality["limit"] == 10.0 and quality["guard_examples"] == 104
     assert report["attempts"][0]["guard_high"] > 10.0  # the first plan was gutted ...
-    assert len(report["attempts"]) > 1 and report["attempts"][1]["planned_for"] < 2.0  # ... so the next went lighter
+    assert len(report["attempts"]) > 1 and report["attempts"][1]["planned_for"] < 1.8  # ... so the next went lighter
     if quality["guard_within"]:
         assert quality["guard_high"] <= 10.0
         no_speedup = report["speedup_low"] <= 1.0  # within the limit, but no speedup one can be sure of
