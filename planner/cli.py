@@ -183,15 +183,33 @@ def _add_apply(sub: Any) -> None:
     p.add_argument("--out", required=True, help="folder to write (must not exist unless --overwrite)")
     _add_task(p)
     p.add_argument("--onnx", action="store_true", help="also export model.onnx for ONNX Runtime")
+    _add_gguf(p)
     p.add_argument("--overwrite", action="store_true")
     p.set_defaults(handler=_cmd_apply)
+
+
+def _add_gguf(p: argparse.ArgumentParser) -> None:
+    from planner.stages.apply.gguf_export import GGUF_TYPES
+
+    p.add_argument(
+        "--gguf",
+        nargs="?",
+        const="f16",
+        default=None,
+        choices=GGUF_TYPES,
+        help="also write model.gguf for llama.cpp (per-layer shapes; weight type, default f16), kept only after "
+        "llama.cpp ran it as the pruned torch model does (gguf_check.json); needs latency-planner[llamacpp]",
+    )
 
 
 def _cmd_apply(args: argparse.Namespace) -> int:
     from planner.workflows import apply_plan
 
-    out = apply_plan(_config(args), plan=args.plan, out=args.out, overwrite=args.overwrite, onnx=args.onnx)
-    print(f"wrote {out} (model.safetensors, pruned_config.json{', model.onnx' if args.onnx else ''})")
+    out = apply_plan(
+        _config(args), plan=args.plan, out=args.out, overwrite=args.overwrite, onnx=args.onnx, gguf=args.gguf
+    )
+    extras = (", model.onnx" if args.onnx else "") + (", model.gguf, gguf_check.json" if args.gguf else "")
+    print(f"wrote {out} (model.safetensors, pruned_config.json{extras})")
     return 0
 
 
@@ -355,6 +373,7 @@ def _add_run(sub: Any) -> None:
         "re-plans at most when the measured speedup is confidently short or over (0 = off)",
         type_=_int,
     )
+    _add_gguf(p)
     p.set_defaults(handler=_cmd_run)
 
 
@@ -363,6 +382,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from planner.report.markdown import summary_text
 
     config = _config(args)
+    if args.gguf is not None:
+        from planner.workflows import gguf_preflight
+
+        gguf_preflight(config)
     report = run_pipeline(
         config,
         out=args.out,
@@ -371,6 +394,12 @@ def _cmd_run(args: argparse.Namespace) -> int:
         log=lambda m: print(m, file=sys.stderr),
     )
     print(summary_text(report, args.out))
+    if args.gguf is not None:
+        from pathlib import Path
+
+        from planner.workflows import export_run_gguf
+
+        print(export_run_gguf(config, Path(args.out) / "pruned", args.gguf))
     if not report.quality.met or report.quality.speedup_within is False:
         from planner.records.quality import QUALITY_LOST_EXIT
 

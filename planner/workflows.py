@@ -103,13 +103,21 @@ def create_plan(
 
 
 def apply_plan(
-    config: RunConfig, *, plan: str | Path, out: str | Path, overwrite: bool = False, onnx: bool = False
+    config: RunConfig,
+    *,
+    plan: str | Path,
+    out: str | Path,
+    overwrite: bool = False,
+    onnx: bool = False,
+    gguf: str | None = None,
 ) -> Path:
     """``planner apply``: cut ``config.model`` as ``plan`` says and save it to ``out``.
 
     Backends that need data (Fisher's mask tuning) use ``config.data``; a fitted-head classifier is
-    saved with its head.
+    saved with its head. ``gguf`` (a weight type: f32, f16, q8_0) also writes ``model.gguf`` for
+    llama.cpp, kept only once llama.cpp ran it as torch does (``gguf_check.json``).
     """
+    from planner.stages.apply.gguf_check import export_checked_gguf, held_out_windows, refuse_gguf_early
     from planner.stages.apply.pruned_io import export_onnx_model, save_pruned
 
     out_dir = Path(out)
@@ -124,9 +132,11 @@ def apply_plan(
             "saving pruned generic models is not supported yet; use the Python API "
             "(planner.backends.magnitude.apply_weight_sparsity) or export the plan to another pruner."
         )
+    if gguf is not None:
+        refuse_gguf_early(loaded.spec, loaded.adapter.model, loaded.source)
     backend = get_backend(chosen.backend)
     seq_len = planned.seq_len
-    task = _task_for(config, loaded, needs_task=backend.needs_task, seq_len=seq_len)
+    task = _task_for(config, loaded, needs_task=backend.needs_task or gguf is not None, seq_len=seq_len)
     pruned = backend.apply(loaded.adapter, chosen, task)
     deployable: nn.Module = pruned if task is None else task.deployable(pruned)
     shrunk = loaded.adapter.kept_shape(pruned)
@@ -136,7 +146,46 @@ def apply_plan(
     if onnx:
         example = loaded.adapter.example_inputs(planned.batch_size, seq_len)
         export_onnx_model(deployable, example, target / "model.onnx", input_names=("input_ids", "attention_mask"))
+    if gguf is not None and task is not None:
+        check = export_checked_gguf(
+            deployable,
+            target,
+            weight_type=gguf,
+            spec=loaded.spec,
+            tokenizer_folder=loaded.source,
+            windows=held_out_windows(task),
+        )
+        print(check.text())
     return target
+
+
+def gguf_preflight(config: RunConfig) -> LoadedModel:
+    """Refuse ``--gguf`` before any work when llama.cpp is missing or the model cannot be written."""
+    from planner.stages.apply.gguf_check import refuse_gguf_early
+
+    loaded = load_configured(config)
+    refuse_gguf_early(loaded.spec, loaded.adapter.model, loaded.source)
+    return loaded
+
+
+def export_run_gguf(config: RunConfig, pruned_dir: str | Path, weight_type: str) -> str:
+    """``planner run --gguf``: write ``pruned_dir/model.gguf`` from the saved pruned model, checked in
+    llama.cpp on the run's held-out windows; returns the check's line."""
+    from planner.stages.apply.gguf_check import export_checked_gguf, held_out_windows
+    from planner.stages.apply.pruned_io import load_pruned
+
+    folder = Path(pruned_dir)
+    loaded = load_configured(config)
+    task = configured_task(config, loaded)
+    check = export_checked_gguf(
+        load_pruned(folder),
+        folder,
+        weight_type=weight_type,
+        spec=loaded.spec,
+        tokenizer_folder=loaded.source,
+        windows=held_out_windows(task),
+    )
+    return check.text()
 
 
 def verification_config(config: RunConfig, table: dict[str, object], *, allow_mode_mismatch: bool = False) -> RunConfig:
