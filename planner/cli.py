@@ -189,7 +189,7 @@ def _add_apply(sub: Any) -> None:
 
 
 def _add_gguf(p: argparse.ArgumentParser) -> None:
-    from planner.stages.apply.gguf_export import GGUF_TYPES
+    from planner.models.gguf_writer import GGUF_TYPES
 
     p.add_argument(
         "--gguf",

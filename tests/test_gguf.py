@@ -17,10 +17,10 @@ import torch
 
 from planner.cli import main
 from planner.errors import PlannerError
+from planner.models.gguf_writer import gguf_blocks, refusal, write_gguf
 from planner.models.loading import shape_path
 from planner.records.gguf import PERPLEXITY_TOLERANCE
 from planner.stages.apply.gguf_check import check_gguf, export_checked_gguf
-from planner.stages.apply.gguf_export import gguf_blocks, refusal, write_gguf
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def test_llama_cpp_computes_what_the_pruned_torch_model_computes(bpe_lm: Path, t
 
 def test_a_wrong_rotary_layout_is_caught_by_the_check(bpe_lm: Path, tmp_path: Path, monkeypatch: Any) -> None:
     """The check fails when the file computes something else (here: Q and K rows left unpermuted)."""
-    from planner.stages.apply import gguf_export
+    from planner.models import gguf_writer as gguf_export
 
     model = _uneven(_adapter(bpe_lm))
     monkeypatch.setattr(gguf_export, "_rotary_rows", lambda weight, heads: weight)
@@ -245,3 +245,57 @@ def test_run_gguf_ships_the_pruned_decoder_for_llama_cpp(bpe_lm: Path, workspace
     assert code in (0, 3)  # a quality ending still ships the model it delivered
     check = json.loads((out / "pruned" / "gguf_check.json").read_text())
     assert check["passed"] and check["weight_type"] == "q8_0" and (out / "pruned" / "model.gguf").is_file()
+
+
+# ----- --runtime llama.cpp ---------------------------------------------------------------------
+@pytest.mark.parametrize("phase", ["prefill", "decode"])
+def test_llama_cpp_tables_time_every_unit_and_whole_models(bpe_lm: Path, tmp_path: Path, phase: str) -> None:
+    from profilers import LatencyTable
+
+    table_path = tmp_path / "t.csv"
+    args = ["profile", "--model", str(bpe_lm), "--runtime", "llama.cpp", "--batch-size", "1", "--seq-len", "16"]
+    args += ["--phase", phase, "--threads", "1", "--rounds", "2", "--ffn-step", "32", "--out", str(table_path)]
+    assert main([*args, "--no-progress"]) == 0
+    table = LatencyTable.load(table_path)
+    assert table.meta.runtime == "llama.cpp" and table.meta.phase == phase
+    assert table.meta.runtime_version.startswith("llama-cpp-python")
+    frame = table.frame
+    assert set(frame["kind"]) == {"attention", "ffn"} and len(set(frame["unit"])) == 8
+    removed = frame[frame["kept"] == 0]
+    dense = frame[frame["level"] == 0]
+    assert len(removed) == 8 and removed["latency_ms"].sum() < dense["latency_ms"].sum()
+    assert table.meta.dense_ms > 0 and all(v > 0 for v in table.meta.anchor_ms.values())
+
+
+def test_unit_models_keep_the_unit_off_the_last_block(bpe_lm: Path, tmp_path: Path) -> None:
+    """llama.cpp runs the last block's FFN on the output rows only: a unit there would be timed for one
+    token of a prefill."""
+    from planner.models.gguf_writer import FIXED_BLOCK, GraphShape, write_unit_gguf
+
+    model = _adapter(bpe_lm).model
+    layer = model.model.layers[0]
+    shape = GraphShape.of(model.config)
+    mlp_blocks = write_unit_gguf(tmp_path / "mlp.gguf", shape, mlp=layer.mlp)
+    attention_blocks = write_unit_gguf(tmp_path / "att.gguf", shape, attention=layer.self_attn)
+    for blocks in (mlp_blocks, attention_blocks):
+        assert blocks[0] is FIXED_BLOCK and blocks[-1] is FIXED_BLOCK and len(blocks) == 3
+    assert (mlp_blocks[1].heads, mlp_blocks[1].ffn) == (0, 64) and attention_blocks[1].heads == 4
+    assert write_unit_gguf(tmp_path / "empty.gguf", shape) == [FIXED_BLOCK, FIXED_BLOCK]
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--model", "minilm"], "is an encoder"),
+        (["--batch-size", "2"], "one sequence"),
+        (["--generate", "4"], "--generate 4 is timed with --runtime torch"),
+    ],
+)
+def test_llama_cpp_runtime_refuses_what_it_cannot_time(
+    bpe_lm: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], says: str
+) -> None:
+    args = ["profile", "--model", str(bpe_lm), "--runtime", "llama.cpp", "--batch-size", "1", "--seq-len", "16"]
+    code = main([*args, *extra, "--out", str(tmp_path / "t.csv"), "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1 and says in err
+    assert not (tmp_path / "t.csv").exists()

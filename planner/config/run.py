@@ -199,6 +199,7 @@ class RunConfig:
         validate("phase", self.phase, one_of(PHASES))
         validate("execution", self.execution, one_of(EXECUTION_CHOICES))
         self._check_execution()
+        self._check_llama_cpp()
         validate("search", self.search, one_of(SEARCHES))
         validate("search_objective", self.search_objective, one_of(SEARCH_OBJECTIVES))
         validate("executor", self.executor, one_of(EXECUTORS))
@@ -306,11 +307,37 @@ class RunConfig:
                 f"{what} needs a causal language model (a KV cache to decode with); {self.model!r} is an encoder. "
                 "Use --phase prefill, or a decoder such as --model smollm2."
             )
+        if self.runtime == "llama.cpp" and self.generate == 0:
+            return
         if self.runtime != "torch":
             raise PlannerError(
-                f"{what} is timed with --runtime torch (a step with a KV cache); ONNX Runtime times the prefill "
-                "graph. Use --runtime torch, or --phase prefill for ONNX Runtime."
+                f"{what} is timed with --runtime torch (a step with a KV cache; llama.cpp: --phase decode); ONNX "
+                "Runtime times the prefill graph. Use --runtime torch, or --phase prefill for ONNX Runtime."
             )
+
+    def _check_llama_cpp(self) -> None:
+        """``--runtime llama.cpp``: a decoder, one sequence, on the CPU, with the binding installed."""
+        if self.runtime != "llama.cpp":
+            return
+        if spec_family(self.model) == "encoder":
+            raise PlannerError(
+                f"--runtime llama.cpp runs decoder LLMs; {self.model!r} is an encoder. Use --runtime torch or "
+                "onnxruntime, or a decoder such as --model smollm2."
+            )
+        if self.device != "cpu":
+            raise PlannerError("--runtime llama.cpp times on the CPU (the binding's CPU build); use --device cpu.")
+        if self.batch_size != 1:
+            raise PlannerError(
+                f"--runtime llama.cpp runs one sequence (--batch-size 1; got {self.batch_size}): the prompt length is "
+                "--seq-len, the KV length in decode too."
+            )
+        from profilers.errors import ProfileError
+        from profilers.runtimes.llamacpp import require_llama_cpp
+
+        try:
+            require_llama_cpp()
+        except ProfileError as exc:
+            raise PlannerError(str(exc)) from None
 
     def replace(self, **changes: Any) -> RunConfig:
         """A copy with some fields changed (validated again)."""

@@ -16,6 +16,7 @@ from planner.models.base import ModelAdapter, UnitWorkload
 from planner.models.bert import BertAdapter
 from planner.models.decoder import GPT2Adapter, LlamaAdapter
 from planner.models.generic import GenericAdapter
+from planner.models.gguf_workloads import decoder_workload  # registers decoders with --runtime llama.cpp
 from planner.models.loading import BUNDLED, LoadedModel, load_model, minilm_path
 from planner.models.transformer import TransformerAdapter
 from planner.models.units import Level, Unit
@@ -55,6 +56,7 @@ __all__ = [
     "TransformerAdapter",
     "Unit",
     "UnitWorkload",
+    "decoder_workload",
     "dense_skeleton",
     "load_model",
     "minilm_path",

@@ -77,6 +77,7 @@ class DecodeStep(nn.Module):
     def __init__(self, model: nn.Module, *, batch_size: int, seq_len: int, vocab_size: int) -> None:
         super().__init__()
         self.model = model
+        self.seq_len = seq_len
         prompt = random_tokens(vocab_size, batch_size, seq_len, seed=1)
         with torch.inference_mode():
             out = model(input_ids=prompt, attention_mask=torch.ones_like(prompt), use_cache=True, logits_to_keep=1)

@@ -14,6 +14,7 @@ from profilers.runtimes.base import (
     check_execution,
     device_name,
 )
+from profilers.runtimes.llamacpp import LlamaCppRuntime
 from profilers.runtimes.ort_runtime import OnnxRuntimeRuntime, OptimizedOnnxRuntime, export_onnx, session_options
 from profilers.runtimes.torch_runtime import TorchRuntime
 
@@ -21,6 +22,7 @@ RUNTIMES: dict[str, type] = {
     "torch": TorchRuntime,
     "onnxruntime": OptimizedOnnxRuntime,
     "onnxruntime-plain": OnnxRuntimeRuntime,
+    "llama.cpp": LlamaCppRuntime,
 }
 
 

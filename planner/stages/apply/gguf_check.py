@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from planner.errors import PlannerError
+from planner.models.gguf_writer import GGUFBlock, source_gguf_of, write_gguf
 from planner.records.gguf import GGUFCheck
-from planner.stages.apply.gguf_export import GGUFBlock, source_gguf_of, write_gguf
 from profilers.atomic import atomic_path
 from profilers.errors import ProfileError
 from profilers.runtimes.llamacpp import LlamaCppModel, build_info, require_llama_cpp
@@ -135,7 +135,7 @@ def _nll(logits: np.ndarray, target: np.ndarray) -> float:
 
 def refuse_gguf_early(spec: str, model: nn.Module, tokenizer_folder: Path | None) -> None:
     """Exit-2 checks before any work: the binding is installed and the writer can express the model."""
-    from planner.stages.apply.gguf_export import refusal
+    from planner.models.gguf_writer import refusal
 
     try:
         require_llama_cpp()

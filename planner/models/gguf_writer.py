@@ -26,7 +26,8 @@ SentencePiece) are refused before anything is written.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import dataclasses
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ class GGUFBlock:
     note: str = ""
 
 
-def refusal(model: nn.Module, *, source_gguf: Path | None, tokenizer_folder: Path | None) -> str | None:
+def refusal(
+    model: nn.Module, *, source_gguf: Path | None, tokenizer_folder: Path | None, timing_only: bool = False
+) -> str | None:
     """Why ``model`` cannot be written as a deci GGUF (one line with the fix), or None when it can.
 
     Checked before any work: the family, biases and q/k norms the deci graph has no place for, rotary
@@ -80,7 +83,7 @@ def refusal(model: nn.Module, *, source_gguf: Path | None, tokenizer_folder: Pat
     kind = scaling.get("rope_type", scaling.get("type", "default")) if isinstance(scaling, dict) else "default"
     if kind not in (None, "default"):
         return f"--gguf: rotary scaling {kind!r} is not written by this exporter yet; drop --gguf."
-    if source_gguf is None:
+    if source_gguf is None and not timing_only:
         if tokenizer_folder is None or not (tokenizer_folder / "tokenizer.json").is_file():
             return "--gguf needs the model's tokenizer (a GGUF source, or tokenizer.json in its folder); drop --gguf."
         if _tokenizer_model(tokenizer_folder) != "BPE":
@@ -91,7 +94,7 @@ def refusal(model: nn.Module, *, source_gguf: Path | None, tokenizer_folder: Pat
     return None
 
 
-def gguf_blocks(model: nn.Module) -> list[GGUFBlock]:
+def gguf_blocks(model: nn.Module, *, allow_empty: bool = False) -> list[GGUFBlock]:
     """The blocks ``write_gguf`` writes, in order (identity layers left out), with the reason for any
     count that differs from the pruned model's."""
     from planner.models.decoder_surgery import gated_mlp_neurons, llama_groups, llama_heads
@@ -111,6 +114,8 @@ def gguf_blocks(model: nn.Module) -> list[GGUFBlock]:
                 "FFN removed: a zero FFN one neuron wide (llama.cpp drops attention without FFN)",
             )
         blocks.append(GGUFBlock(index, heads, groups, ffn, note))
+    if not blocks and allow_empty:
+        return [FIXED_BLOCK]  # llama.cpp aborts on a model without blocks
     if not blocks:
         raise PlannerError("--gguf: the plan removed every block; there is nothing for llama.cpp to run.")
     return blocks
@@ -124,6 +129,7 @@ def write_gguf(
     source_gguf: Path | None = None,
     tokenizer_folder: Path | None = None,
     name: str = "pruned",
+    timing_only: bool = False,
 ) -> list[GGUFBlock]:
     """Write ``model`` (a pruned Llama-family causal LM) to ``path``; return the blocks written.
 
@@ -131,44 +137,95 @@ def write_gguf(
         weight_type: one of ``GGUF_TYPES`` for the matrices (norms are always float32).
         source_gguf: the GGUF file the dense model came from (its tokenizer fields are copied).
         tokenizer_folder: a Hugging Face folder with ``tokenizer.json`` (used without ``source_gguf``).
+        timing_only: no tokenizer (llama.cpp's "none" vocabulary: fed token ids, as timing does).
 
     Written through a temporary name and renamed at the end.
     """
-    import gguf
-
     if weight_type not in GGUF_TYPES:
         raise PlannerError(f"--gguf-type {weight_type!r} is not one of {', '.join(GGUF_TYPES)}.")
-    problem = refusal(model, source_gguf=source_gguf, tokenizer_folder=tokenizer_folder)
+    problem = refusal(model, source_gguf=source_gguf, tokenizer_folder=tokenizer_folder, timing_only=timing_only)
     if problem:
         raise PlannerError(problem)
     config: Any = model.config
-    blocks = gguf_blocks(model)
-    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads)
-    target = Path(path)
-    with atomic_path(target) as tmp:
+    blocks = gguf_blocks(model, allow_empty=timing_only)
+    shape = GraphShape.of(config)
+    vocab = int(config.vocab_size)
+
+    def tokenizer(writer: Any) -> None:
+        if timing_only:
+            _no_tokenizer(writer)
+        else:
+            _add_tokenizer(writer, source_gguf=source_gguf, tokenizer_folder=tokenizer_folder, vocab=vocab)
+
+    write_graph(path, shape, blocks, _tensors(model, blocks, shape.head_dim), weight_type, tokenizer, name=name)
+    return blocks
+
+
+@dataclass(frozen=True)
+class GraphShape:
+    """The sizes every block of a deci GGUF shares (hidden width, head size, rotary base, norm eps, vocab)."""
+
+    hidden: int
+    head_dim: int
+    rope_theta: float
+    rms_eps: float
+    context: int
+    vocab: int
+
+    @classmethod
+    def of(cls, config: Any, *, vocab: int | None = None) -> GraphShape:
+        heads = int(config.num_attention_heads)
+        return cls(
+            hidden=int(config.hidden_size),
+            head_dim=int(getattr(config, "head_dim", None) or config.hidden_size // heads),
+            rope_theta=_rope_theta(config),
+            rms_eps=float(config.rms_norm_eps),
+            context=int(config.max_position_embeddings),
+            vocab=int(config.vocab_size) if vocab is None else vocab,
+        )
+
+
+def write_graph(
+    path: str | Path,
+    shape: GraphShape,
+    blocks: Sequence[GGUFBlock],
+    tensors: Iterable[tuple[str, np.ndarray]],
+    weight_type: str,
+    tokenizer: Callable[[Any], None],
+    *,
+    name: str,
+) -> None:
+    """Write a deci GGUF from its blocks' counts and its tensors (atomically).
+
+    Args:
+        tensors: (GGUF name, (out, in) or (n,) float32 array), in file order.
+        tokenizer: adds the ``tokenizer.*`` fields to the writer.
+    """
+    import gguf
+
+    with atomic_path(Path(path)) as tmp:
         writer = gguf.GGUFWriter(str(tmp), ARCHITECTURE)
         writer.add_name(name)
         writer.add_file_type(_file_type(weight_type))
-        writer.add_context_length(int(config.max_position_embeddings))
-        writer.add_embedding_length(int(config.hidden_size))
+        writer.add_context_length(shape.context)
+        writer.add_embedding_length(shape.hidden)
         writer.add_block_count(len(blocks))
         writer.add_feed_forward_length([b.ffn for b in blocks])
         writer.add_head_count([b.heads for b in blocks])
         writer.add_head_count_kv([b.kv_heads for b in blocks])
-        writer.add_key_length(head_dim)
-        writer.add_value_length(head_dim)
-        writer.add_rope_dimension_count(head_dim)
-        writer.add_rope_freq_base(float(_rope_theta(config)))
-        writer.add_layer_norm_rms_eps(float(config.rms_norm_eps))
-        writer.add_vocab_size(int(config.vocab_size))
-        _add_tokenizer(writer, source_gguf=source_gguf, tokenizer_folder=tokenizer_folder, vocab=int(config.vocab_size))
-        for tensor_name, array in _tensors(model, blocks, head_dim):
+        writer.add_key_length(shape.head_dim)
+        writer.add_value_length(shape.head_dim)
+        writer.add_rope_dimension_count(shape.head_dim)
+        writer.add_rope_freq_base(shape.rope_theta)
+        writer.add_layer_norm_rms_eps(shape.rms_eps)
+        writer.add_vocab_size(shape.vocab)
+        tokenizer(writer)
+        for tensor_name, array in tensors:
             _add(writer, tensor_name, array, weight_type)
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
-    return blocks
 
 
 def source_gguf_of(spec: str) -> Path | None:
@@ -193,8 +250,11 @@ def _tensors(model: Any, blocks: list[GGUFBlock], head_dim: int) -> Iterator[tup
         yield "output.weight", _array(model.lm_head.weight)
     hidden = int(backbone.embed_tokens.weight.shape[1])
     for number, block in enumerate(blocks):
-        layer = backbone.layers[block.layer]
         prefix = f"blk.{number}"
+        if block is FIXED_BLOCK:
+            yield from _fixed_block(prefix, hidden, head_dim)
+            continue
+        layer = backbone.layers[block.layer]
         attention, mlp = layer.self_attn, layer.mlp
         if block.heads > 0:
             yield f"{prefix}.attn_norm.weight", _array(layer.input_layernorm.weight)
@@ -305,3 +365,85 @@ def _add_tokenizer(writer: Any, *, source_gguf: Path | None, tokenizer_folder: P
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     gguf.vocab.SpecialVocab(tokenizer_folder, load_merges=True, n_vocab=vocab).add_to_gguf(writer, quiet=True)
+
+
+# ----- timing workloads ------------------------------------------------------------------------
+UNIT_VOCAB = 256
+"""Rows of the embedding and output of a unit's timing model (no tokenizer: fed token ids)."""
+FIXED_BLOCK = GGUFBlock(-1, 1, 1, ZERO_FFN_WIDTH, "fixed block")
+
+
+def write_unit_gguf(
+    path: str | Path,
+    shape: GraphShape,
+    *,
+    attention: nn.Module | None = None,
+    mlp: nn.Module | None = None,
+    weight_type: str = "f32",
+) -> list[GGUFBlock]:
+    """A timing model for one unit (a decoder's attention or MLP block, possibly pruned).
+
+    Blocks 0 and 2 are fixed (one head and one neuron, zero weights: llama.cpp takes the head size
+    from block 0, and runs the last block's FFN on the output rows only, one for a prefill); block 1
+    holds the unit with the other half of the layer left out (an attention unit gets the zero FFN one
+    neuron wide, an MLP unit no attention). An empty unit leaves block 1 out. The embedding
+    and output have ``UNIT_VOCAB`` rows, so the fixed cost every unit model shares stays small; it is
+    the same for every level, so a unit's levels differ by the unit's own cost.
+    """
+    from planner.models.decoder_surgery import gated_mlp_neurons, llama_groups, llama_heads
+
+    blocks = [FIXED_BLOCK]
+    if attention is not None and llama_heads(attention) > 0:
+        blocks.append(GGUFBlock(0, llama_heads(attention), llama_groups(attention), ZERO_FFN_WIDTH))
+    if mlp is not None and gated_mlp_neurons(mlp) > 0:
+        blocks.append(GGUFBlock(0, 0, 0, gated_mlp_neurons(mlp)))
+    blocks.append(FIXED_BLOCK)  # the last block's FFN sees only the output rows: keep the unit before it
+    generator = np.random.default_rng(0)
+    hidden, size = shape.hidden, shape.head_dim
+
+    def tensors() -> Iterator[tuple[str, np.ndarray]]:
+        yield "token_embd.weight", generator.standard_normal((UNIT_VOCAB, hidden), dtype=np.float32)
+        yield "output_norm.weight", np.ones(hidden, dtype=np.float32)
+        for number, block in enumerate(blocks):
+            prefix = f"blk.{number}"
+            if block is FIXED_BLOCK:
+                yield from _fixed_block(prefix, hidden, size)
+                continue
+            if block.heads > 0:
+                unit: Any = attention
+                yield f"{prefix}.attn_norm.weight", np.ones(hidden, dtype=np.float32)
+                yield f"{prefix}.attn_q.weight", _rotary_rows(_array(unit.q_proj.weight), block.heads)
+                yield f"{prefix}.attn_k.weight", _rotary_rows(_array(unit.k_proj.weight), block.kv_heads)
+                yield f"{prefix}.attn_v.weight", _array(unit.v_proj.weight)
+                yield f"{prefix}.attn_output.weight", _array(unit.o_proj.weight)
+            yield f"{prefix}.ffn_norm.weight", np.ones(hidden, dtype=np.float32)
+            if block.heads > 0:
+                yield f"{prefix}.ffn_gate.weight", np.zeros((block.ffn, hidden), dtype=np.float32)
+                yield f"{prefix}.ffn_up.weight", np.zeros((block.ffn, hidden), dtype=np.float32)
+                yield f"{prefix}.ffn_down.weight", np.zeros((hidden, block.ffn), dtype=np.float32)
+            else:
+                feed: Any = mlp
+                yield f"{prefix}.ffn_gate.weight", _array(feed.gate_proj.weight)
+                yield f"{prefix}.ffn_up.weight", _array(feed.up_proj.weight)
+                yield f"{prefix}.ffn_down.weight", _array(feed.down_proj.weight)
+
+    unit_shape = dataclasses.replace(shape, vocab=UNIT_VOCAB)
+    write_graph(path, unit_shape, blocks, tensors(), weight_type, _no_tokenizer, name="unit")
+    return blocks
+
+
+def _fixed_block(prefix: str, hidden: int, head_dim: int) -> Iterator[tuple[str, np.ndarray]]:
+    """``FIXED_BLOCK``'s tensors: one head and one neuron, zero weights (the block adds exactly 0)."""
+    ones = np.ones(hidden, dtype=np.float32)
+    yield f"{prefix}.attn_norm.weight", ones
+    zero = np.zeros((head_dim, hidden), dtype=np.float32)
+    yield from ((f"{prefix}.attn_{n}.weight", zero) for n in ("q", "k", "v"))
+    yield f"{prefix}.attn_output.weight", np.zeros((hidden, head_dim), dtype=np.float32)
+    yield f"{prefix}.ffn_norm.weight", ones
+    yield f"{prefix}.ffn_gate.weight", np.zeros((ZERO_FFN_WIDTH, hidden), dtype=np.float32)
+    yield f"{prefix}.ffn_up.weight", np.zeros((ZERO_FFN_WIDTH, hidden), dtype=np.float32)
+    yield f"{prefix}.ffn_down.weight", np.zeros((hidden, ZERO_FFN_WIDTH), dtype=np.float32)
+
+
+def _no_tokenizer(writer: Any) -> None:
+    writer.add_tokenizer_model("none")
