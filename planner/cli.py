@@ -61,7 +61,12 @@ def _add_model(p: Any) -> None:
 
 def _add_device(p: Any, *, shape: bool = True) -> None:
     """--runtime/--device/--dtype/--batch-size/--seq-len/--phase/--generate/--threads/--rounds."""
-    _flag(p, "runtime", "torch, onnxruntime (the transformer-optimized graph, as deployed) or onnxruntime-plain")
+    _flag(
+        p,
+        "runtime",
+        "torch, onnxruntime (the transformer-optimized graph, as deployed), onnxruntime-plain, or llama.cpp "
+        "(decoders as GGUF, batch 1, CPU)",
+    )
     _flag(p, "device", "cpu or cuda")
     _flag(
         p,

@@ -299,3 +299,16 @@ def test_llama_cpp_runtime_refuses_what_it_cannot_time(
     err = capsys.readouterr().err
     assert code == 2 and len(err.strip().splitlines()) == 1 and says in err
     assert not (tmp_path / "t.csv").exists()
+
+
+def test_the_headroom_of_a_cpu_decoder_at_batch_1_is_llama_cpp(bpe_lm: Path, workspace: Path) -> None:
+    from planner.config import RunConfig
+    from planner.models import load_model
+    from planner.stages.profile.headroom import alternative_of
+
+    one = RunConfig(model=str(bpe_lm), batch_size=1, seq_len=16).measurement()
+    assert alternative_of(one, load_model(str(bpe_lm))).runtime == "llama.cpp"  # type: ignore[union-attr]
+    eight = RunConfig(model=str(bpe_lm), batch_size=8, seq_len=16).measurement()
+    assert alternative_of(eight, load_model(str(bpe_lm))).runtime == "onnxruntime"  # type: ignore[union-attr]
+    encoder = RunConfig(model=str(workspace / "model"), batch_size=1, seq_len=16).measurement()
+    assert alternative_of(encoder, load_model(str(workspace / "model"))).runtime == "onnxruntime"  # type: ignore[union-attr]

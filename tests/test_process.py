@@ -94,7 +94,8 @@ def test_main_leaves_the_process_as_it_found_it(tmp_path: Path, capsys: pytest.C
         (
             "--runtime",
             "nope",
-            "The 'runtime' parameter must be one of torch, onnxruntime, onnxruntime-plain. Got 'nope' instead.",
+            "The 'runtime' parameter must be one of torch, onnxruntime, onnxruntime-plain, llama.cpp. Got 'nope' "
+            "instead.",
         ),
         ("--dtype", "nope", "The 'dtype' parameter must be one of float32, float16, bfloat16. Got 'nope' instead."),
     ],

@@ -89,7 +89,7 @@ def test_existing_table_is_reused_or_refused(tmp_path: Path) -> None:
         (["--model", "tests.tiny_models:not_a_factory"], "must return (model, example_inputs)"),
         (
             ["--model", BERT, "--runtime", "ort"],
-            "The 'runtime' parameter must be one of torch, onnxruntime, onnxruntime-plain. Got 'ort'",
+            "The 'runtime' parameter must be one of torch, onnxruntime, onnxruntime-plain, llama.cpp. Got 'ort'",
         ),
         (["--model", BERT, "--dtype", "nope"], "The 'dtype' parameter must be one of float32, float16, bfloat16."),
         (["--model", BERT, "--device", "cuda"], "cuda"),
