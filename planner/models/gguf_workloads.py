@@ -40,6 +40,8 @@ def decoder_workload(
     if unit is None:
         return None
     shape, kwargs, cached = unit
+    if shape.hidden != int(inputs[0].shape[-1]):
+        return None  # an emptied unit of another model than the last one converted
     tokens = int(inputs[0].shape[1])
     path = folder / "unit.gguf"
     write_unit_gguf(path, shape, weight_type=weight_type, **kwargs)

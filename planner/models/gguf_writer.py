@@ -60,6 +60,10 @@ class GGUFBlock:
     note: str = ""
 
 
+FIXED_BLOCK = GGUFBlock(-1, 1, 1, ZERO_FFN_WIDTH, "fixed block")
+"""A block of one head and one neuron with zero weights (adds exactly 0): where llama.cpp needs a block."""
+
+
 def refusal(
     model: nn.Module, *, source_gguf: Path | None, tokenizer_folder: Path | None, timing_only: bool = False
 ) -> str | None:
@@ -86,10 +90,11 @@ def refusal(
     if source_gguf is None and not timing_only:
         if tokenizer_folder is None or not (tokenizer_folder / "tokenizer.json").is_file():
             return "--gguf needs the model's tokenizer (a GGUF source, or tokenizer.json in its folder); drop --gguf."
-        if _tokenizer_model(tokenizer_folder) != "BPE":
+        kind = _tokenizer_model(tokenizer_folder)
+        if kind != "BPE":
             return (
                 f"--gguf carries byte-level BPE tokenizers from a Hugging Face folder; {tokenizer_folder} has a "
-                f"{_tokenizer_model(tokenizer_folder)} tokenizer. Start from a GGUF file of the model, or drop --gguf."
+                f"{kind} tokenizer. Start from a GGUF file of the model, or drop --gguf."
             )
     return None
 
@@ -173,7 +178,7 @@ class GraphShape:
     vocab: int
 
     @classmethod
-    def of(cls, config: Any, *, vocab: int | None = None) -> GraphShape:
+    def of(cls, config: Any) -> GraphShape:
         heads = int(config.num_attention_heads)
         return cls(
             hidden=int(config.hidden_size),
@@ -181,7 +186,7 @@ class GraphShape:
             rope_theta=_rope_theta(config),
             rms_eps=float(config.rms_norm_eps),
             context=int(config.max_position_embeddings),
-            vocab=int(config.vocab_size) if vocab is None else vocab,
+            vocab=int(config.vocab_size),
         )
 
 
@@ -255,29 +260,46 @@ def _tensors(model: Any, blocks: list[GGUFBlock], head_dim: int) -> Iterator[tup
             yield from _fixed_block(prefix, hidden, head_dim)
             continue
         layer = backbone.layers[block.layer]
-        attention, mlp = layer.self_attn, layer.mlp
         if block.heads > 0:
             yield f"{prefix}.attn_norm.weight", _array(layer.input_layernorm.weight)
-            if getattr(attention, "q_proj", None) is None:  # the zero head of an attention-free first block
-                zero = np.zeros((head_dim, hidden), dtype=np.float32)
-                yield f"{prefix}.attn_q.weight", zero
-                yield f"{prefix}.attn_k.weight", zero
-                yield f"{prefix}.attn_v.weight", zero
-                yield f"{prefix}.attn_output.weight", np.zeros((hidden, head_dim), dtype=np.float32)
-            else:
-                yield f"{prefix}.attn_q.weight", _rotary_rows(_array(attention.q_proj.weight), block.heads)
-                yield f"{prefix}.attn_k.weight", _rotary_rows(_array(attention.k_proj.weight), block.kv_heads)
-                yield f"{prefix}.attn_v.weight", _array(attention.v_proj.weight)
-                yield f"{prefix}.attn_output.weight", _array(attention.o_proj.weight)
+            yield from _attention(prefix, layer.self_attn, block, hidden, head_dim)
         yield f"{prefix}.ffn_norm.weight", _array(layer.post_attention_layernorm.weight)
-        if getattr(mlp, "gate_proj", None) is None:  # the zero FFN of a block that keeps only attention
-            yield f"{prefix}.ffn_gate.weight", np.zeros((block.ffn, hidden), dtype=np.float32)
-            yield f"{prefix}.ffn_up.weight", np.zeros((block.ffn, hidden), dtype=np.float32)
-            yield f"{prefix}.ffn_down.weight", np.zeros((hidden, block.ffn), dtype=np.float32)
-        else:
-            yield f"{prefix}.ffn_gate.weight", _array(mlp.gate_proj.weight)
-            yield f"{prefix}.ffn_up.weight", _array(mlp.up_proj.weight)
-            yield f"{prefix}.ffn_down.weight", _array(mlp.down_proj.weight)
+        yield from _ffn(prefix, layer.mlp, block, hidden)
+
+
+def _attention(
+    prefix: str, attention: Any, block: GGUFBlock, hidden: int, head_dim: int
+) -> Iterator[tuple[str, np.ndarray]]:
+    """A block's Q, K, V and output matrices; zeros for the one head of an attention-free first block."""
+    if getattr(attention, "q_proj", None) is None:
+        yield from _zero_attention(prefix, hidden, head_dim)
+        return
+    yield f"{prefix}.attn_q.weight", _rotary_rows(_array(attention.q_proj.weight), block.heads)
+    yield f"{prefix}.attn_k.weight", _rotary_rows(_array(attention.k_proj.weight), block.kv_heads)
+    yield f"{prefix}.attn_v.weight", _array(attention.v_proj.weight)
+    yield f"{prefix}.attn_output.weight", _array(attention.o_proj.weight)
+
+
+def _ffn(prefix: str, mlp: Any, block: GGUFBlock, hidden: int) -> Iterator[tuple[str, np.ndarray]]:
+    """A block's gate, up and down matrices; zeros (``block.ffn`` wide) for a removed FFN."""
+    if getattr(mlp, "gate_proj", None) is None:
+        yield from _zero_ffn(prefix, hidden, block.ffn)
+        return
+    yield f"{prefix}.ffn_gate.weight", _array(mlp.gate_proj.weight)
+    yield f"{prefix}.ffn_up.weight", _array(mlp.up_proj.weight)
+    yield f"{prefix}.ffn_down.weight", _array(mlp.down_proj.weight)
+
+
+def _zero_attention(prefix: str, hidden: int, head_dim: int) -> Iterator[tuple[str, np.ndarray]]:
+    zero = np.zeros((head_dim, hidden), dtype=np.float32)
+    yield from ((f"{prefix}.attn_{n}.weight", zero) for n in ("q", "k", "v"))
+    yield f"{prefix}.attn_output.weight", np.zeros((hidden, head_dim), dtype=np.float32)
+
+
+def _zero_ffn(prefix: str, hidden: int, width: int) -> Iterator[tuple[str, np.ndarray]]:
+    yield f"{prefix}.ffn_gate.weight", np.zeros((width, hidden), dtype=np.float32)
+    yield f"{prefix}.ffn_up.weight", np.zeros((width, hidden), dtype=np.float32)
+    yield f"{prefix}.ffn_down.weight", np.zeros((hidden, width), dtype=np.float32)
 
 
 def _rotary_rows(weight: np.ndarray, heads: int) -> np.ndarray:
@@ -370,7 +392,6 @@ def _add_tokenizer(writer: Any, *, source_gguf: Path | None, tokenizer_folder: P
 # ----- timing workloads ------------------------------------------------------------------------
 UNIT_VOCAB = 256
 """Rows of the embedding and output of a unit's timing model (no tokenizer: fed token ids)."""
-FIXED_BLOCK = GGUFBlock(-1, 1, 1, ZERO_FFN_WIDTH, "fixed block")
 
 
 def write_unit_gguf(
@@ -409,23 +430,12 @@ def write_unit_gguf(
             if block is FIXED_BLOCK:
                 yield from _fixed_block(prefix, hidden, size)
                 continue
+            ones = np.ones(hidden, dtype=np.float32)
             if block.heads > 0:
-                unit: Any = attention
-                yield f"{prefix}.attn_norm.weight", np.ones(hidden, dtype=np.float32)
-                yield f"{prefix}.attn_q.weight", _rotary_rows(_array(unit.q_proj.weight), block.heads)
-                yield f"{prefix}.attn_k.weight", _rotary_rows(_array(unit.k_proj.weight), block.kv_heads)
-                yield f"{prefix}.attn_v.weight", _array(unit.v_proj.weight)
-                yield f"{prefix}.attn_output.weight", _array(unit.o_proj.weight)
-            yield f"{prefix}.ffn_norm.weight", np.ones(hidden, dtype=np.float32)
-            if block.heads > 0:
-                yield f"{prefix}.ffn_gate.weight", np.zeros((block.ffn, hidden), dtype=np.float32)
-                yield f"{prefix}.ffn_up.weight", np.zeros((block.ffn, hidden), dtype=np.float32)
-                yield f"{prefix}.ffn_down.weight", np.zeros((hidden, block.ffn), dtype=np.float32)
-            else:
-                feed: Any = mlp
-                yield f"{prefix}.ffn_gate.weight", _array(feed.gate_proj.weight)
-                yield f"{prefix}.ffn_up.weight", _array(feed.up_proj.weight)
-                yield f"{prefix}.ffn_down.weight", _array(feed.down_proj.weight)
+                yield f"{prefix}.attn_norm.weight", ones
+                yield from _attention(prefix, attention, block, hidden, size)
+            yield f"{prefix}.ffn_norm.weight", ones
+            yield from _ffn(prefix, mlp if block.heads == 0 else None, block, hidden)
 
     unit_shape = dataclasses.replace(shape, vocab=UNIT_VOCAB)
     write_graph(path, unit_shape, blocks, tensors(), weight_type, _no_tokenizer, name="unit")
@@ -436,13 +446,9 @@ def _fixed_block(prefix: str, hidden: int, head_dim: int) -> Iterator[tuple[str,
     """``FIXED_BLOCK``'s tensors: one head and one neuron, zero weights (the block adds exactly 0)."""
     ones = np.ones(hidden, dtype=np.float32)
     yield f"{prefix}.attn_norm.weight", ones
-    zero = np.zeros((head_dim, hidden), dtype=np.float32)
-    yield from ((f"{prefix}.attn_{n}.weight", zero) for n in ("q", "k", "v"))
-    yield f"{prefix}.attn_output.weight", np.zeros((hidden, head_dim), dtype=np.float32)
+    yield from _zero_attention(prefix, hidden, head_dim)
     yield f"{prefix}.ffn_norm.weight", ones
-    yield f"{prefix}.ffn_gate.weight", np.zeros((ZERO_FFN_WIDTH, hidden), dtype=np.float32)
-    yield f"{prefix}.ffn_up.weight", np.zeros((ZERO_FFN_WIDTH, hidden), dtype=np.float32)
-    yield f"{prefix}.ffn_down.weight", np.zeros((hidden, ZERO_FFN_WIDTH), dtype=np.float32)
+    yield from _zero_ffn(prefix, hidden, ZERO_FFN_WIDTH)
 
 
 def _no_tokenizer(writer: Any) -> None:
