@@ -60,6 +60,11 @@ def as_cost_arrays(costs_ms: Sequence[ArrayLike]) -> FloatArrays:
     return costs
 
 
+# Budget comparisons tolerate float round-off in sums of many costs, and a budget computed as
+# dense / max_speedup that comes back a rounding error below the fastest plan (ms).
+BUDGET_SLACK_MS = 1e-9
+
+
 def check_budget(budget_ms: float) -> float:
     """Return ``budget_ms`` as float if it is finite and > 0, else raise ``ValueError``."""
     value = float(budget_ms)

@@ -14,11 +14,9 @@ from numpy.typing import ArrayLike, NDArray
 from scipy.optimize import Bounds, LinearConstraint, milp
 from scipy.sparse import csr_array
 
+from solvers._validation import BUDGET_SLACK_MS as _BUDGET_SLACK
 from solvers._validation import FloatArrays, as_unit_arrays, check_budget
 from solvers.result import InfeasibleBudgetError, Solution
-
-# Budget comparisons tolerate float round-off in sums of many costs (ms).
-_BUDGET_SLACK = 1e-9
 
 
 def _solution(costs: FloatArrays, errors: FloatArrays, levels: Sequence[int], solver: str) -> Solution:

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from solvers._validation import FloatArrays, as_unit_arrays, check_buckets, check_budget
+from solvers._validation import BUDGET_SLACK_MS, FloatArrays, as_unit_arrays, check_buckets, check_budget
 from solvers.result import InfeasibleBudgetError, Solution
 
 DEFAULT_BUCKETS = 10_000
@@ -48,13 +48,13 @@ def bucketize(costs_ms: Sequence[NDArray[np.float64]], budget_ms: float, buckets
     """Discretise validated costs for the DP (see the module docstring for the rounding rule)."""
     minima = [float(c.min()) for c in costs_ms]
     base = float(sum(minima))
-    if base > budget_ms:
+    if base > budget_ms + BUDGET_SLACK_MS:
         raise InfeasibleBudgetError(
             f"No plan fits the budget of {budget_ms:.4g} ms: the fastest plan costs {base:.4g} ms.",
             budget_ms=budget_ms,
             min_cost_ms=base,
         )
-    width = (budget_ms - base) / buckets
+    width = max(budget_ms - base, 0.0) / buckets
     out = []
     for c, low in zip(costs_ms, minima, strict=True):
         extra = c - low
@@ -185,7 +185,7 @@ def solve_dp(
             raise RuntimeError(f"DP backtrack found no level for unit {unit}; please report this bug.")
 
     if refine:
-        chosen = _refine(costs, errs, budget, chosen)
+        chosen = _refine(costs, errs, max(budget, problem.base_ms), chosen)
     cost = float(sum(c[k] for c, k in zip(costs, chosen, strict=True)))
     error = float(sum(e[k] for e, k in zip(errs, chosen, strict=True)))
     return Solution(levels=tuple(chosen), cost_ms=cost, error=error, solver="dp")

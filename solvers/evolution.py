@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from solvers._validation import FloatArrays, as_cost_arrays, check_budget
+from solvers._validation import BUDGET_SLACK_MS, FloatArrays, as_cost_arrays, check_budget
 from solvers.dp import solve_dp
 from solvers.error_models import error_curves, scaled_errors
 from solvers.local_search import Candidate
@@ -248,7 +248,7 @@ def evolutionary_search(
     for s in seeds:
         if len(s.levels) != len(costs) or any(not 0 <= k < c.size for k, c in zip(s.levels, costs, strict=True)):
             raise ValueError(f"seed {s.source!r} must give one valid level index per unit ({len(costs)} units).")
-        if plan_cost(costs, s.levels) > budget + 1e-9:
+        if plan_cost(costs, s.levels) > budget + BUDGET_SLACK_MS:
             raise ValueError(
                 f"seed {s.source!r} costs {plan_cost(costs, s.levels):.4g} ms, over the budget of {budget:.4g} ms; "
                 "seeds must be feasible (repair them with solvers.repair_levels)."

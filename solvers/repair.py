@@ -15,11 +15,9 @@ from collections.abc import Collection, Sequence
 
 import numpy as np
 
+from solvers._validation import BUDGET_SLACK_MS as _SLACK
 from solvers._validation import FloatArrays
 from solvers.result import InfeasibleBudgetError
-
-_SLACK = 1e-9
-"""Budget comparisons tolerate float round-off in sums of costs (ms)."""
 
 
 def plan_cost(costs: FloatArrays, levels: Sequence[int]) -> float:

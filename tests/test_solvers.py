@@ -82,6 +82,16 @@ def test_every_solver_raises_infeasible_below_the_fastest_plan(name: str) -> Non
 
 
 @pytest.mark.parametrize("name", sorted(ALL_SOLVERS))
+def test_every_solver_takes_the_fastest_plan_at_a_budget_a_rounding_error_below_it(name: str) -> None:
+    """dense / (dense / fastest) can come back one ulp under the fastest plan (a sweep at max_speedup)."""
+    costs = [np.array([0.2365845, 0.20428911, 0.02516196]), np.array([0.117974, 0.09625322, 0.08214513])]
+    fastest = float(sum(c.min() for c in costs))
+    errors = [np.array([0.0, 1.0, 2.0]), np.array([0.0, 1.0, 2.0])]
+    solution = ALL_SOLVERS[name](costs, errors, np.nextafter(fastest, 0.0))
+    assert solution.levels == (2, 2)
+
+
+@pytest.mark.parametrize("name", sorted(ALL_SOLVERS))
 @pytest.mark.parametrize(
     ("costs", "errors", "budget", "message"),
     [
