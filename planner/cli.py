@@ -428,8 +428,9 @@ def _add_sweep(sub: Any) -> None:
         "--methods",
         nargs="+",
         default=None,
-        help="which plans to compare: evolution, spdy, dp, uniform, magnitude (default: evolution spdy uniform "
-        "magnitude; uniform, the baseline, is always added)",
+        help="which plans to compare: evolution, spdy, dp, uniform, magnitude, depth (ShortGPT: whole layers by "
+        "Block Influence; Llama-family decoders), flap (FLAP: fluctuation scores, one global threshold, bias "
+        "compensation) (default: evolution spdy uniform magnitude; uniform, the baseline, is always added)",
     )
     _add_run_args(p, out="runs/sweep")
     p.set_defaults(handler=_cmd_sweep)

@@ -82,11 +82,18 @@ class Prepared:
 
 
 def prepare(
-    config: RunConfig, clock: StageClock, *, progress: bool = True, log: Callable[[str], None] = lambda _m: None
+    config: RunConfig,
+    clock: StageClock,
+    *,
+    progress: bool = True,
+    log: Callable[[str], None] = lambda _m: None,
+    check_loaded: Callable[[LoadedModel], None] = lambda _l: None,
 ) -> Prepared:
-    """Load the model, profile it (or reuse the cached table, re-validated) and build the task."""
+    """Load the model, profile it (or reuse the cached table, re-validated) and build the task;
+    ``check_loaded`` refuses a model before any work (it raises ``PlannerError``)."""
     with clock.stage("profile"):
         loaded = load_configured(config)
+    check_loaded(loaded)
     with clock.stage("score"):
         task = configured_task(config, loaded)
     settings = config.search_settings(calibration=len(task.calibration), default_examples=task.search_examples)

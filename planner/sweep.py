@@ -15,9 +15,14 @@ planned again for ``its target x uniform's measured / its own measured`` (one se
 uniform's measured speed), measured, and reported beside (``matched_to``), so the two are compared
 at the same measured speed.
 
+The peers (``PEERS``: depth pruning by Block Influence as ShortGPT does it, FLAP) are what
+practitioners use instead of a planner; they sit at their own measured speed, compared with uniform
+at their target, and every searched method is planned again at each peer's measured speed too
+(``matched_to`` names the peer's row), so each row says which ``baseline`` its paired difference is to.
+
 With ``--recover-seconds`` / ``--recover-tokens`` every method's model is distilled from the dense one
 with the same budget before it is timed and evaluated, and its held-out metric before recovery is
-kept beside (``metric_before_recovery``, ``vs_uniform_before`` with its interval and verdict): the
+kept beside (``metric_before_recovery``, ``vs_baseline_before`` with its interval and verdict): the
 same allocation question asked before and after recovery, on the same test examples.
 
 With ``--executor ray`` each (target, method) job (search, apply, held-out metric and KL) runs on a
@@ -42,6 +47,7 @@ from planner.config import RunConfig
 from planner.errors import PlannerError
 from planner.executors import Executor
 from planner.executors.worker import Worker, load_checked
+from planner.models import LoadedModel
 from planner.pipeline import Prepared, StageClock, check_reachable, make_plan, prepare
 from planner.records.plan import Plan
 from planner.stages.recover import recover
@@ -79,9 +85,14 @@ SWEEP_METHODS = {
     "dp": SweepMethod("planner (dp)", "fisher", "dp", "none"),
     "uniform": SweepMethod("uniform (fisher)", "fisher", "uniform", "none"),
     "magnitude": SweepMethod("uniform (magnitude)", "magnitude", "uniform", "none"),
+    "depth": SweepMethod("depth (ShortGPT)", "depth", "depth", "none"),
+    "flap": SweepMethod("FLAP", "flap", "flap", "none"),
 }
 DEFAULT_SWEEP_METHODS = ("evolution", "spdy", "uniform", "magnitude")
 BASELINE = "uniform"
+PEERS = ("depth", "flap")
+"""Methods practitioners use instead of a planner: each searched method is also planned again at
+their measured speed (as for uniform's), so the comparison is at equal measured speed."""
 
 
 @dataclass
@@ -99,6 +110,18 @@ class _Entry:
     """Held-out metric and KL when a worker computed them (else ``_evaluate`` does)."""
     before: MetricResult | None = None
     """Held-out metric before recovery (None: recovery off)."""
+
+
+def refuse_peers(names: Sequence[str], loaded: LoadedModel) -> None:
+    """Refuse, before any work, a peer method the model cannot take (one line naming why and the fix)."""
+    from planner.backends import depth, flap
+
+    refusals = {"depth": depth.refusal, "flap": flap.refusal}
+    for name in names:
+        if name in refusals:
+            why = refusals[name](loaded.adapter)
+            if why is not None:
+                raise PlannerError(why)
 
 
 def check_methods(methods: Sequence[str]) -> tuple[str, ...]:
@@ -289,7 +312,7 @@ def _sweep(
 ) -> pd.DataFrame:
     from planner.report import plots
 
-    prepared = prepare(config, StageClock(), progress=progress)
+    prepared = prepare(config, StageClock(), progress=progress, check_loaded=lambda loaded: refuse_peers(names, loaded))
     check_reachable(prepared.table, speedups)
     run_jobs = _Jobs(config, prepared, executor, names, log)
     jobs = [(name, speedup) for speedup in speedups for name in names]
@@ -340,38 +363,52 @@ def _matched_entries(
     max_speedup: float,
     log: Callable[[str], None],
 ) -> list[_Entry]:
-    """Searched methods planned again toward uniform's measured speedup where theirs differs from it."""
+    """Searched methods planned again toward each baseline's measured speed (uniform's, and each peer's)
+    where theirs differs from it."""
     names = {method: name for name, method in SWEEP_METHODS.items()}
-    todo: list[tuple[_Entry, _Entry, float]] = []  # (entry, uniform's entry, speedup to plan for)
-    for base in [e for e in entries if e.key.startswith(f"{BASELINE}@")]:
+    todo: list[tuple[_Entry, _Entry, float]] = []  # (entry, the baseline's entry, speedup to plan for)
+    for base in [e for e in entries if _name(e.key) in (BASELINE, *PEERS)]:
         assert base.row is not None
-        uniform_speed = float(base.row["measured_speedup"])
+        base_speed = float(base.row["measured_speedup"])
         for entry in entries:
             if not entry.method.searched or entry.target != base.target:
                 continue
             assert entry.row is not None
             own_speed = float(entry.row["measured_speedup"])
-            if abs(own_speed / uniform_speed - 1.0) <= MATCH_TOLERANCE:
+            if abs(own_speed / base_speed - 1.0) <= MATCH_TOLERANCE:
                 continue
-            planned = min(entry.target * uniform_speed / own_speed, max_speedup)
+            planned = min(entry.target * base_speed / own_speed, max_speedup)
             if planned <= 1.0:
                 continue
             log(
-                f"{base.target:g}x: {entry.method.label} measured {own_speed:.2f}x, uniform {uniform_speed:.2f}x: "
-                f"planned again for {planned:.2f}x"
+                f"{base.target:g}x: {entry.method.label} measured {own_speed:.2f}x, {base.method.label} "
+                f"{base_speed:.2f}x: planned again for {planned:.2f}x"
             )
             todo.append((entry, base, planned))
     done = run_jobs([(names[entry.method], planned) for entry, _, planned in todo])
     return [
         _Entry(
-            f"{entry.key}=uniform", entry.method, base.target, plan, model, base.key, evaluated=evaluated, before=before
+            f"{entry.key}={_name(base.key)}",
+            entry.method,
+            base.target,
+            plan,
+            model,
+            base.key,
+            evaluated=evaluated,
+            before=before,
         )
         for (entry, base, _), (plan, model, before, evaluated) in zip(todo, done, strict=True)
     ]
 
 
+def _name(key: str) -> str:
+    """The method name of an entry key (``spdy@2``, ``spdy@2=depth`` -> ``spdy``)."""
+    return key.split("@")[0]
+
+
 def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]:
-    """Held-out metric and KL of every entry, and their paired differences to uniform at its target."""
+    """Held-out metric and KL of every entry, and their paired differences to its baseline: the entry it
+    was matched to, else uniform at its target."""
     task = prepared.task
     dense_metric = task.evaluate(prepared.loaded.model)
     reference = task.reference(prepared.loaded.model, task.test)
@@ -383,6 +420,7 @@ def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]
         else:
             metrics[entry.key] = task.evaluate(entry.model)
             kls[entry.key] = task.divergence(entry.model, task.test, reference)
+    labels = {e.key: e.method.label for e in entries}
     rows = []
     for entry in entries:
         assert entry.row is not None
@@ -399,15 +437,18 @@ def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]
             "test_examples": metric.examples,
         }
         base = entry.matched_to or f"{BASELINE}@{entry.target:g}"
+        row["baseline"] = labels[base] if entry.key != base and base in metrics else ""
         if entry.key == base or base not in metrics:
-            row.update(vs_uniform=0.0, vs_uniform_low=0.0, vs_uniform_high=0.0, verdict="baseline")
-            row.update(kl_vs_uniform=0.0, kl_vs_uniform_low=0.0, kl_vs_uniform_high=0.0, kl_verdict="baseline")
+            row.update(vs_baseline=0.0, vs_baseline_low=0.0, vs_baseline_high=0.0, verdict="baseline")
+            row.update(kl_vs_baseline=0.0, kl_vs_baseline_low=0.0, kl_vs_baseline_high=0.0, kl_verdict="baseline")
         else:
             diff = paired_metric_difference(metric, metrics[base])
             kl_diff = paired_mean_difference(kl, kls[base])
-            row.update(vs_uniform=diff.difference, vs_uniform_low=diff.low, vs_uniform_high=diff.high)
+            row.update(vs_baseline=diff.difference, vs_baseline_low=diff.low, vs_baseline_high=diff.high)
             row.update(verdict=diff.verdict)
-            row.update(kl_vs_uniform=kl_diff.difference, kl_vs_uniform_low=kl_diff.low, kl_vs_uniform_high=kl_diff.high)
+            row.update(
+                kl_vs_baseline=kl_diff.difference, kl_vs_baseline_low=kl_diff.low, kl_vs_baseline_high=kl_diff.high
+            )
             row.update(kl_verdict=kl_diff.verdict)
         if entry.before is not None:
             row.update(_before_recovery(entry, entries, base))
@@ -421,15 +462,16 @@ def _before_recovery(entry: _Entry, entries: list[_Entry], base: str) -> dict[st
     row: dict[str, Any] = {"metric_before_recovery": entry.before.value}
     peer = next((e.before for e in entries if e.key == base), None)
     if entry.key == base or peer is None:
-        return {**row, "vs_uniform_before": 0.0, "vs_uniform_before_low": 0.0, "vs_uniform_before_high": 0.0,
+        return {**row, "vs_baseline_before": 0.0, "vs_baseline_before_low": 0.0, "vs_baseline_before_high": 0.0,
                 "verdict_before": "baseline"}  # fmt: skip
     diff = paired_metric_difference(entry.before, peer)
-    return {**row, "vs_uniform_before": diff.difference, "vs_uniform_before_low": diff.low,
-            "vs_uniform_before_high": diff.high, "verdict_before": diff.verdict}  # fmt: skip
+    return {**row, "vs_baseline_before": diff.difference, "vs_baseline_before_low": diff.low,
+            "vs_baseline_before_high": diff.high, "verdict_before": diff.verdict}  # fmt: skip
 
 
 def sweep_table(frame: pd.DataFrame) -> str:
-    """The sweep as aligned text: speedups and metric with intervals, differences to uniform, verdicts."""
+    """The sweep as aligned text: speedups and metric with intervals, differences to each row's baseline,
+    verdicts."""
     accuracy = bool(len(frame)) and str(frame["metric_name"].iloc[0]) == "accuracy"
     scale, unit = (100.0, " pts") if accuracy else (1.0, "")
 
@@ -440,21 +482,21 @@ def sweep_table(frame: pd.DataFrame) -> str:
     lines = []
     for r in frame.to_dict("records"):
         matched = isinstance(r["matched_to"], str) and r["matched_to"] != ""
-        at = f"{r['target_speedup']:g}x" + (" (uniform's speed)" if matched else "")
+        at = f"{r['target_speedup']:g}x" + (f" ({r['baseline']}'s speed)" if matched else "")
         line = (
             f"{r['method']:22s} {at:22s} predicted {r['predicted_speedup']:.2f}x measured "
             f"{interval(r, 'measured_speedup', 'speedup_low', 'speedup_high')}x | {r['metric_name']} "
             f"{interval(r, 'metric', 'metric_low', 'metric_high', scale)} | KL {r['heldout_kl']:.4f}"
         )
         if r["verdict"] != "baseline":
-            vs = interval(r, "vs_uniform", "vs_uniform_low", "vs_uniform_high", scale)
-            kl = interval(r, "kl_vs_uniform", "kl_vs_uniform_low", "kl_vs_uniform_high", digits=4)
-            line += f" | vs uniform {vs}{unit} {r['verdict']}, KL {kl} {r['kl_verdict']}"
+            vs = interval(r, "vs_baseline", "vs_baseline_low", "vs_baseline_high", scale)
+            kl = interval(r, "kl_vs_baseline", "kl_vs_baseline_low", "kl_vs_baseline_high", digits=4)
+            line += f" | vs {r['baseline']} {vs}{unit} {r['verdict']}, KL {kl} {r['kl_verdict']}"
         before = r.get("metric_before_recovery")
         if before is not None and not pd.isna(before):
             line += f" | before recovery {scale * float(before):.2f}"
             if r["verdict_before"] != "baseline":
-                vs = interval(r, "vs_uniform_before", "vs_uniform_before_low", "vs_uniform_before_high", scale)
-                line += f", vs uniform {vs}{unit} {r['verdict_before']}"
+                vs = interval(r, "vs_baseline_before", "vs_baseline_before_low", "vs_baseline_before_high", scale)
+                line += f", vs {r['baseline']} {vs}{unit} {r['verdict_before']}"
         lines.append(line)
     return "\n".join(lines)

@@ -190,7 +190,8 @@ def test_apply_gguf_writes_a_checked_file(bpe_lm: Path, workspace: Path, tmp_pat
     lm = str(bpe_lm)
     table, plan = tmp_path / "t.csv", tmp_path / "p.json"
     assert main(profile_args(lm, table)) == 0
-    assert main(plan_args(lm, table, plan, "--backend", "magnitude", "--speedup", "1.3")) == 0
+    # 1.1x: the tiny model's fixed part leaves a reach of 1.2-1.4x, measured anew each run
+    assert main(plan_args(lm, table, plan, "--backend", "magnitude", "--speedup", "1.1")) == 0
     out = tmp_path / "pruned"
     data = str(workspace / "text")
     assert main(["apply", "--model", lm, "--plan", str(plan), "--out", str(out), "--gguf", "f32", "--data", data]) == 0

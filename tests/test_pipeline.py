@@ -191,13 +191,13 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
     ).all()
     assert (frame["heldout_kl"] >= 0).all()
     uniform = frame[frame["method"] == "uniform (fisher)"]
-    assert set(uniform["verdict"]) == {"baseline"} and (uniform["vs_uniform"] == 0).all()
+    assert set(uniform["verdict"]) == {"baseline"} and (uniform["vs_baseline"] == 0).all()
     others = frame[frame["method"] != "uniform (fisher)"]
     assert set(others["verdict"]) <= {"win", "tie", "loss"}
-    assert (others["vs_uniform_low"] <= others["vs_uniform_high"]).all()
+    assert (others["vs_baseline_low"] <= others["vs_baseline_high"]).all()
     for row in others.itertuples():  # the difference is the metric minus uniform's at the same target
         peer = uniform[(uniform["target_speedup"] == row.target_speedup) & (uniform["matched_to"] == "")]
-        assert row.vs_uniform == pytest.approx(row.metric - float(peer["metric"].iloc[0]))
+        assert row.vs_baseline == pytest.approx(row.metric - float(peer["metric"].iloc[0]))
     # A searched method whose measured speed differs from uniform's is planned again, one secant step
     # toward uniform's measured speed; one that matched already is not.
     for row in base[base["method"].isin(["planner (evolution)", "planner (spdy)"])].itertuples():
@@ -216,7 +216,7 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
             assert planned == pytest.approx(expected) or 1.0 < planned < expected  # (capped at the table's maximum)
             assert again["predicted_speedup"].iloc[0] >= planned - 1e-9
     saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
-    assert len(saved) == len(frame) and {"verdict", "kl_verdict", "vs_uniform_low"} <= set(saved.columns)
+    assert len(saved) == len(frame) and {"verdict", "kl_verdict", "vs_baseline_low"} <= set(saved.columns)
     assert (tmp_path / "sweep" / "pareto.png").is_file()
 
 

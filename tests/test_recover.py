@@ -220,11 +220,11 @@ def test_sweep_recovers_every_method_alike_and_keeps_each_ones_metric_before(wor
     assert set(uniform["verdict_before"]) == {"baseline"}
     before = float(uniform["metric_before_recovery"].iloc[0])
     for row in frame[frame["method"] == "planner (spdy)"].itertuples():
-        assert row.vs_uniform_before == pytest.approx(row.metric_before_recovery - before)
-        assert row.vs_uniform_before_low <= row.vs_uniform_before <= row.vs_uniform_before_high
+        assert row.vs_baseline_before == pytest.approx(row.metric_before_recovery - before)
+        assert row.vs_baseline_before_low <= row.vs_baseline_before <= row.vs_baseline_before_high
         assert row.verdict_before in ("win", "tie", "loss")
     saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
-    assert {"metric_before_recovery", "vs_uniform_before", "verdict_before"} <= set(saved.columns)
+    assert {"metric_before_recovery", "vs_baseline_before", "verdict_before"} <= set(saved.columns)
     assert "before recovery" in sweep_table(frame)
 
 

@@ -15,8 +15,11 @@ from solvers import (
     InfeasibleBudgetError,
     Solution,
     bucketize,
+    solve_depth,
     solve_dp,
     solve_milp,
+    solve_threshold,
+    threshold_levels,
 )
 
 
@@ -210,3 +213,34 @@ def test_spdy_prior_shape() -> None:
     curves = solvers.spdy_prior([1, 3])
     assert curves[0].tolist() == [0.0]
     assert curves[1].tolist() == [0.0, 0.25, 1.0]
+
+
+def test_depth_removes_the_least_influential_layers_until_the_plan_fits() -> None:
+    # two layers x (attention, ffn); each unit's last level removes it
+    costs = [np.array([4.0, 2.0, 0.5]), np.array([6.0, 3.0, 0.5])] * 2
+    layers, removed = [0, 0, 1, 1], [2, 2, 2, 2]
+    influence = np.array([0.3, 0.1])  # layer 1 goes first
+    solution = solve_depth(costs, layers, removed, influence, budget_ms=12.0)
+    assert solution.levels == (0, 0, 2, 2)
+    assert solution.cost_ms == pytest.approx(11.0) and solution.error == pytest.approx(0.1)
+    assert solve_depth(costs, layers, removed, influence, budget_ms=20.0).levels == (0, 0, 0, 0)
+    assert solve_depth(costs, layers, removed, influence, budget_ms=2.0).levels == (2, 2, 2, 2)
+    with pytest.raises(InfeasibleBudgetError):
+        solve_depth(costs, layers, removed, influence, budget_ms=1.0)
+    with pytest.raises(ValueError, match="layer_of_unit"):
+        solve_depth(costs, [0, 0, 1, 2], removed, influence, budget_ms=12.0)
+
+
+def test_threshold_keeps_what_scores_above_one_global_cut_rounded_up_to_a_level() -> None:
+    costs = [np.array([4.0, 3.0, 2.0, 1.0, 0.0]), np.array([2.0, 1.0, 0.0])]
+    kept = [np.array([4, 3, 2, 1, 0]), np.array([4, 2, 0])]  # the second unit keeps 4, 2 or 0 elements
+    scores = [np.array([0.5, -1.0, 1.5, 0.0]), np.array([-0.5, 2.0, 1.0, -2.0])]
+    assert threshold_levels(scores, kept, 0.2) == [2, 1]  # 2 above the cut; 2 above the cut
+    assert threshold_levels(scores, kept, -0.7) == [1, 0]  # 3 elements; 3 need the dense level (4)
+    solution = solve_threshold(costs, scores, kept, budget_ms=3.5)
+    # the lowest cut that fits: 0.5 keeps {0.5, 1.5} (2.0 ms) and {2.0, 1.0} (1.0 ms)
+    assert solution.levels == (2, 1) and solution.cost_ms == pytest.approx(3.0)
+    assert solution.error == pytest.approx(-1.0 + 0.0 + -2.0 + -0.5)
+    assert solve_threshold(costs, scores, kept, budget_ms=100.0).levels == (0, 0)
+    with pytest.raises(ValueError, match="unit 1"):
+        solve_threshold(costs, scores, [kept[0], np.array([4, 2])], budget_ms=3.5)

@@ -27,9 +27,11 @@ from planner.models.base import OutputTensor, UnitWorkload
 from planner.models.decoder_surgery import (
     EmptyAttention,
     EmptyMLP,
+    SkippedLayer,
     gated_mlp_neurons,
     gpt2_heads,
     gpt2_neurons,
+    is_identity_layer,
     llama_groups,
     llama_heads,
     prune_gated_mlp,
@@ -362,6 +364,20 @@ class LlamaAdapter(DecoderAdapter):
     def ffn_neurons(self, layer: Any) -> int:
         return gated_mlp_neurons(layer.mlp)
 
+    def layer_skip_refusal(self) -> str | None:
+        for layer in self.layers:
+            if (
+                getattr(layer.self_attn.o_proj, "bias", None) is not None
+                or getattr(layer.mlp.down_proj, "bias", None) is not None
+            ):
+                return "its output projections have biases, so a layer without its blocks still adds them"
+        return None
+
+    def skip_identity_layers(self, layers: Any) -> None:
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, SkippedLayer) and is_identity_layer(layer):
+                layers[i] = SkippedLayer(layer)
+
     def pruned_attention(self, attention: Any, keep: Sequence[int]) -> nn.Module:
         if isinstance(attention, EmptyAttention) or len(keep) == llama_heads(attention):
             return copy.deepcopy(attention)
@@ -402,6 +418,9 @@ class GPT2Adapter(DecoderAdapter):
     """GPT-2 (``GPT2LMHeadModel`` / ``GPT2Model``): multi-head attention, biases, Conv1D layers."""
 
     architecture = "gpt2"
+
+    def layer_skip_refusal(self) -> str | None:
+        return "its attention and MLP output projections add biases, so a layer without its blocks still adds them"
 
     def _read_config(self) -> None:
         config = self.config

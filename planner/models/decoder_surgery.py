@@ -12,6 +12,8 @@ and row i of ``mlp.c_proj``.
 
 A block with nothing kept computes nothing but still adds its output bias (if any): it becomes
 ``EmptyAttention`` / ``EmptyMLP``, which return that bias (zeros without one), never an identity.
+A pre-norm layer whose two blocks are both empty without biases adds zeros to its input: it is the
+identity, and becomes a ``SkippedLayer`` that skips its norms too (depth pruning, exactly).
 """
 
 from __future__ import annotations
@@ -64,6 +66,42 @@ class EmptyMLP(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
         return _bias_like(self.bias, hidden_states)
+
+
+class SkippedLayer(nn.Module):
+    """A removed decoder layer (both blocks empty, no biases): returns its input unchanged.
+
+    Keeps the emptied blocks as ``self_attn`` / ``mlp`` (so shapes read as 0 heads, 0 neurons) and the
+    layer's ``attention_type`` (families that pick a mask per layer read it). With a KV cache it
+    appends the same one-wide marker ``EmptyAttention`` does, so the cache still counts its tokens.
+    """
+
+    def __init__(self, layer: Any) -> None:
+        super().__init__()
+        self.self_attn: EmptyAttention = layer.self_attn
+        self.mlp: EmptyMLP = layer.mlp
+        if hasattr(layer, "attention_type"):
+            self.attention_type = layer.attention_type
+
+    def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
+        # (batch, seq, hidden) in and out
+        cache = cache_argument(kwargs)
+        if cache is not None and hasattr(cache, "update"):
+            batch, seq = hidden_states.shape[:2]
+            marker = hidden_states.new_zeros(batch, 1, seq, 1)
+            cache.update(marker, marker, self.self_attn.layer_idx)
+        return hidden_states
+
+
+def is_identity_layer(layer: nn.Module) -> bool:
+    """Whether a pre-norm layer adds nothing: both blocks empty and without biases."""
+    attention, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+    return (
+        isinstance(attention, EmptyAttention)
+        and isinstance(mlp, EmptyMLP)
+        and attention.bias is None
+        and mlp.bias is None
+    )
 
 
 # ----- Llama family ----------------------------------------------------------------------------

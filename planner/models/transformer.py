@@ -90,6 +90,16 @@ class TransformerAdapter:
         """Keep FFN neurons ``keep`` of ``layer``, in place on a copy (family hook)."""
         raise NotImplementedError
 
+    def layer_skip_refusal(self) -> str | None:
+        """Why a layer without its blocks is not the identity here (None: it is; family hook)."""
+        return (
+            "its layers normalise after the residual (post-norm), so a layer without its blocks still changes its input"
+        )
+
+    def skip_identity_layers(self, layers: Any) -> None:
+        """Replace, in place, layers whose blocks were both emptied and now add nothing by a layer
+        that skips its norms too (family hook; post-norm families keep them: their norms still act)."""
+
     def head_output(self, layer: Any) -> nn.Module:
         """The projection whose input holds the head contexts, H*d wide (family hook)."""
         raise NotImplementedError
@@ -175,6 +185,7 @@ class TransformerAdapter:
                     self.prune_attention(layer, kept)
             elif len(kept) < unit.size:
                 self.prune_ffn(layer, kept)
+        self.skip_identity_layers(layers)
         return model.eval()
 
     def shrink_to_levels(self, levels: Mapping[str, int]) -> nn.Module:

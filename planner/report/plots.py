@@ -205,8 +205,8 @@ def plot_search(frame: pd.DataFrame, ax: Any = None) -> Any:
 
 def plot_pareto(frame: pd.DataFrame, ax: Any = None, *, dense_metric: float | None = None) -> Any:
     """The held-out metric against measured speedup, one line per method, with 95% intervals on both
-    axes where the frame has them (``speedup_low/high``, ``metric_low/high``). Plans made for uniform's
-    measured speed (``matched_to``) are hollow markers. When the frame has ``heldout_kl`` and no
+    axes where the frame has them (``speedup_low/high``, ``metric_low/high``). Plans made for a
+    baseline's measured speed (``matched_to``) are hollow markers. When the frame has ``heldout_kl`` and no
     ``ax`` is given, a second panel draws the held-out KL to the dense model. Returns the metric axes."""
     if ax is None and "heldout_kl" in frame:
         import matplotlib.pyplot as plt
@@ -233,7 +233,7 @@ def plot_pareto(frame: pd.DataFrame, ax: Any = None, *, dense_metric: float | No
                 x, y = part["measured_speedup"], factor * part[column]
                 xerr = _error_bars(part, "measured_speedup", "speedup_low", "speedup_high")
                 yerr = _error_bars(part, column, "metric_low", "metric_high", factor) if column == "metric" else None
-                label = f"{method} (at uniform's speed)" if hollow else str(method)
+                label = f"{method} (at a baseline's speed)" if hollow else str(method)
                 axes.errorbar(
                     x,
                     y,

@@ -14,6 +14,8 @@ import numpy as np
 
 import solvers
 from planner.backends.base import Backend
+from planner.backends.depth import INFLUENCE
+from planner.backends.flap import elements_kept, z_key
 from planner.errors import PlannerError
 from planner.models import LoadedModel
 from planner.records.error_table import ErrorTable
@@ -70,7 +72,8 @@ def solve_plan(
     if not speedup > 1.0:
         raise PlannerError(f"The 'speedup' parameter must be > 1.0. Got {speedup!r} instead.")
     try:
-        solvers.get_solver(solver)
+        if solver not in PEER_SOLVERS:
+            solvers.get_solver(solver)
     except ValueError as exc:
         raise PlannerError(str(exc)) from None
     check_table_matches(table, loaded, force=force_table)
@@ -80,7 +83,7 @@ def solve_plan(
     costs = table.unit_costs()
     budget = table.budget_ms(speedup)
     fastest = float(sum(c.min() for c in costs))
-    if fastest > budget:
+    if fastest > budget + solvers.BUDGET_SLACK_MS:
         best = table.max_speedup()
         raise solvers.InfeasibleBudgetError(
             f"{speedup:g}x is not reachable on this device; the fastest plan gives {best:.2f}x. "
@@ -131,10 +134,40 @@ def probe_plans(loaded: LoadedModel, table: LatencyTable, scores: ErrorTable, sp
     return {name: _solve_levels(name, loaded, costs, scores, budget) for name in PROBE_SOLVERS}
 
 
+def depth_levels(loaded: LoadedModel, costs: list[np.ndarray], scores: ErrorTable, budget_ms: float) -> list[int]:
+    """ShortGPT's allocation: whole layers removed, lowest Block Influence first, until the plan fits."""
+    units = loaded.adapter.units()
+    influence = _extra(scores, INFLUENCE, "depth")
+    removed = [next(i for i, level in enumerate(u.levels) if not level.kept) for u in units]
+    layers = [int(u.layer or 0) for u in units]
+    return list(solvers.solve_depth(costs, layers, removed, influence, budget_ms).levels)
+
+
+def flap_levels(loaded: LoadedModel, costs: list[np.ndarray], scores: ErrorTable, budget_ms: float) -> list[int]:
+    """FLAP's allocation: one global threshold over the standardised scores, the lowest that fits."""
+    units = loaded.adapter.units()
+    z = [_extra(scores, z_key(u.name), "flap") for u in units]
+    kept = [np.array([elements_kept(u, level) for level in u.levels]) for u in units]
+    return list(solvers.solve_threshold(costs, z, kept, budget_ms).levels)
+
+
+def _extra(scores: ErrorTable, key: str, method: str) -> np.ndarray:
+    if key not in scores.extra:
+        raise PlannerError(f"the {method} allocation needs {method} scores ({key!r} is missing); score with {method}.")
+    return np.asarray(scores.extra[key], dtype=np.float64)
+
+
+PEER_SOLVERS = {"depth": depth_levels, "flap": flap_levels}
+"""Allocations by the rules of the methods practitioners use instead of a planner (not minimisers of
+an error: ``solvers.peers``); each reads its own backend's scores."""
+
+
 def _solve_levels(
     solver: str, loaded: LoadedModel, costs: list[np.ndarray], scores: ErrorTable, budget_ms: float
 ) -> list[int]:
-    """One level per unit from the registry's ``solver`` within ``budget_ms``."""
+    """One level per unit from the registry's ``solver`` (or a peer's rule) within ``budget_ms``."""
+    if solver in PEER_SOLVERS:
+        return PEER_SOLVERS[solver](loaded, costs, scores, budget_ms)
     options: dict[str, Any] = {}
     if solver == "uniform":  # uniform cuts every unit by the same share of its own range
         options["fractions"] = [u.compression() for u in loaded.adapter.units()]

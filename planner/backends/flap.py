@@ -1,0 +1,163 @@
+"""FLAP (An et al., AAAI 2024): training-free adaptive structured pruning with bias compensation.
+
+- score: for each input channel j of an attention output projection (o_proj) and an MLP down
+  projection, the fluctuation metric var_j * ||W[:, j]||^2 (the sample variance of its input over the
+  calibration set's real tokens times its weight column's squared norm). A query head's score is the
+  sum over its channels; with grouped-query attention the prunable element is a whole KV group
+  (the sum over its query heads). Scores are standardised per layer and kind (attention elements,
+  MLP neurons) and kept as ``extra["z::<unit>"]``.
+- the allocation (``planner.stages.solve``, solver "flap") cuts every unit at one global threshold over
+  the standardised scores, each unit rounded up to its nearest level, the lowest threshold whose
+  plan fits the budget: layers and modules get their own ratios.
+- apply: physical shrinking keeping the best-scoring heads / neurons, then bias compensation: each
+  output projection gains sum over removed channels j of W[:, j] * mean_j as a bias, so the layer's
+  output keeps the removed channels' average contribution.
+
+Plans applied here carry biases the stock configs of some families do not declare: FLAP is a
+baseline of ``planner sweep``, not a backend of ``planner apply`` (``PEER_BACKENDS``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from planner.backends.activations import input_moments
+from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep, structured_units
+from planner.backends.magnitude import input_column_energy, mass_share
+from planner.errors import PlannerError
+from planner.models.units import Level, Unit
+from planner.records.error_table import ErrorTable
+from planner.records.plan import Plan
+from planner.tasks.base import Task
+
+
+def standardised(scores: np.ndarray) -> np.ndarray:
+    """(x - mean) / std over one layer's elements of one kind (zeros when they are all equal)."""
+    values = np.asarray(scores, dtype=np.float64)
+    spread = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return (values - values.mean()) / spread if spread > 0 else np.zeros_like(values)
+
+
+def element_scores(unit: Unit, per_head_or_neuron: np.ndarray) -> np.ndarray:
+    """The prunable elements' scores: KV groups for grouped attention (sum of their query heads),
+    else heads / neurons themselves."""
+    if is_grouped(unit):
+        return per_head_or_neuron.reshape(int(unit.groups or 0), -1).sum(axis=1)
+    return per_head_or_neuron
+
+
+def elements_kept(unit: Unit, level: Level) -> int:
+    """Elements a level keeps; a grouped level that also drops query heads inside kept groups is not a
+    FLAP level (it counts as keeping every group, so a threshold never picks it over a whole-group one)."""
+    if not is_grouped(unit):
+        return int(level.kept or 0)
+    groups = int(unit.groups or 0)
+    whole = int(level.groups or 0) * unit.heads_per_group == int(level.kept or 0)
+    return int(level.groups or 0) if whole else groups
+
+
+def z_key(unit: str) -> str:
+    return f"z::{unit}"
+
+
+def refusal(adapter: Any) -> str | None:
+    """Why FLAP cannot prune this model (None: it can)."""
+    units = adapter.units()
+    if units and all(u.kind in ("attention", "ffn") for u in units) and hasattr(adapter, "head_output"):
+        return None
+    return (
+        f"--methods flap scores attention heads and MLP neurons through their output projections, and "
+        f"{adapter.name} has none ({units[0].kind if units else 'no'} units). Leave flap out of --methods."
+    )
+
+
+class FlapBackend:
+    """Fluctuation scores, one global threshold, bias compensation (see the module docstring)."""
+
+    name = "flap"
+    needs_task = True
+
+    def __init__(self, *, progress: bool = False) -> None:
+        self.progress = progress
+
+    def score(self, adapter: Any, task: Task | None) -> ErrorTable:
+        if task is None:
+            raise PlannerError("FLAP scores need calibration data (a task).")
+        why = refusal(adapter)
+        if why is not None:
+            raise PlannerError(why)
+        units = structured_units(adapter)
+        outputs = [self._output(adapter, u) for u in units]
+        moments = input_moments(task, adapter.model, outputs)
+        importance, extra, errors = {}, {}, []
+        for unit, module, stats in zip(units, outputs, moments, strict=True):
+            channel = stats.variance * input_column_energy(module).numpy()  # (in,)
+            per = channel.reshape(unit.size, -1).sum(axis=1)  # (H,) per query head or (N,) per neuron
+            importance[unit.name] = per
+            extra[z_key(unit.name)] = standardised(element_scores(unit, per))
+            errors.append(level_errors(per, unit, mass_share(float(per.sum()) or 1.0)))
+        method = "flap: fluctuation (input variance x squared weight column), standardised per layer and kind"
+        return ErrorTable(tuple(u.name for u in units), tuple(errors), importance, method, extra=extra)
+
+    def select(self, scores: ErrorTable, unit: Unit, level: Level) -> tuple[int, ...]:
+        return best_keep(scores.importance[unit.name], unit, level)
+
+    def apply(self, adapter: Any, plan: Plan, task: Task | None = None) -> nn.Module:
+        """Shrink, with the removed channels' mean contribution added to each output projection's bias
+        (the means: one pass over the task's calibration data)."""
+        if task is None:
+            raise PlannerError("FLAP's bias compensation needs calibration data (a task).")
+        units = structured_units(adapter)
+        moments = input_moments(task, adapter.model, [self._output(adapter, u) for u in units])
+        means = {u.name: m.mean for u, m in zip(units, moments, strict=True)}
+        compensated = adapter.rebind(_compensated_copy(adapter, plan_keep(plan), means))
+        return compensated.shrink(plan_keep(plan))
+
+    @staticmethod
+    def _output(adapter: Any, unit: Unit) -> nn.Module:
+        layer = adapter.layers[unit.layer]
+        return adapter.head_output(layer) if unit.kind == "attention" else adapter.neuron_output(layer)
+
+
+def compensation(module: nn.Module, removed: np.ndarray, mean: np.ndarray) -> torch.Tensor:
+    """(out,) the removed input channels' mean contribution, W[:, removed] @ mean[removed]."""
+    weight = module.get_parameter("weight").detach().double()
+    columns = weight if isinstance(module, nn.Linear) else weight.T  # (out, in)
+    index = torch.as_tensor(removed, dtype=torch.long)
+    return columns[:, index] @ torch.as_tensor(mean, dtype=torch.float64)[index]
+
+
+def _add_bias(module: nn.Module, shift: torch.Tensor) -> None:
+    weight = module.get_parameter("weight")
+    bias = getattr(module, "bias", None)
+    with torch.no_grad():
+        if bias is None:
+            module.bias = nn.Parameter(shift.to(weight.dtype))
+        else:
+            bias.add_(shift.to(bias.dtype))
+
+
+def _compensated_copy(adapter: Any, keep: dict[str, Any], means: dict[str, np.ndarray]) -> nn.Module:
+    """A copy of the dense model whose output projections carry the compensation biases."""
+    import copy
+
+    model = copy.deepcopy(adapter.model)
+    copied = adapter.rebind(model)
+    for unit in structured_units(copied):
+        if unit.name not in keep or unit.name not in means:
+            continue
+        layer = copied.layers[unit.layer]
+        width = 1 if unit.kind == "ffn" else copied.head_size
+        kept = np.zeros(unit.size * width, dtype=bool)
+        for element in keep[unit.name]:
+            kept[int(element) * width : (int(element) + 1) * width] = True
+        removed = np.flatnonzero(~kept)
+        if removed.size == 0:
+            continue
+        module = copied.head_output(layer) if unit.kind == "attention" else copied.neuron_output(layer)
+        _add_bias(module, compensation(module, removed, means[unit.name]))
+    return model

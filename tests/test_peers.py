@@ -1,0 +1,182 @@
+"""The methods practitioners use instead of a planner, as sweep baselines: depth pruning (ShortGPT's
+Block Influence, whole layers skipped) and FLAP (fluctuation scores, one global threshold, bias
+compensation); their refusals before any work; a decoder sweep with both."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from planner.backends import get_backend
+from planner.backends.activations import block_influence
+from planner.backends.depth import INFLUENCE
+from planner.backends.flap import z_key
+from planner.cli import main
+from planner.models.decoder_surgery import SkippedLayer
+from planner.models.units import first_kept
+from planner.records.plan import UnitChoice
+from planner.stages.solve import depth_levels, flap_levels, solve_plan
+from planner.sweep import run_sweep
+from solvers import threshold_levels
+from tests.test_decoders import _lm_config
+from tests.tiny_models import TINY_ADAPTERS, loaded_of, plan_of, table_for, tiny_lm_task
+
+# the tiny Qwen3 has an o_proj bias: a layer without blocks still adds it (tested below)
+SKIPPABLE = sorted(name for name in TINY_ADAPTERS if name.startswith("llama") and name != "llama/qwen3")
+
+
+def _emptied(adapter, layer: int):  # type: ignore[no-untyped-def]
+    """Keep lists that remove layer ``layer``'s attention and MLP entirely."""
+    return {u.name: first_kept(u, u.levels[-1]) for u in adapter.units() if u.layer == layer}
+
+
+@pytest.mark.parametrize("family", SKIPPABLE)
+def test_a_layer_without_blocks_is_skipped_whole_and_changes_nothing(
+    family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = TINY_ADAPTERS[family]()
+    shrunk = adapter.shrink(_emptied(adapter, 0))
+    layers = adapter.layers_of(shrunk)
+    assert isinstance(layers[0], SkippedLayer) and not isinstance(layers[1], SkippedLayer)
+    assert sum(p.numel() for p in layers[0].parameters()) == 0  # its norms are gone too
+    ids, mask = adapter.example_inputs(2, 6)
+    with torch.no_grad():
+        skipped = shrunk(input_ids=ids, attention_mask=mask).logits
+        monkeypatch.setattr(adapter, "skip_identity_layers", lambda _layers: None)  # same cut, layer kept
+        kept = adapter.shrink(_emptied(adapter, 0))(input_ids=ids, attention_mask=mask).logits
+    torch.testing.assert_close(skipped, kept, rtol=0, atol=0)
+
+
+def test_layers_with_output_biases_or_post_norms_are_not_skipped_and_depth_refuses_them(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from planner.backends.depth import refusal
+
+    for family in ("gpt2", "llama/qwen3"):
+        biased = TINY_ADAPTERS[family]()
+        layers = biased.layers_of(biased.shrink(_emptied(biased, 0)))
+        assert not any(isinstance(layer, SkippedLayer) for layer in layers)
+        assert "biases" in (refusal(biased) or "")
+    assert refusal(TINY_ADAPTERS["llama"]()) is None
+    # BERT: refused from the CLI before any work, in one line, exit 2, nothing written
+    out = tmp_path / "sweep"
+    args = ["sweep", "--model", str(workspace / "model"), "--data", str(workspace / "data"), "--methods", "depth"]
+    monkeypatch.setenv("PLANNER_CACHE", str(tmp_path / "cache"))
+    code = main([*args, "--speedups", "1.1", "--out", str(out), "--no-progress"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "post-norm" in err and "--methods" in err and len(err.splitlines()) == 1
+    assert not out.exists() and not any((tmp_path / "cache").rglob("*.csv"))  # nothing profiled
+
+
+def test_block_influence_is_zero_for_a_skipped_layer_and_positive_otherwise() -> None:
+    adapter = TINY_ADAPTERS["llama"]()
+    task = tiny_lm_task(adapter)
+    shrunk = adapter.shrink(_emptied(adapter, 1))
+    influence = block_influence(task, shrunk, list(adapter.layers_of(shrunk)))
+    # random tiny weights barely turn the residual stream (layer 0: ~5e-5), a skipped layer not at all
+    assert influence.shape == (2,) and influence[1] == pytest.approx(0.0, abs=1e-12) and influence[0] > 1e-6
+
+
+def test_depth_plans_remove_the_least_influential_layer_whole() -> None:
+    adapter = TINY_ADAPTERS["llama"]()
+    loaded = loaded_of(adapter.model, adapter)
+    table = table_for(adapter, loaded.fingerprint)
+    task = tiny_lm_task(adapter)
+    backend = get_backend("depth")
+    scores = backend.score(adapter, task)
+    influence = scores.extra[INFLUENCE]
+    levels = depth_levels(loaded, table.unit_costs(), scores, table.budget_ms(1.2))
+    first = int(np.argmin(influence))
+    for unit, level in zip(adapter.units(), levels, strict=True):
+        assert (unit.levels[level].kept == 0) == (unit.layer == first)  # one layer is enough here
+    plan = solve_plan(loaded=loaded, table=table, scores=scores, backend=backend, speedup=1.2, solver="depth")
+    assert plan.predicted_speedup >= 1.2 - 1e-9
+    layers = adapter.layers_of(backend.apply(adapter, plan, task))
+    assert [isinstance(layer, SkippedLayer) for layer in layers] == [i == first for i in range(2)]
+
+
+def test_flap_scores_are_standardised_per_layer_and_its_plans_cut_at_one_threshold() -> None:
+    adapter = TINY_ADAPTERS["llama"]()
+    loaded = loaded_of(adapter.model, adapter)
+    table = table_for(adapter, loaded.fingerprint)
+    task = tiny_lm_task(adapter)
+    scores = get_backend("flap").score(adapter, task)
+    for unit in adapter.units():
+        z = scores.extra[z_key(unit.name)]
+        assert z.size == (2 if unit.kind == "attention" else unit.size)  # KV groups, or neurons
+        assert z.mean() == pytest.approx(0.0, abs=1e-9) and z.std(ddof=1) == pytest.approx(1.0)
+    budget = table.budget_ms(1.3)
+    levels = flap_levels(loaded, table.unit_costs(), scores, budget)
+
+    def cost(plan: list[int]) -> float:  # the searched units' time, what the budget is for (ms)
+        return float(sum(c[k] for c, k in zip(table.unit_costs(), plan, strict=True)))
+
+    assert cost(levels) <= budget + 1e-9
+    # the plan of one global cut, the lowest that fits: found here by trying every cut in turn
+    units = adapter.units()
+    z = [scores.extra[z_key(u.name)] for u in units]
+    # attention: whole KV groups of 2 query heads (a level that also drops heads inside groups keeps all 2)
+    kept = [
+        np.array([(lv.groups if 2 * (lv.groups or 0) == lv.kept else 2) if u.kind == "attention" else lv.kept
+                  for lv in u.levels])
+        for u in units
+    ]  # fmt: skip
+    fits = [t for t in sorted(np.concatenate(z)) if cost(threshold_levels(z, kept, t)) <= budget]
+    assert levels == threshold_levels(z, kept, fits[0])
+    assert any(level > 0 for level in levels)
+
+
+def test_flap_bias_compensation_keeps_the_mean_output_of_a_pruned_mlp() -> None:
+    """Only layer 0's MLP is cut, so its inputs are the dense model's: with compensation the mean of
+    its output over the calibration tokens is the dense one's (linearity), without it is not."""
+    adapter = TINY_ADAPTERS["llama"]()
+    task = tiny_lm_task(adapter)
+    backend = get_backend("flap")
+    scores = backend.score(adapter, task)
+    mlp = next(u for u in adapter.units() if u.kind == "ffn" and u.layer == 0)
+    level = mlp.levels[len(mlp.levels) // 2]
+    keep = first_kept(mlp, level)
+    choice = UnitChoice(mlp.name, "ffn", level.index, "neurons", kept=len(keep), keep=keep, size=mlp.size, layer=0)
+    plan = plan_of(choice, architecture="llama")
+
+    def mean_output(model: torch.nn.Module) -> torch.Tensor:
+        outputs: list[torch.Tensor] = []
+        handle = adapter.layers_of(model)[0].mlp.register_forward_hook(lambda _m, _a, out: outputs.append(out))
+        with torch.no_grad():
+            for ids, mask, _ in task.calibration.batches(task.batch_size):
+                model(input_ids=ids, attention_mask=mask)
+        handle.remove()
+        return torch.cat([o.reshape(-1, o.shape[-1]) for o in outputs]).double().mean(dim=0)
+
+    dense = mean_output(adapter.model)
+    compensated = mean_output(backend.apply(adapter, plan, task))
+    plain = mean_output(adapter.shrink({mlp.name: keep}))
+    torch.testing.assert_close(compensated, dense, rtol=1e-4, atol=1e-6)
+    assert float((plain - dense).abs().max()) > 100 * float((compensated - dense).abs().max())
+    assert scores.importance[mlp.name].shape == (mlp.size,)
+
+
+def test_a_decoder_sweep_with_depth_and_flap_compares_at_equal_measured_speed(workspace: Path, tmp_path: Path) -> None:
+    frame = run_sweep(
+        _lm_config(workspace, tmp_path / "cache", search_seconds=1.0),
+        [1.2],
+        out=tmp_path / "sweep",
+        methods=["spdy", "depth", "flap"],
+        progress=False,
+    )
+    own = frame[frame["matched_to"] == ""]
+    assert set(own["method"]) == {"planner (spdy)", "depth (ShortGPT)", "FLAP", "uniform (fisher)"}
+    for label in ("depth (ShortGPT)", "FLAP"):
+        row = own[own["method"] == label].iloc[0]
+        assert row["baseline"] == "uniform (fisher)" and row["verdict"] in {"win", "tie", "loss"}
+        assert row["predicted_speedup"] >= 1.2 - 1e-9
+    # the planner planned again at each baseline's measured speed where its own differs by > 3%
+    matched = frame[frame["matched_to"] != ""]
+    assert set(matched["method"]) <= {"planner (spdy)"}
+    for row in matched.itertuples():
+        base = frame[(frame["matched_to"] == "") & (frame["method"] == row.baseline)].iloc[0]
+        assert row.matched_to.split("@")[0] in {"uniform", "depth", "flap"}
+        assert row.vs_baseline == pytest.approx(row.metric - float(base["metric"]))
