@@ -91,7 +91,7 @@ class FlapBackend:
         if why is not None:
             raise PlannerError(why)
         units = structured_units(adapter)
-        outputs = [self._output(adapter, u) for u in units]
+        outputs = [_output(adapter, u) for u in units]
         moments = input_moments(task, adapter.model, outputs)
         importance, extra, errors = {}, {}, []
         for unit, module, stats in zip(units, outputs, moments, strict=True):
@@ -111,16 +111,20 @@ class FlapBackend:
         (the means: one pass over the task's calibration data)."""
         if task is None:
             raise PlannerError("FLAP's bias compensation needs calibration data (a task).")
-        units = structured_units(adapter)
-        moments = input_moments(task, adapter.model, [self._output(adapter, u) for u in units])
-        means = {u.name: m.mean for u, m in zip(units, moments, strict=True)}
-        compensated = adapter.rebind(_compensated_copy(adapter, plan_keep(plan), means))
-        return compensated.shrink(plan_keep(plan))
+        return compensated_shrink(adapter, plan_keep(plan), task)
 
-    @staticmethod
-    def _output(adapter: Any, unit: Unit) -> nn.Module:
-        layer = adapter.layers[unit.layer]
-        return adapter.head_output(layer) if unit.kind == "attention" else adapter.neuron_output(layer)
+
+def _output(adapter: Any, unit: Unit) -> nn.Module:
+    layer = adapter.layers[unit.layer]
+    return adapter.head_output(layer) if unit.kind == "attention" else adapter.neuron_output(layer)
+
+
+def compensated_shrink(adapter: Any, keep: dict[str, Any], task: Task) -> nn.Module:
+    """``adapter.shrink(keep)`` with FLAP's bias compensation (channel means: one calibration pass)."""
+    units = structured_units(adapter)
+    moments = input_moments(task, adapter.model, [_output(adapter, u) for u in units])
+    means = {u.name: m.mean for u, m in zip(units, moments, strict=True)}
+    return adapter.rebind(_compensated_copy(adapter, keep, means)).shrink(keep)
 
 
 def compensation(module: nn.Module, removed: np.ndarray, mean: np.ndarray) -> torch.Tensor:
