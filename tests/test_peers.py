@@ -21,7 +21,7 @@ from planner.records.plan import UnitChoice
 from planner.stages.solve import depth_levels, flap_levels, solve_plan
 from planner.sweep import run_sweep
 from solvers import threshold_levels
-from tests.test_decoders import _lm_config
+from tests.test_decoders import TINY_LM_SPEEDUP, _lm_config
 from tests.tiny_models import TINY_ADAPTERS, loaded_of, plan_of, table_for, tiny_lm_task
 
 # the tiny Qwen3 has an o_proj bias: a layer without blocks still adds it (tested below)
@@ -162,7 +162,7 @@ def test_flap_bias_compensation_keeps_the_mean_output_of_a_pruned_mlp() -> None:
 def test_a_decoder_sweep_with_depth_and_flap_compares_at_equal_measured_speed(workspace: Path, tmp_path: Path) -> None:
     frame = run_sweep(
         _lm_config(workspace, tmp_path / "cache", search_seconds=1.0),
-        [1.2],
+        [TINY_LM_SPEEDUP],  # inside the tiny model's reach (1.2-1.4x, measured anew each run)
         out=tmp_path / "sweep",
         methods=["spdy", "depth", "flap"],
         progress=False,
@@ -172,7 +172,7 @@ def test_a_decoder_sweep_with_depth_and_flap_compares_at_equal_measured_speed(wo
     for label in ("depth (ShortGPT)", "FLAP"):
         row = own[own["method"] == label].iloc[0]
         assert row["baseline"] == "uniform (fisher)" and row["verdict"] in {"win", "tie", "loss"}
-        assert row["predicted_speedup"] >= 1.2 - 1e-9
+        assert row["predicted_speedup"] >= TINY_LM_SPEEDUP - 1e-9
     # the planner planned again at each baseline's measured speed where its own differs by > 3%
     matched = frame[frame["matched_to"] != ""]
     assert set(matched["method"]) <= {"planner (spdy)"}
