@@ -17,13 +17,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from torch import nn
-
 from planner.backends.activations import block_influence
 from planner.backends.magnitude import MagnitudeBackend
 from planner.errors import PlannerError
 from planner.records.error_table import ErrorTable
-from planner.records.plan import Plan
 from planner.tasks.base import Task
 
 INFLUENCE = "influence"
@@ -41,23 +38,20 @@ def refusal(adapter: Any) -> str | None:
     )
 
 
-class DepthBackend:
-    """Block Influence scores and plain shrinking (see the module docstring)."""
+class DepthBackend(MagnitudeBackend):
+    """Block Influence scores; magnitude's selection and plain shrinking (see the module docstring)."""
 
     name = "depth"
     needs_task = True
 
-    def __init__(self, *, progress: bool = False) -> None:
-        self.progress = progress
-
-    def score(self, adapter: Any, task: Task | None) -> ErrorTable:
+    def score(self, adapter: Any, task: Task | None = None) -> ErrorTable:
         why = refusal(adapter)
         if why is not None:
             raise PlannerError(why)
         if task is None:
             raise PlannerError("depth scores need calibration data (a task).")
         influence = block_influence(task, adapter.model, list(adapter.layers))
-        base = MagnitudeBackend().score(adapter)
+        base = super().score(adapter)
         return ErrorTable(
             base.units,
             base.errors,
@@ -65,9 +59,3 @@ class DepthBackend:
             "depth: Block Influence per layer (1 - cosine of input and output); whole layers removed",
             extra={INFLUENCE: influence},
         )
-
-    def select(self, scores: ErrorTable, unit: Any, level: Any) -> tuple[int, ...]:
-        return MagnitudeBackend().select(scores, unit, level)
-
-    def apply(self, adapter: Any, plan: Plan, task: Task | None = None) -> nn.Module:
-        return MagnitudeBackend().apply(adapter, plan, task)

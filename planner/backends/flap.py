@@ -19,6 +19,7 @@ baseline of ``planner sweep``, not a backend of ``planner apply`` (``PEER_BACKEN
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import numpy as np
@@ -29,6 +30,7 @@ from planner.backends.activations import input_moments
 from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep, structured_units
 from planner.backends.magnitude import input_column_energy, mass_share
 from planner.errors import PlannerError
+from planner.models.transformer import head_columns
 from planner.models.units import Level, Unit
 from planner.records.error_table import ErrorTable
 from planner.records.plan import Plan
@@ -147,21 +149,15 @@ def _add_bias(module: nn.Module, shift: torch.Tensor) -> None:
 
 def _compensated_copy(adapter: Any, keep: dict[str, Any], means: dict[str, np.ndarray]) -> nn.Module:
     """A copy of the dense model whose output projections carry the compensation biases."""
-    import copy
-
     model = copy.deepcopy(adapter.model)
     copied = adapter.rebind(model)
     for unit in structured_units(copied):
-        if unit.name not in keep or unit.name not in means:
+        if unit.name not in keep:
             continue
-        layer = copied.layers[unit.layer]
-        width = 1 if unit.kind == "ffn" else copied.head_size
-        kept = np.zeros(unit.size * width, dtype=bool)
-        for element in keep[unit.name]:
-            kept[int(element) * width : (int(element) + 1) * width] = True
-        removed = np.flatnonzero(~kept)
-        if removed.size == 0:
-            continue
-        module = copied.head_output(layer) if unit.kind == "attention" else copied.neuron_output(layer)
-        _add_bias(module, compensation(module, removed, means[unit.name]))
+        width = copied.head_size if unit.kind == "attention" else 1
+        kept = head_columns([int(i) for i in keep[unit.name]], width, torch.device("cpu")).numpy()
+        removed = np.setdiff1d(np.arange(unit.size * width), kept)
+        if removed.size:
+            module = _output(copied, unit)
+            _add_bias(module, compensation(module, removed, means[unit.name]))
     return model
