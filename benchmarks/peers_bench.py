@@ -20,8 +20,9 @@ import torch
 
 def main() -> None:
     from planner.backends import get_backend
+    from planner.backends.compensation import compensated_shrink
     from planner.backends.depth import INFLUENCE
-    from planner.backends.flap import compensated_shrink, elements_kept, z_key
+    from planner.backends.flap import elements_kept, z_key
     from planner.models import load_model
     from planner.tasks import build_task
     from solvers import threshold_levels

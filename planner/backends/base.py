@@ -27,8 +27,11 @@ class Backend(Protocol):
     """A pruning method. See the module docstring for the call order."""
 
     name: str
-    needs_task: bool
-    """True when ``score`` / ``apply`` need the task's calibration data (and its loss)."""
+
+    @property
+    def needs_task(self) -> bool:
+        """True when ``score`` / ``apply`` need the task's calibration data (and its loss)."""
+        ...
 
     def score(self, adapter: Any, task: Task | None) -> ErrorTable:
         """Error table for every unit and level of ``adapter.units()``."""

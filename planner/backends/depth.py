@@ -42,7 +42,10 @@ class DepthBackend(MagnitudeBackend):
     """Block Influence scores; magnitude's selection and plain shrinking (see the module docstring)."""
 
     name = "depth"
-    needs_task = True
+
+    @property
+    def needs_task(self) -> bool:
+        return True
 
     def score(self, adapter: Any, task: Task | None = None) -> ErrorTable:
         why = refusal(adapter)

@@ -7,7 +7,8 @@
 - select: mask rearrangement per block (greedy swap on the block Fisher), counts unchanged; grouped
   attention keeps the most important heads per group and the best groups.
 - apply: layer-wise mask tuning for the model's family (``planner.backends.tuning``), scales folded
-  into the output projections, then physical shrinking.
+  into the output projections, optionally FLAP's bias compensation (``compensate``: the tuned output
+  projections' mean residual as a bias, ``planner.backends.compensation``), then physical shrinking.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from torch import nn
 
 from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep, structured_units
+from planner.backends.compensation import compensate, compensated_shrink, output_means
 from planner.backends.fisher_math import diagonal_fisher, rearrange, removal_errors
 from planner.backends.tuners import tune_and_fold
 from planner.errors import PlannerError
@@ -62,8 +64,9 @@ class FisherBackend:
     Args:
         tune: run layer-wise mask tuning in ``apply`` (needs the task's calibration data).
         rearrange: use block-Fisher rearrangement in ``select`` (else plain top-k by Fisher).
-        teacher_levels: unit name -> level defining the tuning teacher (a masked model); None = the
-            dense model.
+        teacher_keep: unit name -> heads / neurons kept by the tuning teacher (a masked model); None =
+            the dense model.
+        compensate: add FLAP's bias compensation in ``apply`` (one more calibration pass).
     """
 
     name = "fisher"
@@ -75,9 +78,11 @@ class FisherBackend:
         tune: bool = True,
         rearrange: bool = True,
         teacher_keep: dict[str, tuple[int, ...]] | None = None,
+        compensate: bool = False,
         progress: bool = False,
     ) -> None:
         self.progress = progress
+        self.compensate = compensate
         self.tune = tune
         self.rearrange = rearrange
         self.teacher_keep = teacher_keep
@@ -120,8 +125,12 @@ class FisherBackend:
 
     def apply(self, adapter: Any, plan: Plan, task: Task | None) -> nn.Module:
         keep = plan_keep(plan)
-        if not self.tune:
+        if not self.tune and not self.compensate:
             return adapter.shrink(keep)
         checked = self._check(adapter, task)
+        if not self.tune:
+            return compensated_shrink(adapter, keep, checked)
         folded = tune_and_fold(adapter, keep, checked, teacher_keep=self.teacher_keep, progress=self.progress)
+        if self.compensate:
+            compensate(adapter, folded, keep, output_means(adapter, checked))
         return folded.shrink(keep)

@@ -19,18 +19,16 @@ baseline of ``planner sweep``, not a backend of ``planner apply`` (``PEER_BACKEN
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import numpy as np
-import torch
 from torch import nn
 
 from planner.backends.activations import input_moments
 from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep, structured_units
+from planner.backends.compensation import compensated_shrink, output_projection
 from planner.backends.magnitude import input_column_energy, mass_share
 from planner.errors import PlannerError
-from planner.models.transformer import head_columns
 from planner.models.units import Level, Unit
 from planner.records.error_table import ErrorTable
 from planner.records.plan import Plan
@@ -93,7 +91,7 @@ class FlapBackend:
         if why is not None:
             raise PlannerError(why)
         units = structured_units(adapter)
-        outputs = [_output(adapter, u) for u in units]
+        outputs = [output_projection(adapter, u) for u in units]
         moments = input_moments(task, adapter.model, outputs)
         importance, extra, errors = {}, {}, []
         for unit, module, stats in zip(units, outputs, moments, strict=True):
@@ -114,50 +112,3 @@ class FlapBackend:
         if task is None:
             raise PlannerError("FLAP's bias compensation needs calibration data (a task).")
         return compensated_shrink(adapter, plan_keep(plan), task)
-
-
-def _output(adapter: Any, unit: Unit) -> nn.Module:
-    layer = adapter.layers[unit.layer]
-    return adapter.head_output(layer) if unit.kind == "attention" else adapter.neuron_output(layer)
-
-
-def compensated_shrink(adapter: Any, keep: dict[str, Any], task: Task) -> nn.Module:
-    """``adapter.shrink(keep)`` with FLAP's bias compensation (channel means: one calibration pass)."""
-    units = structured_units(adapter)
-    moments = input_moments(task, adapter.model, [_output(adapter, u) for u in units])
-    means = {u.name: m.mean for u, m in zip(units, moments, strict=True)}
-    return adapter.rebind(_compensated_copy(adapter, keep, means)).shrink(keep)
-
-
-def compensation(module: nn.Module, removed: np.ndarray, mean: np.ndarray) -> torch.Tensor:
-    """(out,) the removed input channels' mean contribution, W[:, removed] @ mean[removed]."""
-    weight = module.get_parameter("weight").detach().double()
-    columns = weight if isinstance(module, nn.Linear) else weight.T  # (out, in)
-    index = torch.as_tensor(removed, dtype=torch.long)
-    return columns[:, index] @ torch.as_tensor(mean, dtype=torch.float64)[index]
-
-
-def _add_bias(module: nn.Module, shift: torch.Tensor) -> None:
-    weight = module.get_parameter("weight")
-    bias = getattr(module, "bias", None)
-    with torch.no_grad():
-        if bias is None:
-            module.bias = nn.Parameter(shift.to(weight.dtype))
-        else:
-            bias.add_(shift.to(bias.dtype))
-
-
-def _compensated_copy(adapter: Any, keep: dict[str, Any], means: dict[str, np.ndarray]) -> nn.Module:
-    """A copy of the dense model whose output projections carry the compensation biases."""
-    model = copy.deepcopy(adapter.model)
-    copied = adapter.rebind(model)
-    for unit in structured_units(copied):
-        if unit.name not in keep:
-            continue
-        width = copied.head_size if unit.kind == "attention" else 1
-        kept = head_columns([int(i) for i in keep[unit.name]], width, torch.device("cpu")).numpy()
-        removed = np.setdiff1d(np.arange(unit.size * width), kept)
-        if removed.size:
-            module = _output(copied, unit)
-            _add_bias(module, compensation(module, removed, means[unit.name]))
-    return model

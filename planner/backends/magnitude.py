@@ -10,7 +10,9 @@ in [0, 1]):
 - error of a structured level = removed squared mass / the unit's total;
 - weight sparsity (generic Linear/Conv2d): per-layer magnitude masks (unstructured: smallest |w|;
   2:4: the 2 largest of every 4), error = removed weight^2 / total weight^2;
-- output channels: rows kept by norm, error = removed row norm^2 / total.
+- output channels: rows kept by norm, error = removed row norm^2 / total;
+- apply (transformers): physical shrinking, optionally with FLAP's bias compensation (``compensate``;
+  then the backend needs calibration data for the channel means).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ import torch
 from torch import nn
 
 from planner.backends.base import best_keep, level_errors, plan_keep
+from planner.backends.compensation import compensated_shrink
 from planner.errors import PlannerError
 from planner.models.generic import weight_mask
 from planner.models.units import Level, Unit
@@ -94,10 +97,15 @@ class MagnitudeBackend:
     """Magnitude pruning for transformer heads/neurons and generic weight sparsity."""
 
     name = "magnitude"
-    needs_task = False
 
-    def __init__(self, *, progress: bool = False) -> None:
+    def __init__(self, *, compensate: bool = False, progress: bool = False) -> None:
         self.progress = progress  # scoring and shrinking take well under a second: no bar needed
+        self.compensate = compensate
+
+    @property
+    def needs_task(self) -> bool:
+        """Only the compensation's channel means need data."""
+        return self.compensate
 
     def score(self, adapter: Any, task: Task | None = None) -> ErrorTable:
         units = adapter.units()
@@ -132,7 +140,11 @@ class MagnitudeBackend:
 
     def apply(self, adapter: Any, plan: Plan, task: Task | None = None) -> nn.Module:
         if getattr(adapter, "supports_shrinking", False):
-            return adapter.shrink(plan_keep(plan))
+            if not self.compensate:
+                return adapter.shrink(plan_keep(plan))
+            if task is None:
+                raise PlannerError("bias compensation needs calibration data (a task) for the channel means.")
+            return compensated_shrink(adapter, plan_keep(plan), task)
         return apply_weight_sparsity(adapter, plan)
 
 
