@@ -95,7 +95,7 @@ def test_mask_tuning_does_not_increase_the_first_layer_error() -> None:
     _, adapter, task = classifier_setup(n=32)
     keep = {ATT0: [0, 2], ATT1: [1, 2, 3], FFN0: list(range(0, 48, 3)), FFN1: list(range(20))}
     binary = binary_scales(adapter, keep)
-    tuned = tune_bert(adapter, keep, task)
+    tuned = tune_bert(adapter, keep, task).scales
     for name in keep:
         assert torch.all((tuned[name] == 0) == (binary[name] == 0))
     assert not torch.equal(tuned[ATT0], binary[ATT0])  # something was actually tuned

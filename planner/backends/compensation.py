@@ -25,6 +25,7 @@ from torch import nn
 
 from planner.backends.activations import input_moments
 from planner.backends.base import structured_units
+from planner.backends.tuning import add_bias
 from planner.models.transformer import head_columns
 from planner.models.units import Unit
 from planner.tasks.base import Task
@@ -57,17 +58,6 @@ def bias_shift(dense: nn.Module, pruned: nn.Module, kept: np.ndarray, mean: np.n
     index = torch.as_tensor(kept, dtype=torch.long)
     after[:, index] = columns(pruned)[:, index]
     return (columns(dense) - after) @ torch.as_tensor(mean, dtype=torch.float64)
-
-
-def add_bias(module: nn.Module, shift: torch.Tensor) -> None:
-    """Add ``shift`` (out,) to the module's bias, creating one when it has none."""
-    weight = module.get_parameter("weight")
-    bias = getattr(module, "bias", None)
-    with torch.no_grad():
-        if bias is None:
-            module.bias = nn.Parameter(shift.to(weight.dtype))
-        else:
-            bias.add_(shift.to(bias.dtype))
 
 
 def kept_channels(adapter: Any, unit: Unit, kept: Sequence[int]) -> np.ndarray:

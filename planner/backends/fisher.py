@@ -7,8 +7,9 @@
 - select: mask rearrangement per block (greedy swap on the block Fisher), counts unchanged; grouped
   attention keeps the most important heads per group and the best groups.
 - apply: layer-wise mask tuning for the model's family (``planner.backends.tuning``), scales folded
-  into the output projections, optionally FLAP's bias compensation (``compensate``: the tuned output
-  projections' mean residual as a bias, ``planner.backends.compensation``), then physical shrinking.
+  into the output projections, optionally with FLAP's bias compensation (``compensate``: each output
+  projection's bias fitted jointly with the scales, an intercept in the least squares; without
+  tuning, ``planner.backends.compensation``), then physical shrinking.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import torch
 from torch import nn
 
 from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep, structured_units
-from planner.backends.compensation import compensate, compensated_shrink, output_means
+from planner.backends.compensation import compensated_shrink
 from planner.backends.fisher_math import diagonal_fisher, rearrange, removal_errors
 from planner.backends.tuners import tune_and_fold
 from planner.errors import PlannerError
@@ -130,7 +131,7 @@ class FisherBackend:
         checked = self._check(adapter, task)
         if not self.tune:
             return compensated_shrink(adapter, keep, checked)
-        folded = tune_and_fold(adapter, keep, checked, teacher_keep=self.teacher_keep, progress=self.progress)
-        if self.compensate:
-            compensate(adapter, folded, keep, output_means(adapter, checked))
+        folded = tune_and_fold(
+            adapter, keep, checked, teacher_keep=self.teacher_keep, intercept=self.compensate, progress=self.progress
+        )
         return folded.shrink(keep)

@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from planner.backends.tuning import Scales, fold_scales
+from planner.backends.tuning import Tuned, fold_scales
 from planner.tasks.base import Task
 
-Tuner = Callable[..., Scales]
-"""``tuner(adapter, keep, task, *, teacher_keep, progress) -> Scales``."""
+Tuner = Callable[..., Tuned]
+"""``tuner(adapter, keep, task, *, teacher_keep, intercept, progress) -> Tuned``."""
 
 
 def _tuners() -> dict[type, Tuner]:
@@ -37,15 +37,17 @@ def tune_and_fold(
     task: Task,
     *,
     teacher_keep: Mapping[str, Sequence[int]] | None = None,
+    intercept: bool = False,
     progress: bool = False,
 ) -> Any:
-    """Tune scales for ``keep`` on the task's calibration data and fold them into a copy.
+    """Tune scales for ``keep`` on the task's calibration data and fold them into a copy
+    (``intercept``: each output projection's bias is fitted with the scales, FLAP's compensation).
 
     Returns:
         An adapter over the tuned copy (the caller's adapter and model are untouched).
     """
     for cls, tuner in _tuners().items():
         if isinstance(adapter, cls):
-            scales = tuner(adapter, keep, task, teacher_keep=teacher_keep, progress=progress)
-            return fold_scales(adapter, scales)
+            tuned = tuner(adapter, keep, task, teacher_keep=teacher_keep, intercept=intercept, progress=progress)
+            return fold_scales(adapter, tuned)
     raise TypeError(f"no mask tuning for {type(adapter).__name__}; families with tuning: BERT, decoders")

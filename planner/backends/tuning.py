@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -45,28 +46,79 @@ class BlockSolver:
     """Accumulates one block's least-squares problem over calibration batches and solves it.
 
     ``add_contributions(c, y, m)``: explicit per-unit contributions c (b, S, D, K), target y
-    (b, S, D) and token mask m (b, S, 1). ``add_features(a, w, y)``: features a (T, K) of kept
-    neurons, output columns w (D, K) and targets y (T, D) (normal equations with
-    ``G = (w^T w) * (a^T a)``, no (T, D, K) tensor).
+    (b, S, D) and token mask m (b, S, 1). ``add_features(a, w, y, tokens)``: features a (T, K) of
+    kept neurons, output columns w (D, K) and targets y (T, D), padding rows zeroed, ``tokens`` real
+    rows (normal equations with ``G = (w^T w) * (a^T a)``, no (T, D, K) tensor).
+
+    With ``intercept=True`` the problem also has a free bias b (D,), ``min ||y - sum_k s_k c_k - b||^2``
+    (FLAP's bias compensation, fitted jointly with the scales): the scales solve the centred problem
+    (``G - T cbar^T cbar``, ``r - T cbar^T ybar`` with the token means cbar (D, K), ybar (D,)) and
+    ``shift = ybar - cbar @ s``.
     """
 
-    def __init__(self, kept: int) -> None:
+    def __init__(self, kept: int, *, intercept: bool = False) -> None:
         self.gram = torch.zeros(kept, kept, dtype=torch.float64)
         self.rhs = torch.zeros(kept, dtype=torch.float64)
+        self.intercept = intercept
+        self.tokens = 0.0
+        self.c_sum: torch.Tensor | float = 0.0  # (D, K) once data arrived
+        self.y_sum: torch.Tensor | float = 0.0  # (D,)
+        self.shift: torch.Tensor | None = None
+        """(D,) the fitted bias after ``solve`` with ``intercept``, else None."""
 
     def add_contributions(self, c: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> None:
         masked = c * m.unsqueeze(-1)
         self.gram += torch.einsum("bsdk,bsdj->kj", masked, c).double()
         self.rhs += torch.einsum("bsdk,bsd->k", masked, y).double()
+        if self.intercept:
+            self.tokens += float(m.sum())
+            self.c_sum = self.c_sum + masked.double().sum(dim=(0, 1))
+            self.y_sum = self.y_sum + (y * m).double().sum(dim=(0, 1))
 
-    def add_features(self, a: torch.Tensor, w: torch.Tensor, y: torch.Tensor) -> None:
+    def add_features(self, a: torch.Tensor, w: torch.Tensor, y: torch.Tensor, tokens: int = 0) -> None:
         a64, w64 = a.double(), w.double()
         self.gram += (w64.T @ w64) * (a64.T @ a64)
         self.rhs += (a64 * (y.double() @ w64)).sum(dim=0)
+        if self.intercept:
+            self.tokens += tokens
+            self.c_sum = self.c_sum + w64 * a64.sum(dim=0)
+            self.y_sum = self.y_sum + y.double().sum(dim=0)
 
     def solve(self) -> torch.Tensor | None:
-        scales = damped_scales(self.gram.numpy(), self.rhs.numpy())
-        return None if scales is None else torch.from_numpy(scales).float()
+        gram, rhs = self.gram, self.rhs
+        means = self._means()
+        if means is not None:
+            c_bar, y_bar = means
+            gram = gram - self.tokens * (c_bar.T @ c_bar)
+            rhs = rhs - self.tokens * (c_bar.T @ y_bar)
+        scales = damped_scales(gram.numpy(), rhs.numpy())
+        if scales is None:
+            return None
+        solved = torch.from_numpy(scales)
+        if means is not None:
+            self.shift = (means[1] - means[0] @ solved).float()
+        return solved.float()
+
+    def _means(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """(cbar (D, K), ybar (D,)) over the real tokens, when fitting an intercept on data."""
+        if not (self.intercept and self.tokens > 0 and isinstance(self.c_sum, torch.Tensor)):
+            return None
+        return self.c_sum / self.tokens, torch.as_tensor(self.y_sum) / self.tokens
+
+
+def keep_shift(shifts: dict[str, torch.Tensor], unit: str, solver: BlockSolver) -> None:
+    """Record ``solver``'s fitted intercept (if any) as ``unit``'s shift."""
+    if solver.shift is not None:
+        shifts[unit] = solver.shift
+
+
+@dataclass(frozen=True)
+class Tuned:
+    """What mask tuning found: per unit the scales of its heads / neurons (0 for removed ones) and,
+    when fitted with an intercept, the bias its output projection gains ((D,); else no entry)."""
+
+    scales: Scales
+    shifts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 def scale_inputs(module: nn.Module, scale: torch.Tensor) -> None:
@@ -80,18 +132,35 @@ def scale_inputs(module: nn.Module, scale: torch.Tensor) -> None:
             weight.mul_(scale.to(weight.dtype).unsqueeze(1))
 
 
-def fold_scales(adapter: Any, scales: Scales) -> Any:
+def fold_scales(adapter: Any, tuned: Tuned) -> Any:
     """An adapter over a copy of the model with head scales folded into the attention output
     projection's column blocks and neuron scales into the down projection's columns (never into the
-    up projection: the activation is nonlinear). Removed units get scale 0 and are cut later."""
+    up projection: the activation is nonlinear), and fitted intercepts added to those projections'
+    biases. Removed units get scale 0 and are cut later."""
     model = copy.deepcopy(adapter.model)
     folded = adapter.rebind(model)
     for unit in folded.units():
-        if unit.name not in scales:
+        if unit.name not in tuned.scales:
             continue
         layer = folded.layers[unit.layer]
+        scale = tuned.scales[unit.name]
         if unit.kind == "attention":
-            scale_inputs(folded.head_output(layer), scales[unit.name].repeat_interleave(folded.head_size))
+            module = folded.head_output(layer)
+            scale_inputs(module, scale.repeat_interleave(folded.head_size))
         else:
-            scale_inputs(folded.neuron_output(layer), scales[unit.name])
+            module = folded.neuron_output(layer)
+            scale_inputs(module, scale)
+        if unit.name in tuned.shifts:
+            add_bias(module, tuned.shifts[unit.name])
     return folded
+
+
+def add_bias(module: nn.Module, shift: torch.Tensor) -> None:
+    """Add ``shift`` (out,) to the module's bias, creating one when it has none."""
+    weight = module.get_parameter("weight")
+    bias = getattr(module, "bias", None)
+    with torch.no_grad():
+        if bias is None:
+            module.bias = nn.Parameter(shift.to(weight.dtype))
+        else:
+            bias.add_(shift.to(bias.dtype))

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from planner.backends.tuning import BlockSolver, Scales, binary_scales
+from planner.backends.tuning import BlockSolver, Tuned, binary_scales, keep_shift
 from planner.tasks.base import Task
 from profilers.profiler import progress_bar
 
@@ -63,10 +63,13 @@ def tune_bert(
     task: Task,
     *,
     teacher_keep: Mapping[str, Sequence[int]] | None = None,
+    intercept: bool = False,
     progress: bool = False,
-) -> Scales:
-    """Scales for kept heads and neurons of every layer (0 for removed ones)."""
+) -> Tuned:
+    """Scales for kept heads and neurons of every layer (0 for removed ones); with ``intercept`` also
+    the bias shift of every tuned block's output projection."""
     scales = binary_scales(adapter, keep)
+    shifts: dict[str, torch.Tensor] = {}
     targets, hidden, layer_masks = _teacher_targets(adapter, task, teacher_keep)
     token_mask = task.calibration.attention_mask.to(hidden.dtype).unsqueeze(-1)  # (n, S, 1)
     batch = task.batch_size
@@ -78,7 +81,7 @@ def tune_bert(
             size = attention.self.attention_head_size
             w_o, b_o = attention.output.dense.weight, attention.output.dense.bias  # (D, H*d), (D,)
             kept_heads = torch.nonzero(scales[att_unit]).flatten()
-            solver = BlockSolver(len(kept_heads))
+            solver = BlockSolver(len(kept_heads), intercept=intercept)
             contexts = []
             for batch_index, start in enumerate(range(0, hidden.shape[0], batch)):
                 x = hidden[start : start + batch]
@@ -95,23 +98,27 @@ def tune_bert(
                     tuning = False
                 else:
                     scales[att_unit][kept_heads] = solved
+                    keep_shift(shifts, att_unit, solver)
             context_all = torch.cat(contexts)
             scale_cols = scales[att_unit].repeat_interleave(size)
+            b_o = b_o + shifts.get(att_unit, 0.0)
             att_out = attention.output.LayerNorm(F.linear(context_all * scale_cols, w_o, b_o) + hidden)
             w1, b1 = layer.intermediate.dense.weight, layer.intermediate.dense.bias
             w2, b2 = layer.output.dense.weight, layer.output.dense.bias
             kept = torch.nonzero(scales[ffn_unit]).flatten()
             activations = layer.intermediate.intermediate_act_fn(F.linear(att_out, w1, b1))  # (n, S, N)
             if tuning and len(kept):
-                ffn_solver = BlockSolver(len(kept))
+                ffn_solver = BlockSolver(len(kept), intercept=intercept)
                 a = (activations[..., kept] * token_mask).reshape(-1, len(kept))
                 y = ((targets[index][1] - b2 - att_out) * token_mask).reshape(-1, w2.shape[0])
-                ffn_solver.add_features(a, w2[:, kept], y)
+                ffn_solver.add_features(a, w2[:, kept], y, tokens=int(token_mask.sum()))
                 solved = ffn_solver.solve()
                 if solved is None:
                     tuning = False
                 else:
                     scales[ffn_unit][kept] = solved
+                    keep_shift(shifts, ffn_unit, ffn_solver)
+            b2 = b2 + shifts.get(ffn_unit, 0.0)
             hidden = layer.output.LayerNorm(F.linear(activations * scales[ffn_unit], w2, b2) + att_out)
             bar.update(1)
-    return scales
+    return Tuned(scales, shifts)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from planner.backends.tuning import BlockSolver, Scales, binary_scales
+from planner.backends.tuning import BlockSolver, Tuned, binary_scales, keep_shift
 from planner.tasks.base import Task
 from profilers.profiler import progress_bar
 
@@ -92,10 +92,13 @@ def tune_decoder(
     task: Task,
     *,
     teacher_keep: Mapping[str, Sequence[int]] | None = None,
+    intercept: bool = False,
     progress: bool = False,
-) -> Scales:
-    """Scales for kept query heads and neurons of every layer (0 for removed ones)."""
+) -> Tuned:
+    """Scales for kept query heads and neurons of every layer (0 for removed ones); with ``intercept``
+    also the bias shift of every tuned block's output projection."""
     scales = binary_scales(adapter, keep)
+    shifts: dict[str, torch.Tensor] = {}
     teacher_masks = {} if teacher_keep is None else binary_scales(adapter, teacher_keep)
     student_in, calls = _layer_calls(adapter, task)
     teacher_in = [x.clone() for x in student_in]
@@ -120,7 +123,7 @@ def tune_decoder(
                 with adapter.masked({att_unit: scales[att_unit]}), _captured(out_proj, inputs=True) as contexts:
                     for x, kw in zip(student_in, calls, strict=True):
                         _run(layer, x, kw[index])
-                solver = BlockSolver(len(kept))
+                solver = BlockSolver(len(kept), intercept=intercept)
                 size = adapter.head_size
                 bias = _bias(out_proj)
                 for b, context in enumerate(contexts):
@@ -136,17 +139,19 @@ def tune_decoder(
                     tuning = False
                 else:
                     scales[att_unit][kept] = solved
+                    keep_shift(shifts, att_unit, solver)
             # Student, MLP: activations of kept neurons through the down projection.
             kept = torch.nonzero(scales[mlp_unit]).flatten()
             if tuning and len(kept):
                 with (
                     adapter.masked({att_unit: scales[att_unit], mlp_unit: scales[mlp_unit]}),
+                    _shifted({out_proj: shifts.get(att_unit)}),
                     _captured(out_proj, inputs=False) as att_s,
                     _captured(down_proj, inputs=True) as activations,
                 ):
                     for x, kw in zip(student_in, calls, strict=True):
                         _run(layer, x, kw[index])
-                solver = BlockSolver(len(kept))
+                solver = BlockSolver(len(kept), intercept=intercept)
                 w = input_columns(down_proj, kept)  # (D, K)
                 bias = _bias(down_proj)
                 for b, a in enumerate(activations):
@@ -155,16 +160,37 @@ def tune_decoder(
                         residual = student_in[b] + att_s[b]
                         target = target + teacher_residual(att_t, mlp_t, teacher_in, b, stage="mlp") - residual
                     features = (a[..., kept] * token_masks[b]).reshape(-1, len(kept))
-                    solver.add_features(features, w, (target * token_masks[b]).reshape(-1, w.shape[0]))
+                    targets = (target * token_masks[b]).reshape(-1, w.shape[0])
+                    solver.add_features(features, w, targets, tokens=int(token_masks[b].sum()))
                 solved = solver.solve()
                 if solved is None:
                     tuning = False
                 else:
                     scales[mlp_unit][kept] = solved
-            with adapter.masked({att_unit: scales[att_unit], mlp_unit: scales[mlp_unit]}):
+                    keep_shift(shifts, mlp_unit, solver)
+            with (
+                adapter.masked({att_unit: scales[att_unit], mlp_unit: scales[mlp_unit]}),
+                _shifted({out_proj: shifts.get(att_unit), down_proj: shifts.get(mlp_unit)}),
+            ):
                 student_in = [_run(layer, x, kw[index]) for x, kw in zip(student_in, calls, strict=True)]
             bar.update(1)
-    return scales
+    return Tuned(scales, shifts)
+
+
+@contextmanager
+def _shifted(shifts: Mapping[nn.Module, torch.Tensor | None]) -> Iterator[None]:
+    """Add a fitted bias shift (D,) to each module's output while the block runs (registered before
+    any capture, so captured outputs include it)."""
+    handles = [
+        module.register_forward_hook(lambda m, args, out, shift=shift: out + shift.to(out.dtype))
+        for module, shift in shifts.items()
+        if shift is not None
+    ]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 def teacher_residual(
