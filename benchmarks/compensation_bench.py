@@ -15,6 +15,7 @@ Run: ``.venv/bin/python benchmarks/compensation_bench.py [case ...]``; the last 
 
 from __future__ import annotations
 
+import os
 import sys
 import tempfile
 import time
@@ -24,7 +25,10 @@ from typing import Any
 import numpy as np
 import torch
 
-MEDICINE = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "reviews-medicine-4class.jsonl")
+MEDICINE = os.environ.get(
+    "PLANNER_HARD_DATA", str(Path(__file__).resolve().parents[2] / "shared" / "data" / "reviews-medicine-4class.jsonl")
+)
+"""The harder development set beside the project (``PLANNER_HARD_DATA`` overrides its path)."""
 CASES: dict[str, dict[str, Any]] = {
     "minilm-medicine": dict(model="minilm", data=MEDICINE, calibration_size=256, batch_size=32, test_size=None),
     "minilm-bbc": dict(model="minilm", data="bbc", calibration_size=256, batch_size=32, test_size=None),
