@@ -18,7 +18,9 @@ at the same measured speed.
 The peers (``PEERS``: depth pruning by Block Influence as ShortGPT does it, FLAP) are what
 practitioners use instead of a planner; they sit at their own measured speed, compared with uniform
 at their target, and every searched method is planned again at each peer's measured speed too
-(``matched_to`` names the peer's row), so each row says which ``baseline`` its paired difference is to.
+(``matched_to`` names the peer's row; where the searched plan already measured within tolerance of a
+peer, its own model gets a second row against the peer), so each row says which ``baseline`` its
+paired difference is to.
 
 With ``--recover-seconds`` / ``--recover-tokens`` every method's model is distilled from the dense one
 with the same budget before it is timed and evaluated, and its held-out metric before recovery is
@@ -325,12 +327,12 @@ def _sweep(
     adapter, dense = prepared.loaded.adapter, prepared.loaded.model
     log("verify: every pruned model timed interleaved with the dense one")
     _measure(entries, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in entries}}, measurement))
-    matched = _matched_entries(entries, run_jobs, prepared.table.max_speedup(), log)
+    matched, same_speed = _matched_entries(entries, run_jobs, prepared.table.max_speedup(), log)
     if matched:
         log("verify: plans made for uniform's measured speed")
         _measure(matched, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in matched}}, measurement))
     log(f"evaluate: held-out {prepared.task.metric} and KL to the dense model on {len(prepared.task.test)} examples")
-    frame = plots.pareto_frame(_evaluate(entries + matched, prepared))
+    frame = plots.pareto_frame(_evaluate(entries + matched + same_speed, prepared))
     with atomic_dir(target, overwrite=True) as tmp:
         frame.to_csv(tmp / "pareto.csv", index=False)
         plots.save_figure(plots.plot_pareto(frame), tmp / "pareto")
@@ -362,11 +364,18 @@ def _matched_entries(
     run_jobs: Callable[[Sequence[Job]], list[Done]],
     max_speedup: float,
     log: Callable[[str], None],
-) -> list[_Entry]:
+) -> tuple[list[_Entry], list[_Entry]]:
     """Searched methods planned again toward each baseline's measured speed (uniform's, and each peer's)
-    where theirs differs from it."""
+    where theirs differs from it; and where it does not differ from a peer's, the searched method's own
+    model compared with that peer (a second row of the same model and measurement, ``matched_to`` the
+    peer: its own row is compared with uniform).
+
+    Returns:
+        (entries planned again, to be measured; rows of already measured models)
+    """
     names = {method: name for name, method in SWEEP_METHODS.items()}
     todo: list[tuple[_Entry, _Entry, float]] = []  # (entry, the baseline's entry, speedup to plan for)
+    same_speed: list[_Entry] = []
     for base in [e for e in entries if _name(e.key) in (BASELINE, *PEERS)]:
         assert base.row is not None
         base_speed = float(base.row["measured_speedup"])
@@ -376,6 +385,8 @@ def _matched_entries(
             assert entry.row is not None
             own_speed = float(entry.row["measured_speedup"])
             if abs(own_speed / base_speed - 1.0) <= MATCH_TOLERANCE:
+                if _name(base.key) in PEERS:
+                    same_speed.append(_same_model(entry, base))
                 continue
             planned = min(entry.target * base_speed / own_speed, max_speedup)
             if planned <= 1.0:
@@ -386,7 +397,7 @@ def _matched_entries(
             )
             todo.append((entry, base, planned))
     done = run_jobs([(names[entry.method], planned) for entry, _, planned in todo])
-    return [
+    planned_again = [
         _Entry(
             f"{entry.key}={_name(base.key)}",
             entry.method,
@@ -399,6 +410,17 @@ def _matched_entries(
         )
         for (entry, base, _), (plan, model, before, evaluated) in zip(todo, done, strict=True)
     ]
+    return planned_again, same_speed
+
+
+def _same_model(entry: _Entry, base: _Entry) -> _Entry:
+    """``entry``'s model and measurement again, compared with ``base`` (measured within tolerance of it)."""
+    assert entry.row is not None
+    key = f"{entry.key}={_name(base.key)}"
+    return _Entry(
+        key, entry.method, base.target, entry.plan, entry.model, base.key,
+        row={**entry.row, "matched_to": base.key}, evaluated=entry.evaluated, before=entry.before,
+    )  # fmt: skip
 
 
 def _name(key: str) -> str:
@@ -414,12 +436,14 @@ def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]
     reference = task.reference(prepared.loaded.model, task.test)
     metrics: dict[str, MetricResult] = {}
     kls: dict[str, np.ndarray] = {}
+    by_model: dict[int, Evaluated] = {}  # a model compared with two baselines is evaluated once
     for entry in entries:
-        if entry.evaluated is not None:
-            metrics[entry.key], kls[entry.key] = entry.evaluated
-        else:
-            metrics[entry.key] = task.evaluate(entry.model)
-            kls[entry.key] = task.divergence(entry.model, task.test, reference)
+        if entry.evaluated is None and id(entry.model) not in by_model:
+            by_model[id(entry.model)] = (
+                task.evaluate(entry.model),
+                task.divergence(entry.model, task.test, reference),
+            )
+        metrics[entry.key], kls[entry.key] = entry.evaluated or by_model[id(entry.model)]
     labels = {e.key: e.method.label for e in entries}
     rows = []
     for entry in entries:

@@ -180,3 +180,29 @@ def test_a_decoder_sweep_with_depth_and_flap_compares_at_equal_measured_speed(wo
         base = frame[(frame["matched_to"] == "") & (frame["method"] == row.baseline)].iloc[0]
         assert row.matched_to.split("@")[0] in {"uniform", "depth", "flap"}
         assert row.vs_baseline == pytest.approx(row.metric - float(base["metric"]))
+    # every peer meets the planner at equal measured speed: planned again, or its own model when close
+    for label in ("depth (ShortGPT)", "FLAP"):
+        assert (matched["baseline"] == label).sum() <= 1
+
+
+def test_the_planner_meets_each_peer_at_its_measured_speed() -> None:
+    """Planned again where it measured more than 3% away from a peer; its own model compared with the
+    peer (no new job) where it measured within 3%; uniform's own comparison needs no second row."""
+    from planner.sweep import SWEEP_METHODS, _Entry, _matched_entries
+
+    def entry(name: str, speed: float) -> _Entry:
+        return _Entry(f"{name}@2", SWEEP_METHODS[name], 2.0, object(), object(), row={"measured_speedup": speed})  # type: ignore[arg-type]
+
+    spdy = entry("spdy", 1.90)
+    entries = [spdy, entry("uniform", 1.91), entry("depth", 1.50), entry("flap", 1.93)]
+    jobs: list[tuple[str, float]] = []
+
+    def run_jobs(todo):  # type: ignore[no-untyped-def]
+        jobs.extend(todo)
+        return [(object(), object(), None, None) for _ in todo]
+
+    planned, same = _matched_entries(entries, run_jobs, 3.0, lambda _line: None)
+    assert jobs == [("spdy", pytest.approx(2.0 * 1.50 / 1.90))]
+    assert [e.key for e in planned] == ["spdy@2=depth"] and planned[0].matched_to == "depth@2"
+    assert [e.key for e in same] == ["spdy@2=flap"]
+    assert same[0].model is spdy.model and same[0].row == {"measured_speedup": 1.90, "matched_to": "flap@2"}
