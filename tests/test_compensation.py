@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from planner.backends import FisherBackend, MagnitudeBackend
-from planner.backends.compensation import output_projection
+from planner.backends.tuning import output_projection
 from planner.models.units import first_kept
 from planner.records.plan import UnitChoice
 from tests.tiny_models import TINY_ADAPTERS, TINY_TASKS, plan_of

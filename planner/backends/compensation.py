@@ -1,16 +1,13 @@
 """Bias compensation (FLAP, An et al. 2024): after heads / neurons are removed, each output projection
 (attention ``o_proj`` / BERT ``attention.output.dense``, MLP ``down_proj`` / ``output.dense``) gains the
-mean of what the pruned layer no longer produces, as a bias. No training, one calibration pass.
+mean of what the removed channels produced, as a bias: sum over removed input channels j of
+W[:, j] * mu_j, with mu the projection's mean input in the dense model over the calibration set's
+real tokens. No training, one calibration pass. Exact in mean for the first pruned layer, an estimate
+for later ones (their inputs change).
 
-For an output projection with dense weights W (out, in), the weights it ends with W' (out, in; zero on
-removed input channels, possibly rescaled on kept ones by mask tuning) and the mean input over the
-calibration set's real tokens mu (in,), the bias shift is (W - W') @ mu. Without tuning that is FLAP's
-sum over removed channels j of W[:, j] * mu_j; after mask tuning it is the tuned layer's mean residual,
-the intercept the least-squares fit left out (for fixed weights, the shift that minimises the
-calibration set's squared output error).
-
-The means are taken in the dense model (as FLAP does), so the shift is exact for the first pruned
-layer and an estimate for the later ones.
+With Fisher's mask tuning the same idea is an intercept fitted jointly with the scales
+(``planner.backends.tuning.BlockSolver``), not this dense-mean shift: the tuned layers see the pruned
+model's inputs, and a dense-mean shift after tuning lost 10 points on MiniLM.
 """
 
 from __future__ import annotations
@@ -25,16 +22,10 @@ from torch import nn
 
 from planner.backends.activations import input_moments
 from planner.backends.base import structured_units
-from planner.backends.tuning import add_bias
+from planner.backends.tuning import add_bias, input_columns, output_projection
 from planner.models.transformer import head_columns
 from planner.models.units import Unit
 from planner.tasks.base import Task
-
-
-def output_projection(adapter: Any, unit: Unit) -> nn.Module:
-    """The module whose input channels are ``unit``'s heads (``head_output``) or neurons (``neuron_output``)."""
-    layer = adapter.layers[unit.layer]
-    return adapter.head_output(layer) if unit.kind == "attention" else adapter.neuron_output(layer)
 
 
 def output_means(adapter: Any, task: Task) -> dict[str, np.ndarray]:
@@ -45,49 +36,23 @@ def output_means(adapter: Any, task: Task) -> dict[str, np.ndarray]:
     return {u.name: m.mean for u, m in zip(units, moments, strict=True)}
 
 
-def columns(module: nn.Module) -> torch.Tensor:
-    """(out, in) float64 weights of a Linear or GPT-2 Conv1D (which stores (in, out))."""
-    weight = module.get_parameter("weight").detach().double()
-    return weight if isinstance(module, nn.Linear) else weight.T
-
-
-def bias_shift(dense: nn.Module, pruned: nn.Module, kept: np.ndarray, mean: np.ndarray) -> torch.Tensor:
-    """(out,) ``(W - W') @ mean`` where W' is ``pruned``'s weights with the input channels outside
-    ``kept`` (indices, (k,)) zeroed."""
-    after = torch.zeros_like(columns(dense))
-    index = torch.as_tensor(kept, dtype=torch.long)
-    after[:, index] = columns(pruned)[:, index]
-    return (columns(dense) - after) @ torch.as_tensor(mean, dtype=torch.float64)
-
-
-def kept_channels(adapter: Any, unit: Unit, kept: Sequence[int]) -> np.ndarray:
-    """Input channels of ``unit``'s output projection that its kept heads / neurons own."""
+def removed_channels(adapter: Any, unit: Unit, kept: Sequence[int]) -> torch.Tensor:
+    """Input channels of ``unit``'s output projection that its removed heads / neurons owned."""
     width = adapter.head_size if unit.kind == "attention" else 1
-    return head_columns([int(i) for i in kept], width, torch.device("cpu")).numpy()
-
-
-def compensate(dense: Any, pruned: Any, keep: Mapping[str, Sequence[int]], means: Mapping[str, np.ndarray]) -> None:
-    """Add the bias shift of every unit in ``keep`` to ``pruned``'s output projections, in place.
-
-    Args:
-        dense: adapter over the dense model (W).
-        pruned: adapter over a full-width copy whose output projections hold W' on kept channels
-            (the dense copy, or the mask-tuned copy); not yet shrunk.
-        keep: unit name -> kept heads / neurons (units left out stay dense).
-        means: ``output_means(dense, task)``.
-    """
-    dense_units = {u.name: u for u in structured_units(dense)}
-    for unit in structured_units(pruned):
-        if unit.name not in keep:
-            continue
-        kept = kept_channels(pruned, unit, keep[unit.name])
-        target = output_projection(pruned, unit)
-        shift = bias_shift(output_projection(dense, dense_units[unit.name]), target, kept, means[unit.name])
-        add_bias(target, shift)
+    owned = torch.ones(unit.size * width, dtype=torch.bool)
+    owned[head_columns([int(i) for i in kept], width, torch.device("cpu"))] = False
+    return torch.nonzero(owned).flatten()
 
 
 def compensated_shrink(adapter: Any, keep: Mapping[str, Sequence[int]], task: Task) -> nn.Module:
     """``adapter.shrink(keep)`` with the removed channels' mean contribution added as biases (FLAP)."""
+    means = output_means(adapter, task)
     copied = adapter.rebind(copy.deepcopy(adapter.model))
-    compensate(adapter, copied, keep, output_means(adapter, task))
+    for unit in structured_units(copied):
+        if unit.name not in keep:
+            continue
+        module = output_projection(copied, unit)
+        removed = removed_channels(copied, unit, keep[unit.name])
+        mean = torch.as_tensor(means[unit.name], dtype=torch.float64)[removed]
+        add_bias(module, input_columns(module, removed).detach().double() @ mean)
     return copied.shrink(keep)

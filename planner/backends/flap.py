@@ -26,8 +26,9 @@ from torch import nn
 
 from planner.backends.activations import input_moments
 from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep, structured_units
-from planner.backends.compensation import compensated_shrink, output_projection
+from planner.backends.compensation import compensated_shrink
 from planner.backends.magnitude import input_column_energy, mass_share
+from planner.backends.tuning import output_projection
 from planner.errors import PlannerError
 from planner.models.units import Level, Unit
 from planner.records.error_table import ErrorTable

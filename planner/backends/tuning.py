@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from planner.backends.fisher_math import damped_scales
+from planner.models.units import Unit
 
 Scales = dict[str, torch.Tensor]
 """unit name -> (size,) scale per head (query head) or neuron; 0 for removed ones."""
@@ -121,6 +122,19 @@ class Tuned:
     shifts: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
+def input_columns(module: nn.Module, columns: torch.Tensor) -> torch.Tensor:
+    """The weights that multiply input features ``columns`` of a projection, as (out, len(columns))
+    (a Linear's weight columns; a GPT-2 Conv1D stores (in, out), so its rows, transposed)."""
+    weight = module.get_parameter("weight")
+    return weight[:, columns] if isinstance(module, nn.Linear) else weight[columns, :].T
+
+
+def output_projection(adapter: Any, unit: Unit) -> nn.Module:
+    """The module whose input channels are ``unit``'s heads (``head_output``) or neurons (``neuron_output``)."""
+    layer = adapter.layers[unit.layer]
+    return adapter.head_output(layer) if unit.kind == "attention" else adapter.neuron_output(layer)
+
+
 def scale_inputs(module: nn.Module, scale: torch.Tensor) -> None:
     """Multiply the input features of a projection by ``scale`` in place: a Linear's weight columns,
     a GPT-2 ``Conv1D``'s weight rows (its weight is stored (in, out))."""
@@ -142,14 +156,9 @@ def fold_scales(adapter: Any, tuned: Tuned) -> Any:
     for unit in folded.units():
         if unit.name not in tuned.scales:
             continue
-        layer = folded.layers[unit.layer]
         scale = tuned.scales[unit.name]
-        if unit.kind == "attention":
-            module = folded.head_output(layer)
-            scale_inputs(module, scale.repeat_interleave(folded.head_size))
-        else:
-            module = folded.neuron_output(layer)
-            scale_inputs(module, scale)
+        module = output_projection(folded, unit)
+        scale_inputs(module, scale.repeat_interleave(folded.head_size) if unit.kind == "attention" else scale)
         if unit.name in tuned.shifts:
             add_bias(module, tuned.shifts[unit.name])
     return folded

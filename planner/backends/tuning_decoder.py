@@ -19,16 +19,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from planner.backends.tuning import BlockSolver, Tuned, binary_scales, keep_shift
+from planner.backends.tuning import BlockSolver, Tuned, binary_scales, input_columns, keep_shift
 from planner.tasks.base import Task
 from profilers.profiler import progress_bar
-
-
-def input_columns(module: nn.Module, columns: torch.Tensor) -> torch.Tensor:
-    """The weights that multiply input features ``columns`` of a projection, as (out, len(columns))
-    (a Linear's weight columns; a GPT-2 Conv1D stores (in, out), so its rows, transposed)."""
-    weight = module.get_parameter("weight")
-    return weight[:, columns] if isinstance(module, nn.Linear) else weight[columns, :].T
 
 
 def _bias(module: nn.Module) -> torch.Tensor | float:
