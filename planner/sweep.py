@@ -11,9 +11,11 @@ held-out KL to the dense model, with 95% bootstrap intervals and a "win" / "tie"
 Like for like: uniform's coarse grid lands above its target (it predicted 1.61x for 1.5x), and the
 table's error differs between allocations, so a searched plan and uniform's plan for one target
 measure different speedups. When they differ by more than ``MATCH_TOLERANCE``, the searched method is
-planned again for ``its target x uniform's measured / its own measured`` (one secant step toward
+planned again for ``its target x uniform's measured / its own measured`` (a proportional step toward
 uniform's measured speed), measured, and reported beside (``matched_to``), so the two are compared
-at the same measured speed.
+at the same measured speed. A re-plan that still measures more than ``MATCH_TOLERANCE`` away gets one
+more step of the same kind; the closer of the two is reported (the table's bias grows with the cut, so
+one step fell 5% short of depth's speed on SmolLM2).
 
 The peers (``PEERS``: depth pruning by Block Influence as ShortGPT does it, FLAP) are what
 practitioners use instead of a planner; they sit at their own measured speed, compared with uniform
@@ -329,8 +331,13 @@ def _sweep(
     _measure(entries, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in entries}}, measurement))
     matched, same_speed = _matched_entries(entries, run_jobs, prepared.table.max_speedup(), log)
     if matched:
-        log("verify: plans made for uniform's measured speed")
+        log("verify: plans made for the baselines' measured speeds")
         _measure(matched, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in matched}}, measurement))
+        again = _matched_again(matched, entries, run_jobs, prepared.table.max_speedup(), log)
+        if again:
+            log("verify: plans made again where the first re-plan missed the baseline's speed")
+            _measure(again, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in again}}, measurement))
+            matched = _closest(matched, again, entries)
     log(f"evaluate: held-out {prepared.task.metric} and KL to the dense model on {len(prepared.task.test)} examples")
     frame = plots.pareto_frame(_evaluate(entries + matched + same_speed, prepared))
     with atomic_dir(target, overwrite=True) as tmp:
@@ -411,6 +418,54 @@ def _matched_entries(
         for (entry, base, _), (plan, model, before, evaluated) in zip(todo, done, strict=True)
     ]
     return planned_again, same_speed
+
+
+def _matched_again(
+    matched: list[_Entry],
+    entries: list[_Entry],
+    run_jobs: Callable[[Sequence[Job]], list[Done]],
+    max_speedup: float,
+    log: Callable[[str], None],
+) -> list[_Entry]:
+    """A second step for each measured re-plan still more than ``MATCH_TOLERANCE`` from its baseline's
+    measured speed: planned for ``its planned speed x the baseline's measured / its own measured``.
+
+    A proportional step, not a secant through the first plan: the two measurements are close together
+    and noisy, and a secant's slope through them once sent a 1.59x re-plan to 2.2x.
+    """
+    names = {method: name for name, method in SWEEP_METHODS.items()}
+    speeds = {e.key: float(e.row["measured_speedup"]) for e in entries if e.row is not None}
+    todo: list[tuple[_Entry, float]] = []
+    for entry in matched:
+        assert entry.row is not None
+        own, base = float(entry.row["measured_speedup"]), speeds[entry.matched_to]
+        if abs(own / base - 1.0) <= MATCH_TOLERANCE:
+            continue
+        planned = min(entry.plan.target_speedup * base / own, max_speedup)
+        if planned <= 1.0 or abs(planned / entry.plan.target_speedup - 1.0) < 1e-6:
+            continue
+        log(
+            f"{entry.target:g}x: {entry.method.label} planned for {entry.plan.target_speedup:.2f}x measured "
+            f"{own:.2f}x, {entry.matched_to} {base:.2f}x: planned again for {planned:.2f}x"
+        )
+        todo.append((entry, planned))
+    done = run_jobs([(names[entry.method], planned) for entry, planned in todo])
+    return [
+        _Entry(entry.key, entry.method, entry.target, plan, model, entry.matched_to, evaluated=evaluated, before=before)
+        for (entry, _), (plan, model, before, evaluated) in zip(todo, done, strict=True)
+    ]
+
+
+def _closest(matched: list[_Entry], again: list[_Entry], entries: list[_Entry]) -> list[_Entry]:
+    """Of each re-plan and its second step, the one that measured closer to its baseline's speed."""
+    speeds = {e.key: float(e.row["measured_speedup"]) for e in entries if e.row is not None}
+
+    def miss(entry: _Entry) -> float:
+        assert entry.row is not None
+        return abs(float(entry.row["measured_speedup"]) / speeds[entry.matched_to] - 1.0)
+
+    second = {e.key: e for e in again}
+    return [min((entry, second[entry.key]), key=miss) if entry.key in second else entry for entry in matched]
 
 
 def _same_model(entry: _Entry, base: _Entry) -> _Entry:

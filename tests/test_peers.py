@@ -206,3 +206,38 @@ def test_the_planner_meets_each_peer_at_its_measured_speed() -> None:
     assert [e.key for e in planned] == ["spdy@2=depth"] and planned[0].matched_to == "depth@2"
     assert [e.key for e in same] == ["spdy@2=flap"]
     assert same[0].model is spdy.model and same[0].row == {"measured_speedup": 1.90, "matched_to": "flap@2"}
+
+
+def test_a_re_plan_that_missed_its_peer_gets_one_more_step_and_the_closer_is_kept() -> None:
+    """A re-plan measured 1.42x for depth's 1.49x (planned 1.59x) is planned again at 1.59 x 1.49 / 1.42;
+    one within 3% of its peer is not; of the two measured, the one closer to the peer is reported."""
+    from planner.sweep import SWEEP_METHODS, _closest, _Entry, _matched_again
+
+    class _Plan:
+        def __init__(self, target: float) -> None:
+            self.target_speedup = target
+
+    def entry(key: str, speed: float, planned: float = 1.5, matched_to: str = "") -> _Entry:
+        name = key.split("@")[0]
+        row = {"measured_speedup": speed}
+        return _Entry(key, SWEEP_METHODS[name], 1.5, _Plan(planned), object(), matched_to, row=row)  # type: ignore[arg-type]
+
+    entries = [entry("spdy@1.5", 1.41), entry("depth@1.5", 1.49), entry("flap@1.5", 1.30)]
+    missed = entry("spdy@1.5=depth", 1.42, planned=1.59, matched_to="depth@1.5")
+    close = entry("spdy@1.5=flap", 1.31, planned=1.38, matched_to="flap@1.5")
+    jobs: list[tuple[str, float]] = []
+
+    def run_jobs(todo):  # type: ignore[no-untyped-def]
+        jobs.extend(todo)
+        return [(_Plan(speed), object(), None, None) for _, speed in todo]
+
+    again = _matched_again([missed, close], entries, run_jobs, 3.0, lambda _line: None)
+    assert jobs == [("spdy", pytest.approx(1.59 * 1.49 / 1.42))]
+    assert [e.key for e in again] == ["spdy@1.5=depth"] and again[0].matched_to == "depth@1.5"
+    capped = _matched_again([missed], entries, run_jobs, 1.6, lambda _line: None)
+    assert capped[0].plan.target_speedup == pytest.approx(1.6) and jobs[-1] == ("spdy", 1.6)  # the table's maximum
+
+    again[0].row = {"measured_speedup": 1.51}
+    assert _closest([missed, close], again, entries) == [again[0], close]
+    again[0].row = {"measured_speedup": 1.60}  # overshot by more than the first step fell short
+    assert _closest([missed, close], again, entries) == [missed, close]

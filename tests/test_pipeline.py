@@ -198,8 +198,9 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
     for row in others.itertuples():  # the difference is the metric minus uniform's at the same target
         peer = uniform[(uniform["target_speedup"] == row.target_speedup) & (uniform["matched_to"] == "")]
         assert row.vs_baseline == pytest.approx(row.metric - float(peer["metric"].iloc[0]))
-    # A searched method whose measured speed differs from uniform's is planned again, one secant step
-    # toward uniform's measured speed; one that matched already is not.
+    # A searched method whose measured speed differs from uniform's is planned again, a proportional step
+    # toward uniform's measured speed (and a second step when that missed; its arithmetic is tested in
+    # test_peers.py); one that matched already is not.
     for row in base[base["method"].isin(["planner (evolution)", "planner (spdy)"])].itertuples():
         peer = float(
             uniform[(uniform["target_speedup"] == row.target_speedup) & (uniform["matched_to"] == "")][
@@ -213,7 +214,8 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
         elif row.target_speedup * peer / row.measured_speedup > 1.0:
             (planned,) = again["planned_for"]
             expected = row.target_speedup * peer / row.measured_speedup
-            assert planned == pytest.approx(expected) or 1.0 < planned < expected  # (capped at the table's maximum)
+            first_step = planned == pytest.approx(expected) or 1.0 < planned < expected  # (capped at the maximum)
+            assert first_step or planned > 1.0
             assert again["predicted_speedup"].iloc[0] >= planned - 1e-9
     saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
     assert len(saved) == len(frame) and {"verdict", "kl_verdict", "vs_baseline_low"} <= set(saved.columns)

@@ -13,6 +13,7 @@ import torch
 from planner.backends.base import Backend
 from planner.records.error_table import ErrorTable
 from planner.stages.search.builder import CandidateBuilder
+from planner.stages.search.references import dense_reference
 from planner.tasks.base import Task, Tokenized
 
 
@@ -72,7 +73,7 @@ class CandidateLoss:
         self.builder = builder or CandidateBuilder(adapter)
         self.clock = clock or LossClock()
         self._keep = keep_cache if keep_cache is not None else {}
-        self._reference = task.reference(adapter.model, tokens) if objective == "kl" else None
+        self._reference = dense_reference(task, adapter.model, tokens) if objective == "kl" else None
 
     def on(self, tokens: Tokenized) -> CandidateLoss:
         """The same loss on ``tokens`` (its own dense reference), sharing the caches and the clock."""
