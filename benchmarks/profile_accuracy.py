@@ -8,10 +8,6 @@ families:
 - extreme: whole FFN / MLP blocks removed in half the layers (alternating, and all in one half),
   whole attention blocks removed the same two ways, and both removed in alternating layers, the rest
   dense; then the same patterns over units at half their range instead of dense;
-- depth: whole layers skipped (both units removed; evenly spread, 10% to 60% of the layers, the rest
-  dense or at half range). Decoders whose layers can be skipped only. Each row also shows the
-  prediction without layer shells (``shell0_err``: the curve fitted through the same anchors with
-  plain unit sums), the model before shells were measured;
 - anchors: the table's own calibration anchors (uniform and mixed whole models), timed again. Their
   errors share one sign and size when the table's dense time (the denominator of every predicted
   speedup) did not settle or moved between processes.
@@ -27,7 +23,7 @@ profile_seconds=<z>`` (worst family and runtime for the errors, slowest runtime 
 one line per family.
 
 Run: ``.venv/bin/python benchmarks/profile_accuracy.py [--model minilm] [--runtimes torch onnxruntime]
-[--batch-size 32 --seq-len 128] [--phase prefill|decode] [--families random extreme depth anchors]
+[--batch-size 32 --seq-len 128] [--phase prefill|decode] [--families random extreme]
 [--device cuda --dtype float16 --execution cuda-graphs] [--random-weights]`` (``--random-weights``: the
 bundled model's real shape without its weight files; timing does not depend on the weights).
 """
@@ -46,9 +42,8 @@ import numpy as np
 from planner.config import Measurement
 from planner.models import LoadedModel, load_model
 from planner.models.fingerprint import model_fingerprint
-from planner.stages.profile.measure import DENSE_KEY, calibration_anchors, profile_model, skip_pairs
+from planner.stages.profile.measure import DENSE_KEY, calibration_anchors, profile_model
 from planner.stages.verify import verify_models
-from profilers.calibration import CalibrationCurve
 
 CONFIGS = 8
 
@@ -96,32 +91,6 @@ def extreme_levels(units) -> dict[str, dict[str, int]]:  # type: ignore[no-untyp
     return out
 
 
-def depth_levels(units, pairs) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
-    """Evenly spread layers skipped (``skip_pairs``), the rest dense or at half their range."""
-    out: dict[str, dict[str, int]] = {}
-    for share in (0.1, 0.2, 0.33, 0.45, 0.6):
-        count = max(1, round(share * len(pairs)))
-        chosen = {int(i) for i in np.linspace(0, len(pairs) - 1, count).round()}
-        for rest, fraction in (("dense", 0.0), ("mid", 0.5)):
-            levels = {u.name: round(fraction * (len(u.levels) - 1)) for u in units}
-            for i in chosen:
-                first, first_removed, second, second_removed = pairs[i]
-                levels[first], levels[second] = first_removed, second_removed
-            out[f"skip{count}/{rest}"] = levels
-    return out
-
-
-def shell_free_curve(table, units, pairs) -> CalibrationCurve:  # type: ignore[no-untyped-def]
-    """The curve the table would have without layer shells: through the same anchors, plain unit sums."""
-    costs = dict(zip(table.units(), table.unit_costs(), strict=True))
-    sums, totals = [], []
-    for key, levels in calibration_anchors(units, pairs).items():
-        if key in table.meta.anchor_ms:
-            sums.append(float(sum(costs[name][level] for name, level in levels.items())))
-            totals.append(table.meta.anchor_ms[key])
-    return CalibrationCurve.fit(sums, totals)
-
-
 def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> tuple[dict[str, list[float]], float]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -136,13 +105,8 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
             configs[f"random/{i}"] = random_levels(units, rng, float(f))
     if "extreme" in families:
         configs.update(extreme_levels(units))
-    pairs = skip_pairs(adapter)
-    if "depth" in families and pairs:
-        configs.update({f"depth/{k}": v for k, v in depth_levels(units, pairs).items()})
     if "anchors" in families:
-        anchors = calibration_anchors(units, pairs)
-        configs.update({f"anchors/{k.strip('_')}": v for k, v in anchors.items() if k != DENSE_KEY})
-    plain = shell_free_curve(table, units, pairs)
+        configs.update({f"anchors/{k.strip('_')}": v for k, v in calibration_anchors(units).items() if k != DENSE_KEY})
     models = {"dense": adapter.model, **{name: adapter.shrink_to_levels(levels) for name, levels in configs.items()}}
     check = verify_models(adapter, models, dataclasses.replace(measurement, max_rounds=None))
     runtime = measurement.runtime
@@ -151,14 +115,13 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
         f"[{runtime} {m.execution}] {adapter.name} {m.phase} batch {m.batch_size} x seq {m.seq_len} on {m.device} "
         f"{m.dtype}: table dense {m.dense_ms:.2f} ms "
         f"(noisy: {m.noisy}, foreign load {m.foreign_load}); max speedup {table.max_speedup():.2f}x; profile "
-        f"{profile_seconds:.1f} s; check rounds {check.rounds} (busy {check.busy_rounds}); layer shell "
-        f"{m.layer_shell_ms:.3f} ms x {len(m.skip_pairs)} layers"
+        f"{profile_seconds:.1f} s; check rounds {check.rounds} (busy {check.busy_rounds})"
     )
     if m.noisy:
         print(f"[{runtime}] noisy workloads: {', '.join(m.noisy_workloads)}")
     print(
         f"{'runtime':>11} {'config':>16} {'pred_ms':>9} {'meas_p10':>9} {'pred_x':>7} {'meas_x':>7} {'err_pct':>8} "
-        f"{'med_x':>7} {'med_err':>8} {'shell0_err':>10}"
+        f"{'med_x':>7} {'med_err':>8}"
     )
     errors: dict[str, list[float]] = {}
     for name, levels in configs.items():
@@ -167,16 +130,11 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
         median = check.median_speedup(name).value  # median of the per-round ratios (shown beside)
         pred_x = m.dense_ms / predicted
         err = 100.0 * (measured / pred_x - 1.0)  # = (predicted / dense) / (measured / dense) - 1
-        ordered = [levels[u.name] for u in units]
-        plain_x = m.dense_ms / plain.total(sum(float(c[k]) for c, k in zip(table.unit_costs(), ordered, strict=True)))
-        family = name.split("/")[0] if name.startswith(("random", "anchors", "depth")) else "extreme"
+        family = name.split("/")[0] if name.startswith(("random", "anchors")) else "extreme"
         errors.setdefault(family, []).append(abs(err))
-        if family == "depth":
-            errors.setdefault("depth-without-shells", []).append(abs(100.0 * (measured / plain_x - 1.0)))
         print(
             f"{runtime:>11} {name:>16} {predicted:>9.1f} {check[name].p10_ms:>9.1f} {pred_x:>7.2f} {measured:>7.2f} "
-            f"{err:>8.2f} {median:>7.2f} {100.0 * (median / pred_x - 1.0):>8.2f} "
-            f"{100.0 * (measured / plain_x - 1.0):>10.2f}"
+            f"{err:>8.2f} {median:>7.2f} {100.0 * (median / pred_x - 1.0):>8.2f}"
         )
     return errors, profile_seconds
 
@@ -221,9 +179,8 @@ def main() -> None:
         errors, profile_seconds = run(loaded, measurement, args.families)
         seconds.append(profile_seconds)
         for family, values in errors.items():
-            if not family.endswith("without-shells"):  # shown for comparison, not part of the verdict
-                medians.append(statistics.median(values))
-                maxima.append(max(values))
+            medians.append(statistics.median(values))
+            maxima.append(max(values))
             print(
                 f"[{runtime}] {family}: median_abs_error_pct={statistics.median(values):.2f} "
                 f"max_abs_error_pct={max(values):.2f} (n={len(values)})"

@@ -97,27 +97,3 @@ class CalibrationCurve:
     def fixed_ms(self) -> float:
         """g(0): the latency of the parts that are not searched, extrapolated (ms)."""
         return self.total(0.0)
-
-
-def fit_layer_shell(sums_ms: Sequence[float], totals_ms: Sequence[float], kept: Sequence[int], layers: int) -> float:
-    """The time one layer costs beyond its units (ms of summed unit time), from whole models timed end to
-    end: ``sums_ms[i]`` their summed unit times, ``totals_ms[i]`` their measured times, ``kept[i]`` how
-    many of the ``layers`` skippable layers each keeps.
-
-    The models keeping every layer give the curve g0 (shell-free sums); a model that skips n layers
-    and measured T would lie on it at sum - n x shell, so its shell is (sum - g0^-1(T)) / n. Models
-    measured outside g0's range are not used (g0 would be extrapolated). Returns the skipped-layer-
-    weighted mean, 0 when nothing can be fitted; never negative (a noisy fit must not make skipping
-    look costly).
-    """
-    whole = [i for i, k in enumerate(kept) if k == layers]
-    skipping = [i for i, k in enumerate(kept) if k < layers]
-    if layers == 0 or len(whole) < 2 or not skipping:
-        return 0.0
-    g0 = CalibrationCurve.fit([sums_ms[i] for i in whole], [totals_ms[i] for i in whole])
-    saved = skipped = 0.0
-    for i in skipping:
-        if g0.total_ms[0] <= totals_ms[i] <= g0.total_ms[-1]:
-            saved += sums_ms[i] - g0.max_sum(totals_ms[i])
-            skipped += layers - kept[i]
-    return max(saved / skipped, 0.0) if skipped else 0.0

@@ -3,12 +3,10 @@
 Saved as a CSV (one row per unit and level) and a JSON sidecar (same stem, ``.json``) holding the
 metadata; both written atomically. The prediction is additive in the units, then calibrated:
 
-    predicted_ms = g(sum over units of latency_ms[unit, chosen level] + layer_shell_ms x layers kept)
+    predicted_ms = g(sum over units of latency_ms[unit, chosen level])
 
-where "layers kept" counts the ``skip_pairs`` not both at their removed levels (zero shells for
-encoders and older tables; see ``solvers.coupling``) and g is the calibration curve through whole
-models measured end to end (see ``profilers.calibration``; without anchors g(S) = fixed_ms + S,
-SPDY's model). ``fixed_ms`` is
+where g is the calibration curve through whole models measured end to end (see
+``profilers.calibration``; without anchors g(S) = fixed_ms + S, SPDY's model). ``fixed_ms`` is
 g(0): everything not searched (embeddings, norms, pooler, framework overhead).
 
 CSV columns (one row per unit and level, units in model order, levels 0 = dense first):
@@ -48,12 +46,10 @@ from profilers.atomic import atomic_path, atomic_write_text
 from profilers.calibration import CalibrationCurve
 from profilers.errors import TableFormatError
 
-SCHEMA_VERSION = 5
-READABLE_VERSIONS = (3, 4, 5)
-"""Version 5 records layer shells (``layer_shell_ms``, ``skip_pairs``: the time a layer costs beyond
-its units, saved when both are removed and the layer is skipped); older tables have none. Version 4 records
-the execution mode (``execution``: "eager" or "cuda-graphs"); a version-3 table was always eager.
-Version 2 added the phase (``phase``, ``generate_tokens``) and the level grid (``ffn_step``,
+SCHEMA_VERSION = 4
+READABLE_VERSIONS = (3, 4)
+"""Version 4 records the execution mode (``execution``: "eager" or "cuda-graphs"); a version-3 table
+was always eager. Version 2 added the phase (``phase``, ``generate_tokens``) and the level grid (``ffn_step``,
 ``sparsity_levels``) to the metadata; version 3 plans with a p10 estimate (``latency_ms``, with its
 interval and the samples left out on a busy machine), records KV groups per level (``groups``) and
 how noisy the measurement was (``noisy``, ``noisy_workloads``, ``foreign_load``, ``anchor_ms``) and,
@@ -149,12 +145,6 @@ class TableMetadata:
     fusions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     execution: str = "eager"
     """How the runtime ran every workload: "eager" or "cuda-graphs" (captured once, replayed)."""
-    layer_shell_ms: float = 0.0
-    """What one layer costs beyond its units, in summed unit time (ms): norms, residual adds and the
-    framework's per-layer work. Paid by every layer in ``skip_pairs`` unless both its units are at
-    their removed levels (the layer is skipped). Fitted from whole models with skipped layers."""
-    skip_pairs: tuple[tuple[str, int, str, int], ...] = ()
-    """The layers that can be skipped: (attention unit, its removed level, FFN unit, its removed level)."""
     schema_version: int = SCHEMA_VERSION
 
     def provenance(self) -> dict[str, Any]:
@@ -227,38 +217,8 @@ class LatencyTable:
 
     @property
     def searched_dense_ms(self) -> float:
-        """The dense model's summed unit time, layer shells included (ms)."""
-        return self.plan_sum_ms([0] * len(self.units()))
-
-    def skip_pairs_indexed(self) -> list[tuple[int, int, int, int]]:
-        """``meta.skip_pairs`` as unit indices in table order: (first, its removed level, second, its
-        removed level); empty when the table has no layer shells."""
-        if self.meta.layer_shell_ms <= 0:
-            return []
-        index = {name: i for i, name in enumerate(self.units())}
-        return [(index[a], la, index[b], lb) for a, la, b, lb in self.meta.skip_pairs]
-
-    def plan_sum_ms(self, levels: Sequence[int]) -> float:
-        """The summed unit time of one level per unit (table order), plus the shell of every layer not
-        skipped (ms): the argument of the calibration curve."""
-        total = float(sum(float(c[k]) for c, k in zip(self.unit_costs(), levels, strict=True)))
-        kept = sum(1 for a, la, b, lb in self.skip_pairs_indexed() if not (levels[a] == la and levels[b] == lb))
-        return total + self.meta.layer_shell_ms * kept
-
-    def fastest_sum_ms(self) -> float:
-        """The least ``plan_sum_ms`` over all plans (ms)."""
-        costs = self.unit_costs()
-        total = float(sum(float(c.min()) for c in costs))
-        for a, la, b, lb in self.skip_pairs_indexed():
-            low = float(costs[a].min() + costs[b].min())
-            total += min(low + self.meta.layer_shell_ms, float(costs[a][la] + costs[b][lb])) - low
-        return total
-
-    def additive_budget_ms(self, budget_ms: float) -> float:
-        """``budget_ms`` for a solver that sees no layer shells: every shell charged up front, so its
-        plans fit (exactly when they skip no layer, with room to spare when they do). Never below
-        1e-9 ms: a budget the shells alone exceed is one no such plan fits, and the solvers say so."""
-        return max(budget_ms - self.meta.layer_shell_ms * len(self.skip_pairs_indexed()), 1e-9)
+        """Sum of every unit's dense-level latency (ms)."""
+        return float(sum(c[0] for c in self.unit_costs()))
 
     def predict_ms(self, levels: Sequence[int] | Mapping[str, int]) -> float:
         """Predicted end-to-end latency ``g(sum of the chosen levels' latency_ms)`` (ms).
@@ -277,10 +237,12 @@ class LatencyTable:
             chosen = [int(k) for k in levels]
             if len(chosen) != len(names):
                 raise ValueError(f"need one level per unit ({len(names)}); got {len(chosen)}")
+        total = 0.0
         for name, c, k in zip(names, costs, chosen, strict=True):
             if not 0 <= k < c.size:
                 raise ValueError(f"unit {name!r} has levels 0..{c.size - 1}; got {k}")
-        return self.calibration.total(self.plan_sum_ms(chosen))
+            total += float(c[k])
+        return self.calibration.total(total)
 
     def budget_ms(self, speedup: float) -> float:
         """Budget for the summed unit latencies that meets ``speedup`` over the dense model (ms).
@@ -295,12 +257,12 @@ class LatencyTable:
         # flat lowest segment, e.g. a noisy fastest anchor pooled by the isotonic fit, asked below it)
         # stays: no plan fits.
         if budget == math.inf:
-            return sum(float(c.max()) for c in self.unit_costs()) + self.meta.layer_shell_ms * len(self.meta.skip_pairs)
+            return sum(float(c.max()) for c in self.unit_costs())
         return budget
 
     def max_speedup(self) -> float:
         """``dense / g(sum of each unit's fastest level)``."""
-        fastest = self.calibration.total(self.fastest_sum_ms())
+        fastest = self.calibration.total(sum(float(c.min()) for c in self.unit_costs()))
         return self.meta.dense_ms / fastest if fastest > 0 else math.inf
 
     def summary(self) -> str:
@@ -316,11 +278,6 @@ class LatencyTable:
             f"(standalone); {len(m.calibration_sum_ms)} whole-model calibration points",
             f"  maximum achievable speedup: {self.max_speedup():.2f}x",
         ]
-        if self.skip_pairs_indexed():
-            lines.append(
-                f"  layer shell: {m.layer_shell_ms:.2f} ms per layer kept (norms, residuals, per-layer work), "
-                f"saved when one of the {len(m.skip_pairs)} skippable layers is skipped whole"
-            )
         if m.noisy:
             load = "" if m.foreign_load is None else f"; other processes used {100 * m.foreign_load:.0f}% of the CPU"
             shown = ", ".join(m.noisy_workloads[:3]) + (" ..." if len(m.noisy_workloads) > 3 else "")
@@ -378,9 +335,7 @@ class LatencyTable:
                 f"{', '.join(map(str, READABLE_VERSIONS))}. Re-run `planner profile` with this version."
             )
         if version == 3:  # before execution modes: every table was timed eagerly
-            raw_meta = {**raw_meta, "execution": "eager"}
-        if version in (3, 4):  # before layer shells: none was measured
-            raw_meta = {**raw_meta, "layer_shell_ms": 0.0, "skip_pairs": [], "schema_version": SCHEMA_VERSION}
+            raw_meta = {**raw_meta, "execution": "eager", "schema_version": SCHEMA_VERSION}
         fields = {f.name for f in dataclasses.fields(TableMetadata)}
         missing = sorted(fields - set(raw_meta))
         if missing:
@@ -389,11 +344,6 @@ class LatencyTable:
         for key in ("calibration_sum_ms", "calibration_total_ms"):
             values[key] = tuple(float(v) for v in values[key]) if isinstance(values[key], list) else values[key]
         values["noisy_workloads"] = tuple(values["noisy_workloads"])
-        try:
-            values["skip_pairs"] = tuple((str(a), int(la), str(b), int(lb)) for a, la, b, lb in values["skip_pairs"])
-            values["layer_shell_ms"] = float(values["layer_shell_ms"])
-        except (TypeError, ValueError) as exc:
-            raise TableFormatError(f"{json_path}: bad layer shells ({exc}); re-run `planner profile`.") from None
         meta = TableMetadata(**values)
         try:
             CalibrationCurve(meta.calibration_sum_ms, meta.calibration_total_ms)

@@ -5,7 +5,6 @@ Pure numpy/scipy; works on arrays (one cost and one error array per unit), never
 
 from solvers._validation import BUDGET_SLACK_MS
 from solvers.baselines import solve_greedy, solve_milp, solve_uniform
-from solvers.coupling import Coupling, shells_paid
 from solvers.dp import DEFAULT_BUCKETS, BucketedProblem, bucketize, solve_dp
 from solvers.error_models import normalised_curves, scaled_errors, spdy_prior
 from solvers.evolution import EvolutionResult, Generation, Seed, evolutionary_search
@@ -21,7 +20,6 @@ __all__ = [
     "SOLVERS",
     "BucketedProblem",
     "Candidate",
-    "Coupling",
     "EvolutionResult",
     "Generation",
     "InfeasibleBudgetError",
@@ -37,7 +35,6 @@ __all__ = [
     "plan_cost",
     "repair_levels",
     "scaled_errors",
-    "shells_paid",
     "solve",
     "solve_depth",
     "solve_dp",

@@ -21,7 +21,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from solvers._validation import BUDGET_SLACK_MS, FloatArrays, as_unit_arrays, check_buckets, check_budget
-from solvers.coupling import Coupling, merge, split
 from solvers.result import InfeasibleBudgetError, Solution
 
 DEFAULT_BUCKETS = 10_000
@@ -124,7 +123,6 @@ def solve_dp(
     *,
     buckets: int = DEFAULT_BUCKETS,
     refine: bool = True,
-    couplings: Sequence[Coupling] = (),
 ) -> Solution:
     """Pick one level per unit with the least total error whose total cost fits ``budget_ms``.
 
@@ -135,8 +133,6 @@ def solve_dp(
         buckets: number of budget buckets B; time O(L * K * B), memory O(L * B).
         refine: spend the slack left by rounding up (never worse, never over budget). With
             ``refine=False`` the answer is exactly optimal for ``bucketize``'s integer problem.
-        couplings: layer shells (``solvers.coupling``): each coupled pair is solved as one unit over
-            its level pairs, its shell paid unless both are removed. ``cost_ms`` includes the shells paid.
 
     Returns:
         A ``Solution`` whose ``cost_ms`` never exceeds ``budget_ms``; among equal errors the DP
@@ -148,11 +144,6 @@ def solve_dp(
     """
     costs, errs = as_unit_arrays(costs_ms, errors)
     budget = check_budget(budget_ms)
-    if couplings:
-        merged = merge(costs, errs, couplings)
-        solved = solve_dp(merged.costs, merged.errors, budget, buckets=buckets, refine=refine)
-        unmerged = tuple(split(merged, solved.levels, len(costs)))
-        return Solution(levels=unmerged, cost_ms=solved.cost_ms, error=solved.error, solver="dp")
     problem = bucketize(costs, budget, check_buckets(buckets))
     size = problem.buckets + 1
 

@@ -26,7 +26,6 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from solvers._validation import as_cost_arrays, check_buckets, check_budget
-from solvers.coupling import Coupling
 from solvers.dp import DEFAULT_BUCKETS, solve_dp
 from solvers.error_models import error_curves, scaled_errors
 from solvers.result import Solution
@@ -116,7 +115,6 @@ def local_search(
     keep_top: int = 5,
     batch: int = 1,
     evaluate_many: BatchEvaluator | None = None,
-    couplings: Sequence[Coupling] = (),
 ) -> SearchResult:
     """Search per-unit coefficients ``c`` in [0, 1] that minimise ``evaluate(levels)``.
 
@@ -137,7 +135,6 @@ def local_search(
         batch: candidates proposed per round (see the module docstring).
         evaluate_many: scores a round's new level choices at once; None: one ``evaluate`` call each.
             Results must equal ``evaluate``'s.
-        couplings: layer shells the DP accounts for (``solvers.coupling``); ``budget_ms`` includes them.
 
     Returns:
         ``SearchResult`` with the best (never the last) candidate; its loss is <= the start's.
@@ -177,10 +174,7 @@ def local_search(
         """Solve and evaluate a round of coefficient vectors; per proposal, whether it strictly improved
         on the best so far (taken in proposal order)."""
         nonlocal candidates
-        solutions = [
-            solve_dp(costs, scaled_errors(c, unit_curves), budget, buckets=buckets, couplings=couplings)
-            for c in proposals
-        ]
+        solutions = [solve_dp(costs, scaled_errors(c, unit_curves), budget, buckets=buckets) for c in proposals]
         fresh: dict[tuple[int, ...], NDArray[np.float64]] = {}
         for coeffs, solution in zip(proposals, solutions, strict=True):
             if solution.levels not in cache:

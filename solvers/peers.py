@@ -18,12 +18,11 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from solvers._validation import BUDGET_SLACK_MS, FloatArrays, as_cost_arrays, check_budget
-from solvers.coupling import Coupling, check_couplings, shells_paid
 from solvers.result import InfeasibleBudgetError, Solution
 
 
-def _cost(costs: FloatArrays, levels: Sequence[int], couplings: Sequence[Coupling] = ()) -> float:
-    return float(sum(c[k] for c, k in zip(costs, levels, strict=True))) + shells_paid(couplings, levels)
+def _cost(costs: FloatArrays, levels: Sequence[int]) -> float:
+    return float(sum(c[k] for c, k in zip(costs, levels, strict=True)))
 
 
 def solve_depth(
@@ -32,8 +31,6 @@ def solve_depth(
     removed_level: Sequence[int],
     influence: ArrayLike,
     budget_ms: float,
-    *,
-    couplings: Sequence[Coupling] = (),
 ) -> Solution:
     """Remove whole layers in order of increasing ``influence`` until the plan costs <= ``budget_ms``.
 
@@ -43,8 +40,6 @@ def solve_depth(
         removed_level: per unit, the level index that removes it entirely (0 kept).
         influence: (L,) Block Influence of each layer (ties: the earlier layer goes first).
         budget_ms: latency budget (ms), > 0.
-        couplings: layer shells (``solvers.coupling``), saved with each removed layer; ``budget_ms``
-            and the returned ``cost_ms`` include them.
 
     Returns:
         Every unit of a removed layer at its ``removed_level``, every other unit dense; the fewest
@@ -63,23 +58,22 @@ def solve_depth(
         raise ValueError(f"layer_of_unit must index the {scores.size} layers of 'influence'.")
     if any(not 0 <= k < c.size for k, c in zip(removed_level, costs, strict=True)):
         raise ValueError("removed_level must be a valid level index of each unit.")
-    check_couplings(couplings, [c.size for c in costs])
     order = np.argsort(scores, kind="stable")
     levels = [0] * len(costs)
     removed = 0
-    while _cost(costs, levels, couplings) > budget + BUDGET_SLACK_MS:
+    while _cost(costs, levels) > budget + BUDGET_SLACK_MS:
         if removed == scores.size:
             raise InfeasibleBudgetError(
                 f"No depth plan fits the budget of {budget:.4g} ms: without any layer it costs "
-                f"{_cost(costs, levels, couplings):.4g} ms.",
+                f"{_cost(costs, levels):.4g} ms.",
                 budget_ms=budget,
-                min_cost_ms=_cost(costs, levels, couplings),
+                min_cost_ms=_cost(costs, levels),
             )
         layer = int(order[removed])
         levels = [removed_level[i] if layer_of_unit[i] == layer else k for i, k in enumerate(levels)]
         removed += 1
     error = float(scores[order[:removed]].sum())
-    return Solution(levels=tuple(levels), cost_ms=_cost(costs, levels, couplings), error=error, solver="depth")
+    return Solution(levels=tuple(levels), cost_ms=_cost(costs, levels), error=error, solver="depth")
 
 
 def threshold_levels(

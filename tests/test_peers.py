@@ -88,7 +88,7 @@ def test_depth_plans_remove_the_least_influential_layer_whole() -> None:
     backend = get_backend("depth")
     scores = backend.score(adapter, task)
     influence = scores.extra[INFLUENCE]
-    levels = depth_levels(loaded, table, scores, table.budget_ms(1.2))
+    levels = depth_levels(loaded, table.unit_costs(), scores, table.budget_ms(1.2))
     first = int(np.argmin(influence))
     for unit, level in zip(adapter.units(), levels, strict=True):
         assert (unit.levels[level].kept == 0) == (unit.layer == first)  # one layer is enough here
@@ -109,7 +109,7 @@ def test_flap_scores_are_standardised_per_layer_and_its_plans_cut_at_one_thresho
         assert z.size == (2 if unit.kind == "attention" else unit.size)  # KV groups, or neurons
         assert z.mean() == pytest.approx(0.0, abs=1e-9) and z.std(ddof=1) == pytest.approx(1.0)
     budget = table.budget_ms(1.3)
-    levels = flap_levels(loaded, table, scores, budget)
+    levels = flap_levels(loaded, table.unit_costs(), scores, budget)
 
     def cost(plan: list[int]) -> float:  # the searched units' time, what the budget is for (ms)
         return float(sum(c[k] for c, k in zip(table.unit_costs(), plan, strict=True)))

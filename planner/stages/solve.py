@@ -20,7 +20,6 @@ from planner.errors import PlannerError
 from planner.models import LoadedModel
 from planner.records.error_table import ErrorTable
 from planner.records.plan import Plan, UnitChoice, choices_from_levels, library_versions
-from planner.stages.shells import couplings
 from profilers import LatencyTable
 
 
@@ -81,8 +80,9 @@ def solve_plan(
     units = loaded.adapter.units()
     if list(scores.units) != [u.name for u in units]:
         raise PlannerError("the error table's units do not match the model's; score this model again.")
+    costs = table.unit_costs()
     budget = table.budget_ms(speedup)
-    fastest = table.fastest_sum_ms()
+    fastest = float(sum(c.min() for c in costs))
     if fastest > budget + solvers.BUDGET_SLACK_MS:
         best = table.max_speedup()
         raise solvers.InfeasibleBudgetError(
@@ -94,7 +94,7 @@ def solve_plan(
             max_speedup=best,
         )
     if levels is None:
-        levels = _solve_levels(solver, loaded, table, scores, budget)
+        levels = _solve_levels(solver, loaded, costs, scores, budget)
     choices = choices_from_levels(units, levels, table.frame)
     for i, (unit, choice) in enumerate(zip(units, choices, strict=True)):
         if choice.structure in ("heads", "neurons") and choice.kept is not None:
@@ -130,27 +130,25 @@ def probe_plans(loaded: LoadedModel, table: LatencyTable, scores: ErrorTable, sp
     unit); empty when the target is beyond the table's reach (planning will say so)."""
     if speedup > table.max_speedup():
         return {}
-    budget = table.budget_ms(speedup)
-    return {name: _solve_levels(name, loaded, table, scores, budget) for name in PROBE_SOLVERS}
+    costs, budget = table.unit_costs(), table.budget_ms(speedup)
+    return {name: _solve_levels(name, loaded, costs, scores, budget) for name in PROBE_SOLVERS}
 
 
-def depth_levels(loaded: LoadedModel, table: LatencyTable, scores: ErrorTable, budget_ms: float) -> list[int]:
-    """ShortGPT's allocation: whole layers removed, lowest Block Influence first, until the plan fits
-    (each removed layer saves its shell too)."""
+def depth_levels(loaded: LoadedModel, costs: list[np.ndarray], scores: ErrorTable, budget_ms: float) -> list[int]:
+    """ShortGPT's allocation: whole layers removed, lowest Block Influence first, until the plan fits."""
     units = loaded.adapter.units()
     influence = _extra(scores, INFLUENCE, "depth")
     removed = [next(i for i, level in enumerate(u.levels) if not level.kept) for u in units]
     layers = [int(u.layer or 0) for u in units]
-    costs = table.unit_costs()
-    return list(solvers.solve_depth(costs, layers, removed, influence, budget_ms, couplings=couplings(table)).levels)
+    return list(solvers.solve_depth(costs, layers, removed, influence, budget_ms).levels)
 
 
-def flap_levels(loaded: LoadedModel, table: LatencyTable, scores: ErrorTable, budget_ms: float) -> list[int]:
+def flap_levels(loaded: LoadedModel, costs: list[np.ndarray], scores: ErrorTable, budget_ms: float) -> list[int]:
     """FLAP's allocation: one global threshold over the standardised scores, the lowest that fits."""
     units = loaded.adapter.units()
     z = [_extra(scores, z_key(u.name), "flap") for u in units]
     kept = [np.array([elements_kept(u, level) for level in u.levels]) for u in units]
-    return list(solvers.solve_threshold(table.unit_costs(), z, kept, table.additive_budget_ms(budget_ms)).levels)
+    return list(solvers.solve_threshold(costs, z, kept, budget_ms).levels)
 
 
 def _extra(scores: ErrorTable, key: str, method: str) -> np.ndarray:
@@ -165,20 +163,15 @@ an error: ``solvers.peers``); each reads its own backend's scores."""
 
 
 def _solve_levels(
-    solver: str, loaded: LoadedModel, table: LatencyTable, scores: ErrorTable, budget_ms: float
+    solver: str, loaded: LoadedModel, costs: list[np.ndarray], scores: ErrorTable, budget_ms: float
 ) -> list[int]:
-    """One level per unit from the registry's ``solver`` (or a peer's rule) within ``budget_ms``
-    (summed unit time with layer shells; solvers that cannot see shells get them charged up front)."""
+    """One level per unit from the registry's ``solver`` (or a peer's rule) within ``budget_ms``."""
     if solver in PEER_SOLVERS:
-        return PEER_SOLVERS[solver](loaded, table, scores, budget_ms)
+        return PEER_SOLVERS[solver](loaded, costs, scores, budget_ms)
     options: dict[str, Any] = {}
     if solver == "uniform":  # uniform cuts every unit by the same share of its own range
         options["fractions"] = [u.compression() for u in loaded.adapter.units()]
-    if solver == "dp":
-        options["couplings"] = couplings(table)
-    else:
-        budget_ms = table.additive_budget_ms(budget_ms)
-    return list(solvers.get_solver(solver)(table.unit_costs(), scores.unit_errors(), budget_ms, **options).levels)
+    return list(solvers.get_solver(solver)(costs, scores.unit_errors(), budget_ms, **options).levels)
 
 
 def _with_keep(choice: UnitChoice, keep: tuple[int, ...]) -> UnitChoice:

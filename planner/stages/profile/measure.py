@@ -31,7 +31,7 @@ from planner.models.base import level_grid
 from planner.models.phases import shape_of
 from planner.version import __version__
 from profilers import LatencyTable, Measured, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
-from profilers.calibration import CalibrationCurve, fit_layer_shell
+from profilers.calibration import CalibrationCurve
 from profilers.runtimes import DTYPES, device_name
 from profilers.smoothing import non_increasing_fit
 from profilers.timing import TimingStats
@@ -92,10 +92,7 @@ def profile_model(
     workloads = [Workload(w.key, w.module, w.inputs) for w in unit_work]
     dense_module, dense_inputs = adapter.timed(adapter.model, shape)
     workloads.append(Workload(DENSE_KEY, dense_module, dense_inputs, steady=True))
-    pairs = skip_pairs(loaded.adapter) if adapter.supports_shrinking else ()
-    anchors = (
-        calibration_anchors(units, pairs) if adapter.supports_shrinking else {DENSE_KEY: {u.name: 0 for u in units}}
-    )
+    anchors = calibration_anchors(units) if adapter.supports_shrinking else {DENSE_KEY: {u.name: 0 for u in units}}
     for key, levels in anchors.items():
         if key != DENSE_KEY:
             module, inputs = adapter.timed(adapter.shrink_to_levels(levels), shape)
@@ -110,7 +107,7 @@ def profile_model(
     )
     frame = _table_rows(units, stats, smoothing=smoothing)
     dense = stats[DENSE_KEY]
-    curve, shell = _calibration(frame, anchors, stats, pairs)
+    curve = _calibration(frame, anchors, stats)
     noisy = _signatures_of(material_noise(stats, unit_work, units, dense_key=DENSE_KEY), unit_work)
     grid = level_grid(adapter)
     meta = TableMetadata(
@@ -147,8 +144,6 @@ def profile_model(
         foreign_load=stats.foreign_load,
         anchor_ms={key: stats[key].estimate_ms for key in anchors},
         fusions=fused_operators(stats, unit_work),
-        layer_shell_ms=shell,
-        skip_pairs=pairs if shell > 0 else (),
     )
     table = LatencyTable(frame=frame, meta=meta)
     if out_path is not None:
@@ -183,8 +178,8 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
     """The table of a reply of ``tokens`` tokens: per unit and level prefill + tokens x decode (ms).
 
     The calibration curve goes through the same whole-model anchors as the parts': for each anchor
-    the combined sum of unit times maps to ``g_prefill(sum) + tokens x g_decode(sum)`` (each part's
-    measured end-to-end curve). A layer's shell is the prefill's plus ``tokens`` decode shells.
+    (every unit at a fraction of its range) the combined sum of unit times maps to
+    ``g_prefill(sum) + tokens x g_decode(sum)`` (each part's measured end-to-end curve).
     """
     if prefill.units() != decode.units() or len(prefill.frame) != len(decode.frame):
         raise PlannerError("the prefill and decode tables list different units; profile both with the same model.")
@@ -197,11 +192,11 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
     for column in ("masked_ms", "sparse_ms"):
         frame[column] = prefill.frame[column].to_numpy() + tokens * other[column].to_numpy()
     sums, totals = [], []
-    pairs = prefill.meta.skip_pairs or decode.meta.skip_pairs
-    shell = prefill.meta.layer_shell_ms + tokens * decode.meta.layer_shell_ms
-    for anchor in calibration_anchors(units, pairs).values():
+    levels = list(calibration_anchors(units).values())
+    by_name = [prefill.unit_costs(), decode.unit_costs()]
+    for anchor in levels:
         chosen = [anchor[u.name] for u in units]
-        part_sums = [part.plan_sum_ms(chosen) for part in (prefill, decode)]
+        part_sums = [float(sum(c[k] for c, k in zip(costs, chosen, strict=True))) for costs in by_name]
         sums.append(part_sums[0] + tokens * part_sums[1])
         totals.append(prefill.calibration.total(part_sums[0]) + tokens * decode.calibration.total(part_sums[1]))
     curve = CalibrationCurve.fit(sums, totals)
@@ -225,8 +220,6 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
             **{f"prefill: {k}": v for k, v in p.fusions.items()},
             **{f"decode: {k}": v for k, v in d.fusions.items()},
         },
-        layer_shell_ms=shell,
-        skip_pairs=pairs if shell > 0 else (),
     )
     return LatencyTable(frame=frame, meta=meta)
 
@@ -275,34 +268,8 @@ def _signatures_of(keys: Sequence[str], unit_work: Sequence[Any]) -> tuple[str, 
     return tuple(names.get(k, readable.get(k, k.strip("_").replace("_", " "))) for k in keys)
 
 
-DEPTH_ANCHORS = {"depth-1/3": 3, "depth-1/2": 2}
-"""Whole models with skipped layers, timed where layers can be skipped (``skip_pairs``): every third /
-every second layer skipped, the rest dense. They measure the layer shell (``_calibration``)."""
-
-
-def skip_pairs(adapter: Any) -> tuple[tuple[str, int, str, int], ...]:
-    """The layers ``adapter`` can skip whole: (attention unit, its removed level, FFN unit, its removed
-    level) per layer, in layer order; empty where a layer without its blocks is not the identity
-    (``layer_skip_refusal``) or a layer lacks either unit."""
-    if getattr(adapter, "layer_skip_refusal", lambda: "no skippable layers")() is not None:
-        return ()
-    by_layer: dict[int, dict[str, tuple[str, int]]] = {}
-    for unit in adapter.units():
-        removed = [level.index for level in unit.levels if level.kept == 0]
-        if unit.layer is not None and unit.kind in ("attention", "ffn") and removed:
-            by_layer.setdefault(int(unit.layer), {})[unit.kind] = (unit.name, removed[0])
-    return tuple(
-        (kinds["attention"][0], kinds["attention"][1], kinds["ffn"][0], kinds["ffn"][1])
-        for _, kinds in sorted(by_layer.items())
-        if set(kinds) == {"attention", "ffn"}
-    )
-
-
-def calibration_anchors(
-    units: Sequence[Unit], pairs: Sequence[tuple[str, int, str, int]] = ()
-) -> dict[str, dict[str, int]]:
-    """Every whole model the calibration curve goes through: key -> unit levels (dense first); with
-    ``pairs`` (``skip_pairs``) also the ``DEPTH_ANCHORS``."""
+def calibration_anchors(units: Sequence[Unit]) -> dict[str, dict[str, int]]:
+    """Every whole model the calibration curve goes through: key -> unit levels (dense first)."""
     anchors = {DENSE_KEY: {u.name: 0 for u in units}}
     for fraction in ANCHOR_FRACTIONS:
         anchors[f"__anchor_{fraction:g}__"] = anchor_levels(units, fraction)
@@ -318,13 +285,6 @@ def calibration_anchors(
                 fraction = center + spread * jitter[unit.name]
             levels[unit.name] = int(np.clip(round(fraction * top), 0, top))
         anchors[f"__mixed_{name}__"] = levels
-    if pairs:
-        for name, every in DEPTH_ANCHORS.items():
-            levels = {u.name: 0 for u in units}
-            for i, (first, first_removed, second, second_removed) in enumerate(pairs):
-                if i % every == every - 1:
-                    levels[first], levels[second] = first_removed, second_removed
-            anchors[f"__{name}__"] = levels
     return anchors
 
 
@@ -337,20 +297,16 @@ def _calibration(
     frame: pd.DataFrame,
     anchors: dict[str, dict[str, int]],
     stats: Mapping[str, TimingStats],
-    pairs: Sequence[tuple[str, int, str, int]] = (),
-) -> tuple[CalibrationCurve, float]:
-    """Fit the layer shell and g through the anchors: (sum of the table's unit times at the anchor's
-    levels + shell x layers kept, measured). Returns (g, shell ms)."""
+) -> CalibrationCurve:
+    """Fit g through the anchors: (sum of the table's unit times at the anchor's levels, measured)."""
     by_unit = {name: rows.set_index("level")["latency_ms"] for name, rows in frame.groupby("unit", sort=False)}
-    sums, totals, kept = [], [], []
+    sums, totals = [], []
     for key, levels in anchors.items():
         sums.append(float(sum(by_unit[name].loc[level] for name, level in levels.items())))
         totals.append(stats[key].estimate_ms)
-        kept.append(sum(1 for a, la, b, lb in pairs if not (levels[a] == la and levels[b] == lb)))
     if len(sums) == 1:
-        return CalibrationCurve((sums[0],), (totals[0],)), 0.0
-    shell = fit_layer_shell(sums, totals, kept, len(pairs))
-    return CalibrationCurve.fit([s + shell * k for s, k in zip(sums, kept, strict=True)], totals), shell
+        return CalibrationCurve((sums[0],), (totals[0],))
+    return CalibrationCurve.fit(sums, totals)
 
 
 def _checkpoint_key(loaded: LoadedModel, measurement: Measurement, smoothing: str) -> str:

@@ -19,7 +19,6 @@ uniform with paired confidence (then uniform is kept).
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Sequence
@@ -39,7 +38,6 @@ from planner.stages.search.loss import CandidateLoss
 from planner.stages.search.pool import CandidatePool, LocalPool, describe
 from planner.stages.search.samples import SEARCH, SELECTION, SampleLosses, screen
 from planner.stages.search.selection import Contender, Selection, select_plan
-from planner.stages.shells import couplings
 from planner.tasks.base import Task
 from profilers import LatencyTable
 from profilers.profiler import progress_bar
@@ -84,16 +82,14 @@ class Recipe:
         """Levels for ``budget_ms`` following this recipe."""
         costs = table.unit_costs()
         errors = scores.unit_errors()
-        additive = table.additive_budget_ms(budget_ms)  # for the allocations that cannot see layer shells
         if self.anchor is not None:
             costs_f = [np.asarray(c, dtype=np.float64) for c in costs]
             errors_f = [np.asarray(e, dtype=np.float64) for e in errors]
-            return list(solvers.repair_levels(costs_f, errors_f, additive, self.anchor))
+            return list(solvers.repair_levels(costs_f, errors_f, budget_ms, self.anchor))
         if self.coefficients is None:
             fractions = [u.compression() for u in units]
-            return list(solvers.solve_uniform(costs, errors, additive, fractions=fractions).levels)
-        scaled = solvers.scaled_errors(self.coefficients, errors)
-        return list(solvers.solve_dp(costs, scaled, budget_ms, couplings=couplings(table)).levels)
+            return list(solvers.solve_uniform(costs, errors, budget_ms, fractions=fractions).levels)
+        return list(solvers.solve_dp(costs, solvers.scaled_errors(self.coefficients, errors), budget_ms).levels)
 
 
 @dataclass(frozen=True)
@@ -214,17 +210,7 @@ def _seeds(
     # Non-monotone costs: even the most compressed uniform plan can miss a budget the DP meets.
     with contextlib.suppress(solvers.InfeasibleBudgetError):
         seeds.append(solvers.Seed(tuple(Recipe(None).levels(table, scores, budget_ms, units)), None, "uniform"))
-    # The evolution cannot see layer shells: a seed that fits only by skipping layers is moved to fit
-    # with every shell charged.
-    costs = [np.asarray(c, dtype=np.float64) for c in table.unit_costs()]
-    errors = [np.asarray(e, dtype=np.float64) for e in scores.unit_errors()]
-    additive = table.additive_budget_ms(budget_ms)
-    return [
-        seed
-        if solvers.plan_cost(costs, seed.levels) <= additive + solvers.BUDGET_SLACK_MS
-        else dataclasses.replace(seed, levels=solvers.repair_levels(costs, errors, additive, seed.levels))
-        for seed in seeds + list(extra)
-    ]
+    return seeds + list(extra)
 
 
 def search_levels(
@@ -283,7 +269,7 @@ def search_levels(
             names = [screen(step) for step in range(len(EVOLUTION_SELECTION) - 1)] + [SEARCH]
             result = solvers.evolutionary_search(
                 costs,
-                table.additive_budget_ms(budget_ms),
+                budget_ms,
                 lambda levels, step: losses([levels], names[step])[0],
                 _seeds(table, scores, budget_ms, units, seeds),
                 curves=errors,
@@ -302,7 +288,6 @@ def search_levels(
                 costs,
                 budget_ms,
                 lambda levels: losses([levels], SEARCH)[0],
-                couplings=couplings(table),
                 curves=errors,
                 seed=settings.seed,
                 max_evaluations=settings.evaluations,
