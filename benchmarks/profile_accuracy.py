@@ -8,6 +8,8 @@ families:
 - extreme: whole FFN / MLP blocks removed in half the layers (alternating, and all in one half),
   whole attention blocks removed the same two ways, and both removed in alternating layers, the rest
   dense; then the same patterns over units at half their range instead of dense;
+- depth: whole layers skipped (both units removed; evenly spread, 10% to 60% of the layers, the rest
+  dense or at half range), on decoders whose layers can be skipped;
 - anchors: the table's own calibration anchors (uniform and mixed whole models), timed again. Their
   errors share one sign and size when the table's dense time (the denominator of every predicted
   speedup) did not settle or moved between processes.
@@ -23,7 +25,7 @@ profile_seconds=<z>`` (worst family and runtime for the errors, slowest runtime 
 one line per family.
 
 Run: ``.venv/bin/python benchmarks/profile_accuracy.py [--model minilm] [--runtimes torch onnxruntime]
-[--batch-size 32 --seq-len 128] [--phase prefill|decode] [--families random extreme]
+[--batch-size 32 --seq-len 128] [--phase prefill|decode] [--families random extreme depth anchors]
 [--device cuda --dtype float16 --execution cuda-graphs] [--random-weights]`` (``--random-weights``: the
 bundled model's real shape without its weight files; timing does not depend on the weights).
 """
@@ -91,6 +93,25 @@ def extreme_levels(units) -> dict[str, dict[str, int]]:  # type: ignore[no-untyp
     return out
 
 
+def depth_levels(adapter) -> dict[str, dict[str, int]]:  # type: ignore[no-untyped-def]
+    """Evenly spread layers skipped (attention and FFN at their empty level), the rest dense or at half
+    range; empty where the family's layers cannot be skipped."""
+    if getattr(adapter, "layer_skip_refusal", lambda: "no")() is not None:
+        return {}
+    units = adapter.units()
+    layers = sorted({int(u.layer) for u in units})
+    empty = {u.name: next(lv.index for lv in u.levels if lv.kept == 0) for u in units}
+    out: dict[str, dict[str, int]] = {}
+    for share in (0.1, 0.2, 0.33, 0.45, 0.6):
+        count = max(1, round(share * len(layers)))
+        chosen = {layers[int(i)] for i in np.linspace(0, len(layers) - 1, count).round()}
+        for rest, fraction in (("dense", 0.0), ("mid", 0.5)):
+            out[f"skip{count}/{rest}"] = {
+                u.name: empty[u.name] if u.layer in chosen else round(fraction * (len(u.levels) - 1)) for u in units
+            }
+    return out
+
+
 def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> tuple[dict[str, list[float]], float]:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
@@ -105,6 +126,8 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
             configs[f"random/{i}"] = random_levels(units, rng, float(f))
     if "extreme" in families:
         configs.update(extreme_levels(units))
+    if "depth" in families:
+        configs.update({f"depth/{k}": v for k, v in depth_levels(adapter).items()})
     if "anchors" in families:
         configs.update({f"anchors/{k.strip('_')}": v for k, v in calibration_anchors(units).items() if k != DENSE_KEY})
     models = {"dense": adapter.model, **{name: adapter.shrink_to_levels(levels) for name, levels in configs.items()}}
@@ -130,7 +153,7 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
         median = check.median_speedup(name).value  # median of the per-round ratios (shown beside)
         pred_x = m.dense_ms / predicted
         err = 100.0 * (measured / pred_x - 1.0)  # = (predicted / dense) / (measured / dense) - 1
-        family = name.split("/")[0] if name.startswith(("random", "anchors")) else "extreme"
+        family = name.split("/")[0] if name.startswith(("random", "anchors", "depth")) else "extreme"
         errors.setdefault(family, []).append(abs(err))
         print(
             f"{runtime:>11} {name:>16} {predicted:>9.1f} {check[name].p10_ms:>9.1f} {pred_x:>7.2f} {measured:>7.2f} "
