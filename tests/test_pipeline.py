@@ -213,9 +213,9 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
             assert again.empty
         elif row.target_speedup * peer / row.measured_speedup > 1.0:
             (planned,) = again["planned_for"]
-            expected = row.target_speedup * peer / row.measured_speedup
-            first_step = planned == pytest.approx(expected) or 1.0 < planned < expected  # (capped at the maximum)
-            assert first_step or planned > 1.0
+            # The first step lands on target x peer / measured (or below it, capped at the table's maximum); a second
+            # step, taken when the first missed, only has to be a real target.
+            assert planned > 1.0
             assert again["predicted_speedup"].iloc[0] >= planned - 1e-9
     saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
     assert len(saved) == len(frame) and {"verdict", "kl_verdict", "vs_baseline_low"} <= set(saved.columns)

@@ -9,7 +9,6 @@ pool whose workers disagree would search on numbers nobody can reproduce.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 from dataclasses import dataclass
@@ -52,12 +51,7 @@ class WorkerSpec:
 
 def calibration_digest(task: Task) -> str:
     """A short hash of the calibration examples (token ids, masks, labels)."""
-    digest = hashlib.sha256()
-    data = task.calibration
-    for tensor in (data.input_ids, data.attention_mask, data.labels):
-        if tensor is not None:
-            digest.update(np.ascontiguousarray(tensor.cpu().numpy()).tobytes())
-    return digest.hexdigest()[:16]
+    return task.calibration.digest()
 
 
 def load_checked(config: RunConfig, fingerprint: str, data_digest: str) -> tuple[Any, Task]:

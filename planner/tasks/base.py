@@ -17,6 +17,7 @@ token set; then ``divergence`` / ``evaluate`` for any number of candidate models
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -60,6 +61,15 @@ class Tokenized:
     def tokens(self) -> int:
         """Non-padding tokens in the set."""
         return int(self.attention_mask.sum())
+
+    def digest(self) -> str:
+        """A short hash of the examples: token ids, masks and labels, with their shapes (not the device)."""
+        digest = hashlib.sha256()
+        for tensor in (self.input_ids, self.attention_mask, self.labels):
+            if tensor is not None:
+                digest.update(str(tuple(tensor.shape)).encode())
+                digest.update(np.ascontiguousarray(tensor.detach().cpu().numpy()).tobytes())
+        return digest.hexdigest()[:16]
 
 
 @dataclass(frozen=True)
