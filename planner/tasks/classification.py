@@ -197,24 +197,26 @@ def build_text_classification(
         test = sample_calibration(test, size=test_size, seed=seed)
     tokenizer = loaded.tokenizer()
     labels = own_head_labels(loaded.model)
-    head: nn.Linear | None = None
     if labels is not None:
         mapping = label_mapping(dataset.classes, labels, source=dataset.source)
         train, test = _relabel(train, mapping), _relabel(test, mapping)
-    else:
-        encoder = loaded.model
+    rest, calibration = split_calibration(train, size=wanted, seed=seed)
+    default = min(DEFAULT_GUARD_DOCUMENTS, len(rest) // 2)  # recovery keeps at least half of what is left
+    rest, guard = carve_guard(rest, size=default if guard_size is None else guard_size, seed=seed)
+    head: nn.Linear | None = None
+    if labels is None:
+        # Fitted without the guard split: a head fitted on it scores the dense model 100% there (96.85%
+        # on BBC's test split), so every loss the guard measured was against a memorised baseline.
+        fitted_on = calibration.plus(rest)
         head = cached_head(
-            encoder,
-            train,
-            tokenize(tokenizer, train, seq_len),
+            loaded.model,
+            fitted_on,
+            tokenize(tokenizer, fitted_on, seq_len),
             fingerprint=loaded.fingerprint,
             seq_len=seq_len,
             cache_dir=cache_dir,
             seed=seed,
         )
-    rest, calibration = split_calibration(train, size=wanted, seed=seed)
-    default = min(DEFAULT_GUARD_DOCUMENTS, len(rest) // 2)  # recovery keeps at least half of what is left
-    rest, guard = carve_guard(rest, size=default if guard_size is None else guard_size, seed=seed)
     provenance = {
         "task": TextClassification.name,
         "data": data,
@@ -224,7 +226,7 @@ def build_text_classification(
         "test_size": len(test),
         "guard_size": len(guard),
         "seed": seed,
-        "head": "own" if head is None else "fitted",
+        "head": "own" if head is None else "fitted (training split without the guard split)",
         "classes": list(dataset.classes),
     }
     return TextClassification(

@@ -55,6 +55,12 @@ class TextDataset:
         pairs = None if self.pairs is None else tuple(self.pairs[i] for i in idx)
         return TextDataset(tuple(self.texts[i] for i in idx), self.labels[idx].copy(), self.classes, self.source, pairs)
 
+    def plus(self, other: TextDataset) -> TextDataset:
+        """These documents followed by ``other``'s (same classes)."""
+        pairs = None if self.pairs is None or other.pairs is None else self.pairs + other.pairs
+        labels = np.concatenate([self.labels, other.labels]).astype(np.int64)
+        return TextDataset(self.texts + other.texts, labels, self.classes, self.source, pairs)
+
 
 def bbc_news_path() -> Path:
     """The folder with one sub-folder of ``.txt`` articles per class."""
