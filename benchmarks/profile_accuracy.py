@@ -25,7 +25,7 @@ profile_seconds=<z>`` (worst family and runtime for the errors, slowest runtime 
 one line per family.
 
 Run: ``.venv/bin/python benchmarks/profile_accuracy.py [--model minilm] [--runtimes torch onnxruntime]
-[--batch-size 32 --seq-len 128] [--phase prefill|decode] [--families random extreme depth anchors]
+[--batch-size 32 --seq-len 128] [--phase prefill|decode | --generate N] [--families random extreme depth anchors]
 [--device cuda --dtype float16 --execution cuda-graphs] [--random-weights]`` (``--random-weights``: the
 bundled model's real shape without its weight files; timing does not depend on the weights).
 """
@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=None)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--phase", default="prefill")
+    parser.add_argument("--generate", type=int, default=0, help="a reply of N tokens (prefill + N decode steps)")
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--families", nargs="+", default=["random", "extreme"])
     parser.add_argument("--seed", type=int, default=0)
@@ -194,8 +195,8 @@ def main() -> None:
             threads=0,
             rounds=args.rounds,
             warmup=0,
-            phase=args.phase,
-            generate_tokens=0,
+            phase="generate" if args.generate else args.phase,
+            generate_tokens=args.generate,
             seed=args.seed,
             execution=args.execution,
         )

@@ -268,6 +268,48 @@ def test_llama_cpp_tables_time_every_unit_and_whole_models(bpe_lm: Path, tmp_pat
     assert table.meta.dense_ms > 0 and all(v > 0 for v in table.meta.anchor_ms.values())
 
 
+def test_llama_cpp_reply_tables_combine_the_prefill_and_decode_tables(bpe_lm: Path, tmp_path: Path) -> None:
+    from profilers import LatencyTable
+
+    table_path = tmp_path / "t.csv"
+    args = ["profile", "--model", str(bpe_lm), "--runtime", "llama.cpp", "--batch-size", "1", "--seq-len", "16"]
+    args += ["--generate", "3", "--threads", "1", "--rounds", "2", "--ffn-step", "32", "--out", str(table_path)]
+    assert main([*args, "--no-progress"]) == 0
+    table = LatencyTable.load(table_path)
+    parts = {phase: LatencyTable.load(tmp_path / f"t-{phase}.csv") for phase in ("prefill", "decode")}
+    assert table.meta.phase == "generate" and table.meta.generate_tokens == 3
+    assert {part.meta.runtime for part in parts.values()} == {"llama.cpp"}
+    expected = parts["prefill"].meta.dense_ms + 3 * parts["decode"].meta.dense_ms
+    assert table.meta.dense_ms == pytest.approx(expected, rel=1e-9)
+
+
+def test_a_llama_cpp_reply_is_the_greedy_reply_torch_generates(bpe_lm: Path, tmp_path: Path) -> None:
+    """The reply ``--generate`` times in llama.cpp (verification, anchors) is the greedy reply: every
+    token it picks is the pruned torch model's top choice after the same tokens (up to float ties), and
+    it is converted and timed as one call."""
+    from planner.models.phases import GenerateLoop
+    from profilers.runtimes.llamacpp import LlamaCppModel, LlamaCppRuntime
+
+    model = _uneven(_adapter(bpe_lm))
+    prompt = _windows(1, 12)
+    path = tmp_path / "m.gguf"
+    write_gguf(model, path, weight_type="f32", timing_only=True)
+    llama = LlamaCppModel(path, n_ctx=32, threads=1, exact=True, logits_all=False)
+    try:
+        reply = llama.reply(prompt[0].tolist(), 5)
+    finally:
+        llama.close()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([prompt[0].tolist() + reply])).logits[0, prompt.shape[1] - 1 : -1]
+    chosen = logits[torch.arange(5), torch.tensor(reply)]
+    best = logits.max(dim=-1).values
+    assert len(reply) == 5 and bool((chosen >= best - 1e-3 * best.abs() - 1e-3).all()), (chosen, best)
+    runner = LlamaCppRuntime().prepare(
+        GenerateLoop(model, tokens=5), (prompt, torch.ones_like(prompt)), device="cpu", dtype="float32", threads=1
+    )
+    assert runner() > 0
+
+
 def test_unit_models_keep_the_unit_off_the_last_block(bpe_lm: Path, tmp_path: Path) -> None:
     """llama.cpp runs the last block's FFN on the output rows only: a unit there would be timed for one
     token of a prefill."""
@@ -289,7 +331,6 @@ def test_unit_models_keep_the_unit_off_the_last_block(bpe_lm: Path, tmp_path: Pa
     [
         (["--model", "minilm"], "is an encoder"),
         (["--batch-size", "2"], "one sequence"),
-        (["--generate", "4"], "--generate 4 is timed with --runtime torch"),
     ],
 )
 def test_llama_cpp_runtime_refuses_what_it_cannot_time(

@@ -298,7 +298,7 @@ class RunConfig:
         return "cuda-graphs" if (self.device == "cuda" and self.runtime == "torch") else "eager"
 
     def _check_phase(self) -> None:
-        """Decode and reply phases need a causal LM, and are timed with PyTorch (before any work)."""
+        """Decode and reply phases need a causal LM, and are timed with PyTorch or llama.cpp (before any work)."""
         if self.phase == "prefill" and self.generate == 0:
             return
         what = f"--generate {self.generate}" if self.generate else f"--phase {self.phase}"
@@ -307,12 +307,12 @@ class RunConfig:
                 f"{what} needs a causal language model (a KV cache to decode with); {self.model!r} is an encoder. "
                 "Use --phase prefill, or a decoder such as --model smollm2."
             )
-        if self.runtime == "llama.cpp" and self.generate == 0:
+        if self.runtime == "llama.cpp":
             return
         if self.runtime != "torch":
             raise PlannerError(
-                f"{what} is timed with --runtime torch (a step with a KV cache; llama.cpp: --phase decode); ONNX "
-                "Runtime times the prefill graph. Use --runtime torch, or --phase prefill for ONNX Runtime."
+                f"{what} is timed with --runtime torch or llama.cpp (steps with a KV cache); ONNX Runtime times the "
+                "prefill graph. Use --runtime torch or llama.cpp, or --phase prefill for ONNX Runtime."
             )
 
     def _check_llama_cpp(self) -> None:

@@ -1,11 +1,13 @@
 """Decoder timing workloads as llama.cpp runs them (the converter of ``--runtime llama.cpp``).
 
-- a whole model (``PrefillForward``, ``DecodeStep``): the model written as GGUF (no tokenizer: timing
-  feeds token ids), the prompt or one step over a KV cache of the decode length;
+- a whole model (``PrefillForward``, ``DecodeStep``, ``GenerateLoop``): the model written as GGUF (no
+  tokenizer: timing feeds token ids), the prompt, one step over a KV cache of the decode length, or the
+  prompt and a greedy reply of N tokens;
 - an attention unit (``AttentionUnit``) or an MLP (gated, or ``EmptyMLP``): a two-block timing model
   (``write_unit_gguf``) with the baseline of the same fixed block alone subtracted per sample.
 
-A reply (``GenerateLoop``) is not converted: ``--generate`` is refused for llama.cpp before any work.
+A reply's table is not converted as such: it is the prefill and decode tables combined
+(``combine_phases``); ``GenerateLoop`` is converted for the whole models (anchors, verification).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from torch import nn
 from planner.models.decoder import AttentionUnit
 from planner.models.decoder_surgery import EmptyMLP
 from planner.models.gguf_writer import UNIT_VOCAB, GraphShape, write_gguf, write_unit_gguf
-from planner.models.phases import DecodeStep, PrefillForward
+from planner.models.phases import DecodeStep, GenerateLoop, PrefillForward
 from profilers.runtimes.llamacpp import LlamaCppWorkload, register_converter
 
 
@@ -28,14 +30,15 @@ def decoder_workload(
     module: nn.Module, inputs: Sequence[torch.Tensor], folder: Path, weight_type: str
 ) -> LlamaCppWorkload | None:
     """The llama.cpp form of a decoder workload (see the module docstring), or None for other modules."""
-    if isinstance(module, (PrefillForward, DecodeStep)):
+    if isinstance(module, (PrefillForward, DecodeStep, GenerateLoop)):
         model: Any = module.model
         path = folder / "model.gguf"
         write_gguf(model, path, weight_type=weight_type, timing_only=True, name="timed")
         vocab = int(model.config.vocab_size)
         if isinstance(module, DecodeStep):
             return LlamaCppWorkload(path, tokens=1, cached=module.seq_len, vocab=vocab)
-        return LlamaCppWorkload(path, tokens=int(inputs[0].shape[1]), cached=0, vocab=vocab)
+        reply = module.tokens if isinstance(module, GenerateLoop) else 0
+        return LlamaCppWorkload(path, tokens=int(inputs[0].shape[1]), cached=0, vocab=vocab, reply=reply)
     unit = _unit(module)
     if unit is None:
         return None

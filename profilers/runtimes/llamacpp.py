@@ -137,6 +137,27 @@ class LlamaCppModel:
         self.handle.eval(tokens)
         return time.perf_counter() - start
 
+    def reply(self, ids: Sequence[int], tokens: int) -> list[int]:
+        """The greedy reply of ``tokens`` new token ids to the prompt ``ids``, from an empty KV cache: the
+        prompt in one call, then one call per token, each fed the argmax of the last logits (fixed
+        length, no early stop: ``GenerateLoop``'s reply as llama.cpp runs it)."""
+        llama_cpp = require_llama_cpp()
+        vocab = int(self.handle.n_vocab())
+        self.handle.reset()
+        self.handle.eval(list(int(i) for i in ids))
+        new: list[int] = []
+        for _ in range(tokens):
+            last = np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(self.handle.ctx, -1), shape=(vocab,))
+            new.append(int(last.argmax()))
+            self.handle.eval(new[-1:])
+        return new
+
+    def time_reply(self, ids: Sequence[int], tokens: int) -> float:
+        """Seconds ``reply`` takes."""
+        start = time.perf_counter()
+        self.reply(ids, tokens)
+        return time.perf_counter() - start
+
     def fill(self, ids: Sequence[int]) -> None:
         """Put ``ids`` in the KV cache (untimed): the context a decode step reads."""
         self.handle.reset()
@@ -158,6 +179,7 @@ class LlamaCppWorkload:
         path: the GGUF written for it.
         tokens: tokens one call evaluates (the prompt for prefill, 1 for a decode step).
         cached: tokens in the KV cache before the call (decode).
+        reply: tokens generated after the prompt, one call each (``--generate``; 0: one call).
         vocab: token ids the file accepts (random ids are drawn below it).
         baseline: the GGUF whose time is subtracted from every sample (a unit's fixed part), or None.
     """
@@ -167,6 +189,7 @@ class LlamaCppWorkload:
     cached: int
     vocab: int
     baseline: Path | None = None
+    reply: int = 0
 
 
 Converter = Callable[[torch.nn.Module, Sequence[torch.Tensor], Path, str], "LlamaCppWorkload | None"]
@@ -255,6 +278,8 @@ class LlamaCppRuntime:
         ids = np.random.default_rng(5).integers(0, workload.vocab, workload.tokens).tolist()
 
         def run() -> float:
+            if workload.reply:
+                return model.time_reply(ids, workload.reply) * 1e3
             elapsed = model.time_step(ids, cached=workload.cached)
             if baseline is not None:  # a difference: an emptied unit's noise around 0 is clipped there
                 elapsed = max(0.0, elapsed - baseline.time_step(ids, cached=workload.cached))
@@ -264,7 +289,8 @@ class LlamaCppRuntime:
 
     @staticmethod
     def _open(path: Path, workload: LlamaCppWorkload, threads: int) -> LlamaCppModel:
-        model = LlamaCppModel(path, n_ctx=workload.cached + workload.tokens + 1, threads=threads, logits_all=False)
+        n_ctx = workload.cached + workload.tokens + workload.reply + 1
+        model = LlamaCppModel(path, n_ctx=n_ctx, threads=threads, logits_all=False)
         if workload.cached:
             model.fill(np.random.default_rng(6).integers(0, workload.vocab, workload.cached).tolist())
         return model
