@@ -222,7 +222,8 @@ def quality_ending(
     if not final.admissible:
         lightest = min(attempts, key=lambda a: a.planned_for)
         lost = (
-            f"{allowed.describe_loss(lightest.guard_loss)} [{lightest.guard_low:.3g}, {lightest.guard_high:.3g}]"
+            f"{allowed.describe_loss(lightest.guard_loss)} [{allowed.amount(lightest.guard_low)}, "
+            f"{allowed.amount(lightest.guard_high)}]"
             if lightest.guard_loss is not None
             else "more"
         )
@@ -248,7 +249,7 @@ def quality_ending(
         guard = final.guard
         return (
             f"no plan within {allowed.describe()} reached {target_speedup:g}x; this is the fastest that stayed within "
-            f"it (guard split: lost {guard.text(allowed.describe_loss(guard.loss))}). What stands in the way: "
+            f"it (guard split: lost {guard.text(allowed.amount, allowed.unit)}). What stands in the way: "
             f"{in_the_way}."
         )
     return None
@@ -425,7 +426,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
             )
             guard = None if check is None else check(pruned)
         if guard is not None:
-            log(f"      guard split: lost {guard.text(allowed.describe_loss(guard.loss))} (limit {allowed.describe()})")
+            log(f"      guard split: lost {guard.text(allowed.amount, allowed.unit)} (limit {allowed.describe()})")
         return Applied(plan, pruned, verification, guard)
 
     def remeasure(current: Applied) -> Applied:
@@ -442,7 +443,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
         corrections=config.corrections,
         replan=lambda speedup: applied(speedup, first=False),
         remeasure=remeasure,
-        describe_loss=lambda g: g.text(allowed.describe_loss(g.loss)),
+        describe_loss=lambda g: g.text(allowed.amount, allowed.unit),
         log=log,
     )
     notes = list(prepared.notes)

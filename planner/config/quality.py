@@ -62,8 +62,18 @@ class QualityLimit:
         loss = self.loss(dense, pruned)
         return bool(math.isfinite(loss) and loss <= self.value + 1e-9)
 
+    @property
+    def unit(self) -> str:
+        """The loss's unit as shown after an amount: "points" or "perplexity"."""
+        return "points" if self.kind == "points" else "perplexity"
+
+    def amount(self, loss: float) -> str:
+        """A loss (or an end of its interval) in this limit's unit, without the unit: "1.95" or "+146.8%"."""
+        return f"{loss:.2f}" if self.kind == "points" else f"{100 * loss:+.1f}%"
+
     def describe_loss(self, loss: float) -> str:
-        return f"{loss:.2f} points" if self.kind == "points" else f"{100 * loss:+.1f}% perplexity"
+        """E.g. "1.95 points" or "+146.8% perplexity"."""
+        return f"{self.amount(loss)} {self.unit}"
 
 
 def limit_kind(metric: str) -> str:

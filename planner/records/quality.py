@@ -6,6 +6,7 @@ The limit itself (``QualityLimit``, ``--max-loss``) is a setting: ``planner.conf
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 QUALITY_LOST_EXIT = 3
@@ -60,6 +61,7 @@ class GuardCheck:
             return self.examples
         return max(self.examples, math.ceil(self.examples * (2.0 * self.half_width / self.limit) ** 2))
 
-    def text(self, describe_loss: str) -> str:
-        """E.g. "1.95 points [0.98, 2.93] on 512 guard examples"."""
-        return f"{describe_loss} [{self.low:.3g}, {self.high:.3g}] on {self.examples} guard examples"
+    def text(self, amount: Callable[[float], str], unit: str) -> str:
+        """E.g. "1.95 points [0.98, 2.93] on 512 guard examples" or "+146.8% perplexity [+134.0%, +164.0%]
+        on 64 guard examples": the estimate and both ends in one unit (``QualityLimit.amount`` / ``.unit``)."""
+        return f"{amount(self.loss)} {unit} [{amount(self.low)}, {amount(self.high)}] on {self.examples} guard examples"

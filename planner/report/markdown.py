@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from planner.config.quality import QualityLimit
 from planner.records.report import MetricSummary, Report
 from planner.records.settling import DenseSettling
 
@@ -34,12 +35,9 @@ def quality_text(report: Report) -> str:
     """E.g. "lost 0.23 points on the test set, 0.41 [0.0, 1.2] on 512 guard documents (limit 1 point,
     --max-loss): kept"."""
     q = report.quality
-
-    def amount(value: float) -> str:
-        return f"{value:.2f}" if q.kind == "points" else f"{100 * value:+.1f}%"
-
-    unit = "points" if q.kind == "points" else "perplexity"
-    lost = f"{amount(q.loss)} {unit} on the test set"
+    allowed = QualityLimit(q.kind, q.limit, q.explicit)
+    amount = allowed.amount
+    lost = f"{amount(q.loss)} {allowed.unit} on the test set"
     if q.guard_loss is not None and q.guard_low is not None and q.guard_high is not None:
         lost += (
             f", {amount(q.guard_loss)} [{amount(q.guard_low)}, {amount(q.guard_high)}] on {q.guard_examples} guard "
