@@ -3,6 +3,7 @@ the correction and final-pick stages on their own."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from planner.pipeline import run_pipeline
 from planner.records.quality import verdict
 from planner.records.report import report_schema
 from planner.records.verification import ModelTiming, Verification
+from planner.report import render_report
 from planner.stages.correct import Applied, correct
 from planner.sweep import run_sweep
 
@@ -110,6 +112,11 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     jsonschema.validate(saved, report_schema())
     assert saved["measured_speedup"] == report.measured_speedup
     assert "predicted" in (out / "report.md").read_text()
+    # The quality figures come from torch whatever the runtime timed; a report timed elsewhere says so.
+    assert "computed by the pruned torch model" not in render_report(report)
+    assert "computed by the pruned torch model, which the llama.cpp model" in render_report(
+        dataclasses.replace(report, runtime="llama.cpp")
+    )
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".run")]  # no temp folders left
     with pytest.raises(PlannerError, match="already exists"):
         run_pipeline(tiny_config(workspace, tmp_path / "cache"), out=out, progress=False)

@@ -111,6 +111,8 @@ def render_report(report: Report) -> str:
     r = report
     m = r.metric
     examples = f"{m.examples} held-out examples" + (f", {m.tokens} tokens" if m.name == "perplexity" else "")
+    if r.runtime != "torch":  # timed in another runtime; the quality figures are always the torch model's
+        examples += f"; computed by the pruned torch model, which the {r.runtime} model is built from"
     lines = [
         f"# Pruning report: {r.model} at {r.target_speedup:g}x ({r.backend}, {r.solver})",
         "",
