@@ -221,10 +221,10 @@ def quality_ending(
         return None
     if not final.admissible:
         lightest = min(attempts, key=lambda a: a.planned_for)
+        loss, low, high = lightest.guard_loss, lightest.guard_low, lightest.guard_high
         lost = (
-            f"{allowed.describe_loss(lightest.guard_loss)} [{allowed.amount(lightest.guard_low)}, "
-            f"{allowed.amount(lightest.guard_high)}]"
-            if lightest.guard_loss is not None
+            f"{allowed.describe_loss(loss)} [{allowed.amount(low)}, {allowed.amount(high)}]"
+            if loss is not None and low is not None and high is not None
             else "more"
         )
         tried = (
@@ -249,7 +249,7 @@ def quality_ending(
         guard = final.guard
         return (
             f"no plan within {allowed.describe()} reached {target_speedup:g}x; this is the fastest that stayed within "
-            f"it (guard split: lost {guard.text(allowed.amount, allowed.unit)}). What stands in the way: "
+            f"it (guard split: lost {guard.text(allowed)}). What stands in the way: "
             f"{in_the_way}."
         )
     return None
@@ -426,7 +426,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
             )
             guard = None if check is None else check(pruned)
         if guard is not None:
-            log(f"      guard split: lost {guard.text(allowed.amount, allowed.unit)} (limit {allowed.describe()})")
+            log(f"      guard split: lost {guard.text(allowed)} (limit {allowed.describe()})")
         return Applied(plan, pruned, verification, guard)
 
     def remeasure(current: Applied) -> Applied:
@@ -443,7 +443,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
         corrections=config.corrections,
         replan=lambda speedup: applied(speedup, first=False),
         remeasure=remeasure,
-        describe_loss=lambda g: g.text(allowed.amount, allowed.unit),
+        describe_loss=lambda g: g.text(allowed),
         log=log,
     )
     notes = list(prepared.notes)

@@ -302,10 +302,10 @@ def test_a_guard_check_reads_in_the_limits_unit_at_both_ends_of_its_interval() -
     # A perplexity loss is a fraction (1.468 = +146.8%); its interval once printed as "[1.34, 1.64]".
     relative = parse_max_loss("20%", "perplexity")
     loss = GuardCheck(1.468, 1.34, 1.64, 64, relative.value)
-    assert loss.text(relative.amount, relative.unit) == "+146.8% perplexity [+134.0%, +164.0%] on 64 guard examples"
+    assert loss.text(relative) == "+146.8% perplexity [+134.0%, +164.0%] on 64 guard examples"
     points = parse_max_loss("2", "accuracy")
     lost = GuardCheck(1.95, 0.98, 2.93, 512, points.value)
-    assert lost.text(points.amount, points.unit) == "1.95 points [0.98, 2.93] on 512 guard examples"
+    assert lost.text(points) == "1.95 points [0.98, 2.93] on 512 guard examples"
 
 
 def test_when_no_plan_is_within_the_limit_the_lightest_is_tried_and_the_least_lossy_kept() -> None:

@@ -6,8 +6,11 @@ The limit itself (``QualityLimit``, ``--max-loss``) is a setting: ``planner.conf
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from planner.config.quality import QualityLimit
 
 QUALITY_LOST_EXIT = 3
 """Exit code of ``planner run`` when the delivered model lost more quality than allowed (the guard
@@ -61,7 +64,9 @@ class GuardCheck:
             return self.examples
         return max(self.examples, math.ceil(self.examples * (2.0 * self.half_width / self.limit) ** 2))
 
-    def text(self, amount: Callable[[float], str], unit: str) -> str:
+    def text(self, limit: QualityLimit) -> str:
         """E.g. "1.95 points [0.98, 2.93] on 512 guard examples" or "+146.8% perplexity [+134.0%, +164.0%]
-        on 64 guard examples": the estimate and both ends in one unit (``QualityLimit.amount`` / ``.unit``)."""
-        return f"{amount(self.loss)} {unit} [{amount(self.low)}, {amount(self.high)}] on {self.examples} guard examples"
+        on 64 guard examples": the estimate and both ends in the limit's unit."""
+        amount = limit.amount
+        interval = f"[{amount(self.low)}, {amount(self.high)}]"
+        return f"{amount(self.loss)} {limit.unit} {interval} on {self.examples} guard examples"
