@@ -388,6 +388,9 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
             )
             if search.executor is not None:
                 log(f"      search: {executor_text(search.executor)}")
+            time_text = search.summary().time_text
+            if time_text:
+                log(f"      {time_text}")
 
     def applied(speedup: float, *, first: bool) -> Applied:
         with clock.stage("solve"):

@@ -71,6 +71,8 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     cost = report.search.cost
     assert cost is not None and cost["evaluations"] >= report.search.evaluations
     assert cost["build_seconds"] > 0 and cost["forward_seconds"] > 0
+    assert cost["search_seconds"] + cost["pick_seconds"] <= report.search.seconds + 1e-3
+    assert f"Stage time: {report.search.time_text}." in render_report(report)
     pick = report.search.selection
     assert pick is not None
     sources = [c.source for c in pick.contenders]

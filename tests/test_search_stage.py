@@ -12,6 +12,7 @@ import solvers
 from planner.backends import get_backend
 from planner.config import SearchSettings
 from planner.errors import PlannerError
+from planner.records.report import SearchSummary
 from planner.stages.search import Recipe, check_search, search_levels
 from tests.tiny_models import classifier_setup, loaded_of, table_for
 
@@ -68,6 +69,28 @@ def test_spdy_stage_still_available() -> None:
     )
     assert isinstance(outcome.result, solvers.SearchResult) and outcome.result.evaluations <= 15
     assert _cost(table, outcome.levels) <= budget + 1e-9
+    # The stage's time, split: the search loop and the final pick, both inside the stage's seconds.
+    cost = outcome.cost
+    assert cost["search_seconds"] > 0 and cost["pick_seconds"] > 0 and "budget_seconds" not in cost
+    assert cost["search_seconds"] + cost["pick_seconds"] <= outcome.seconds + 1e-3
+
+
+def _summary(search_seconds: float, budget: float | None) -> SearchSummary:
+    cost = {"search_seconds": search_seconds, "pick_seconds": 190.0}
+    if budget is not None:
+        cost["budget_seconds"] = budget
+    return SearchSummary("spdy", 3, 1.2, 1.2, "max_seconds", search_seconds + 190.0, cost=cost)
+
+
+def test_a_search_far_past_its_budget_says_why_and_what_to_change() -> None:
+    over = _summary(95.0, 30.0).time_text
+    assert over is not None and over.startswith("the search 95 s, the final pick 190 s")
+    assert "--search-seconds 30 is checked between rounds" in over and "--search-examples" in over
+    # Within twice the budget, or with no time budget, only the split is given.
+    assert _summary(55.0, 30.0).time_text == "the search 55 s, the final pick 190 s"
+    assert _summary(95.0, None).time_text == "the search 95 s, the final pick 190 s"
+    # A report written before the split was recorded has no such text.
+    assert SearchSummary("spdy", 3, 1.2, 1.2, "max_seconds", 285.0, cost={"examples": 240.0}).time_text is None
 
 
 @pytest.mark.parametrize("speedup", [1.3, 2.0])

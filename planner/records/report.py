@@ -96,6 +96,10 @@ def executor_text(record: Mapping[str, Any]) -> str:
     )
 
 
+SEARCH_OVERRUN = 2.0
+"""A search loop longer than this multiple of ``--search-seconds`` gets its reason in the report."""
+
+
 @dataclass(frozen=True)
 class SearchSummary:
     """What the search did: evaluations, loss at the start (plain DP / best seed) and best, why it
@@ -120,6 +124,23 @@ class SearchSummary:
     def executor_text(self) -> str | None:
         """``executor`` as a sentence fragment for logs and ``report.md`` (None without one)."""
         return None if self.executor is None else executor_text(self.executor)
+
+    @property
+    def time_text(self) -> str | None:
+        """Where the stage's seconds went (the search, the final pick), and, when the search ran well past
+        ``--search-seconds``, why and what to change; None for a report written before this was recorded."""
+        cost = self.cost or {}
+        if "search_seconds" not in cost or "pick_seconds" not in cost:
+            return None
+        loop = cost["search_seconds"]
+        text = f"the search {loop:.0f} s, the final pick {cost['pick_seconds']:.0f} s"
+        budget = cost.get("budget_seconds")
+        if budget is not None and loop > SEARCH_OVERRUN * budget:
+            text += (
+                f"; --search-seconds {budget:g} is checked between rounds of evaluations, and {self.evaluations} "
+                f"took {loop:.0f} s on this model: fewer --search-examples make each one cheaper"
+            )
+        return text
 
 
 @dataclass(frozen=True)

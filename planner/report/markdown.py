@@ -152,7 +152,8 @@ def render_report(report: Report) -> str:
             f"Search ({s.method}): {s.evaluations} evaluations in {s.seconds:.0f} s, calibration loss "
             f"{s.start_loss:.4f} -> {s.best_loss:.4f} (stopped: {s.stopped}"
             + (f", {s.generations} generations" if s.generations is not None else "")
-            + ").",
+            + ")."
+            + (f" Stage time: {s.time_text}." if s.time_text else ""),
         ]
         if s.cost and "build_seconds" in s.cost:
             c = s.cost

@@ -265,6 +265,7 @@ def search_levels(
             bar.set_postfix(evaluations=count, per_s=f"{count / max(seconds, 1e-9):.2f}")
 
         result: solvers.SearchResult | solvers.EvolutionResult
+        loop_started = time.perf_counter()
         if settings.method == "evolution":
             names = [screen(step) for step in range(len(EVOLUTION_SELECTION) - 1)] + [SEARCH]
             result = solvers.evolutionary_search(
@@ -296,6 +297,8 @@ def search_levels(
                 batch=batch,
                 evaluate_many=lambda candidates: losses(candidates, SEARCH),
             )
+    loop_seconds = time.perf_counter() - loop_started
+    pick_started = time.perf_counter()
     evolved = isinstance(result, solvers.EvolutionResult)
     contenders = []
     try:  # first, so that a searched plan equal to the uniform allocation is reported as "uniform"
@@ -325,6 +328,11 @@ def search_levels(
     cost: dict[str, float] = dict(local.clock.as_dict()) if local is not None else {}
     cost["evaluations"] = pool.stats.evaluations - evaluations_before
     cost["examples"] = pool.stats.examples - examples_before
+    # The budget is checked between evaluations and leaves the final pick out: say where the time went.
+    cost["search_seconds"] = round(loop_seconds, 3)
+    cost["pick_seconds"] = round(time.perf_counter() - pick_started, 3)
+    if settings.seconds is not None:
+        cost["budget_seconds"] = float(settings.seconds)
     return SearchOutcome(
         levels=tuple(chosen.levels),
         recipe=recipe,
