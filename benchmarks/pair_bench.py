@@ -38,17 +38,16 @@ def main() -> None:
             raise SystemExit(f"{folder} was cut from another model (fingerprint {cut_from}); use its --model.")
     task = configured_task(config, loaded)
     dense = task.evaluate(loaded.model)
-    results = [task.evaluate(load_pruned(folder)) for folder in (args.a, args.b)]
-    for name, result in zip(("dense", "A", "B"), (dense, *results), strict=True):
+    a, b = (task.evaluate(load_pruned(folder)) for folder in (args.a, args.b))
+    shown = {}
+    for name, result in (("dense", dense), ("A", a), ("B", b)):
         low, high = metric_interval(result)
-        print(f"{name}: {result.name} {result.value:.2f} [{low:.2f}, {high:.2f}] on {result.examples} test examples")
-    diff = paired_metric_difference(*results)
-    low_a, high_a = metric_interval(results[0])
-    low_b, high_b = metric_interval(results[1])
+        shown[name] = f"{result.value:.2f} [{low:.2f}, {high:.2f}]"
+        print(f"{name}: {result.name} {shown[name]} on {result.examples} test examples")
+    diff = paired_metric_difference(a, b)
     print(
-        f"pair: {dense.name} dense {dense.value:.2f} | A {results[0].value:.2f} [{low_a:.2f}, {high_a:.2f}] | "
-        f"B {results[1].value:.2f} [{low_b:.2f}, {high_b:.2f}] | A - B {diff.difference:+.2f} "
-        f"[{diff.low:+.2f}, {diff.high:+.2f}] {diff.verdict} for A | {results[0].examples} test examples, "
+        f"pair: {dense.name} dense {dense.value:.2f} | A {shown['A']} | B {shown['B']} | A - B {diff.difference:+.2f} "
+        f"[{diff.low:+.2f}, {diff.high:+.2f}] {diff.verdict} for A | {a.examples} test examples, "
         f"{time.perf_counter() - start:.0f} s"
     )
 
