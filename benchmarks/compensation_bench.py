@@ -10,7 +10,13 @@ its 95% bootstrap interval (test examples never seen by scoring, tuning or the c
 Cases: MiniLM (fitted head, s128) on ``../shared/data/reviews-medicine-4class.jsonl`` and on BBC News;
 SmolLM2-135M (causal LM, s128, 32 calibration windows) on BBC News.
 
-Run: ``.venv/bin/python benchmarks/compensation_bench.py [case ...]``; the last line holds the figures.
+``--sweep CASE PARETO_CSV`` applies instead the planner's own plans from a ``planner sweep`` on that case
+(each distinct row of heads / neurons kept per layer whose method is the planner's): searched plans empty
+whole attention blocks, which uniform cuts never do, and a removed block's mean output is what
+compensation restores.
+
+Run: ``.venv/bin/python benchmarks/compensation_bench.py [case ...]`` or ``... --sweep minilm-medicine
+runs/sweep/pareto.csv``; the last line holds the figures.
 """
 
 from __future__ import annotations
@@ -46,6 +52,40 @@ def uniform_keep(backend: Any, scores: Any, units: Any, share: float) -> dict[st
     return keep
 
 
+def sweep_keeps(backend: Any, scores: Any, units: Any, csv: str) -> list[tuple[str, dict[str, tuple[int, ...]]]]:
+    """(label, unit -> kept heads / neurons) of each distinct planner plan in a sweep's pareto.csv."""
+    import json
+
+    import pandas as pd
+
+    frame = pd.read_csv(csv)
+    rows = frame[frame["method"].str.startswith("planner")]
+    by_kind = {kind: [u for u in units if u.kind == kind] for kind in ("attention", "ffn")}
+    keeps, seen = [], set()
+    for _, row in rows.iterrows():
+        counts = {"attention": json.loads(row["heads_kept"]), "ffn": json.loads(row["neurons_kept"])}
+        key = (tuple(counts["attention"]), tuple(counts["ffn"]))
+        if key in seen:
+            continue
+        seen.add(key)
+        keep = {}
+        for kind, kind_units in by_kind.items():
+            if len(counts[kind]) != len(kind_units):
+                raise SystemExit(
+                    f"{csv}: {len(counts[kind])} {kind} counts for {len(kind_units)} units: another model?"
+                )
+            for unit, kept in zip(kind_units, counts[kind], strict=True):
+                level = next((lv for lv in unit.levels if int(lv.kept or 0) == kept), None)
+                if level is None:
+                    raise SystemExit(f"{csv}: {unit.name} has no level keeping {kept}: another model or table?")
+                keep[unit.name] = backend.select(scores, unit, level)
+        label = f"{row['method']} {row['target_speedup']:g}x" + (
+            f" @{row['matched_to']}" if pd.notna(row["matched_to"]) else ""
+        )
+        keeps.append((label, keep))
+    return keeps
+
+
 def plan_for(keep: dict[str, tuple[int, ...]], units: Any, backend: str) -> Any:
     from planner.records.plan import Plan, UnitChoice
 
@@ -62,7 +102,7 @@ def plan_for(keep: dict[str, tuple[int, ...]], units: Any, backend: str) -> Any:
     )  # fmt: skip
 
 
-def run_case(name: str) -> list[str]:
+def run_case(name: str, sweep: str | None = None) -> list[str]:
     from planner.backends import FisherBackend, MagnitudeBackend
     from planner.models import load_model
     from planner.tasks import build_task
@@ -79,17 +119,21 @@ def run_case(name: str) -> list[str]:
         dense = task.evaluate(adapter.model).value
         units = [u for u in adapter.units() if u.kind in ("attention", "ffn")]
         lines = []
-        for backend_name, make in (("fisher", FisherBackend), ("magnitude", MagnitudeBackend)):
+        makers = (("fisher", FisherBackend),) if sweep else (("fisher", FisherBackend), ("magnitude", MagnitudeBackend))
+        for backend_name, make in makers:
             scores = make().score(adapter, task)
-            for share in SHARES:
-                keep = uniform_keep(make(), scores, units, share)
+            if sweep:
+                cuts = sweep_keeps(make(), scores, units, sweep)
+            else:
+                cuts = [(f"keep {share:.2f}", uniform_keep(make(), scores, units, share)) for share in SHARES]
+            for label, keep in cuts:
                 plan = plan_for(keep, units, backend_name)
                 plain = task.evaluate(make(compensate=False).apply(adapter, plan, task))
                 with_bias = task.evaluate(make(compensate=True).apply(adapter, plan, task))
                 diff = paired_metric_difference(with_bias, plain)
                 scale = 100.0 if plain.name == "accuracy" else 1.0
                 line = (
-                    f"{name} {backend_name} keep {share:.2f}: {plain.name} dense {scale * dense:.2f}, "
+                    f"{name} {backend_name} {label}: {plain.name} dense {scale * dense:.2f}, "
                     f"without {scale * plain.value:.2f}, with {scale * with_bias.value:.2f}, "
                     f"with - without {scale * diff.difference:+.2f} "
                     f"[{scale * diff.low:+.2f}, {scale * diff.high:+.2f}] ({diff.verdict})"
@@ -103,10 +147,16 @@ def main() -> None:
     torch.set_num_threads(2)
     np.set_printoptions(precision=3)
     start = time.perf_counter()
-    cases = sys.argv[1:] or list(CASES)
+    args = sys.argv[1:]
+    sweep = None
+    if args[:1] == ["--sweep"]:
+        if len(args) != 3 or args[1] not in CASES:
+            raise SystemExit(f"usage: --sweep CASE PARETO_CSV, CASE one of {', '.join(CASES)}")
+        args, sweep = [args[1]], args[2]
+    cases = args or list(CASES)
     summary = []
     for case in cases:
-        for line in run_case(case):
+        for line in run_case(case, sweep):
             summary.append(line.split(": ", 1)[0].split(" ", 1)[1] + " " + line.rsplit("with - without ", 1)[1])
     print(f"{time.perf_counter() - start:.0f} s; " + "; ".join(summary))
 

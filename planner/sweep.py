@@ -15,7 +15,9 @@ planned again for ``its target x uniform's measured / its own measured`` (a prop
 uniform's measured speed), measured, and reported beside (``matched_to``), so the two are compared
 at the same measured speed. A re-plan that still measures more than ``MATCH_TOLERANCE`` away gets one
 more step of the same kind; the closer of the two is reported (the table's bias grows with the cut, so
-one step fell 5% short of depth's speed on SmolLM2).
+one step fell 5% short of depth's speed on SmolLM2), or both when they bracket the baseline's speed.
+Each compared row's ``at_equal_speed`` reads all of a method's rows against one baseline at the
+baseline's measured speed (``equal_speed_verdict``).
 
 The peers (``PEERS``: depth pruning by Block Influence as ShortGPT does it, FLAP) are what
 practitioners use instead of a planner; they sit at their own measured speed, compared with uniform
@@ -37,7 +39,7 @@ driver, which times them all, interleaved, in one process.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -457,15 +459,50 @@ def _matched_again(
 
 
 def _closest(matched: list[_Entry], again: list[_Entry], entries: list[_Entry]) -> list[_Entry]:
-    """Of each re-plan and its second step, the one that measured closer to its baseline's speed."""
+    """Of each re-plan and its second step, the one that measured closer to its baseline's speed; both
+    when neither is within ``MATCH_TOLERANCE`` and they measured on either side of it (the pair brackets
+    the equal-speed point, which ``equal_speed_verdict`` reads; the second is keyed ``...~2``)."""
     speeds = {e.key: float(e.row["measured_speedup"]) for e in entries if e.row is not None}
 
-    def miss(entry: _Entry) -> float:
+    def ratio(entry: _Entry) -> float:
         assert entry.row is not None
-        return abs(float(entry.row["measured_speedup"]) / speeds[entry.matched_to] - 1.0)
+        return float(entry.row["measured_speedup"]) / speeds[entry.matched_to]
 
     second = {e.key: e for e in again}
-    return [min((entry, second[entry.key]), key=miss) if entry.key in second else entry for entry in matched]
+    kept: list[_Entry] = []
+    for entry in matched:
+        step = second.get(entry.key)
+        if step is None:
+            kept.append(entry)
+            continue
+        first, then = ratio(entry) - 1.0, ratio(step) - 1.0
+        if first * then < 0 and min(abs(first), abs(then)) > MATCH_TOLERANCE:
+            kept += [entry, replace(step, key=f"{step.key}~2")]
+        else:
+            kept.append(min((entry, step), key=lambda e: abs(ratio(e) - 1.0)))
+    return kept
+
+
+def equal_speed_verdict(points: Sequence[tuple[float, str]]) -> str:
+    """One method against one baseline at the baseline's measured speed, from the method's measured plans.
+
+    Args:
+        points: (the plan's measured speed / the baseline's, the plan's metric verdict against it) for
+            each of the method's plans compared with that baseline.
+
+    Returns:
+        A plan within ``MATCH_TOLERANCE`` of the baseline's speed gives its own verdict; a faster plan that
+        wins, or a slower plan that loses, gives that verdict too (a slower plan is never worse, a faster
+        never better, on a frontier). "unresolved" when nothing says (a faster plan that does not win, a
+        slower one that does not lose) or two say opposite things; else loss, win, tie in that order.
+    """
+    equal = {verdict for ratio, verdict in points if abs(ratio - 1.0) <= MATCH_TOLERANCE}
+    faster_wins = {"win" for ratio, verdict in points if ratio > 1.0 and verdict == "win"}
+    slower_loses = {"loss" for ratio, verdict in points if ratio < 1.0 and verdict == "loss"}
+    says = equal | faster_wins | slower_loses
+    if {"win", "loss"} <= says:
+        return "unresolved"
+    return next((v for v in ("loss", "win", "tie") if v in says), "unresolved")
 
 
 def _same_model(entry: _Entry, base: _Entry) -> _Entry:
@@ -500,6 +537,7 @@ def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]
             )
         metrics[entry.key], kls[entry.key] = entry.evaluated or by_model[id(entry.model)]
     labels = {e.key: e.method.label for e in entries}
+    base_rows = {e.key: e.row for e in entries if e.row is not None}
     rows = []
     for entry in entries:
         assert entry.row is not None
@@ -529,9 +567,25 @@ def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]
                 kl_vs_baseline=kl_diff.difference, kl_vs_baseline_low=kl_diff.low, kl_vs_baseline_high=kl_diff.high
             )
             row.update(kl_verdict=kl_diff.verdict)
+            row["speed_vs_baseline"] = float(entry.row["measured_speedup"]) / float(base_rows[base]["measured_speedup"])
         if entry.before is not None:
             row.update(_before_recovery(entry, entries, base))
         rows.append(row)
+    return _with_equal_speed(rows)
+
+
+def _with_equal_speed(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each compared row gains ``at_equal_speed``: its method against its baseline at the baseline's
+    measured speed, read from every row of that method, target and baseline (``equal_speed_verdict``)."""
+    groups: dict[tuple[str, float, str], list[tuple[float, str]]] = {}
+    for row in rows:
+        if row["verdict"] != "baseline":
+            groups.setdefault((row["method"], row["target_speedup"], row["baseline"]), []).append(
+                (row["speed_vs_baseline"], row["verdict"])
+            )
+    for row in rows:
+        group = groups.get((row["method"], row["target_speedup"], row["baseline"]))
+        row["at_equal_speed"] = equal_speed_verdict(group) if group else ""
     return rows
 
 
@@ -571,6 +625,7 @@ def sweep_table(frame: pd.DataFrame) -> str:
             vs = interval(r, "vs_baseline", "vs_baseline_low", "vs_baseline_high", scale)
             kl = interval(r, "kl_vs_baseline", "kl_vs_baseline_low", "kl_vs_baseline_high", digits=4)
             line += f" | vs {r['baseline']} {vs}{unit} {r['verdict']}, KL {kl} {r['kl_verdict']}"
+            line += f" | at equal speed: {r['at_equal_speed']}"
         before = r.get("metric_before_recovery")
         if before is not None and not pd.isna(before):
             line += f" | before recovery {scale * float(before):.2f}"

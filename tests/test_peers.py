@@ -182,7 +182,15 @@ def test_a_decoder_sweep_with_depth_and_flap_compares_at_equal_measured_speed(wo
         assert row.vs_baseline == pytest.approx(row.metric - float(base["metric"]))
     # every peer meets the planner at equal measured speed: planned again, or its own model when close
     for label in ("depth (ShortGPT)", "FLAP"):
-        assert (matched["baseline"] == label).sum() <= 1
+        assert (matched["baseline"] == label).sum() <= 2  # two only where two re-plans bracket its speed
+    compared = frame[frame["verdict"] != "baseline"]
+    assert set(compared["at_equal_speed"]) <= {"win", "tie", "loss", "unresolved"}
+    for row in compared.itertuples():
+        base = own[own["method"] == row.baseline].iloc[0]
+        assert row.speed_vs_baseline == pytest.approx(row.measured_speedup / float(base["measured_speedup"]))
+    for _, group in compared.groupby(["method", "baseline"]):
+        if len(group) == 1 and abs(float(group["speed_vs_baseline"].iloc[0]) - 1.0) <= 0.03:
+            assert group["at_equal_speed"].iloc[0] == group["verdict"].iloc[0]
 
 
 def test_the_planner_meets_each_peer_at_its_measured_speed() -> None:
@@ -239,5 +247,32 @@ def test_a_re_plan_that_missed_its_peer_gets_one_more_step_and_the_closer_is_kep
 
     again[0].row = {"measured_speedup": 1.51}
     assert _closest([missed, close], again, entries) == [again[0], close]
-    again[0].row = {"measured_speedup": 1.60}  # overshot by more than the first step fell short
-    assert _closest([missed, close], again, entries) == [missed, close]
+    again[0].row = {"measured_speedup": 1.47}  # both short of the peer: the closer
+    assert _closest([missed, close], again, entries) == [again[0], close]
+    again[0].row = {"measured_speedup": 1.60}  # 1.42x and 1.60x bracket 1.49x, neither within 3%: both
+    kept = _closest([missed, close], again, entries)
+    assert [e.key for e in kept] == ["spdy@1.5=depth", "spdy@1.5=depth~2", "spdy@1.5=flap"]
+    assert kept[1].model is again[0].model and kept[1].matched_to == "depth@1.5"
+
+
+@pytest.mark.parametrize(
+    ("points", "expected"),
+    [
+        ([(1.01, "tie")], "tie"),  # within 3%: its own verdict
+        ([(0.98, "loss")], "loss"),
+        ([(1.065, "loss")], "unresolved"),  # faster and worse: says nothing about equal speed
+        ([(1.065, "win")], "win"),  # faster and still better
+        ([(0.87, "win")], "unresolved"),  # slower and better: says nothing
+        ([(0.87, "loss")], "loss"),  # slower and worse
+        ([(0.87, "tie"), (1.065, "loss")], "unresolved"),  # a bracket that says nothing
+        ([(0.87, "tie"), (1.065, "win")], "win"),
+        ([(0.87, "loss"), (1.065, "win")], "unresolved"),  # contradictory: noise
+        ([(0.99, "tie"), (1.065, "win")], "win"),
+    ],
+)
+def test_the_verdict_at_equal_speed_reads_only_what_a_frontier_implies(
+    points: list[tuple[float, str]], expected: str
+) -> None:
+    from planner.sweep import equal_speed_verdict
+
+    assert equal_speed_verdict(points) == expected
