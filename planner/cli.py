@@ -325,6 +325,12 @@ def _add_run_args(p: Any, *, out: str) -> None:
     _flag(p, "search_examples", "calibration examples the search scores on (the rest pick the final plan)", type_=_int)
     _flag(
         p,
+        "search_objective",
+        "what the search and the final pick minimise: kl (divergence from the dense model's outputs; copies its "
+        "mistakes too) or ce (the task loss on the calibration labels)",
+    )
+    _flag(
+        p,
         "search_batch",
         "SPDY's candidates per round (default: one per worker; fix it for the same plan with any --workers)",
         type_=_int,

@@ -113,3 +113,17 @@ def test_search_settings_the_calibration_set_cannot_serve_are_refused() -> None:
     with pytest.raises(PlannerError, match="all 8 are search examples"):
         check_search(SearchSettings("evolution", 10.0, 8, "kl", 0), calibration=8)
     check_search(SearchSettings("spdy", 10.0, 2, "kl", 0), calibration=2)  # SPDY needs no stages
+
+
+def test_the_search_objective_is_a_flag_and_a_wrong_one_is_refused_before_any_work(
+    tmp_path: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from planner.cli import _config, build_parser, main
+
+    for command in ("run", "sweep"):
+        args = build_parser().parse_args([command, "--search-objective", "ce"])
+        assert _config(args).search_objective == "ce"
+        assert _config(build_parser().parse_args([command])).search_objective == "kl"
+    out = tmp_path / "sweep"
+    assert main(["sweep", "--search-objective", "mse", "--out", str(out)]) == 2
+    assert "search_objective" in capsys.readouterr().err and not out.exists()
