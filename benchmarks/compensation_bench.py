@@ -52,37 +52,40 @@ def uniform_keep(backend: Any, scores: Any, units: Any, share: float) -> dict[st
     return keep
 
 
-def sweep_keeps(backend: Any, scores: Any, units: Any, csv: str) -> list[tuple[str, dict[str, tuple[int, ...]]]]:
-    """(label, unit -> kept heads / neurons) of each distinct planner plan in a sweep's pareto.csv."""
+def row_keep(backend: Any, scores: Any, units: Any, row: Any, source: str) -> dict[str, tuple[int, ...]]:
+    """unit -> the heads / neurons ``backend`` keeps at the level of ``row`` (a sweep's pareto.csv row)."""
     import json
 
+    counts = {"attention": json.loads(row["heads_kept"]), "ffn": json.loads(row["neurons_kept"])}
+    keep = {}
+    for kind in ("attention", "ffn"):
+        kind_units = [u for u in units if u.kind == kind]
+        if len(counts[kind]) != len(kind_units):
+            raise SystemExit(f"{source}: {len(counts[kind])} {kind} counts for {len(kind_units)} units: another model?")
+        for unit, kept in zip(kind_units, counts[kind], strict=True):
+            level = next((lv for lv in unit.levels if int(lv.kept or 0) == kept), None)
+            if level is None:
+                raise SystemExit(f"{source}: {unit.name} has no level keeping {kept}: another model or table?")
+            keep[unit.name] = backend.select(scores, unit, level)
+    return keep
+
+
+def sweep_keeps(backend: Any, scores: Any, units: Any, csv: str) -> list[tuple[str, dict[str, tuple[int, ...]]]]:
+    """(label, unit -> kept heads / neurons) of each distinct planner plan in a sweep's pareto.csv."""
     import pandas as pd
 
     frame = pd.read_csv(csv)
     rows = frame[frame["method"].str.startswith("planner")]
-    by_kind = {kind: [u for u in units if u.kind == kind] for kind in ("attention", "ffn")}
     keeps, seen = [], set()
     for _, row in rows.iterrows():
-        counts = {"attention": json.loads(row["heads_kept"]), "ffn": json.loads(row["neurons_kept"])}
-        key = (tuple(counts["attention"]), tuple(counts["ffn"]))
+        key = (row["heads_kept"], row["neurons_kept"])
         if key in seen:
             continue
         seen.add(key)
-        keep = {}
-        for kind, kind_units in by_kind.items():
-            if len(counts[kind]) != len(kind_units):
-                raise SystemExit(
-                    f"{csv}: {len(counts[kind])} {kind} counts for {len(kind_units)} units: another model?"
-                )
-            for unit, kept in zip(kind_units, counts[kind], strict=True):
-                level = next((lv for lv in unit.levels if int(lv.kept or 0) == kept), None)
-                if level is None:
-                    raise SystemExit(f"{csv}: {unit.name} has no level keeping {kept}: another model or table?")
-                keep[unit.name] = backend.select(scores, unit, level)
         label = f"{row['method']} {row['target_speedup']:g}x" + (
             f" @{row['matched_to']}" if pd.notna(row["matched_to"]) else ""
         )
-        keeps.append((label, keep))
+        keeps.append((label, row_keep(backend, scores, units, row, csv)))
     return keeps
 
 
