@@ -245,14 +245,54 @@ def test_a_re_plan_that_missed_its_peer_gets_one_more_step_and_the_closer_is_kep
     capped = _matched_again([missed], entries, run_jobs, 1.6, lambda _line: None)
     assert capped[0].plan.target_speedup == pytest.approx(1.6) and jobs[-1] == ("spdy", 1.6)  # the table's maximum
 
-    again[0].row = {"measured_speedup": 1.51}
-    assert _closest([missed, close], again, entries) == [again[0], close]
-    again[0].row = {"measured_speedup": 1.47}  # both short of the peer: the closer
-    assert _closest([missed, close], again, entries) == [again[0], close]
-    again[0].row = {"measured_speedup": 1.60}  # 1.42x and 1.60x bracket 1.49x, neither within 3%: both
-    kept = _closest([missed, close], again, entries)
+    def closest(second: float) -> list[_Entry]:
+        again[0].row = {"measured_speedup": second}
+        return _closest({missed.key: [missed, again[0]], close.key: [close]}, entries)
+
+    assert closest(1.51) == [again[0], close]
+    assert closest(1.47) == [again[0], close]  # both short of the peer: the closer
+    kept = closest(1.60)  # 1.42x and 1.60x bracket 1.49x, neither within 3%: both
     assert [e.key for e in kept] == ["spdy@1.5=depth", "spdy@1.5=depth~2", "spdy@1.5=flap"]
     assert kept[1].model is again[0].model and kept[1].matched_to == "depth@1.5"
+
+    # a third step goes along the secant through the two re-plans
+    first = entry("spdy@1.5=depth", 1.30, planned=1.55, matched_to="depth@1.5")
+    second = entry("spdy@1.5=depth", 1.42, planned=1.70, matched_to="depth@1.5")
+    third = _matched_again([second], entries, run_jobs, 3.0, lambda _line: None, previous={first.key: first})
+    assert [e.key for e in third] == ["spdy@1.5=depth"]
+    assert jobs[-1] == ("spdy", pytest.approx(1.70 + (1.49 - 1.42) * (1.70 - 1.55) / (1.42 - 1.30)))
+
+
+def test_the_third_step_follows_the_secant_within_half_to_twice_a_proportional_step() -> None:
+    from planner.sweep import next_target
+
+    # SmolLM2 decode (2026-12-05): 1.72x planned measured 1.40x, 1.97x measured 1.54x, depth 1.60x
+    assert next_target((1.97, 1.54), 1.60) == pytest.approx(1.97 * 1.60 / 1.54)
+    assert next_target((1.97, 1.54), 1.60, (1.72, 1.40)) == pytest.approx(1.97 + 0.06 * 0.25 / 0.14)
+    # a flat slope (noise) would ask for far more: held to twice the proportional step
+    assert next_target((1.97, 1.54), 1.60, (1.72, 1.539)) == pytest.approx(1.97 * (1.60 / 1.54) ** 2)
+    # a steep slope: at least half the proportional step
+    assert next_target((1.97, 1.54), 1.60, (1.96, 1.40)) == pytest.approx(1.97 * (1.60 / 1.54) ** 0.5)
+    # a slope of the wrong sign says nothing: the proportional step
+    assert next_target((1.97, 1.54), 1.60, (1.72, 1.60)) == pytest.approx(1.97 * 1.60 / 1.54)
+    # an overshoot steps back, never past the other side's bound
+    assert next_target((2.2, 1.70), 1.60, (1.97, 1.54)) < 2.2
+
+
+def test_of_three_re_plans_that_bracket_a_peer_the_closest_on_each_side_are_kept() -> None:
+    from planner.sweep import SWEEP_METHODS, _closest, _Entry
+
+    def entry(key: str, speed: float, matched_to: str = "") -> _Entry:
+        row = {"measured_speedup": speed}
+        return _Entry(key, SWEEP_METHODS[key.split("@")[0]], 1.5, object(), object(), matched_to, row=row)  # type: ignore[arg-type]
+
+    entries = [entry("spdy@1.5", 1.39), entry("depth@1.5", 1.60)]
+    steps = [entry("spdy@1.5=depth", speed, "depth@1.5") for speed in (1.40, 1.54, 1.66)]
+    kept = _closest({"spdy@1.5=depth": steps}, entries)
+    assert [e.key for e in kept] == ["spdy@1.5=depth", "spdy@1.5=depth~3"]
+    assert [e.model for e in kept] == [steps[1].model, steps[2].model]
+    steps[2].row = {"measured_speedup": 1.63}  # within 3%: that one alone
+    assert [e.model for e in _closest({"spdy@1.5=depth": steps}, entries)] == [steps[2].model]
 
 
 @pytest.mark.parametrize(
