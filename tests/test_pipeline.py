@@ -221,11 +221,12 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
         if abs(row.measured_speedup / peer - 1) <= 0.03:
             assert again.empty
         elif row.target_speedup * peer / row.measured_speedup > 1.0:
-            (planned,) = again["planned_for"]
-            # The first step lands on target x peer / measured (or below it, capped at the table's maximum); a second
-            # step, taken when the first missed, only has to be a real target.
-            assert planned > 1.0
-            assert again["predicted_speedup"].iloc[0] >= planned - 1e-9
+            # The first step lands on target x peer / measured (or below it, capped at the table's maximum); later
+            # steps, taken when it missed, only have to be real targets. Two rows only where two steps bracket
+            # uniform's speed.
+            assert 1 <= len(again) <= 2
+            assert (again["planned_for"] > 1.0).all()
+            assert (again["predicted_speedup"] >= again["planned_for"] - 1e-9).all()
     saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
     assert len(saved) == len(frame) and {"verdict", "kl_verdict", "vs_baseline_low"} <= set(saved.columns)
     assert (tmp_path / "sweep" / "pareto.png").is_file()
