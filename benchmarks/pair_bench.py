@@ -22,7 +22,7 @@ from typing import Any
 
 def model_of(spec: str, loaded: Any, task: Any, fisher: dict[str, Any]) -> Any:
     """The pruned model ``spec`` names: a pruned/ folder, or ``pareto.csv#ROW`` applied by Fisher."""
-    from planner.stages.apply.pruned_io import load_pruned, read_pruned_config
+    from planner.stages.apply.pruned_io import load_pruned
 
     if "#" in spec:
         import pandas as pd
@@ -40,10 +40,19 @@ def model_of(spec: str, loaded: Any, task: Any, fisher: dict[str, Any]) -> Any:
         units = [u for u in loaded.adapter.units() if u.kind in ("attention", "ffn")]
         keep = row_keep(backend, fisher["scores"], units, frame.iloc[int(row)], spec)
         return backend.apply(loaded.adapter, plan_for(keep, units, "fisher"), task)
+    check_folder(spec, loaded)
+    return load_pruned(spec)
+
+
+def check_folder(spec: str, loaded: Any) -> None:
+    """Refuse a pruned/ folder cut from another model than ``loaded`` (a ``#ROW`` spec passes)."""
+    from planner.stages.apply.pruned_io import read_pruned_config
+
+    if "#" in spec:
+        return
     cut_from = read_pruned_config(spec)["plan"]["model_fingerprint"]
     if cut_from != loaded.fingerprint:
         raise SystemExit(f"{spec} was cut from another model (fingerprint {cut_from}); use its --model.")
-    return load_pruned(spec)
 
 
 def main() -> None:
@@ -63,6 +72,8 @@ def main() -> None:
     start = time.perf_counter()
     config = RunConfig(model=args.model, data=args.data, batch_size=args.batch_size, seq_len=args.seq_len)
     loaded = load_configured(config)
+    for spec in (args.a, args.b):  # before any work
+        check_folder(spec, loaded)
     task = configured_task(config, loaded)
     dense = task.evaluate(loaded.model)
     fisher: dict[str, Any] = {}
