@@ -493,13 +493,11 @@ def next_target(last: tuple[float, float], base: float, earlier: tuple[float, fl
     """
     planned, measured = last
     proportional = math.log(base / measured)
-    if earlier is None or earlier[0] == planned or (measured - earlier[1]) / (planned - earlier[0]) <= 0:
+    slope = 0.0 if earlier is None or earlier[0] == planned else (measured - earlier[1]) / (planned - earlier[0])
+    if slope <= 0:
         return planned * math.exp(proportional)
-    slope = (measured - earlier[1]) / (planned - earlier[0])
     secant = planned + (base - measured) / slope
-    if secant <= 0:
-        return planned * math.exp(2.0 * proportional)
-    step = math.log(secant / planned)
+    step = math.log(secant / planned) if secant > 0 else -math.inf  # a secant below 0: the lowest bound
     low, high = sorted((0.5 * proportional, 2.0 * proportional))
     return planned * math.exp(min(max(step, low), high))
 
