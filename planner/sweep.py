@@ -18,6 +18,9 @@ more step of the same kind, and then a third along the secant through the two (`
 table's bias grows with the cut, so one step fell 5% short of depth's speed on SmolLM2 prefill and two
 fell 4% short in decode); the closest is reported, or the closest on each side when they bracket the
 baseline's speed.
+Each re-plan is timed in the same run as the baseline it is matched to, and compared with the
+baseline's speed in that run (``baseline_speedup``), so no comparison rests on a speedup staying put
+between runs (SmolLM2 decode: the dense step read 56 ms in one verify and 67 ms in the next).
 Each compared row's ``at_equal_speed`` reads all of a method's rows against one baseline at the
 baseline's measured speed (``equal_speed_verdict``).
 
@@ -52,7 +55,7 @@ import torch
 from torch import nn
 
 from planner.backends import get_backend
-from planner.config import RunConfig
+from planner.config import Measurement, RunConfig
 from planner.errors import PlannerError
 from planner.executors import Executor
 from planner.executors.worker import Worker, load_checked
@@ -334,13 +337,17 @@ def _sweep(
         for (name, speedup), (plan, model, before, evaluated) in zip(jobs, run_jobs(jobs), strict=True)
     ]
     measurement = config.measurement(rounds=config.verify_rounds)
-    adapter, dense = prepared.loaded.adapter, prepared.loaded.model
+    loaded = prepared.loaded
+
+    def verify(timed: list[_Entry]) -> None:
+        _verify(loaded, timed, entries, measurement)
+
     log("verify: every pruned model timed interleaved with the dense one")
-    _measure(entries, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in entries}}, measurement))
+    verify(entries)
     matched, same_speed = _matched_entries(entries, run_jobs, prepared.table.max_speedup(), log)
     if matched:
-        log("verify: plans made for the baselines' measured speeds")
-        _measure(matched, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in matched}}, measurement))
+        log("verify: plans made for the baselines' measured speeds, timed again beside them")
+        verify(matched)
         steps = {e.key: [e] for e in matched}
         latest = matched
         for _ in range(MATCH_STEPS - 1):
@@ -349,7 +356,7 @@ def _sweep(
             if not latest:
                 break
             log("verify: plans made again where the last re-plan missed the baseline's speed")
-            _measure(latest, verify_models(adapter, {"dense": dense, **{e.key: e.model for e in latest}}, measurement))
+            verify(latest)
             for entry in latest:
                 steps[entry.key].append(entry)
         matched = _closest(steps, entries)
@@ -361,7 +368,16 @@ def _sweep(
     return frame
 
 
+def _verify(loaded: LoadedModel, timed: list[_Entry], entries: list[_Entry], measurement: Measurement) -> None:
+    """Time ``timed`` interleaved with the dense model and with the baselines (of ``entries``) they are
+    matched to, and fill in their rows."""
+    bases = {e.key: e.model for e in entries if e.key in {t.matched_to for t in timed}}
+    models = {"dense": loaded.model, **{e.key: e.model for e in timed}, **bases}
+    _measure(timed, verify_models(loaded.adapter, models, measurement))
+
+
 def _measure(entries: list[_Entry], verification: Any) -> None:
+    """Each entry's row from one verify run; a re-plan's also holds its baseline's speed in that run."""
     for entry in entries:
         estimate = verification.speedup(entry.key)
         entry.row = {
@@ -379,6 +395,8 @@ def _measure(entries: list[_Entry], verification: Any) -> None:
             "heads_kept": [c.kept for c in entry.plan.units if c.kind == "attention"],
             "neurons_kept": [c.kept for c in entry.plan.units if c.kind == "ffn"],
         }
+        if entry.matched_to:
+            entry.row["baseline_speedup"] = verification.speedup(entry.matched_to).value
 
 
 def _matched_entries(
@@ -452,7 +470,7 @@ def _matched_again(
     todo: list[tuple[_Entry, float]] = []
     for entry in matched:
         assert entry.row is not None
-        own, base = float(entry.row["measured_speedup"]), speeds[entry.matched_to]
+        own, base = float(entry.row["measured_speedup"]), baseline_speed(entry.row, speeds, entry.matched_to)
         if abs(own / base - 1.0) <= MATCH_TOLERANCE:
             continue
         step_before = (previous or {}).get(entry.key)
@@ -511,7 +529,7 @@ def _closest(steps: Mapping[str, Sequence[_Entry]], entries: list[_Entry]) -> li
 
     def miss(entry: _Entry) -> float:
         assert entry.row is not None
-        return float(entry.row["measured_speedup"]) / speeds[entry.matched_to] - 1.0
+        return float(entry.row["measured_speedup"]) / baseline_speed(entry.row, speeds, entry.matched_to) - 1.0
 
     kept: list[_Entry] = []
     for tried in steps.values():
@@ -559,6 +577,13 @@ def _same_model(entry: _Entry, base: _Entry) -> _Entry:
     )  # fmt: skip
 
 
+def baseline_speed(row: Mapping[str, Any], speeds: Mapping[str, float], base: str) -> float:
+    """The measured speedup of ``base`` in the same verify run as ``row``: a re-plan's baseline is timed
+    again beside it (``baseline_speedup``); a first plan shared its run with every baseline."""
+    value = row.get("baseline_speedup")
+    return float(value if value is not None else speeds[base])
+
+
 def _name(key: str) -> str:
     """The method name of an entry key (``spdy@2``, ``spdy@2=depth`` -> ``spdy``)."""
     return key.split("@")[0]
@@ -581,7 +606,7 @@ def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]
             )
         metrics[entry.key], kls[entry.key] = entry.evaluated or by_model[id(entry.model)]
     labels = {e.key: e.method.label for e in entries}
-    base_rows = {e.key: e.row for e in entries if e.row is not None}
+    speeds = {e.key: float(e.row["measured_speedup"]) for e in entries if e.row is not None}
     rows = []
     for entry in entries:
         assert entry.row is not None
@@ -611,7 +636,8 @@ def _evaluate(entries: list[_Entry], prepared: Prepared) -> list[dict[str, Any]]
                 kl_vs_baseline=kl_diff.difference, kl_vs_baseline_low=kl_diff.low, kl_vs_baseline_high=kl_diff.high
             )
             row.update(kl_verdict=kl_diff.verdict)
-            row["speed_vs_baseline"] = float(entry.row["measured_speedup"]) / float(base_rows[base]["measured_speedup"])
+            row["baseline_speedup"] = baseline_speed(entry.row, speeds, base)
+            row["speed_vs_baseline"] = float(entry.row["measured_speedup"]) / row["baseline_speedup"]
         if entry.before is not None:
             row.update(_before_recovery(entry, entries, base))
         rows.append(row)

@@ -186,8 +186,10 @@ def test_a_decoder_sweep_with_depth_and_flap_compares_at_equal_measured_speed(wo
     compared = frame[frame["verdict"] != "baseline"]
     assert set(compared["at_equal_speed"]) <= {"win", "tie", "loss", "unresolved"}
     for row in compared.itertuples():
+        assert row.speed_vs_baseline == pytest.approx(row.measured_speedup / row.baseline_speedup)
+    for row in compared[compared["matched_to"] == ""].itertuples():  # timed in one run with uniform
         base = own[own["method"] == row.baseline].iloc[0]
-        assert row.speed_vs_baseline == pytest.approx(row.measured_speedup / float(base["measured_speedup"]))
+        assert row.baseline_speedup == pytest.approx(float(base["measured_speedup"]))
     for _, group in compared.groupby(["method", "baseline"]):
         if len(group) == 1 and abs(float(group["speed_vs_baseline"].iloc[0]) - 1.0) <= 0.03:
             assert group["at_equal_speed"].iloc[0] == group["verdict"].iloc[0]
@@ -293,6 +295,55 @@ def test_of_three_re_plans_that_bracket_a_peer_the_closest_on_each_side_are_kept
     assert [e.model for e in kept] == [steps[1].model, steps[2].model]
     steps[2].row = {"measured_speedup": 1.63}  # within 3%: that one alone
     assert [e.model for e in _closest({"spdy@1.5=depth": steps}, entries)] == [steps[2].model]
+
+
+def test_a_re_plan_is_timed_beside_its_baseline_and_compared_with_that_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The baseline's model is timed again in the re-plan's run, and the re-plan's miss is read against
+    the baseline's speed in that run, not in the first: 1.66x against depth's 1.65x beside it is a match,
+    though depth measured 1.60x in the first run."""
+    import planner.sweep as sweep
+    from planner.sweep import SWEEP_METHODS, _closest, _Entry, _matched_again
+
+    class _Plan:
+        target_speedup, predicted_speedup, solver, units = 2.15, 2.15, "dp", ()
+
+    class _Speed:
+        def __init__(self, value: float) -> None:
+            self.value, self.low, self.high = value, value, value
+
+    speeds = {"spdy@1.5=depth": 1.66, "depth@1.5": 1.65}
+
+    class _Verification:
+        def speedup(self, key: str) -> _Speed:
+            return _Speed(speeds[key])
+
+        def __getitem__(self, key: str) -> _Speed:
+            return type("Stats", (), {"median_ms": 10.0})()  # type: ignore[return-value]
+
+    timed: list[dict[str, object]] = []
+
+    def verify_models(adapter, models, measurement):  # type: ignore[no-untyped-def]
+        timed.append(dict(models))
+        return _Verification()
+
+    monkeypatch.setattr(sweep, "verify_models", verify_models)
+    depth_model, dense_model = object(), object()
+    entries = [
+        _Entry("spdy@1.5", SWEEP_METHODS["spdy"], 1.5, _Plan(), object(), row={"measured_speedup": 1.39}),  # type: ignore[arg-type]
+        _Entry("depth@1.5", SWEEP_METHODS["depth"], 1.5, _Plan(), depth_model, row={"measured_speedup": 1.60}),  # type: ignore[arg-type]
+    ]
+    replan = _Entry("spdy@1.5=depth", SWEEP_METHODS["spdy"], 1.5, _Plan(), object(), "depth@1.5")  # type: ignore[arg-type]
+    loaded = type("Loaded", (), {"model": dense_model, "adapter": None})()
+    sweep._verify(loaded, [replan], entries, None)  # type: ignore[arg-type]
+    assert timed == [{"dense": dense_model, "spdy@1.5=depth": replan.model, "depth@1.5": depth_model}]
+    assert replan.row is not None and replan.row["baseline_speedup"] == 1.65
+    assert _matched_again([replan], entries, lambda todo: [], 3.0, lambda _line: None) == []  # within 3%
+    assert _closest({replan.key: [replan]}, entries) == [replan]
+    replan.row["baseline_speedup"] = 1.60  # as if read against the first run: 3.75% off, one more step
+    again = _matched_again(
+        [replan], entries, lambda todo: [(_Plan(), object(), None, None) for _ in todo], 3.0, lambda _line: None
+    )
+    assert [e.key for e in again] == ["spdy@1.5=depth"]
 
 
 @pytest.mark.parametrize(
