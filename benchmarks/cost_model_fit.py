@@ -1,0 +1,150 @@
+"""Which additive cost model predicts whole shrunk models? The table's curve against per-kind linear fits.
+
+One profile of the model (the planner's table), then about 40 shrunk models timed interleaved with
+the dense one (``profile_accuracy.py``'s random, extreme and depth families and the table's own
+anchors). For each model, features that are sums over units, so a DP could plan with any of them:
+
+- ``Sa`` / ``Sm``: the table's standalone times of its attention / MLP units at their levels (ms);
+- ``Sad`` / ``Smd``: the same over units left dense (level 0) only;
+- ``na`` / ``nm``: attention / MLP units that keep anything.
+
+Candidate models ``T = c0 + sum(ci x feature_i)`` are fitted by least squares to the measured times
+(the dense time of the table times measured / table speedup) and judged leave-one-out, and fitted on
+what a profile could time (the anchors and the depth family) and judged on the rest. Errors are
+measured vs predicted speedup, in %, per family. The question it answers: does a plan of dense
+and removed layers cost what its standalone unit times say, through one curve (the table), or does
+it need terms that know a unit is dense or present (SmolLM2 decode, 2026-12-05)?
+
+Run: ``.venv/bin/python benchmarks/cost_model_fit.py [--model smollm2] [--phase decode] [--batch-size 1]
+[--seq-len 128]``. Last line: ``table_depth_max=<x> best=<features> best_depth_max=<y>
+best_random_max=<z> best_extreme_max=<w>`` (leave-one-out).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from profile_accuracy import CONFIGS, depth_levels, extreme_levels, random_levels
+
+FAMILIES = ("anchors", "random", "extreme", "depth")
+CANDIDATES = (
+    ("S",),
+    ("Sa", "Sm"),
+    ("Sa", "Sm", "na", "nm"),
+    ("Sa", "Sm", "Sad", "Smd"),
+    ("Sa", "Sm", "Sad", "Smd", "na", "nm"),
+)
+
+
+def features(levels: list[int], costs: list[np.ndarray], kinds: list[str], kept: list[list[int]]) -> dict[str, float]:
+    """The additive features of one configuration (one level per unit, table order)."""
+    out = dict.fromkeys(("S", "Sa", "Sm", "Sad", "Smd", "na", "nm"), 0.0)
+    for unit, level in enumerate(levels):
+        cost, kind = float(costs[unit][level]), "a" if kinds[unit] == "attention" else "m"
+        out["S"] += cost
+        out[f"S{kind}"] += cost
+        if level == 0:
+            out[f"S{kind}d"] += cost
+        if kept[unit][level] > 0:
+            out[f"n{kind}"] += 1
+    return out
+
+
+def fit_predict(x: np.ndarray, t: np.ndarray, train: np.ndarray) -> np.ndarray:
+    """Least-squares fit on the rows ``train``; predictions for every row."""
+    coef, *_ = np.linalg.lstsq(x[train], t[train], rcond=None)
+    return x @ coef
+
+
+def errors_by_family(
+    predicted_ms: np.ndarray, measured_ms: np.ndarray, family: list[str]
+) -> dict[str, tuple[float, float]]:
+    """Per family, (median, max) of |measured vs predicted speedup| in %."""
+    err = np.abs(100.0 * (predicted_ms / measured_ms - 1.0))
+    out = {}
+    for name in FAMILIES:
+        rows = [i for i, f in enumerate(family) if f == name]
+        if rows:
+            out[name] = (float(np.median(err[rows])), float(np.max(err[rows])))
+    return out
+
+
+def show(label: str, by_family: dict[str, tuple[float, float]]) -> None:
+    cells = " | ".join(f"{name} {med:4.1f} / {worst:4.1f}" for name, (med, worst) in by_family.items())
+    print(f"{label:<40} {cells}", flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--phase", default="decode")
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--seq-len", type=int, default=128)
+    parser.add_argument("--rounds", type=int, default=20, help="paired rounds of the check")
+    args = parser.parse_args()
+
+    from planner.config import Measurement
+    from planner.models import load_model
+    from planner.stages.profile.measure import DENSE_KEY, calibration_anchors, profile_model
+    from planner.stages.verify import verify_models
+
+    measurement = Measurement("torch", "cpu", "float32", args.batch_size, args.seq_len, 2, 10, 0, args.phase, 0, 0)
+    loaded = load_model(args.model, batch_size=args.batch_size, seq_len=args.seq_len)
+    adapter = loaded.adapter
+    units = adapter.units()
+    with tempfile.TemporaryDirectory() as tmp:
+        table = profile_model(loaded, measurement, out=Path(tmp) / "table.csv", progress=False)
+    configs: dict[str, dict[str, int]] = {}
+    rng = np.random.default_rng(0)
+    for i, fraction in enumerate(np.linspace(0.0, 0.95, CONFIGS)):
+        configs[f"random/{i}"] = random_levels(units, rng, float(fraction))
+    configs.update(extreme_levels(units))
+    configs.update({f"depth/{k}": v for k, v in depth_levels(adapter).items()})
+    configs.update({f"anchors/{k.strip('_')}": v for k, v in calibration_anchors(units).items() if k != DENSE_KEY})
+    models: dict[str, Any] = {"dense": adapter.model}
+    models.update({name: adapter.shrink_to_levels(levels) for name, levels in configs.items()})
+    check = verify_models(adapter, models, dataclasses.replace(measurement, rounds=args.rounds, max_rounds=None))
+
+    names = list(table.units())
+    by_name = {u.name: u for u in units}
+    costs = table.unit_costs()
+    kinds = [by_name[n].kind for n in names]
+    kept = [[level.kept for level in by_name[n].levels] for n in names]
+    family = [name.split("/")[0] if name.split("/")[0] in FAMILIES else "extreme" for name in configs]
+    measured = np.array([table.meta.dense_ms / check.speedup(name).value for name in configs])
+    feats = [features([int(lv.get(n, 0)) for n in names], costs, kinds, kept) for lv in configs.values()]
+    print(
+        f"{adapter.name} {args.phase} b{args.batch_size} s{args.seq_len}: {len(configs)} models, table dense "
+        f"{table.meta.dense_ms:.2f} ms; errors in % as median / max per family"
+    )
+    table_errors = errors_by_family(np.array([table.predict_ms(lv) for lv in configs.values()]), measured, family)
+    show("the table (g of the summed unit times)", table_errors)
+    profiled = np.array([f in ("anchors", "depth") for f in family])
+    best: tuple[float, str, dict[str, tuple[float, float]]] | None = None
+    for columns in CANDIDATES:
+        x = np.array([[1.0] + [f[c] for c in columns] for f in feats])
+        loo = np.array([fit_predict(x, measured, np.arange(len(x)) != i)[i] for i in range(len(x))])
+        loo_errors = errors_by_family(loo, measured, family)
+        show(f"leave-one-out {'+'.join(columns)}", loo_errors)
+        show(
+            f"  fitted on anchors+depth {'+'.join(columns)}",
+            errors_by_family(fit_predict(x, measured, profiled), measured, family),
+        )
+        worst = max(loo_errors[f][1] for f in ("random", "extreme", "depth"))
+        if best is None or worst < best[0]:
+            best = (worst, "+".join(columns), loo_errors)
+    assert best is not None
+    _, label, chosen = best
+    print(
+        f"table_depth_max={table_errors['depth'][1]:.1f} best={label} best_depth_max={chosen['depth'][1]:.1f} "
+        f"best_random_max={chosen['random'][1]:.1f} best_extreme_max={chosen['extreme'][1]:.1f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
