@@ -40,8 +40,7 @@ def model_of(spec: str, loaded: Any, task: Any, fisher: dict[str, Any]) -> Any:
         units = [u for u in loaded.adapter.units() if u.kind in ("attention", "ffn")]
         keep = row_keep(backend, fisher["scores"], units, frame.iloc[int(row)], spec)
         return backend.apply(loaded.adapter, plan_for(keep, units, "fisher"), task)
-    check_folder(spec, loaded)
-    return load_pruned(spec)
+    return load_pruned(spec)  # its model was checked before any work (``check_folder``)
 
 
 def check_folder(spec: str, loaded: Any) -> None:

@@ -5,6 +5,7 @@ compensation); their refusals before any work; a decoder sweep with both."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -317,8 +318,8 @@ def test_a_re_plan_is_timed_beside_its_baseline_and_compared_with_that_run(monke
         def speedup(self, key: str) -> _Speed:
             return _Speed(speeds[key])
 
-        def __getitem__(self, key: str) -> _Speed:
-            return type("Stats", (), {"median_ms": 10.0})()  # type: ignore[return-value]
+        def __getitem__(self, key: str) -> SimpleNamespace:
+            return SimpleNamespace(median_ms=10.0)
 
     timed: list[dict[str, object]] = []
 
@@ -333,7 +334,7 @@ def test_a_re_plan_is_timed_beside_its_baseline_and_compared_with_that_run(monke
         _Entry("depth@1.5", SWEEP_METHODS["depth"], 1.5, _Plan(), depth_model, row={"measured_speedup": 1.60}),  # type: ignore[arg-type]
     ]
     replan = _Entry("spdy@1.5=depth", SWEEP_METHODS["spdy"], 1.5, _Plan(), object(), "depth@1.5")  # type: ignore[arg-type]
-    loaded = type("Loaded", (), {"model": dense_model, "adapter": None})()
+    loaded = SimpleNamespace(model=dense_model, adapter=None)
     sweep._verify(loaded, [replan], entries, None)  # type: ignore[arg-type]
     assert timed == [{"dense": dense_model, "spdy@1.5=depth": replan.model, "depth@1.5": depth_model}]
     assert replan.row is not None and replan.row["baseline_speedup"] == 1.65
