@@ -6,7 +6,12 @@ anchors). For each model, features that are sums over units, so a DP could plan 
 
 - ``Sa`` / ``Sm``: the table's standalone times of its attention / MLP units at their levels (ms);
 - ``Sad`` / ``Smd``: the same over units left dense (level 0) only;
-- ``na`` / ``nm``: attention / MLP units that keep anything.
+- ``na`` / ``nm``: attention / MLP units that keep anything;
+- ``Hf0..5``: standalone times weighted by the hat functions of a piecewise-linear ratio over the
+  unit's level fraction (0 dense, 1 last level), knots at the anchor fractions: ``sum_u s_u x
+  r(fraction_u)``, the unit's cost in context when a thin unit costs relatively more in context than
+  a dense one (its weights come from memory, not cache); ``Hr0..5`` the same over the unit's size
+  ``1 - s / s_dense`` instead of its level fraction.
 
 Candidate models ``T = c0 + sum(ci x feature_i)`` are fitted by least squares to the measured times
 (the dense time of the table times measured / table speedup) and judged leave-one-out, and fitted on
@@ -16,14 +21,18 @@ and removed layers cost what its standalone unit times say, through one curve (t
 it need terms that know a unit is dense or present (SmolLM2 decode, 2026-12-05)?
 
 Run: ``.venv/bin/python benchmarks/cost_model_fit.py [--model smollm2] [--phase decode] [--batch-size 1]
-[--seq-len 128]``. Last line: ``table_depth_max=<x> best=<features> best_depth_max=<y>
-best_random_max=<z> best_extreme_max=<w>`` (leave-one-out).
+[--seq-len 128] [--rounds 20] [--dump FILE]``. Last line: ``max_error_pct_random/extreme/depth:
+curve=<r/e/d> table=<r/e/d> best=<features>:<r/e/d>``: the largest error per family of the curve
+through the anchors, of the table as it plans (its ``cost_model``), and of the candidate with the
+smallest leave-one-out maximum.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
+import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -31,9 +40,18 @@ from typing import Any
 import numpy as np
 from profile_accuracy import CONFIGS, depth_levels, extreme_levels, random_levels
 
+from profilers.context import KNOTS as CONTEXT_KNOTS
+from profilers.context import hat_weights
+
 FAMILIES = ("anchors", "random", "extreme", "depth")
+KNOTS = CONTEXT_KNOTS
+"""Where the in-context ratio ``r`` of the ``H`` features is free (the table's context model's)."""
+HAT_F = tuple(f"Hf{i}" for i in range(len(KNOTS)))
+HAT_R = tuple(f"Hr{i}" for i in range(len(KNOTS)))
 CANDIDATES = (
     ("S",),
+    HAT_F,
+    HAT_R,
     ("Sa", "Sm"),
     ("Sa", "Sm", "na", "nm"),
     ("Sa", "Sm", "Sad", "Smd"),
@@ -41,13 +59,23 @@ CANDIDATES = (
 )
 
 
+def hats(position: float) -> np.ndarray:
+    """Weights of the piecewise-linear interpolation at ``position`` over ``KNOTS`` (clamped)."""
+    return hat_weights(np.array([position]), KNOTS)[0]
+
+
 def features(levels: list[int], costs: list[np.ndarray], kinds: list[str], kept: list[list[int]]) -> dict[str, float]:
     """The additive features of one configuration (one level per unit, table order)."""
-    out = dict.fromkeys(("S", "Sa", "Sm", "Sad", "Smd", "na", "nm"), 0.0)
+    out = dict.fromkeys(("S", "Sa", "Sm", "Sad", "Smd", "na", "nm", *HAT_F, *HAT_R), 0.0)
     for unit, level in enumerate(levels):
         cost, kind = float(costs[unit][level]), "a" if kinds[unit] == "attention" else "m"
         out["S"] += cost
         out[f"S{kind}"] += cost
+        fraction = level / max(1, costs[unit].size - 1)
+        size = 1.0 - cost / float(costs[unit][0]) if costs[unit][0] > 0 else 0.0
+        for names, position in ((HAT_F, fraction), (HAT_R, size)):
+            for name, weight in zip(names, hats(position), strict=True):
+                out[name] += cost * weight
         if level == 0:
             out[f"S{kind}d"] += cost
         if kept[unit][level] > 0:
@@ -86,12 +114,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=20, help="paired rounds of the check")
+    parser.add_argument("--dump", type=Path, help="write the measurements here (JSON) to fit other models offline")
     args = parser.parse_args()
 
     from planner.config import Measurement
     from planner.models import load_model
     from planner.stages.profile.measure import DENSE_KEY, calibration_anchors, profile_model
     from planner.stages.verify import verify_models
+    from profilers.calibration import CalibrationCurve
 
     measurement = Measurement("torch", "cpu", "float32", args.batch_size, args.seq_len, 2, 10, 0, args.phase, 0, 0)
     loaded = load_model(args.model, batch_size=args.batch_size, seq_len=args.seq_len)
@@ -112,19 +142,44 @@ def main() -> None:
 
     names = list(table.units())
     by_name = {u.name: u for u in units}
-    costs = table.unit_costs()
+    costs = table.unit_costs("latency_ms")  # standalone, whatever the table plans with
     kinds = [by_name[n].kind for n in names]
     kept = [[level.kept for level in by_name[n].levels] for n in names]
     family = [name.split("/")[0] if name.split("/")[0] in FAMILIES else "extreme" for name in configs]
     measured = np.array([table.meta.dense_ms / check.speedup(name).value for name in configs])
     feats = [features([int(lv.get(n, 0)) for n in names], costs, kinds, kept) for lv in configs.values()]
+    # The dense model is an anchor too (speedup 1 by definition), and a fit on anchors alone needs it.
+    family.append("anchors")
+    measured = np.append(measured, table.meta.dense_ms)
+    feats.append(features([0] * len(names), costs, kinds, kept))
+    all_levels = [*configs.values(), {}]
+    if args.dump:
+        record = {
+            "units": names,
+            "kinds": kinds,
+            "kept": kept,
+            "costs_ms": [c.tolist() for c in costs],
+            "dense_ms": table.meta.dense_ms,
+            "configs": {name: [int(lv.get(n, 0)) for n in names] for name, lv in configs.items()},
+            "measured_ms": measured[:-1].tolist(),
+        }
+        args.dump.write_text(json.dumps(record))
     print(
         f"{adapter.name} {args.phase} b{args.batch_size} s{args.seq_len}: {len(configs)} models, table dense "
         f"{table.meta.dense_ms:.2f} ms; errors in % as median / max per family"
     )
-    table_errors = errors_by_family(np.array([table.predict_ms(lv) for lv in configs.values()]), measured, family)
-    show("the table (g of the summed unit times)", table_errors)
+    table_errors = errors_by_family(np.array([table.predict_ms(lv) for lv in all_levels]), measured, family)
+    show(f"the table as it plans ({table.meta.cost_model})", table_errors)
+    anchor_keys = calibration_anchors(units)
+    curve = CalibrationCurve.fit(
+        [sum(float(costs[i][levels[n]]) for i, n in enumerate(names)) for levels in anchor_keys.values()],
+        [table.meta.anchor_ms[key] for key in anchor_keys],
+    )
+    standalone_sums = [sum(float(costs[i][int(lv.get(n, 0))]) for i, n in enumerate(names)) for lv in all_levels]
+    curve_errors = errors_by_family(np.array([curve.total(x) for x in standalone_sums]), measured, family)
+    show("the curve (g of summed standalone times)", curve_errors)
     profiled = np.array([f in ("anchors", "depth") for f in family])
+    anchored = np.array([f == "anchors" for f in family])
     best: tuple[float, str, dict[str, tuple[float, float]]] | None = None
     for columns in CANDIDATES:
         x = np.array([[1.0] + [f[c] for c in columns] for f in feats])
@@ -135,14 +190,22 @@ def main() -> None:
             f"  fitted on anchors+depth {'+'.join(columns)}",
             errors_by_family(fit_predict(x, measured, profiled), measured, family),
         )
-        worst = max(loo_errors[f][1] for f in ("random", "extreme", "depth"))
+        show(
+            f"  fitted on anchors {'+'.join(columns)}",
+            errors_by_family(fit_predict(x, measured, anchored), measured, family),
+        )
+        worst = max(loo_errors[f][1] for f in ("random", "extreme", "depth") if f in loo_errors)
         if best is None or worst < best[0]:
             best = (worst, "+".join(columns), loo_errors)
     assert best is not None
     _, label, chosen = best
+    worst = {
+        name: "/".join(f"{errors.get(f, (0.0, math.nan))[1]:.1f}" for f in ("random", "extreme", "depth"))
+        for name, errors in (("curve", curve_errors), ("table", table_errors), ("best", chosen))
+    }
     print(
-        f"table_depth_max={table_errors['depth'][1]:.1f} best={label} best_depth_max={chosen['depth'][1]:.1f} "
-        f"best_random_max={chosen['random'][1]:.1f} best_extreme_max={chosen['extreme'][1]:.1f}"
+        f"max_error_pct_random/extreme/depth: curve={worst['curve']} table={worst['table']} "
+        f"best={label}:{worst['best']}"
     )
 
 

@@ -9,6 +9,11 @@ where g is the calibration curve through whole models measured end to end (see
 ``profilers.calibration``; without anchors g(S) = fixed_ms + S, SPDY's model). ``fixed_ms`` is
 g(0): everything not searched (embeddings, norms, pooler, framework overhead).
 
+A table whose ``cost_model`` is "context" plans with each unit's cost in the whole model instead
+(``context_ms``, see ``profilers.context``), and its g is ``fixed_ms + S``:
+
+    predicted_ms = fixed_ms + sum over units of context_ms[unit, chosen level]
+
 CSV columns (one row per unit and level, units in model order, levels 0 = dense first):
     unit           unit name, e.g. "encoder.layer.0.attention"
     kind           "attention", "ffn", "linear" or "conv2d"
@@ -27,6 +32,8 @@ CSV columns (one row per unit and level, units in model order, levels 0 = dense 
     masked_ms      estimate of the dense kernel on masked weights (sparsity levels), ms
     sparse_ms      estimate of the sparse kernel where one exists (sparsity levels), ms
     signature      shape signature; units with equal signatures share measurements
+    context_ms     the level's cost inside the whole model (ms), planned with when ``cost_model`` is
+                   "context"; empty otherwise
 """
 
 from __future__ import annotations
@@ -46,9 +53,11 @@ from profilers.atomic import atomic_path, atomic_write_text
 from profilers.calibration import CalibrationCurve
 from profilers.errors import TableFormatError
 
-SCHEMA_VERSION = 4
-READABLE_VERSIONS = (3, 4)
-"""Version 4 records the execution mode (``execution``: "eager" or "cuda-graphs"); a version-3 table
+SCHEMA_VERSION = 5
+READABLE_VERSIONS = (3, 4, 5)
+"""Version 5 adds the cost model (``cost_model``, ``context_knots``, ``context_ratios``) and the
+column ``context_ms``; older tables plan through their curve.
+Version 4 records the execution mode (``execution``: "eager" or "cuda-graphs"); a version-3 table
 was always eager. Version 2 added the phase (``phase``, ``generate_tokens``) and the level grid (``ffn_step``,
 ``sparsity_levels``) to the metadata; version 3 plans with a p10 estimate (``latency_ms``, with its
 interval and the samples left out on a busy machine), records KV groups per level (``groups``) and
@@ -76,7 +85,10 @@ COLUMNS: tuple[str, ...] = (
     "masked_ms",
     "sparse_ms",
     "signature",
+    "context_ms",
 )
+COST_MODELS = ("curve", "context")
+"""How a table predicts a whole model from its units (``TableMetadata.cost_model``)."""
 _NUMERIC = (
     "level",
     "kept",
@@ -93,6 +105,7 @@ _NUMERIC = (
     "noisy_rounds",
     "masked_ms",
     "sparse_ms",
+    "context_ms",
 )
 _REQUIRED_FINITE = (
     "level",
@@ -145,6 +158,13 @@ class TableMetadata:
     fusions: Mapping[str, str] = dataclasses.field(default_factory=dict)
     execution: str = "eager"
     """How the runtime ran every workload: "eager" or "cuda-graphs" (captured once, replayed)."""
+    cost_model: str = "curve"
+    """What the planner plans with: "curve" (standalone times through the calibration curve) or
+    "context" (``context_ms``, each unit's cost in the whole model; the curve is then fixed_ms + S)."""
+    context_knots: tuple[float, ...] = ()
+    context_ratios: tuple[float, ...] = ()
+    """The fitted in-context / standalone ratio at each removed share (``profilers.context``); empty
+    for a curve table and for a reply's table (its parts hold theirs)."""
     schema_version: int = SCHEMA_VERSION
 
     def provenance(self) -> dict[str, Any]:
@@ -167,6 +187,7 @@ class TableMetadata:
             "sparsity_levels",
             "dense_ms",
             "fixed_ms",
+            "cost_model",
             "created",
         )
         return {k: getattr(self, k) for k in keys}
@@ -191,8 +212,19 @@ class LatencyTable:
     meta: TableMetadata
 
     def __post_init__(self) -> None:
-        _validate_frame(self.frame, source="table")
-        object.__setattr__(self, "frame", self.frame.loc[:, list(COLUMNS)].copy())
+        frame = self.frame if "context_ms" in self.frame.columns else self.frame.assign(context_ms=np.nan)
+        _validate_frame(frame, source="table")
+        if self.meta.cost_model not in COST_MODELS:
+            raise TableFormatError(
+                f"cost model {self.meta.cost_model!r} is not one of {', '.join(COST_MODELS)}; re-run `planner profile`."
+            )
+        if self.meta.cost_model == "context":
+            values = frame["context_ms"].to_numpy(dtype=np.float64)
+            if not (np.all(np.isfinite(values)) and np.all(values >= 0)):
+                raise TableFormatError(
+                    "a context table needs a finite, non-negative context_ms on every row; re-run `planner profile`."
+                )
+        object.__setattr__(self, "frame", frame.loc[:, list(COLUMNS)].copy())
 
     @property
     def calibration(self) -> CalibrationCurve:
@@ -211,13 +243,20 @@ class LatencyTable:
             raise KeyError(f"unit {unit!r} is not in this table; units: {', '.join(self.units()[:6])}...")
         return rows.sort_values("level").reset_index(drop=True)
 
-    def unit_costs(self, column: str = "latency_ms") -> list[np.ndarray]:
-        """Per unit (table order), the latency of each level (ms), shape (n_levels,)."""
-        return [self.unit_frame(u)[column].to_numpy(dtype=np.float64) for u in self.units()]
+    @property
+    def planning_column(self) -> str:
+        """The column the planner sums: ``context_ms`` for a context table, else ``latency_ms``."""
+        return "context_ms" if self.meta.cost_model == "context" else "latency_ms"
+
+    def unit_costs(self, column: str | None = None) -> list[np.ndarray]:
+        """Per unit (table order), the latency of each level (ms), shape (n_levels,): what the
+        planner sums (``planning_column``) unless ``column`` names another."""
+        name = self.planning_column if column is None else column
+        return [self.unit_frame(u)[name].to_numpy(dtype=np.float64) for u in self.units()]
 
     @property
     def searched_dense_ms(self) -> float:
-        """Sum of every unit's dense-level latency (ms)."""
+        """Sum of every unit's dense-level latency as planned (ms)."""
         return float(sum(c[0] for c in self.unit_costs()))
 
     def predict_ms(self, levels: Sequence[int] | Mapping[str, int]) -> float:
@@ -274,8 +313,7 @@ class LatencyTable:
             f"{m.dtype}, batch {m.batch_size} x seq {m.seq_len}, {_phase_text(m)}, {m.threads} threads",
             f"  dense end-to-end: {m.dense_ms:.2f} ms (p10 {m.dense_p10_ms:.2f}, p90 {m.dense_p90_ms:.2f})",
             f"  fixed part (not searched): {m.fixed_ms:.2f} ms; "
-            f"searched units at dense: {self.searched_dense_ms:.2f} ms "
-            f"(standalone); {len(m.calibration_sum_ms)} whole-model calibration points",
+            f"searched units at dense: {self.searched_dense_ms:.2f} ms ({self._cost_text()})",
             f"  maximum achievable speedup: {self.max_speedup():.2f}x",
         ]
         if m.noisy:
@@ -294,6 +332,16 @@ class LatencyTable:
                 f"fastest level {fastest.mean():.2f} ms (mean per unit)"
             )
         return "\n".join(lines)
+
+    def _cost_text(self) -> str:
+        m = self.meta
+        if m.cost_model != "context":
+            return f"standalone; {len(m.calibration_sum_ms)} whole-model calibration points"
+        if not m.context_ratios:
+            return "in context: the parts' costs in their whole models"
+        ratios = ", ".join(f"{r:.2f}" for r in m.context_ratios)
+        shares = ", ".join(f"{k:g}" for k in m.context_knots)
+        return f"in context: standalone x ({ratios}) at ({shares}) of a unit's time removed"
 
     # ----- files ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -335,13 +383,16 @@ class LatencyTable:
                 f"{', '.join(map(str, READABLE_VERSIONS))}. Re-run `planner profile` with this version."
             )
         if version == 3:  # before execution modes: every table was timed eagerly
-            raw_meta = {**raw_meta, "execution": "eager", "schema_version": SCHEMA_VERSION}
+            raw_meta = {**raw_meta, "execution": "eager"}
+        if version in (3, 4):  # before cost models: every table planned through its curve
+            raw_meta = {**raw_meta, "cost_model": "curve", "context_knots": [], "context_ratios": []}
+            raw_meta["schema_version"] = SCHEMA_VERSION
         fields = {f.name for f in dataclasses.fields(TableMetadata)}
         missing = sorted(fields - set(raw_meta))
         if missing:
             raise TableFormatError(f"{json_path} lacks metadata fields {missing}; re-run `planner profile`.")
         values = {k: raw_meta[k] for k in fields}
-        for key in ("calibration_sum_ms", "calibration_total_ms"):
+        for key in ("calibration_sum_ms", "calibration_total_ms", "context_knots", "context_ratios"):
             values[key] = tuple(float(v) for v in values[key]) if isinstance(values[key], list) else values[key]
         values["noisy_workloads"] = tuple(values["noisy_workloads"])
         meta = TableMetadata(**values)
@@ -355,6 +406,8 @@ class LatencyTable:
             )
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
             raise TableFormatError(f"{csv_path} is not a readable CSV ({exc}); re-run `planner profile`.") from None
+        if version in (3, 4) and "context_ms" not in frame.columns:
+            frame["context_ms"] = np.nan
         _validate_frame(frame, source=str(csv_path))
         if int(raw_meta.get("rows", len(frame))) != len(frame):
             raise TableFormatError(

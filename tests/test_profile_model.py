@@ -41,8 +41,11 @@ def test_profile_tiny_bert_writes_a_complete_table(tmp_path: Path, runtime: str)
     assert (m.runtime, m.batch_size, m.seq_len, m.threads) == (runtime, 2, 8, 1)
     assert m.model_fingerprint == loaded.fingerprint
     assert m.dense_ms > 0 and math.isfinite(m.fixed_ms)
-    assert len(m.calibration_sum_ms) >= 5  # dense + whole-model anchors (equal sums merge)
-    # The curve passes through the measured dense model (up to the isotonic fit of noisy anchors).
+    # Ten whole models pin down each unit's cost in context: the table plans with those.
+    assert m.cost_model == "context" and len(m.context_ratios) == len(m.context_knots) >= 2
+    assert table.frame["context_ms"].notna().all() and (table.frame["context_ms"] >= 0).all()
+    assert table.budget_ms(2.0) == pytest.approx(m.dense_ms / 2 - m.fixed_ms)
+    # The fit passes near the measured dense model (noisy anchors on a tiny model: loosely).
     assert abs(table.predict_ms([0] * len(units)) - m.dense_ms) <= 0.5 * m.dense_ms
     assert table.predict_ms([len(u.levels) - 1 for u in units]) <= table.predict_ms([0] * len(units))
     assert table.max_speedup() > 1.0
@@ -66,6 +69,7 @@ def test_generic_model_times_masked_and_sparse_kernels(tmp_path: Path) -> None:
     dense_of = f[f["level"] == 0].set_index("unit")["latency_ms"]
     assert all(row.latency_ms >= dense_of[row.unit] - 1e-12 for row in masked.itertuples())
     assert len(table.meta.calibration_sum_ms) == 1  # generic: no anchors, fixed = dense - sum
+    assert table.meta.cost_model == "curve" and table.frame["context_ms"].isna().all()
     assert set(fc1["impl"]) <= {"masked", "csr"}
     conv = f[(f["unit"] == "conv") & (f["structure"] == "unstructured")]
     assert conv["sparse_ms"].isna().all() and set(conv["impl"]) == {"masked"}  # no sparse conv kernel

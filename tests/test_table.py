@@ -201,3 +201,57 @@ def test_target_below_a_flat_lowest_segment_is_unreachable() -> None:
     with pytest.raises(PlannerError, match="500x is not reachable"):
         check_reachable(table, [500.0])
     assert table.budget_ms(1.01) == pytest.approx(80.0)  # at or above the top anchor: every plan fits
+
+
+def _context_table() -> LatencyTable:
+    """``make_table`` planning in context: every level costs 1.5x its standalone time, fixed 4 ms."""
+    import dataclasses
+
+    base = make_table()
+    frame = base.frame.assign(context_ms=base.frame["latency_ms"] * 1.5)
+    meta = dataclasses.replace(
+        base.meta,
+        cost_model="context",
+        context_knots=(0.0, 0.5),
+        context_ratios=(1.5, 1.5),
+        fixed_ms=4.0,
+        calibration_sum_ms=(0.0,),
+        calibration_total_ms=(4.0,),
+    )
+    return LatencyTable(frame=frame, meta=meta)
+
+
+def test_a_context_table_plans_with_its_in_context_costs(tmp_path: Path) -> None:
+    table = _context_table()
+    assert table.planning_column == "context_ms"
+    assert [c.tolist() for c in table.unit_costs()] == [[15.0, 9.0, 1.5], [30.0, 37.5, 7.5, 3.0]]
+    assert table.unit_costs("latency_ms")[0].tolist() == [10.0, 6.0, 1.0]
+    assert table.predict_ms([0, 3]) == pytest.approx(4.0 + 15.0 + 3.0)
+    assert table.budget_ms(2.0) == pytest.approx(40.0 / 2 - 4.0)
+    assert "in context" in table.summary()
+    loaded = LatencyTable.load(table.save(tmp_path / "t.csv"))
+    assert loaded.meta == table.meta
+    assert loaded.predict_ms([1, 2]) == pytest.approx(table.predict_ms([1, 2]))
+
+
+def test_a_context_table_without_its_costs_is_refused(tmp_path: Path) -> None:
+    path = _context_table().save(tmp_path / "t.csv")
+    frame = pd.read_csv(path)
+    frame.loc[2, "context_ms"] = np.nan
+    frame.to_csv(path, index=False)
+    with pytest.raises(TableFormatError, match="context_ms") as info:
+        LatencyTable.load(path)
+    assert "planner profile" in str(info.value)
+
+
+def test_a_version_4_table_still_plans_through_its_curve(tmp_path: Path) -> None:
+    path = make_table().save(tmp_path / "t.csv")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    for key in ("cost_model", "context_knots", "context_ratios"):
+        del meta[key]
+    meta["schema_version"] = 4
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    pd.read_csv(path).drop(columns=["context_ms"]).to_csv(path, index=False)
+    loaded = LatencyTable.load(path)
+    assert loaded.meta.cost_model == "curve"
+    assert loaded.predict_ms([0, 0]) == pytest.approx(40.0)

@@ -32,6 +32,7 @@ from planner.models.phases import shape_of
 from planner.version import __version__
 from profilers import LatencyTable, Measured, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
 from profilers.calibration import CalibrationCurve
+from profilers.context import ContextModel
 from profilers.runtimes import DTYPES, device_name
 from profilers.smoothing import non_increasing_fit
 from profilers.timing import TimingStats
@@ -108,6 +109,10 @@ def profile_model(
     frame = _table_rows(units, stats, smoothing=smoothing)
     dense = stats[DENSE_KEY]
     curve = _calibration(frame, anchors, stats)
+    context = _context_model(frame, anchors, stats)
+    if context is not None:
+        frame = _with_context_costs(frame, context)
+        curve = CalibrationCurve((0.0,), (context.fixed_ms,))
     noisy = _signatures_of(material_noise(stats, unit_work, units, dense_key=DENSE_KEY), unit_work)
     grid = level_grid(adapter)
     meta = TableMetadata(
@@ -144,6 +149,9 @@ def profile_model(
         foreign_load=stats.foreign_load,
         anchor_ms={key: stats[key].estimate_ms for key in anchors},
         fusions=fused_operators(stats, unit_work),
+        cost_model="curve" if context is None else "context",
+        context_knots=() if context is None else context.knots,
+        context_ratios=() if context is None else context.ratios,
     )
     table = LatencyTable(frame=frame, meta=meta)
     if out_path is not None:
@@ -177,9 +185,10 @@ def _profile_reply(
 def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, units: Sequence[Unit]) -> LatencyTable:
     """The table of a reply of ``tokens`` tokens: per unit and level prefill + tokens x decode (ms).
 
-    The calibration curve goes through the same whole-model anchors as the parts': for each anchor
-    (every unit at a fraction of its range) the combined sum of unit times maps to
-    ``g_prefill(sum) + tokens x g_decode(sum)`` (each part's measured end-to-end curve).
+    Where both parts plan in context, so does the reply: ``context_ms`` and the fixed part add up the
+    same way. Otherwise a calibration curve goes through the same whole-model anchors as the parts':
+    for each anchor (every unit at a fraction of its range) the combined sum of standalone unit times
+    maps to the two parts' predictions, ``prefill + tokens x decode``.
     """
     if prefill.units() != decode.units() or len(prefill.frame) != len(decode.frame):
         raise PlannerError("the prefill and decode tables list different units; profile both with the same model.")
@@ -191,16 +200,21 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
     frame["noisy_rounds"] = np.maximum(prefill.frame["noisy_rounds"].to_numpy(), other["noisy_rounds"].to_numpy())
     for column in ("masked_ms", "sparse_ms"):
         frame[column] = prefill.frame[column].to_numpy() + tokens * other[column].to_numpy()
-    sums, totals = [], []
-    levels = list(calibration_anchors(units).values())
-    by_name = [prefill.unit_costs(), decode.unit_costs()]
-    for anchor in levels:
-        chosen = [anchor[u.name] for u in units]
-        part_sums = [float(sum(c[k] for c, k in zip(costs, chosen, strict=True))) for costs in by_name]
-        sums.append(part_sums[0] + tokens * part_sums[1])
-        totals.append(prefill.calibration.total(part_sums[0]) + tokens * decode.calibration.total(part_sums[1]))
-    curve = CalibrationCurve.fit(sums, totals)
     p, d = prefill.meta, decode.meta
+    in_context = p.cost_model == d.cost_model == "context"
+    if in_context:
+        frame["context_ms"] = prefill.frame["context_ms"].to_numpy() + tokens * other["context_ms"].to_numpy()
+        curve = CalibrationCurve((0.0,), (p.fixed_ms + tokens * d.fixed_ms,))
+    else:
+        frame["context_ms"] = np.nan
+        sums, totals = [], []
+        standalone = [prefill.unit_costs("latency_ms"), decode.unit_costs("latency_ms")]
+        for anchor in calibration_anchors(units).values():
+            chosen = [anchor[u.name] for u in units]
+            part_sums = [float(sum(c[k] for c, k in zip(costs, chosen, strict=True))) for costs in standalone]
+            sums.append(part_sums[0] + tokens * part_sums[1])
+            totals.append(prefill.predict_ms(chosen) + tokens * decode.predict_ms(chosen))
+        curve = CalibrationCurve.fit(sums, totals)
     meta = dataclasses.replace(
         p,
         phase="generate",
@@ -211,6 +225,9 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
         fixed_ms=curve.fixed_ms,
         calibration_sum_ms=curve.sum_ms,
         calibration_total_ms=curve.total_ms,
+        cost_model="context" if in_context else "curve",
+        context_knots=(),
+        context_ratios=(),
         noisy=p.noisy or d.noisy,
         noisy_workloads=tuple(f"prefill: {w}" for w in p.noisy_workloads)
         + tuple(f"decode: {w}" for w in d.noisy_workloads),
@@ -286,6 +303,27 @@ def calibration_anchors(units: Sequence[Unit]) -> dict[str, dict[str, int]]:
             levels[unit.name] = int(np.clip(round(fraction * top), 0, top))
         anchors[f"__mixed_{name}__"] = levels
     return anchors
+
+
+def _context_model(
+    frame: pd.DataFrame, anchors: dict[str, dict[str, int]], stats: Mapping[str, TimingStats]
+) -> ContextModel | None:
+    """Each unit's cost in the whole model, fitted to the anchors; None where they are too few."""
+    names = list(dict.fromkeys(frame["unit"]))
+    by_unit = {name: rows.sort_values("level")["latency_ms"].to_numpy(float) for name, rows in frame.groupby("unit")}
+    timed = [([levels[name] for name in names], stats[key].estimate_ms) for key, levels in anchors.items()]
+    return ContextModel.fit([by_unit[name] for name in names], timed)
+
+
+def _with_context_costs(frame: pd.DataFrame, context: ContextModel) -> pd.DataFrame:
+    """``frame`` with ``context_ms`` filled in from ``context`` (rows in any order)."""
+    out = frame.copy()
+    out["context_ms"] = np.nan
+    for _, rows in out.groupby("unit", sort=False):
+        ordered = rows.sort_values("level")
+        (costs,) = context.unit_costs([ordered["latency_ms"].to_numpy(float)])
+        out.loc[ordered.index, "context_ms"] = costs
+    return out
 
 
 def anchor_levels(units: Sequence[Unit], fraction: float) -> dict[str, int]:

@@ -1,0 +1,121 @@
+"""What a unit costs inside the whole model: its standalone time times a ratio that depends on how thin it is.
+
+Units are timed standalone, each on its own and repeatedly, so a unit's weights stay in cache and
+it pays setup (masks, position tables) that a real forward pass shares. Inside the model the weights
+stream from memory, and the ratio between the two is not one constant: on SmolLM2 decode (2 CPU
+cores) a dense unit cost about 1.4x its standalone time in context, one at a quarter of its time
+2x, a nearly empty one 5x. The calibration curve (``profilers.calibration``) maps the *sum* of
+standalone times through whole models in which every unit is equally thin; a plan of dense layers
+and skipped ones is off that curve, and the curve under-priced it by up to 26% (benchmarks/RESULTS.md,
+2026-12-05).
+
+The model here stays additive in the units, so the solver plans with it directly:
+
+    predicted_ms = fixed_ms + sum over units of latency_ms[unit, level] x r(removed share)
+
+where ``removed share = 1 - latency_ms[unit, level] / latency_ms[unit, dense]`` (0 for the dense
+level, near 1 for an empty one) and ``r`` is piecewise linear through ``KNOTS``. ``fixed_ms`` and
+the ratios at the knots are fitted, non-negative, by least squares to the same whole models the
+curve goes through (the anchors).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.optimize import nnls
+
+KNOTS = (0.0, 0.25, 0.5, 0.75, 0.85, 0.95)
+"""Removed shares where the ratio is free; beyond the last it stays constant."""
+
+
+def removed_share(costs_ms: np.ndarray) -> np.ndarray:
+    """Per level of one unit, ``1 - cost / dense cost`` clipped to [0, 1], shape (n_levels,)."""
+    costs = np.asarray(costs_ms, dtype=np.float64)
+    if costs[0] <= 0:
+        return np.zeros_like(costs)
+    return np.clip(1.0 - costs / costs[0], 0.0, 1.0)
+
+
+def hat_weights(share: np.ndarray, knots: Sequence[float] = KNOTS) -> np.ndarray:
+    """Linear-interpolation weights of each share over ``knots``, shape (n, len(knots)); rows sum to 1."""
+    x = np.clip(np.asarray(share, dtype=np.float64), knots[0], knots[-1])
+    grid = np.asarray(knots, dtype=np.float64)
+    upper = np.clip(np.searchsorted(grid, x, side="left"), 1, len(grid) - 1)
+    lower = upper - 1
+    part = (x - grid[lower]) / (grid[upper] - grid[lower])
+    weights = np.zeros((x.size, len(grid)))
+    rows = np.arange(x.size)
+    weights[rows, lower] = 1.0 - part
+    weights[rows, upper] += part
+    return weights
+
+
+@dataclass(frozen=True)
+class ContextModel:
+    """``fixed_ms`` plus per unit ``standalone_ms x r(removed share)``; ``ratios`` are r at ``knots``."""
+
+    knots: tuple[float, ...]
+    ratios: tuple[float, ...]
+    fixed_ms: float
+
+    def __post_init__(self) -> None:
+        k, r = np.asarray(self.knots, float), np.asarray(self.ratios, float)
+        if k.size < 2 or k.size != r.size or np.any(np.diff(k) <= 0) or not np.all(np.isfinite(r)) or np.any(r < 0):
+            raise ValueError("a context model needs increasing knots and as many finite, non-negative ratios")
+        if not (np.isfinite(self.fixed_ms) and self.fixed_ms >= 0):
+            raise ValueError("a context model's fixed part must be finite and non-negative")
+
+    def unit_costs(self, standalone_ms: Sequence[np.ndarray]) -> list[np.ndarray]:
+        """Per unit, each level's cost in context (ms), shape (n_levels,) like ``standalone_ms``."""
+        out = []
+        for costs in standalone_ms:
+            c = np.asarray(costs, dtype=np.float64)
+            out.append(c * (hat_weights(removed_share(c), self.knots) @ np.asarray(self.ratios)))
+        return out
+
+    @classmethod
+    def fit(
+        cls,
+        standalone_ms: Sequence[np.ndarray],
+        anchors: Sequence[tuple[Sequence[int], float]],
+        knots: Sequence[float] = KNOTS,
+    ) -> ContextModel | None:
+        """Fit to whole models timed end to end; None where they cannot pin the model down.
+
+        Args:
+            standalone_ms: per unit (table order), the standalone time of each level (ms).
+            anchors: (one level per unit, measured end-to-end ms) for each whole model timed.
+            knots: removed shares where the ratio is free.
+        A knot no anchor's unit sits near (a coarse level grid: two heads, four FFN widths) gets the
+        ratio interpolated from its neighbours. Returns None with fewer anchors than the unknowns
+        plus two (nothing left to check the fit against).
+        """
+        shares = [removed_share(c) for c in standalone_ms]
+        rows, totals = [], []
+        for levels, total_ms in anchors:
+            row = np.zeros(len(knots) + 1)
+            row[0] = 1.0
+            for costs, share, level in zip(standalone_ms, shares, levels, strict=True):
+                row[1:] += float(costs[level]) * hat_weights(share[level : level + 1], knots)[0]
+            rows.append(row)
+            totals.append(float(total_ms))
+        design = np.asarray(rows)
+        used = np.flatnonzero(design[:, 1:].sum(axis=0) > 0)
+        if used.size == 0 or len(anchors) < used.size + 3:
+            return None
+        columns = np.concatenate([[0], used + 1])
+        # Scale the columns so that the small ms sums near the empty end weigh like the others.
+        scale = np.abs(design[:, columns]).max(axis=0)
+        solution, _ = nnls(design[:, columns] / scale, np.asarray(totals))
+        solution = solution / scale
+        grid = np.asarray(knots, dtype=np.float64)
+        ratios = np.interp(grid, grid[used], solution[1:])
+        return cls(tuple(float(k) for k in knots), tuple(float(r) for r in ratios), float(solution[0]))
+
+    def describe(self) -> str:
+        """One line: the fixed part and the ratio at each knot."""
+        ratios = ", ".join(f"{r:.2f} at {k:g}" for k, r in zip(self.knots, self.ratios, strict=True))
+        return f"fixed {self.fixed_ms:.2f} ms; in-context / standalone {ratios} of a unit's time removed"
