@@ -16,7 +16,8 @@ from planner.backends.activations import block_influence
 from planner.backends.depth import INFLUENCE
 from planner.backends.flap import z_key
 from planner.cli import main
-from planner.models.decoder_surgery import SkippedLayer
+from planner.models.decoder_surgery import AttentionlessLayer, SkippedLayer
+from planner.models.hf_compat import output_cache, with_cache
 from planner.models.units import first_kept
 from planner.records.plan import UnitChoice
 from planner.stages.solve import depth_levels, flap_levels, solve_plan
@@ -49,6 +50,33 @@ def test_a_layer_without_blocks_is_skipped_whole_and_changes_nothing(
         monkeypatch.setattr(adapter, "skip_identity_layers", lambda _layers: None)  # same cut, layer kept
         kept = adapter.shrink(_emptied(adapter, 0))(input_ids=ids, attention_mask=mask).logits
     torch.testing.assert_close(skipped, kept, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("family", SKIPPABLE)
+def test_a_layer_without_attention_runs_only_its_mlp_half_and_changes_nothing(
+    family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An emptied attention (no bias) adds zeros: its layer skips the input norm and the residual add
+    (Llama, Qwen2, Mistral); the logits, with and without a KV cache, are the same bits."""
+    adapter = TINY_ADAPTERS[family]()
+    cut = {u.name: first_kept(u, u.levels[-1]) for u in adapter.units() if u.layer == 1 and u.kind == "attention"}
+    shrunk = adapter.shrink(cut)
+    layers = adapter.layers_of(shrunk)
+    plain = family != "llama/gemma3"  # Gemma 3 has norms around each block: its layers stay whole
+    assert isinstance(layers[1], AttentionlessLayer) == plain and not isinstance(layers[0], AttentionlessLayer)
+    ids, mask = adapter.example_inputs(2, 6)
+    with torch.no_grad():
+        new = shrunk(input_ids=ids, attention_mask=mask, use_cache=True)
+        step = shrunk(**with_cache(shrunk, output_cache(new), input_ids=ids[:, :1], use_cache=True)).logits
+        monkeypatch.setattr(adapter, "skip_identity_layers", lambda _layers: None)  # same cut, layer kept
+        whole = adapter.shrink(cut)
+        old = whole(input_ids=ids, attention_mask=mask, use_cache=True)
+        old_step = whole(**with_cache(whole, output_cache(old), input_ids=ids[:, :1], use_cache=True)).logits
+    torch.testing.assert_close(new.logits, old.logits, rtol=0, atol=0)
+    torch.testing.assert_close(step, old_step, rtol=0, atol=0)
+    assert adapter.attention_heads(layers[1]) == 0
+    # The same weights under the same names: the model saves and loads as before.
+    assert sorted(shrunk.state_dict()) == sorted(whole.state_dict())
 
 
 def test_layers_with_output_biases_or_post_norms_are_not_skipped_and_depth_refuses_them(

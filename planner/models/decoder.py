@@ -25,12 +25,14 @@ from planner.config.specs import LLAMA_FAMILY
 from planner.errors import UnsupportedModelError
 from planner.models.base import OutputTensor, UnitWorkload
 from planner.models.decoder_surgery import (
+    AttentionlessLayer,
     EmptyAttention,
     EmptyMLP,
     SkippedLayer,
     gated_mlp_neurons,
     gpt2_heads,
     gpt2_neurons,
+    is_attentionless_layer,
     is_identity_layer,
     llama_groups,
     llama_heads,
@@ -375,8 +377,12 @@ class LlamaAdapter(DecoderAdapter):
 
     def skip_identity_layers(self, layers: Any) -> None:
         for i, layer in enumerate(layers):
-            if not isinstance(layer, SkippedLayer) and is_identity_layer(layer):
+            if isinstance(layer, SkippedLayer):
+                continue
+            if is_identity_layer(layer):
                 layers[i] = SkippedLayer(layer)
+            elif not isinstance(layer, AttentionlessLayer) and is_attentionless_layer(layer):
+                layers[i] = AttentionlessLayer(layer)
 
     def pruned_attention(self, attention: Any, keep: Sequence[int]) -> nn.Module:
         if isinstance(attention, EmptyAttention) or len(keep) == llama_heads(attention):
