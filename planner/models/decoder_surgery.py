@@ -36,6 +36,17 @@ def _bias_like(bias: torch.Tensor | None, hidden: torch.Tensor) -> torch.Tensor:
     return bias.to(hidden.dtype).expand_as(hidden).clone()
 
 
+def count_tokens(kwargs: dict[str, Any], hidden_states: torch.Tensor, layer_idx: int) -> None:
+    """With a KV cache among a block's ``kwargs``, append a one-wide zero entry per new token to layer
+    ``layer_idx``, so a layer without attention still counts the tokens it has seen (models read the
+    sequence length from the cache; an empty entry reads 0). ``hidden_states``: (batch, seq, hidden)."""
+    cache = cache_argument(kwargs)
+    if cache is not None and hasattr(cache, "update"):
+        batch, seq = hidden_states.shape[:2]
+        marker = hidden_states.new_zeros(batch, 1, seq, 1)
+        cache.update(marker, marker, layer_idx)
+
+
 class EmptyAttention(nn.Module):
     """Drop-in for a decoder attention block with no heads: returns ``(output bias or zeros, None)``.
 
@@ -51,11 +62,7 @@ class EmptyAttention(nn.Module):
         self.layer_idx = layer_idx
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, None]:
-        cache = cache_argument(kwargs)
-        if cache is not None and hasattr(cache, "update"):
-            batch, seq = hidden_states.shape[:2]
-            marker = hidden_states.new_zeros(batch, 1, seq, 1)
-            cache.update(marker, marker, self.layer_idx)
+        count_tokens(kwargs, hidden_states, self.layer_idx)
         return _bias_like(self.bias, hidden_states), None
 
 
@@ -87,11 +94,7 @@ class SkippedLayer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         # (batch, seq, hidden) in and out
-        cache = cache_argument(kwargs)
-        if cache is not None and hasattr(cache, "update"):
-            batch, seq = hidden_states.shape[:2]
-            marker = hidden_states.new_zeros(batch, 1, seq, 1)
-            cache.update(marker, marker, self.self_attn.layer_idx)
+        count_tokens(kwargs, hidden_states, self.self_attn.layer_idx)
         return hidden_states
 
 
@@ -118,11 +121,7 @@ class AttentionlessLayer(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         # (batch, seq, hidden) in and out
-        cache = cache_argument(kwargs)
-        if cache is not None and hasattr(cache, "update"):
-            batch, seq = hidden_states.shape[:2]
-            marker = hidden_states.new_zeros(batch, 1, seq, 1)
-            cache.update(marker, marker, self.self_attn.layer_idx)
+        count_tokens(kwargs, hidden_states, self.self_attn.layer_idx)
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 

@@ -108,9 +108,10 @@ def profile_model(
     )
     frame = _table_rows(units, stats, smoothing=smoothing)
     dense = stats[DENSE_KEY]
-    curve = _calibration(frame, anchors, stats)
     context = _context_model(frame, anchors, stats)
-    if context is not None:
+    if context is None:
+        curve = _calibration(frame, anchors, stats)
+    else:
         frame = _with_context_costs(frame, context)
         curve = CalibrationCurve((0.0,), (context.fixed_ms,))
     noisy = _signatures_of(material_noise(stats, unit_work, units, dense_key=DENSE_KEY), unit_work)
