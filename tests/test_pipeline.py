@@ -21,7 +21,7 @@ from planner.records.quality import verdict
 from planner.records.report import report_schema
 from planner.records.verification import ModelTiming, Verification
 from planner.report import render_report
-from planner.stages.correct import Applied, correct
+from planner.stages.correct import LIGHTEST_SPEEDUP, Applied, correct
 from planner.sweep import run_sweep
 
 # The tiny model is dominated by per-call overhead: its fastest plan measured anywhere from 1.11x to 2.42x
@@ -248,7 +248,14 @@ def test_run_on_the_real_minilm_small_setting(tmp_path: Path) -> None:
     report = run_pipeline(config, out=tmp_path / "run", progress=False)
     assert report.predicted_speedup >= report.planned_speedup - 1e-9
     assert report.planned_speedup == 1.5 or len(report.attempts) > 1
-    assert report.measured_speedup > 1.0
+    if report.planned_speedup > LIGHTEST_SPEEDUP:
+        assert report.measured_speedup > 1.0
+    else:
+        # Every faster plan lost more than the default guard allows (its upper end past 5 points on 512 guard
+        # examples happens at this tiny search budget): the last resort is a plan too light to time apart from
+        # dense, and the report must not call it met.
+        assert report.quality.guard_within
+        assert report.verdict != "met"
     assert 0.5 < report.metric.dense <= 1.0 and 0.0 <= report.metric.pruned <= 1.0
     assert (tmp_path / "run" / "pruned" / "model.safetensors").is_file()
 
