@@ -17,6 +17,18 @@ where ``removed share = 1 - latency_ms[unit, level] / latency_ms[unit, dense]`` 
 level, near 1 for an empty one) and ``r`` is piecewise linear through ``KNOTS``. ``fixed_ms`` and
 the ratios at the knots are fitted, non-negative, by least squares to the same whole models the
 curve goes through (the anchors).
+
+Where a forward pass reads every weight for a handful of tokens (decode at a small batch: at most
+``MEMORY_BOUND_TOKENS``), the model is memory-bound: inside it a unit costs in proportion to the
+bytes it streams, so its cost is a line in its width. Timed alone, its weights sit in cache and
+the kernel's own steps show: on SmolLM2 decode (2 CPU cores) an MLP at 960 neurons timed 14% below
+one at 1,024 standalone, yet 30 of them saved 1.0 ms in the model against 2.75 ms predicted. A
+search finds such a step and takes it in every layer (a 32-token reply plan put 22 of 30 MLPs at
+960 and measured 1.38x for 1.49x predicted; benchmarks/RESULTS.md, 2026-12-05, seventh session).
+So in that regime the ratio multiplies each unit's standalone times straightened to the
+least-squares line in width (``width_line``, basis "width-line"); elsewhere (prefill, large
+batches: compute-bound, where a kernel's steps are real in the model too) the standalone times
+themselves (basis "standalone").
 """
 
 from __future__ import annotations
@@ -29,6 +41,40 @@ from scipy.optimize import nnls
 
 KNOTS = (0.0, 0.25, 0.5, 0.75, 0.85, 0.95)
 """Removed shares where the ratio is free; beyond the last it stays constant."""
+MEMORY_BOUND_TOKENS = 16
+"""A forward pass over at most this many tokens (batch x tokens per sequence) is memory-bound: fp32
+weights give 0.5 FLOP per byte per token, and CPUs and GPUs need far more than 8 to be compute-bound."""
+BASES = ("standalone", "width-line")
+"""What the in-context ratio multiplies: the standalone times, or their line in width (see above)."""
+
+
+def context_basis(phase: str, batch_size: int, seq_len: int) -> str:
+    """ "width-line" where a forward pass is memory-bound (decode, or a prefill of very few tokens, over
+    at most ``MEMORY_BOUND_TOKENS`` tokens), else "standalone"."""
+    tokens = batch_size if phase == "decode" else batch_size * seq_len
+    return "width-line" if tokens <= MEMORY_BOUND_TOKENS else "standalone"
+
+
+def width_line(costs_ms: np.ndarray, kept: np.ndarray) -> np.ndarray:
+    """A unit's standalone times straightened in its width, shape (n_levels,) like ``costs_ms``.
+
+    Args:
+        costs_ms: per level, the standalone time (ms).
+        kept: per level, the heads or neurons kept; NaN for levels that are not a width (weight
+            sparsity), which keep their times, as do empty levels (0 kept).
+    Returns the least-squares line ``a + b x kept`` (clipped at 0) through the width levels that keep
+    anything; the times unchanged where fewer than three such levels pin a line down.
+    """
+    costs = np.asarray(costs_ms, dtype=np.float64)
+    width = np.asarray(kept, dtype=np.float64)
+    fitted = np.isfinite(width) & (width > 0)
+    if fitted.sum() < 3 or np.ptp(width[fitted]) == 0:
+        return costs.copy()
+    design = np.stack([np.ones(int(fitted.sum())), width[fitted]], axis=1)
+    (intercept, slope), *_ = np.linalg.lstsq(design, costs[fitted], rcond=None)
+    out = costs.copy()
+    out[fitted] = np.maximum(intercept + slope * width[fitted], 0.0)
+    return out
 
 
 def removed_share(costs_ms: np.ndarray) -> np.ndarray:
@@ -55,7 +101,9 @@ def hat_weights(share: np.ndarray, knots: Sequence[float] = KNOTS) -> np.ndarray
 
 @dataclass(frozen=True)
 class ContextModel:
-    """``fixed_ms`` plus per unit ``standalone_ms x r(removed share)``; ``ratios`` are r at ``knots``."""
+    """``fixed_ms`` plus per unit ``basis_ms x r(removed share)``; ``ratios`` are r at ``knots``. The basis
+    is the standalone times or their line in width (``BASES``); the caller passes the same one to ``fit``
+    and to ``unit_costs``."""
 
     knots: tuple[float, ...]
     ratios: tuple[float, ...]

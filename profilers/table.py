@@ -51,11 +51,14 @@ import pandas as pd
 
 from profilers.atomic import atomic_path, atomic_write_text
 from profilers.calibration import CalibrationCurve
+from profilers.context import BASES
 from profilers.errors import TableFormatError
 
-SCHEMA_VERSION = 5
-READABLE_VERSIONS = (3, 4, 5)
-"""Version 5 adds the cost model (``cost_model``, ``context_knots``, ``context_ratios``) and the
+SCHEMA_VERSION = 6
+READABLE_VERSIONS = (3, 4, 5, 6)
+"""Version 6 records what the in-context ratio multiplies (``context_basis``: "standalone", or
+"width-line" where the table's shape is memory-bound); version 5 tables multiplied standalone times.
+Version 5 adds the cost model (``cost_model``, ``context_knots``, ``context_ratios``) and the
 column ``context_ms``; older tables plan through their curve.
 Version 4 records the execution mode (``execution``: "eager" or "cuda-graphs"); a version-3 table
 was always eager. Version 2 added the phase (``phase``, ``generate_tokens``) and the level grid (``ffn_step``,
@@ -89,6 +92,9 @@ COLUMNS: tuple[str, ...] = (
 )
 COST_MODELS = ("curve", "context")
 """How a table predicts a whole model from its units (``TableMetadata.cost_model``)."""
+PER_PART = "per part"
+"""The ``context_basis`` of a reply's table whose prefill and decode parts used different ones."""
+CONTEXT_BASES = (*BASES, PER_PART)
 _NUMERIC = (
     "level",
     "kept",
@@ -165,6 +171,10 @@ class TableMetadata:
     context_ratios: tuple[float, ...] = ()
     """The fitted in-context / standalone ratio at each removed share (``profilers.context``); empty
     for a curve table and for a reply's table (its parts hold theirs)."""
+    context_basis: str = "standalone"
+    """What the ratios multiply (``profilers.context.BASES``): "standalone" times, or their least-squares
+    line in width ("width-line", memory-bound shapes such as decode at a small batch); a reply's table
+    whose parts differ says "per part"."""
     schema_version: int = SCHEMA_VERSION
 
     def provenance(self) -> dict[str, Any]:
@@ -217,6 +227,11 @@ class LatencyTable:
         if self.meta.cost_model not in COST_MODELS:
             raise TableFormatError(
                 f"cost model {self.meta.cost_model!r} is not one of {', '.join(COST_MODELS)}; re-run `planner profile`."
+            )
+        if self.meta.context_basis not in CONTEXT_BASES:
+            raise TableFormatError(
+                f"context basis {self.meta.context_basis!r} is not one of {', '.join(CONTEXT_BASES)}; re-run "
+                "`planner profile`."
             )
         if self.meta.cost_model == "context":
             values = frame["context_ms"].to_numpy(dtype=np.float64)
@@ -341,7 +356,8 @@ class LatencyTable:
             return "in context: the parts' costs in their whole models"
         ratios = ", ".join(f"{r:.2f}" for r in m.context_ratios)
         shares = ", ".join(f"{k:g}" for k in m.context_knots)
-        return f"in context: standalone x ({ratios}) at ({shares}) of a unit's time removed"
+        basis = "standalone" if m.context_basis == "standalone" else "standalone in a line in width"
+        return f"in context: {basis} x ({ratios}) at ({shares}) of a unit's time removed"
 
     # ----- files ---------------------------------------------------------------------------
     def save(self, path: str | Path) -> Path:
@@ -386,7 +402,8 @@ class LatencyTable:
             raw_meta = {**raw_meta, "execution": "eager"}
         if version in (3, 4):  # before cost models: every table planned through its curve
             raw_meta = {**raw_meta, "cost_model": "curve", "context_knots": [], "context_ratios": []}
-            raw_meta["schema_version"] = SCHEMA_VERSION
+        if version in (3, 4, 5):  # before bases: the ratios multiplied standalone times
+            raw_meta = {**raw_meta, "context_basis": "standalone", "schema_version": SCHEMA_VERSION}
         fields = {f.name for f in dataclasses.fields(TableMetadata)}
         missing = sorted(fields - set(raw_meta))
         if missing:

@@ -7,7 +7,7 @@ import pytest
 
 from profilers import LatencyTable
 from profilers.calibration import CalibrationCurve
-from profilers.context import KNOTS, ContextModel, hat_weights, removed_share
+from profilers.context import KNOTS, ContextModel, context_basis, hat_weights, removed_share, width_line
 
 LAYERS = 12
 ATTENTION = np.array([0.46, 0.39, 0.34, 0.28, 0.22, 0.01])
@@ -147,3 +147,42 @@ def test_knots_no_unit_reaches_take_their_neighbours_ratio() -> None:
     assert low - 1e-9 <= model.ratios[2] <= high + 1e-9
     dense = [0] * len(costs)
     assert predicted(model, costs, dense) == pytest.approx(measure(dense, costs), rel=0.02)
+
+
+def test_width_line_straightens_a_step_and_keeps_empty_and_sparsity_levels() -> None:
+    widths = np.array([1536.0, 1280.0, 1024.0, 960.0, 768.0, np.nan, 0.0])
+    costs = np.array([0.56, 0.47, 0.38, 0.30, 0.29, 0.50, 0.002])  # a kernel step at 960; a sparsity level
+    line = width_line(costs, widths)
+    assert line[5] == costs[5] and line[6] == costs[6]
+    fitted = np.isfinite(widths) & (widths > 0)
+    slopes = np.diff(line[fitted]) / np.diff(widths[fitted])
+    np.testing.assert_allclose(slopes, slopes[0])
+    assert line[3] > costs[3] and line[4] < costs[4]
+    np.testing.assert_array_equal(width_line(costs[:2], widths[:2]), costs[:2])  # two points pin nothing
+
+
+def test_only_memory_bound_shapes_straighten_their_times() -> None:
+    assert context_basis("decode", 1, 512) == "width-line"
+    assert context_basis("decode", 16, 128) == "width-line"
+    assert context_basis("decode", 64, 128) == "standalone"
+    assert context_basis("prefill", 8, 128) == "standalone"
+    assert context_basis("prefill", 1, 4) == "width-line"
+
+
+def test_on_the_width_line_a_step_timed_alone_is_not_taken_for_a_saving() -> None:
+    """In a memory-bound model a unit costs in proportion to its bytes; standalone, one MLP width runs 15%
+    fast (a kernel step with its weights in cache). A plan with every MLP at that width: the standalone
+    basis promises the step's saving, which never comes; the line in width prices the plan."""
+    true_costs = units()
+    stepped = MLP.copy()
+    stepped[2] *= 0.85
+    observed = [ATTENTION, stepped] * LAYERS
+    widths = [np.full(ATTENTION.size, np.nan), np.linspace(1536.0, 0.0, MLP.size)] * LAYERS  # attention as is
+    timed = [(levels, measure(levels, true_costs)) for levels, _ in anchors(true_costs)]
+    straight = [width_line(c, w) for c, w in zip(observed, widths, strict=True)]
+    on_line, standalone = ContextModel.fit(straight, timed), ContextModel.fit(observed, timed)
+    assert on_line is not None and standalone is not None
+    plan = [0 if i % 2 == 0 else 2 for i in range(2 * LAYERS)]
+    truth = measure(plan, true_costs)
+    assert predicted(on_line, straight, plan) == pytest.approx(truth, rel=0.02)
+    assert truth / predicted(standalone, observed, plan) - 1 > 0.03

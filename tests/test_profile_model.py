@@ -43,6 +43,7 @@ def test_profile_tiny_bert_writes_a_complete_table(tmp_path: Path, runtime: str)
     assert m.dense_ms > 0 and math.isfinite(m.fixed_ms)
     # Ten whole models pin down each unit's cost in context: the table plans with those.
     assert m.cost_model == "context" and len(m.context_ratios) == len(m.context_knots) >= 2
+    assert m.context_basis == "width-line"  # 2 x 8 tokens a pass: memory-bound, times straightened in width
     assert table.frame["context_ms"].notna().all() and (table.frame["context_ms"] >= 0).all()
     assert table.budget_ms(2.0) == pytest.approx(m.dense_ms / 2 - m.fixed_ms)
     # The fit passes near the measured dense model (noisy anchors on a tiny model: loosely).

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from profilers import LatencyTable, TableFormatError, TableMetadata
+from profilers import SCHEMA_VERSION, LatencyTable, TableFormatError, TableMetadata
 
 
 def make_table(fingerprint: str = "abc123") -> LatencyTable:
@@ -247,7 +247,7 @@ def test_a_context_table_without_its_costs_is_refused(tmp_path: Path) -> None:
 def test_a_version_4_table_still_plans_through_its_curve(tmp_path: Path) -> None:
     path = make_table().save(tmp_path / "t.csv")
     meta = json.loads(path.with_suffix(".json").read_text())
-    for key in ("cost_model", "context_knots", "context_ratios"):
+    for key in ("cost_model", "context_knots", "context_ratios", "context_basis"):
         del meta[key]
     meta["schema_version"] = 4
     path.with_suffix(".json").write_text(json.dumps(meta))
@@ -255,3 +255,23 @@ def test_a_version_4_table_still_plans_through_its_curve(tmp_path: Path) -> None
     loaded = LatencyTable.load(path)
     assert loaded.meta.cost_model == "curve"
     assert loaded.predict_ms([0, 0]) == pytest.approx(40.0)
+
+
+def test_a_version_5_table_multiplied_standalone_times(tmp_path: Path) -> None:
+    path = make_table().save(tmp_path / "t.csv")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    del meta["context_basis"]
+    meta["schema_version"] = 5
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    loaded = LatencyTable.load(path)
+    assert loaded.meta.context_basis == "standalone" and loaded.meta.schema_version == SCHEMA_VERSION
+
+
+def test_an_unknown_context_basis_is_refused(tmp_path: Path) -> None:
+    path = make_table().save(tmp_path / "t.csv")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["context_basis"] = "wavy"
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(TableFormatError, match="context basis 'wavy'") as info:
+        LatencyTable.load(path)
+    assert "planner profile" in str(info.value)

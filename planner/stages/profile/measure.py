@@ -32,9 +32,10 @@ from planner.models.phases import shape_of
 from planner.version import __version__
 from profilers import LatencyTable, Measured, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
 from profilers.calibration import CalibrationCurve
-from profilers.context import ContextModel
+from profilers.context import ContextModel, context_basis, width_line
 from profilers.runtimes import DTYPES, device_name
 from profilers.smoothing import non_increasing_fit
+from profilers.table import PER_PART
 from profilers.timing import TimingStats
 
 DENSE_KEY = "__dense_model__"
@@ -108,11 +109,12 @@ def profile_model(
     )
     frame = _table_rows(units, stats, smoothing=smoothing)
     dense = stats[DENSE_KEY]
-    context = _context_model(frame, anchors, stats)
+    basis = context_basis(measurement.phase, measurement.batch_size, measurement.seq_len)
+    context = _context_model(frame, anchors, stats, basis)
     if context is None:
         curve = _calibration(frame, anchors, stats)
     else:
-        frame = _with_context_costs(frame, context)
+        frame = _with_context_costs(frame, context, basis)
         curve = CalibrationCurve((0.0,), (context.fixed_ms,))
     noisy = _signatures_of(material_noise(stats, unit_work, units, dense_key=DENSE_KEY), unit_work)
     grid = level_grid(adapter)
@@ -153,6 +155,7 @@ def profile_model(
         cost_model="curve" if context is None else "context",
         context_knots=() if context is None else context.knots,
         context_ratios=() if context is None else context.ratios,
+        context_basis="standalone" if context is None else basis,
     )
     table = LatencyTable(frame=frame, meta=meta)
     if out_path is not None:
@@ -229,6 +232,7 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
         cost_model="context" if in_context else "curve",
         context_knots=(),
         context_ratios=(),
+        context_basis=p.context_basis if p.context_basis == d.context_basis else PER_PART,
         noisy=p.noisy or d.noisy,
         noisy_workloads=tuple(f"prefill: {w}" for w in p.noisy_workloads)
         + tuple(f"decode: {w}" for w in d.noisy_workloads),
@@ -306,23 +310,34 @@ def calibration_anchors(units: Sequence[Unit]) -> dict[str, dict[str, int]]:
     return anchors
 
 
+def _basis_ms(rows: pd.DataFrame, basis: str) -> np.ndarray:
+    """One unit's rows (sorted by level) as the context model's basis: standalone times, or their line in
+    width (weight-sparsity levels have no width and keep their times)."""
+    costs = rows["latency_ms"].to_numpy(float)
+    if basis == "standalone":
+        return costs
+    widths = pd.to_numeric(rows["kept"], errors="coerce").to_numpy(float)
+    widths[rows["sparsity"].notna().to_numpy()] = np.nan
+    return width_line(costs, widths)
+
+
 def _context_model(
-    frame: pd.DataFrame, anchors: dict[str, dict[str, int]], stats: Mapping[str, TimingStats]
+    frame: pd.DataFrame, anchors: dict[str, dict[str, int]], stats: Mapping[str, TimingStats], basis: str
 ) -> ContextModel | None:
     """Each unit's cost in the whole model, fitted to the anchors; None where they are too few."""
     names = list(dict.fromkeys(frame["unit"]))
-    by_unit = {name: rows.sort_values("level")["latency_ms"].to_numpy(float) for name, rows in frame.groupby("unit")}
+    by_unit = {name: _basis_ms(rows.sort_values("level"), basis) for name, rows in frame.groupby("unit")}
     timed = [([levels[name] for name in names], stats[key].estimate_ms) for key, levels in anchors.items()]
     return ContextModel.fit([by_unit[name] for name in names], timed)
 
 
-def _with_context_costs(frame: pd.DataFrame, context: ContextModel) -> pd.DataFrame:
-    """``frame`` with ``context_ms`` filled in from ``context`` (rows in any order)."""
+def _with_context_costs(frame: pd.DataFrame, context: ContextModel, basis: str) -> pd.DataFrame:
+    """``frame`` with ``context_ms`` filled in from ``context`` over ``basis`` (rows in any order)."""
     out = frame.copy()
     out["context_ms"] = np.nan
     for _, rows in out.groupby("unit", sort=False):
         ordered = rows.sort_values("level")
-        (costs,) = context.unit_costs([ordered["latency_ms"].to_numpy(float)])
+        (costs,) = context.unit_costs([_basis_ms(ordered, basis)])
         out.loc[ordered.index, "context_ms"] = costs
     return out
 
