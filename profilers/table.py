@@ -356,7 +356,7 @@ class LatencyTable:
             return "in context: the parts' costs in their whole models"
         ratios = ", ".join(f"{r:.2f}" for r in m.context_ratios)
         shares = ", ".join(f"{k:g}" for k in m.context_knots)
-        basis = "standalone" if m.context_basis == "standalone" else "standalone in a line in width"
+        basis = "standalone" if m.context_basis == "standalone" else "standalone on their line in width"
         return f"in context: {basis} x ({ratios}) at ({shares}) of a unit's time removed"
 
     # ----- files ---------------------------------------------------------------------------
