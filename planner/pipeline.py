@@ -392,7 +392,12 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
             if time_text:
                 log(f"      {time_text}")
 
+    made: list[Applied] = []
+
     def applied(speedup: float, *, first: bool) -> Applied:
+        """The plan for ``speedup`` applied, verified and guarded; a plan that repeats one already made
+        (same units at the same levels) is not made again: its attempt is returned, and ``correct``
+        steps on."""
         with clock.stage("solve"):
             levels, label = None, None
             if not first and search is not None and pool is not None:
@@ -419,6 +424,9 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
                 levels=levels,
                 label=label,
             )
+        repeated = next((earlier for earlier in made if earlier.plan.units == plan.units), None)
+        if repeated is not None:
+            return repeated
         log(f"[4/6] apply: {plan.solver} plan, predicted {plan.predicted_speedup:.2f}x")
         with clock.stage("apply"):
             pruned: nn.Module = backend.apply(prepared.loaded.adapter, plan, prepared.task)
@@ -430,7 +438,8 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
             guard = None if check is None else check(pruned)
         if guard is not None:
             log(f"      guard split: lost {guard.text(allowed)} (limit {allowed.describe()})")
-        return Applied(plan, pruned, verification, guard)
+        made.append(Applied(plan, pruned, verification, guard))
+        return made[-1]
 
     def remeasure(current: Applied) -> Applied:
         with clock.stage("verify"):

@@ -308,6 +308,46 @@ def test_a_guard_check_reads_in_the_limits_unit_at_both_ends_of_its_interval() -
     assert lost.text(points) == "1.95 points [0.98, 2.93] on 512 guard examples"
 
 
+def test_a_re_plan_that_repeats_a_measured_plan_steps_on_instead_of_measuring_it_again() -> None:
+    lossy = _applied(2.0, 2.0, loss=2.0)  # beyond the limit of 1: lighter, where the line reaches 0.9 (1.39x)
+    asked: list[float] = []
+    logged: list[str] = []
+
+    def coarse(speedup: float) -> Applied:  # a pick with no plan between 1.3x and 2x: the same plan comes back
+        asked.append(speedup)
+        return lossy if speedup >= 1.3 else _applied(speedup, speedup, loss=0.2)
+
+    final, attempts = correct(
+        lossy, target_speedup=2.0, max_speedup=5.0, corrections=3, replan=coarse, log=logged.append
+    )
+    assert asked[:2] == [pytest.approx(1.3913, abs=1e-3), pytest.approx(1.05)]  # the same step again, to the lightest
+    assert [a.planned_for for a in attempts[:2]] == [2.0, pytest.approx(1.05)]  # the repeat was not measured again
+    assert any("already measured (planned for 2.00x): stepping on to 1.05x" in line for line in logged)
+    # 1.05x is within the limit and short: heavier steps (never past half-way to 2x) that repeat 2x step on too
+    assert [a.predicted_speedup for a in attempts].count(2.0) == 1 < len(attempts)  # 2x was measured once
+    assert final.admissible and final.plan is not lossy.plan
+
+    short = _applied(2.0, 1.8)  # short: heavier (2.22x), which repeats it; then 2.44x
+    heavier: list[float] = []
+
+    def sticky(speedup: float) -> Applied:
+        heavier.append(speedup)
+        return short if speedup < 2.3 else _applied(speedup, 2.0)
+
+    final, attempts = correct(short, target_speedup=2.0, max_speedup=5.0, corrections=2, replan=sticky)
+    assert heavier == [pytest.approx(2.0 * 2.0 / attempts[0].measured_speedup), pytest.approx(2 * heavier[0] - 2.0)]
+    assert len(attempts) == 2 and attempts[-1].status == "met" and final.plan is not short.plan
+
+    asked.clear()
+    _, attempts = correct(
+        lossy, target_speedup=2.0, max_speedup=5.0, corrections=3, replan=lambda s: asked.append(s) or lossy
+    )
+    assert len(attempts) == 1 and asked == [
+        pytest.approx(1.3913, abs=1e-3),
+        pytest.approx(1.05),
+    ]  # nothing new: it ends
+
+
 def test_when_no_plan_is_within_the_limit_the_lightest_is_tried_and_the_least_lossy_kept() -> None:
     asked: list[float] = []
 

@@ -19,7 +19,8 @@ through the two plans' upper ends reaches ``QUALITY_AIM`` of the limit (``lighte
 faster than linearly with the speedup, so the line errs on the light side), at least ``MIN_LIGHTER``
 of the way; when none is within the limit and one correction is left, the lightest plan worth making
 (``LIGHTEST_SPEEDUP``, also the lightest step ever taken). A heavier step never goes past half-way to a
-plan that lost too much. A measurement taken while other processes kept the
+plan that lost too much. A re-plan that gives a plan already measured (the pick has nothing between
+the two speeds) is not measured again: the step goes on in its direction by as much again. A measurement taken while other processes kept the
 machine busy (``Verification.busy``) moves no plan in either direction and never enters the secant.
 
 The plan kept is, among those within the limit, the least compressed one that met the target, else the
@@ -46,6 +47,9 @@ MAX_REMEASURES = 2
 """Extra verifications (each of the run's verify rounds) of one attempt whose interval straddles a boundary."""
 LIGHTEST_SPEEDUP = 1.05
 """The lightest plan worth making: the last resort when every plan tried lost more than the limit."""
+MAX_REPEATED_PLANS = 3
+"""Re-plans of one correction that may give a plan already measured before the correction gives up
+(each such re-plan costs a solve, not a measurement)."""
 QUALITY_AIM = 0.9
 """A lighter step aims its loss's upper end at this share of the limit (a margin for the guard's noise)."""
 MIN_LIGHTER = 0.05
@@ -175,6 +179,7 @@ def correct(
         within = [a.planned_for for a, ap in zip(attempts, applied, strict=True) if ap.admissible]
         lossy = [a.planned_for for a, ap in zip(attempts, applied, strict=True) if not ap.admissible]
         status = speed_status(last.measured_speedup, target_speedup)
+        lightest = LIGHTEST_SPEEDUP
         if not current.admissible:
             assert current.guard is not None
             why = f"lost {describe_loss(current.guard)}, beyond the limit"
@@ -188,6 +193,7 @@ def correct(
             if not within and done == corrections - 1:
                 planned = LIGHTEST_SPEEDUP
             planned = min(max(planned, LIGHTEST_SPEEDUP), last.planned_for)  # lighter, but worth making
+            lightest = max(floor, LIGHTEST_SPEEDUP)  # a repeated plan steps on, but not past a plan within
         elif current.busy:
             log(
                 f"      {measured} ({status}), but other processes kept the machine busy while it was measured: "
@@ -207,18 +213,71 @@ def correct(
                         "quality than the limit allows: no heavier plan is tried"
                     )
                     break
-        planned = min(planned, max_speedup)
-        if planned <= 1.0 or any(abs(planned - a.planned_for) < 1e-3 for a in attempts):
-            log(f"      {why}, but no new plan is left to try (next would be {planned:.2f}x)")
+        found = _new_plan(
+            min(planned, max_speedup),
+            last.planned_for,
+            attempts=attempts,
+            applied=applied,
+            replan=replan,
+            bounds=(lightest, min([max_speedup, *lossy])),
+            intro=f"{why} (target {target_speedup:g}x)",
+            log=log,
+        )
+        if found is None:
             break
-        log(f"      {why} (target {target_speedup:g}x): re-planning for {planned:.2f}x and measuring again")
-        current = settle(replan(planned), target_speedup, remeasure, log)
+        planned, fresh = found
+        current = settle(fresh, target_speedup, remeasure, log)
         applied.append(current)
         attempts.append(record(planned, current, target_speedup))
     kept = choose(attempts, applied, target_speedup)
     if kept != len(attempts) - 1:
         log(f"      keeping the attempt planned for {attempts[kept].planned_for:.2f}x")
     return applied[kept], attempts
+
+
+def _new_plan(
+    planned: float,
+    previous: float,
+    *,
+    attempts: Sequence[Attempt],
+    applied: Sequence[Applied],
+    replan: Callable[[float], Applied],
+    bounds: tuple[float, float],
+    intro: str,
+    log: Callable[[str], None],
+) -> tuple[float, Applied] | None:
+    """``(planned-for speedup, attempt)`` of the next plan not measured yet, or None when none is left.
+
+    A re-plan for ``planned`` that gives a plan already measured (``replan`` returns an attempt whose
+    plan equals an earlier one, without applying or timing it again) steps on in the same direction
+    from ``previous`` (the last attempt's planned-for speedup), by the same step again, within
+    ``bounds`` (lightest, heaviest), at most ``MAX_REPEATED_PLANS`` times."""
+    lightest, heaviest = bounds
+    for repeats in range(MAX_REPEATED_PLANS + 1):
+        if planned <= 1.0 or any(abs(planned - a.planned_for) < 1e-3 for a in attempts):
+            log(f"      {intro}, but no new plan is left to try (next would be {planned:.2f}x)")
+            return None
+        if repeats == 0:
+            log(f"      {intro}: re-planning for {planned:.2f}x and measuring again")
+        candidate = replan(planned)
+        same = next((a for a, ap in zip(attempts, applied, strict=True) if ap.plan == candidate.plan), None)
+        if same is None:
+            return planned, candidate
+        if planned < previous:
+            further = max(2 * planned - previous, lightest)
+        else:  # never past half-way to the heaviest plan worth trying
+            further = min(2 * planned - previous, (planned + heaviest) / 2)
+        already = f"the plan for {planned:.2f}x is the one already measured (planned for {same.planned_for:.2f}x)"
+        if (
+            abs(further - planned) < 1e-3
+            or (further - planned) * (planned - previous) < 0
+            or repeats == MAX_REPEATED_PLANS
+        ):
+            log(f"      {already}, and no further step is left")
+            return None
+        log(f"      {already}: stepping on to {further:.2f}x")
+        previous, planned = planned, further
+    return None
 
 
 def lighter_target(floor: float, floor_high: float, planned_for: float, guard: GuardCheck) -> float:
