@@ -20,8 +20,9 @@ faster than linearly with the speedup, so the line errs on the light side), at l
 of the way; when none is within the limit and one correction is left, the lightest plan worth making
 (``LIGHTEST_SPEEDUP``, also the lightest step ever taken). A heavier step never goes past half-way to a
 plan that lost too much. A re-plan that gives a plan already measured (the pick has nothing between
-the two speeds) is not measured again: the step goes on in its direction by as much again. A measurement taken while other processes kept the
-machine busy (``Verification.busy``) moves no plan in either direction and never enters the secant.
+the two speeds) is not measured again: the step goes on in its direction by as much again. A
+measurement taken while other processes kept the machine busy (``Verification.busy``) moves no plan
+in either direction and never enters the secant.
 
 The plan kept is, among those within the limit, the least compressed one that met the target, else the
 fastest; when none is within the limit, the least lossy.
