@@ -21,10 +21,11 @@ and removed layers cost what its standalone unit times say, through one curve (t
 it need terms that know a unit is dense or present (SmolLM2 decode, 2026-12-05)?
 
 Run: ``.venv/bin/python benchmarks/cost_model_fit.py [--model smollm2] [--phase decode] [--batch-size 1]
-[--seq-len 128] [--rounds 20] [--dump FILE]``. Last line: ``max_error_pct_random/extreme/depth:
-curve=<r/e/d> table=<r/e/d> best=<features>:<r/e/d>``: the largest error per family of the curve
-through the anchors, of the table as it plans (its ``cost_model``), and of the candidate with the
-smallest leave-one-out maximum.
+[--seq-len 128] [--rounds 20] [--dump FILE] [--plans SWEEP/pareto.csv] [--families ...]``. ``--plans`` adds the plans a
+sweep made (the family "plans": what a search picks is where a cost model's errors matter). Last line:
+``max_error_pct_random/extreme/depth/plans: curve=<r/e/d/p> table=<r/e/d/p> best=<features>:<r/e/d/p>``:
+the largest error per family of the curve through the anchors, of the table as it plans (its
+``cost_model``), and of the candidate with the smallest leave-one-out maximum (nan: no such family).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ from profile_accuracy import CONFIGS, depth_levels, extreme_levels, random_level
 from profilers.context import KNOTS as CONTEXT_KNOTS
 from profilers.context import hat_weights
 
-FAMILIES = ("anchors", "random", "extreme", "depth")
+FAMILIES = ("anchors", "random", "extreme", "depth", "plans")
+CHECKED = ("random", "extreme", "depth", "plans")
+"""The families a fit is judged on (the anchors are what a profile fits to)."""
 KNOTS = CONTEXT_KNOTS
 """Where the in-context ratio ``r`` of the ``H`` features is free (the table's context model's)."""
 HAT_F = tuple(f"Hf{i}" for i in range(len(KNOTS)))
@@ -83,6 +86,29 @@ def features(levels: list[int], costs: list[np.ndarray], kinds: list[str], kept:
     return out
 
 
+def sweep_levels(units: list[Any], csv: Path) -> dict[str, dict[str, int]]:
+    """``plans/<row>:<method>@<planned for>`` -> unit levels of each row of a sweep's pareto.csv: per layer
+    the first level keeping its heads / neurons (as ``compensation_bench.row_keep`` reads a row)."""
+    import pandas as pd
+
+    out = {}
+    for index, row in pd.read_csv(csv).iterrows():
+        counts = {"attention": json.loads(row["heads_kept"]), "ffn": json.loads(row["neurons_kept"])}
+        levels = {}
+        for kind, kept in counts.items():
+            kind_units = [u for u in units if u.kind == kind]
+            if len(kept) != len(kind_units):
+                raise SystemExit(f"{csv}: {len(kept)} {kind} counts for {len(kind_units)} units: another model?")
+            for unit, count in zip(kind_units, kept, strict=True):
+                level = next((lv.index for lv in unit.levels if int(lv.kept or 0) == count), None)
+                if level is None:
+                    raise SystemExit(f"{csv}: {unit.name} has no level keeping {count}: another model?")
+                levels[unit.name] = level
+        method = str(row["method"]).split(" ")[0]
+        out[f"plans/{index}:{method}@{float(row['planned_for']):.2f}"] = levels
+    return out
+
+
 def fit_predict(x: np.ndarray, t: np.ndarray, train: np.ndarray) -> np.ndarray:
     """Least-squares fit on the rows ``train``; predictions for every row."""
     coef, *_ = np.linalg.lstsq(x[train], t[train], rcond=None)
@@ -115,6 +141,17 @@ def main() -> None:
     parser.add_argument("--seq-len", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=20, help="paired rounds of the check")
     parser.add_argument("--dump", type=Path, help="write the measurements here (JSON) to fit other models offline")
+    parser.add_argument(
+        "--plans", type=Path, help="a sweep's pareto.csv: its plans (heads / neurons per layer) as the family 'plans'"
+    )
+    parser.add_argument(
+        "--families",
+        nargs="+",
+        choices=("random", "extreme", "depth"),
+        default=["random", "extreme", "depth"],
+        help="which families to time besides the anchors (each shrunk model is held in memory: about 0.5 GB for "
+        "SmolLM2, so all three and ten plans do not fit in 24 GB)",
+    )
     args = parser.parse_args()
 
     from planner.config import Measurement
@@ -131,11 +168,16 @@ def main() -> None:
         table = profile_model(loaded, measurement, out=Path(tmp) / "table.csv", progress=False)
     configs: dict[str, dict[str, int]] = {}
     rng = np.random.default_rng(0)
-    for i, fraction in enumerate(np.linspace(0.0, 0.95, CONFIGS)):
-        configs[f"random/{i}"] = random_levels(units, rng, float(fraction))
-    configs.update(extreme_levels(units))
-    configs.update({f"depth/{k}": v for k, v in depth_levels(adapter).items()})
+    if "random" in args.families:
+        for i, fraction in enumerate(np.linspace(0.0, 0.95, CONFIGS)):
+            configs[f"random/{i}"] = random_levels(units, rng, float(fraction))
+    if "extreme" in args.families:
+        configs.update(extreme_levels(units))
+    if "depth" in args.families:
+        configs.update({f"depth/{k}": v for k, v in depth_levels(adapter).items()})
     configs.update({f"anchors/{k.strip('_')}": v for k, v in calibration_anchors(units).items() if k != DENSE_KEY})
+    if args.plans:
+        configs.update(sweep_levels(units, args.plans))
     models: dict[str, Any] = {"dense": adapter.model}
     models.update({name: adapter.shrink_to_levels(levels) for name, levels in configs.items()})
     check = verify_models(adapter, models, dataclasses.replace(measurement, rounds=args.rounds, max_rounds=None))
@@ -153,6 +195,12 @@ def main() -> None:
     measured = np.append(measured, table.meta.dense_ms)
     feats.append(features([0] * len(names), costs, kinds, kept))
     all_levels = [*configs.values(), {}]
+    print(
+        f"{adapter.name} {args.phase} b{args.batch_size} s{args.seq_len}: {len(configs)} models, table dense "
+        f"{table.meta.dense_ms:.2f} ms; errors in % as median / max per family"
+    )
+    table_predicted = np.array([table.predict_ms(lv) for lv in all_levels])
+    table_errors = errors_by_family(table_predicted, measured, family)
     if args.dump:
         record = {
             "units": names,
@@ -162,13 +210,18 @@ def main() -> None:
             "dense_ms": table.meta.dense_ms,
             "configs": {name: [int(lv.get(n, 0)) for n in names] for name, lv in configs.items()},
             "measured_ms": measured[:-1].tolist(),
+            "table_anchor_ms": table.meta.anchor_ms,
+            "table_context": [table.meta.fixed_ms, list(table.meta.context_ratios)],
+            "table_predicted_ms": table_predicted[:-1].tolist(),
+            "check_dense_ms": check["dense"].p10_ms,
         }
         args.dump.write_text(json.dumps(record))
-    print(
-        f"{adapter.name} {args.phase} b{args.batch_size} s{args.seq_len}: {len(configs)} models, table dense "
-        f"{table.meta.dense_ms:.2f} ms; errors in % as median / max per family"
-    )
-    table_errors = errors_by_family(np.array([table.predict_ms(lv) for lv in all_levels]), measured, family)
+    for i, name in enumerate(configs):
+        if family[i] == "plans":
+            print(
+                f"  {name}: table {table.meta.dense_ms / table_predicted[i]:.2f}x, "
+                f"measured {table.meta.dense_ms / measured[i]:.2f}x"
+            )
     show(f"the table as it plans ({table.meta.cost_model})", table_errors)
     anchor_keys = calibration_anchors(units)
     curve = CalibrationCurve.fit(
@@ -194,18 +247,17 @@ def main() -> None:
             f"  fitted on anchors {'+'.join(columns)}",
             errors_by_family(fit_predict(x, measured, anchored), measured, family),
         )
-        worst = max(loo_errors[f][1] for f in ("random", "extreme", "depth") if f in loo_errors)
+        worst = max(loo_errors[f][1] for f in CHECKED if f in loo_errors)
         if best is None or worst < best[0]:
             best = (worst, "+".join(columns), loo_errors)
     assert best is not None
     _, label, chosen = best
     worst = {
-        name: "/".join(f"{errors.get(f, (0.0, math.nan))[1]:.1f}" for f in ("random", "extreme", "depth"))
+        name: "/".join(f"{errors.get(f, (0.0, math.nan))[1]:.1f}" for f in CHECKED)
         for name, errors in (("curve", curve_errors), ("table", table_errors), ("best", chosen))
     }
     print(
-        f"max_error_pct_random/extreme/depth: curve={worst['curve']} table={worst['table']} "
-        f"best={label}:{worst['best']}"
+        f"max_error_pct_{'/'.join(CHECKED)}: curve={worst['curve']} table={worst['table']} best={label}:{worst['best']}"
     )
 
 

@@ -62,8 +62,11 @@ def width_line(costs_ms: np.ndarray, kept: np.ndarray) -> np.ndarray:
         costs_ms: per level, the standalone time (ms).
         kept: per level, the heads or neurons kept; NaN for levels that are not a width (weight
             sparsity), which keep their times, as do empty levels (0 kept).
-    Returns the least-squares line ``a + b x kept`` (clipped at 0) through the width levels that keep
-    anything; the times unchanged where fewer than three such levels pin a line down.
+    Returns the least-squares line ``a + b x kept`` with ``a, b >= 0`` through the width levels that
+    keep anything; the times unchanged where fewer than three such levels pin a line down. Neither part
+    can be negative in a memory-bound pass (bytes over bandwidth plus a per-call cost): a free line
+    through SmolLM2's convex MLP times at KV 512 crossed zero at 64 neurons and priced 320 neurons at
+    15% of dense, which the search then chose in 29 of 30 layers (benchmarks/RESULTS.md, 2026-12-06).
     """
     costs = np.asarray(costs_ms, dtype=np.float64)
     width = np.asarray(kept, dtype=np.float64)
@@ -71,9 +74,10 @@ def width_line(costs_ms: np.ndarray, kept: np.ndarray) -> np.ndarray:
     if fitted.sum() < 3 or np.ptp(width[fitted]) == 0:
         return costs.copy()
     design = np.stack([np.ones(int(fitted.sum())), width[fitted]], axis=1)
-    (intercept, slope), *_ = np.linalg.lstsq(design, costs[fitted], rcond=None)
+    scale = design.max(axis=0)
+    coefficients, _ = nnls(design / scale, costs[fitted])
     out = costs.copy()
-    out[fitted] = np.maximum(intercept + slope * width[fitted], 0.0)
+    out[fitted] = design @ (coefficients / scale)
     return out
 
 
@@ -103,7 +107,15 @@ def hat_weights(share: np.ndarray, knots: Sequence[float] = KNOTS) -> np.ndarray
 class ContextModel:
     """``fixed_ms`` plus per unit ``basis_ms x r(removed share)``; ``ratios`` are r at ``knots``. The basis
     is the standalone times or their line in width (``BASES``); the caller passes the same one to ``fit``
-    and to ``unit_costs``."""
+    and to ``unit_costs``.
+
+    ``fit`` keeps r non-decreasing in the removed share: in the model a thinner unit never costs less
+    per standalone ms than a thicker one (its weights stream from memory and its fixed costs stay;
+    every fit so far rose from dense to empty, 1.4 to 5.6 on SmolLM2 decode, 1.1 to 1.8 in prefill).
+    Free, seven numbers fitted to ten anchors bend to whatever the anchors hold that a ratio by share
+    cannot: two profiles of SmolLM2 decode at KV 512 put r at 2.0 / 2.8 at 0.75 and 1.0 / 0.0 at 0.85,
+    pricing MLPs at 320 neurons nearly free, and the search put 29 of 30 MLPs there (a plan priced
+    2.72x measured 2.00x; benchmarks/RESULTS.md, 2026-12-06)."""
 
     knots: tuple[float, ...]
     ratios: tuple[float, ...]
@@ -154,13 +166,16 @@ class ContextModel:
         used = np.flatnonzero(design[:, 1:].sum(axis=0) > 0)
         if used.size == 0 or len(anchors) < used.size + 3:
             return None
-        columns = np.concatenate([[0], used + 1])
+        # r at the i-th used knot = the sum of non-negative steps 0..i (non-decreasing: see the class
+        # docstring), so step j multiplies the ms weighted at knot j and every knot after it.
+        steps = design[:, used + 1][:, ::-1].cumsum(axis=1)[:, ::-1]
+        columns = np.column_stack([design[:, 0], steps])
         # Scale the columns so that the small ms sums near the empty end weigh like the others.
-        scale = np.abs(design[:, columns]).max(axis=0)
-        solution, _ = nnls(design[:, columns] / scale, np.asarray(totals))
+        scale = np.abs(columns).max(axis=0)
+        solution, _ = nnls(columns / scale, np.asarray(totals))
         solution = solution / scale
         grid = np.asarray(knots, dtype=np.float64)
-        ratios = np.interp(grid, grid[used], solution[1:])
+        ratios = np.interp(grid, grid[used], np.cumsum(solution[1:]))
         return cls(tuple(float(k) for k in knots), tuple(float(r) for r in ratios), float(solution[0]))
 
     def describe(self) -> str:

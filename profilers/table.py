@@ -54,9 +54,11 @@ from profilers.calibration import CalibrationCurve
 from profilers.context import BASES
 from profilers.errors import TableFormatError
 
-SCHEMA_VERSION = 6
-READABLE_VERSIONS = (3, 4, 5, 6)
-"""Version 6 records what the in-context ratio multiplies (``context_basis``: "standalone", or
+SCHEMA_VERSION = 7
+READABLE_VERSIONS = (3, 4, 5, 6, 7)
+"""Version 7 fits the in-context ratios non-decreasing in the removed share, over width lines that
+never cross zero (``profilers.context``); a version-6 table plans with the costs it was fitted with.
+Version 6 records what the in-context ratio multiplies (``context_basis``: "standalone", or
 "width-line" where the table's shape is memory-bound); version 5 tables multiplied standalone times.
 Version 5 adds the cost model (``cost_model``, ``context_knots``, ``context_ratios``) and the
 column ``context_ms``; older tables plan through their curve.
@@ -403,7 +405,8 @@ class LatencyTable:
         if version in (3, 4):  # before cost models: every table planned through its curve
             raw_meta = {**raw_meta, "cost_model": "curve", "context_knots": [], "context_ratios": []}
         if version in (3, 4, 5):  # before bases: the ratios multiplied standalone times
-            raw_meta = {**raw_meta, "context_basis": "standalone", "schema_version": SCHEMA_VERSION}
+            raw_meta = {**raw_meta, "context_basis": "standalone"}
+        raw_meta = {**raw_meta, "schema_version": SCHEMA_VERSION}  # older fields filled in above; values kept
         fields = {f.name for f in dataclasses.fields(TableMetadata)}
         missing = sorted(fields - set(raw_meta))
         if missing:

@@ -186,3 +186,34 @@ def test_on_the_width_line_a_step_timed_alone_is_not_taken_for_a_saving() -> Non
     truth = measure(plan, true_costs)
     assert predicted(on_line, straight, plan) == pytest.approx(truth, rel=0.02)
     assert truth / predicted(standalone, observed, plan) - 1 > 0.03
+
+
+def test_one_slow_anchor_does_not_open_a_dip_for_the_search() -> None:
+    """One anchor read slow (the machine's noise): a free fit of seven numbers to ten anchors pays for it
+    with a ratio that falls somewhere, and a search puts every unit at the width where it fell. The fit
+    keeps the ratio non-decreasing in the removed share, so no width is priced below a thicker one's
+    ratio, and a plan of units at any one width stays within the anchors' noise of the truth."""
+    costs = units()
+    timed = anchors(costs)
+    half = at_fraction(costs, 0.5)
+    timed = [(levels, total * 1.14 if levels == half else total) for levels, total in timed]
+    model = ContextModel.fit(costs, timed)
+    assert model is not None
+    assert np.all(np.diff(model.ratios) >= -1e-9)
+    for fraction in np.linspace(0.0, 1.0, 13):
+        plan = at_fraction(costs, float(fraction))
+        assert predicted(model, costs, plan) == pytest.approx(measure(plan, costs), rel=0.08)
+
+
+def test_width_line_never_prices_a_narrow_unit_below_its_share_of_the_bytes() -> None:
+    """Convex standalone times (steep near dense, flat near empty, as SmolLM2's MLP at KV 512): a free
+    line crosses zero above the narrowest width. With a non-negative intercept and slope every width
+    costs at least its share of the dense width's cost."""
+    widths = np.arange(1536.0, -1.0, -64.0)
+    costs = 0.65 * (widths / 1536.0) ** 1.6
+    costs[-1] = 0.002  # the empty level keeps its time
+    fitted = widths > 0
+    assert np.polyfit(widths[fitted], costs[fitted], 1)[1] < 0  # the free line's intercept
+    line = width_line(costs, widths)
+    assert np.all(line[fitted] / line[0] >= widths[fitted] / widths[0] - 1e-12)
+    assert np.all(line[fitted] > 0) and line[-1] == costs[-1]

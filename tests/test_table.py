@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -265,6 +266,30 @@ def test_a_version_5_table_multiplied_standalone_times(tmp_path: Path) -> None:
     path.with_suffix(".json").write_text(json.dumps(meta))
     loaded = LatencyTable.load(path)
     assert loaded.meta.context_basis == "standalone" and loaded.meta.schema_version == SCHEMA_VERSION
+
+
+def test_a_version_6_table_plans_with_the_ratios_it_was_fitted_with(tmp_path: Path) -> None:
+    """Version 7 fits ratios that never fall with the removed share; a version-6 table's falling ones stay."""
+    base = make_table()
+    table = LatencyTable(
+        frame=base.frame.assign(context_ms=base.frame["latency_ms"] * [2.0, 1.5, 1.0, 2.0, 2.0, 1.2, 1.0]),
+        meta=dataclasses.replace(
+            base.meta,
+            cost_model="context",
+            context_knots=(0.0, 0.5),
+            context_ratios=(2.0, 1.0),
+            calibration_sum_ms=(0.0,),
+            calibration_total_ms=(10.0,),
+        ),
+    )
+    path = table.save(tmp_path / "t.csv")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    meta["schema_version"] = 6
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    loaded = LatencyTable.load(path)
+    assert loaded.meta.schema_version == SCHEMA_VERSION
+    assert loaded.meta.context_ratios == table.meta.context_ratios
+    assert loaded.predict_ms([1, 1]) == pytest.approx(table.predict_ms([1, 1]))
 
 
 def test_an_unknown_context_basis_is_refused(tmp_path: Path) -> None:
