@@ -65,7 +65,7 @@ def width_line(costs_ms: np.ndarray, kept: np.ndarray) -> np.ndarray:
     Returns the least-squares line ``a + b x kept`` with ``a, b >= 0`` through the width levels that
     keep anything; the times unchanged where fewer than three such levels pin a line down. Neither part
     can be negative in a memory-bound pass (bytes over bandwidth plus a per-call cost): a free line
-    through SmolLM2's convex MLP times at KV 512 crossed zero at 64 neurons and priced 320 neurons at
+    through SmolLM2's convex MLP times at KV 512 crossed zero at about 100 neurons and priced 320 neurons at
     15% of dense, which the search then chose in 29 of 30 layers (benchmarks/RESULTS.md, 2026-12-06).
     """
     costs = np.asarray(costs_ms, dtype=np.float64)
@@ -111,7 +111,8 @@ class ContextModel:
 
     ``fit`` keeps r non-decreasing in the removed share: in the model a thinner unit never costs less
     per standalone ms than a thicker one (its weights stream from memory and its fixed costs stay;
-    every fit so far rose from dense to empty, 1.4 to 5.6 on SmolLM2 decode, 1.1 to 1.8 in prefill).
+    the fits so far rose from dense to empty, 1.4 to 5.6 on SmolLM2 decode, 1.1 to 1.8 in prefill,
+    with dips where the anchors pinned a knot poorly).
     Free, seven numbers fitted to ten anchors bend to whatever the anchors hold that a ratio by share
     cannot: two profiles of SmolLM2 decode at KV 512 put r at 2.0 / 2.8 at 0.75 and 1.0 / 0.0 at 0.85,
     pricing MLPs at 320 neurons nearly free, and the search put 29 of 30 MLPs there (a plan priced
