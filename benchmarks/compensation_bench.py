@@ -52,12 +52,13 @@ def uniform_keep(backend: Any, scores: Any, units: Any, share: float) -> dict[st
     return keep
 
 
-def row_keep(backend: Any, scores: Any, units: Any, row: Any, source: str) -> dict[str, tuple[int, ...]]:
-    """unit -> the heads / neurons ``backend`` keeps at the level of ``row`` (a sweep's pareto.csv row)."""
+def row_levels(units: Any, row: Any, source: str) -> list[tuple[Any, Any]]:
+    """(unit, level) per attention and FFN unit at ``row`` of a sweep's pareto.csv: the first level
+    keeping the row's heads / neurons for that layer."""
     import json
 
     counts = {"attention": json.loads(row["heads_kept"]), "ffn": json.loads(row["neurons_kept"])}
-    keep = {}
+    out = []
     for kind in ("attention", "ffn"):
         kind_units = [u for u in units if u.kind == kind]
         if len(counts[kind]) != len(kind_units):
@@ -66,8 +67,13 @@ def row_keep(backend: Any, scores: Any, units: Any, row: Any, source: str) -> di
             level = next((lv for lv in unit.levels if int(lv.kept or 0) == kept), None)
             if level is None:
                 raise SystemExit(f"{source}: {unit.name} has no level keeping {kept}: another model or table?")
-            keep[unit.name] = backend.select(scores, unit, level)
-    return keep
+            out.append((unit, level))
+    return out
+
+
+def row_keep(backend: Any, scores: Any, units: Any, row: Any, source: str) -> dict[str, tuple[int, ...]]:
+    """unit -> the heads / neurons ``backend`` keeps at the level of ``row`` (a sweep's pareto.csv row)."""
+    return {unit.name: backend.select(scores, unit, level) for unit, level in row_levels(units, row, source)}
 
 
 def sweep_keeps(backend: Any, scores: Any, units: Any, csv: str) -> list[tuple[str, dict[str, tuple[int, ...]]]]:

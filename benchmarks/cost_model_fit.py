@@ -87,24 +87,17 @@ def features(levels: list[int], costs: list[np.ndarray], kinds: list[str], kept:
 
 
 def sweep_levels(units: list[Any], csv: Path) -> dict[str, dict[str, int]]:
-    """``plans/<row>:<method>@<planned for>`` -> unit levels of each row of a sweep's pareto.csv: per layer
-    the first level keeping its heads / neurons (as ``compensation_bench.row_keep`` reads a row)."""
+    """``plans/<row>:<method>@<planned for>`` -> unit levels of each row of a sweep's pareto.csv (read as
+    ``compensation_bench.row_levels`` reads a row)."""
     import pandas as pd
+    from compensation_bench import row_levels
 
+    if not csv.is_file():
+        raise SystemExit(f"--plans {csv}: no such file; pass the pareto.csv a `planner sweep --out DIR` wrote.")
     out = {}
     for index, row in pd.read_csv(csv).iterrows():
-        counts = {"attention": json.loads(row["heads_kept"]), "ffn": json.loads(row["neurons_kept"])}
-        levels = {}
-        for kind, kept in counts.items():
-            kind_units = [u for u in units if u.kind == kind]
-            if len(kept) != len(kind_units):
-                raise SystemExit(f"{csv}: {len(kept)} {kind} counts for {len(kind_units)} units: another model?")
-            for unit, count in zip(kind_units, kept, strict=True):
-                level = next((lv.index for lv in unit.levels if int(lv.kept or 0) == count), None)
-                if level is None:
-                    raise SystemExit(f"{csv}: {unit.name} has no level keeping {count}: another model?")
-                levels[unit.name] = level
         method = str(row["method"]).split(" ")[0]
+        levels = {unit.name: level.index for unit, level in row_levels(units, row, str(csv))}
         out[f"plans/{index}:{method}@{float(row['planned_for']):.2f}"] = levels
     return out
 
