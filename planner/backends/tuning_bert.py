@@ -73,7 +73,6 @@ def tune_bert(
     targets, hidden, layer_masks = _teacher_targets(adapter, task, teacher_keep)
     token_mask = task.calibration.attention_mask.to(hidden.dtype).unsqueeze(-1)  # (n, S, 1)
     batch = task.batch_size
-    tuning = True
     with progress_bar(len(adapter.layers), "mask tuning", unit="layer", enabled=progress) as bar:
         for index, layer in enumerate(adapter.layers):
             att_unit, ffn_unit = adapter.unit_names(index)
@@ -87,16 +86,14 @@ def tune_bert(
                 x = hidden[start : start + batch]
                 context = attention.self(x, layer_masks[batch_index])[0]  # (b, S, H*d)
                 contexts.append(context)
-                if tuning and len(kept_heads):
+                if len(kept_heads):
                     blocks = [slice(h * size, (h + 1) * size) for h in kept_heads.tolist()]
                     c = torch.stack([context[..., b] @ w_o[:, b].T for b in blocks], dim=-1)  # (b, S, D, K)
                     y = targets[index][0][start : start + batch] - b_o - x
                     solver.add_contributions(c, y, token_mask[start : start + batch])
-            if tuning and len(kept_heads):
+            if len(kept_heads):
                 solved = solver.solve()
-                if solved is None:
-                    tuning = False
-                else:
+                if solved is not None:  # else this block keeps binary masks
                     scales[att_unit][kept_heads] = solved
                     keep_shift(shifts, att_unit, solver)
             context_all = torch.cat(contexts)
@@ -107,15 +104,13 @@ def tune_bert(
             w2, b2 = layer.output.dense.weight, layer.output.dense.bias
             kept = torch.nonzero(scales[ffn_unit]).flatten()
             activations = layer.intermediate.intermediate_act_fn(F.linear(att_out, w1, b1))  # (n, S, N)
-            if tuning and len(kept):
+            if len(kept):
                 ffn_solver = BlockSolver(len(kept), intercept=intercept)
                 a = (activations[..., kept] * token_mask).reshape(-1, len(kept))
                 y = ((targets[index][1] - b2 - att_out) * token_mask).reshape(-1, w2.shape[0])
                 ffn_solver.add_features(a, w2[:, kept], y, tokens=int(token_mask.sum()))
                 solved = ffn_solver.solve()
-                if solved is None:
-                    tuning = False
-                else:
+                if solved is not None:  # else this block keeps binary masks
                     scales[ffn_unit][kept] = solved
                     keep_shift(shifts, ffn_unit, ffn_solver)
             b2 = b2 + shifts.get(ffn_unit, 0.0)

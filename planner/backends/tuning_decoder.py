@@ -97,7 +97,6 @@ def tune_decoder(
     teacher_in = [x.clone() for x in student_in]
     token_masks = [m.unsqueeze(-1).float() for _, m, _ in task.calibration.batches(task.batch_size)]
     post_norms = bool(getattr(adapter, "post_norms", False))
-    tuning = True
     with progress_bar(len(adapter.layers), "mask tuning", unit="layer", enabled=progress) as bar:
         for index, layer in enumerate(adapter.layers):
             att_unit, mlp_unit = adapter.unit_names(index)
@@ -112,7 +111,7 @@ def tune_decoder(
                 teacher_in = [_run(layer, x, kw[index]) for x, kw in zip(teacher_in, calls, strict=True)]
             # Student, attention: per-head contributions through the output projection.
             kept = torch.nonzero(scales[att_unit]).flatten()
-            if tuning and len(kept):
+            if len(kept):
                 with adapter.masked({att_unit: scales[att_unit]}), _captured(out_proj, inputs=True) as contexts:
                     for x, kw in zip(student_in, calls, strict=True):
                         _run(layer, x, kw[index])
@@ -128,14 +127,12 @@ def tune_decoder(
                         target = target - student_in[b]
                     solver.add_contributions(c, target, token_masks[b])
                 solved = solver.solve()
-                if solved is None:
-                    tuning = False
-                else:
+                if solved is not None:  # else this block keeps binary masks
                     scales[att_unit][kept] = solved
                     keep_shift(shifts, att_unit, solver)
             # Student, MLP: activations of kept neurons through the down projection.
             kept = torch.nonzero(scales[mlp_unit]).flatten()
-            if tuning and len(kept):
+            if len(kept):
                 with (
                     adapter.masked({att_unit: scales[att_unit], mlp_unit: scales[mlp_unit]}),
                     _shifted({out_proj: shifts.get(att_unit)}),
@@ -156,9 +153,7 @@ def tune_decoder(
                     targets = (target * token_masks[b]).reshape(-1, w.shape[0])
                     solver.add_features(features, w, targets, tokens=int(token_masks[b].sum()))
                 solved = solver.solve()
-                if solved is None:
-                    tuning = False
-                else:
+                if solved is not None:  # else this block keeps binary masks
                     scales[mlp_unit][kept] = solved
                     keep_shift(shifts, mlp_unit, solver)
             with (
