@@ -129,8 +129,8 @@ def test_mask_tuning_moves_the_pruned_model_toward_the_dense_one(family: str) ->
 
 
 def test_a_block_whose_solve_fails_keeps_binary_masks_and_tuning_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
-    """SmolLM2 decode at 3x: one MLP's solve failed at layer 12 and tuning used to stop there, leaving
-    18 layers untuned (test perplexity 56,404 against 1,125 with tuning going on)."""
+    """SmolLM2 decode at 3x: layer 11's MLP solve failed and tuning used to stop there, leaving layers
+    12-29 untuned (test perplexity 56,404 against 1,125 with tuning going on)."""
     from planner.backends import tuning
     from planner.backends.tuning import binary_scales
     from planner.backends.tuning_decoder import tune_decoder
