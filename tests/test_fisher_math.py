@@ -60,13 +60,8 @@ def test_damped_scales_never_increase_the_least_squares_objective(seed: int, k: 
     assert objective(scales) <= objective(np.ones(k)) + 1e-9
 
 
-def test_damped_scales_damp_a_wild_solution_into_the_limit_instead_of_refusing_it() -> None:
+def test_damped_scales_refuse_wild_solutions() -> None:
     gram = np.array([[1e-3]])
     assert damped_scales(gram, np.array([1e3]), limit=10.0) is not None  # heavily damped: stays near 1
-    # Unit damping would give 1 + 49 / 2 = 25.5: the ladder damps harder, keeping the direction.
-    wild = damped_scales(np.array([[1.0]]), np.array([50.0]), limit=10.0)
-    assert wild is not None and 1.0 < float(wild[0]) <= 10.0
-    # Unit damping within the limit is kept as it was (earlier plans' tuning is unchanged).
-    assert float(damped_scales(np.array([[1.0]]), np.array([9.0]), limit=10.0)[0]) == pytest.approx(5.0)  # type: ignore[index]
-    assert damped_scales(np.array([[np.nan]]), np.array([1.0])) is None  # nothing finite: binary masks
+    assert damped_scales(np.array([[1.0]]), np.array([50.0]), limit=10.0) is None
     assert damped_scales(np.zeros((0, 0)), np.zeros(0)).size == 0  # type: ignore[union-attr]

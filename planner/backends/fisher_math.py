@@ -70,21 +70,14 @@ def rearrange(grads: np.ndarray, n_removed: int) -> list[int]:
     return sorted(removed)
 
 
-DAMPING_LADDER = tuple(10.0**k for k in range(-6, 7))
-"""Damping steps tried, relative to the problem's scale (``trace(gram^2) / k``), when unit damping
-leaves a scale outside the limit: the first that keeps every scale inside wins."""
-
-
 def damped_scales(gram: np.ndarray, rhs: np.ndarray, *, limit: float = 10.0) -> np.ndarray | None:
     """Scales ``s`` for the least-squares problem ``gram @ s = rhs`` solved around s = 1, damped.
 
-    With ``delta = s - 1`` and ``r' = rhs - gram @ 1``: minimise ``||gram delta - r'||^2 + lam ||delta||^2``,
-    i.e. ``delta = (gram^2 + lam I)^-1 gram r'`` (shrinks toward s = 1), with ``lam = 1``. When a scale
-    leaves [-limit, limit], ``lam`` climbs ``DAMPING_LADDER`` (times the problem's scale) to the first
-    step that keeps every scale inside: deep cuts ask a few kept units to carry what the removed ones
-    did, and an undamped solve there is wild (SmolLM2 decode at 3x: an MLP of 256 neurons wanted
-    scales of 30). Returns None only when no step gives finite scales inside the limit (the caller
-    keeps binary masks for that block).
+    With ``delta = s - 1`` and ``r' = rhs - gram @ 1``: minimise ``||gram delta - r'||^2 + ||delta||^2``,
+    i.e. ``delta = (gram^2 + I)^-1 gram r'`` (shrinks toward s = 1). Returns None when the solve
+    fails or any scale leaves [-limit, limit]: the caller keeps binary masks for that block and tunes
+    the next (damping such a block harder into the limit was worse: SmolLM2 at half width, 2,404
+    test perplexity against 1,013).
 
     Shapes: gram (k, k) symmetric, rhs (k,) -> (k,).
     """
@@ -93,13 +86,11 @@ def damped_scales(gram: np.ndarray, rhs: np.ndarray, *, limit: float = 10.0) -> 
     if g.size == 0:
         return np.ones(0)
     residual = r - g @ np.ones(g.shape[0])
-    squared, target = g @ g, g @ residual
-    size = float(np.trace(squared)) / g.shape[0]
-    for damping in (1.0, *(step * size for step in DAMPING_LADDER if step * size > 1.0)):
-        try:
-            scales = 1.0 + np.linalg.solve(squared + damping * np.eye(g.shape[0]), target)
-        except np.linalg.LinAlgError:
-            continue
-        if np.all(np.isfinite(scales)) and not np.any(np.abs(scales) > limit):
-            return scales
-    return None
+    try:
+        delta = np.linalg.solve(g @ g + np.eye(g.shape[0]), g @ residual)
+    except np.linalg.LinAlgError:
+        return None
+    scales = 1.0 + delta
+    if not np.all(np.isfinite(scales)) or np.any(np.abs(scales) > limit):
+        return None
+    return scales

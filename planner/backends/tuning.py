@@ -8,8 +8,8 @@ layer comes from the already tuned earlier layers, and each block (attention, FF
 ``output = residual + sum over kept units u of s_u * c_u(input) + bias`` (then a LayerNorm for
 post-norm BERT), where ``c_u`` is unit u's contribution through the output projection. The scales
 ``s`` solve ``min ||teacher output - residual - bias - sum s_u c_u||^2`` over non-padding tokens,
-damped toward 1, harder where a scale would leave [-10, 10]. A block whose solve still fails keeps
-binary masks, and tuning goes on with the next block (it sees the student's real inputs either way).
+damped toward 1. A block whose solve fails or leaves a scale outside [-10, 10] keeps binary masks,
+and tuning goes on with the next block (it sees the student's real inputs either way).
 """
 
 from __future__ import annotations
