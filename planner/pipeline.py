@@ -33,6 +33,7 @@ from planner.records.verification import Verification, target_met
 from planner.report.build import build_report
 from planner.report.folder import write_run_folder
 from planner.stages.apply import base_config, save_pruned
+from planner.stages.apply.choose import apply_best
 from planner.stages.correct import LIGHTEST_SPEEDUP, Applied, correct, launch_bound, obstacle
 from planner.stages.load import configured_task, load_configured
 from planner.stages.profile.cache import cached_table
@@ -319,16 +320,30 @@ def run_pipeline(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = lambda _m: None,
+    gguf: bool = False,
 ) -> Report:
-    """Run every stage and write ``out``; returns the report (also ``out/report.json``)."""
+    """Run every stage and write ``out``; returns the report (also ``out/report.json``).
+
+    ``gguf``: the pruned model will be written for llama.cpp, whose graph has no place for biases the
+    dense model lacks (so no recipe that adds them is applied; neither with ``--runtime llama.cpp``).
+    """
     target = Path(out)
     if target.exists() and not overwrite:
         raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
     with Executor(config.executor_settings(), device=config.device) as executor:
-        return _run(config, executor, target, progress=progress, log=log)
+        new_biases = not gguf and config.runtime != "llama.cpp"
+        return _run(config, executor, target, progress=progress, log=log, new_biases=new_biases)
 
 
-def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool, log: Callable[[str], None]) -> Report:
+def _run(
+    config: RunConfig,
+    executor: Executor,
+    target: Path,
+    *,
+    progress: bool,
+    log: Callable[[str], None],
+    new_biases: bool,
+) -> Report:
     clock = StageClock()
     log("[1/6] profile: latency table (cached per model, device, runtime, shape and phase)")
     prepared = prepare(config, clock, progress=progress, log=log)
@@ -429,7 +444,9 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
             return repeated
         log(f"[4/6] apply: {plan.solver} plan, predicted {plan.predicted_speedup:.2f}x")
         with clock.stage("apply"):
-            pruned: nn.Module = backend.apply(prepared.loaded.adapter, plan, prepared.task)
+            pruned, recipe = apply_best(
+                backend, prepared.loaded.adapter, plan, prepared.task, new_biases=new_biases, log=log
+            )
         log("[5/6] verify: dense vs pruned latency, interleaved; quality on the guard split")
         with clock.stage("verify"):
             verification = verify_models(
@@ -438,7 +455,7 @@ def _run(config: RunConfig, executor: Executor, target: Path, *, progress: bool,
             guard = None if check is None else check(pruned)
         if guard is not None:
             log(f"      guard split: lost {guard.text(allowed)} (limit {allowed.describe()})")
-        made.append(Applied(plan, pruned, verification, guard))
+        made.append(Applied(plan, pruned, verification, guard, recipe=None if recipe is None else recipe.recipe))
         return made[-1]
 
     def remeasure(current: Applied) -> Applied:

@@ -62,6 +62,7 @@ from planner.executors.worker import Worker, load_checked
 from planner.models import LoadedModel
 from planner.pipeline import Prepared, StageClock, check_reachable, make_plan, prepare
 from planner.records.plan import Plan
+from planner.stages.apply.choose import apply_best
 from planner.stages.recover import recover
 from planner.stages.score import cached_scores
 from planner.stages.search import search_levels
@@ -201,7 +202,11 @@ class _Planner:
             seed=config.seed,
             search=search,
         )
-        model = backend.apply(prepared.loaded.adapter, plan, task)
+        model, choice = apply_best(
+            backend, prepared.loaded.adapter, plan, task, new_biases=config.runtime != "llama.cpp"
+        )
+        if choice is not None:
+            self.log(f"      {method.label} {speedup:g}x {choice.text()}")
         recovery = config.recovery_settings()
         if recovery is None:
             return plan, model, None

@@ -13,9 +13,10 @@ and row i of ``mlp.c_proj``.
 A block with nothing kept computes nothing but still adds its output bias (if any): it becomes
 ``EmptyAttention`` / ``EmptyMLP``, which return that bias (zeros without one), never an identity.
 A pre-norm layer whose two blocks are both empty without biases adds zeros to its input: it is the
-identity, and becomes a ``SkippedLayer`` that skips its norms too (depth pruning, exactly). One whose
-attention alone is empty without a bias becomes an ``AttentionlessLayer``, which skips the input norm
-and the residual add of that half (Llama family; the output is the same).
+identity, and becomes a ``SkippedLayer`` that skips its norms too (depth pruning, exactly). Any other
+whose attention is empty becomes an ``AttentionlessLayer``, which skips the input norm and adds the
+attention's bias (if any, from FLAP's compensation) straight to the stream (Llama family; the output
+is the same).
 """
 
 from __future__ import annotations
@@ -99,13 +100,14 @@ class SkippedLayer(nn.Module):
 
 
 class AttentionlessLayer(nn.Module):
-    """A pre-norm decoder layer whose attention block was emptied (no bias): runs only its MLP half.
+    """A pre-norm decoder layer whose attention block was emptied: runs only its MLP half.
 
-    The layer it replaces computed ``h + 0`` for its attention half (the input norm, a zero output
-    and the residual add: about 0.1 ms per layer in SmolLM2 decode on 2 CPU cores, for nothing), then
-    ``h + mlp(post_attention_layernorm(h))``. This runs the second part only, so its output is the
-    same. Keeps every submodule under its name (the weights save and load as the layer's), and with a
-    KV cache appends the one-wide marker ``EmptyAttention`` does.
+    The layer it replaces computed ``h + b`` for its attention half (the input norm, a constant output
+    ``b``: the block's bias, zeros without one, and the residual add: about 0.1 ms per layer in SmolLM2
+    decode on 2 CPU cores, spent on the norm), then ``h + mlp(post_attention_layernorm(h))``. This adds
+    ``b`` without the norm and runs the second part (an emptied MLP adds its bias alone), so its output
+    is the same. Keeps every submodule under its name (the weights save and load as the layer's), and
+    with a KV cache appends the one-wide marker ``EmptyAttention`` does.
     """
 
     self_attn: EmptyAttention
@@ -122,6 +124,10 @@ class AttentionlessLayer(nn.Module):
     def forward(self, hidden_states: torch.Tensor, *args: Any, **kwargs: Any) -> torch.Tensor:
         # (batch, seq, hidden) in and out
         count_tokens(kwargs, hidden_states, self.self_attn.layer_idx)
+        if self.self_attn.bias is not None:
+            hidden_states = hidden_states + self.self_attn.bias.to(hidden_states.dtype)
+        if isinstance(self.mlp, EmptyMLP):
+            return hidden_states + self.mlp(hidden_states)
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
 
 
@@ -131,14 +137,13 @@ around their blocks (Gemma 3) keep their layers as they are."""
 
 
 def is_attentionless_layer(layer: nn.Module) -> bool:
-    """Whether a plain pre-norm layer's attention half adds nothing: its attention is empty without a
-    bias, its MLP is not empty."""
-    attention, mlp = getattr(layer, "self_attn", None), getattr(layer, "mlp", None)
+    """Whether a plain pre-norm layer's attention half adds a constant (its bias, or nothing): its
+    attention is empty, and the layer is not the identity (``is_identity_layer``)."""
+    attention = getattr(layer, "self_attn", None)
     return (
         {name for name, _ in layer.named_children()} == PRE_NORM_PARTS
         and isinstance(attention, EmptyAttention)
-        and attention.bias is None
-        and not isinstance(mlp, EmptyMLP)
+        and not is_identity_layer(layer)
     )
 
 

@@ -19,9 +19,10 @@ from typing import Any
 from planner.errors import PlannerError
 from profilers.atomic import atomic_write_text
 
-REPORT_SCHEMA_VERSION = 3
+REPORT_SCHEMA_VERSION = 4
 """Version 2 added the execution mode, the quality check (``quality``) and the ``verdict``; version 3
-each attempt's speed status and guard-split loss, and the delivered model's guard-split estimate."""
+each attempt's speed status and guard-split loss, and the delivered model's guard-split estimate;
+version 4 each attempt's ``recipe`` (how the backend applied the plan)."""
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,8 @@ class Attempt:
     """Loss on the guard split in the limit's unit, with its paired 95% interval (None: no guard split)."""
     guard_low: float | None = None
     guard_high: float | None = None
+    recipe: str | None = None
+    """How the backend applied the plan, when it chose among recipes by held-out KL (None: its only one)."""
 
 
 @dataclass(frozen=True)

@@ -142,9 +142,16 @@ def render_report(report: Report) -> str:
         steps = "; ".join(
             f"planned for {a.planned_for:.2f}x, predicted {a.predicted_speedup:.2f}x, measured "
             f"{a.measured_speedup:.2f}x [{a.measured_low:.2f}-{a.measured_high:.2f}]"
+            + (f" ({a.recipe})" if a.recipe else "")
             for a in r.attempts
         )
         lines += ["", f"Corrected after measuring: {steps}."]
+    elif r.attempts and r.attempts[0].recipe:
+        lines += [
+            "",
+            f"Applied with {r.attempts[0].recipe}: the backend's recipe closest to the dense model on "
+            "held-out training examples.",
+        ]
     if r.search is not None:
         s = r.search
         lines += [

@@ -66,6 +66,8 @@ class Applied:
     model: nn.Module
     verification: Verification
     guard: GuardCheck | None = None
+    recipe: str | None = None
+    """How the backend applied the plan, when it chose among recipes (``planner.stages.apply.choose``)."""
 
     @property
     def admissible(self) -> bool:
@@ -92,6 +94,7 @@ def record(planned_for: float, applied: Applied, target: float) -> Attempt:
         guard_loss=None if guard is None else guard.loss,
         guard_low=None if guard is None else guard.low,
         guard_high=None if guard is None else guard.high,
+        recipe=applied.recipe,
     )
 
 

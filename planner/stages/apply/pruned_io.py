@@ -121,6 +121,7 @@ def load_pruned(path: str | Path) -> nn.Module:
     keys = _keys(folder)
     backbone = dense_skeleton(architecture, config["backbone_class"], config["base_config"], keys)
     adapter = ADAPTERS[architecture](backbone, name="pruned")
+    restore_biases(adapter, keys)
     pruned = adapter.shrink_to_shape(config["units"])
     model: nn.Module = pruned
     if config["model_class"] == "MeanPoolClassifier":
@@ -140,6 +141,26 @@ def load_pruned(path: str | Path) -> nn.Module:
     if callable(tie):
         tie()
     return model.eval()
+
+
+def restore_biases(adapter: Any, keys: set[str]) -> None:
+    """Give the skeleton's output projections the biases bias compensation added to the saved model
+    (zeros, overwritten by the saved values): the dense config declares none. The saved key is the
+    projection's (``...o_proj.bias``) or, for a block emptied by the cut, the empty block's
+    (``...self_attn.bias``)."""
+    from planner.backends.base import structured_units
+    from planner.backends.tuning import add_bias, output_projection
+
+    names = {id(module): name for name, module in adapter.model.named_modules()}
+    for unit in structured_units(adapter):
+        projection = output_projection(adapter, unit)
+        if getattr(projection, "bias", None) is not None:
+            continue
+        name = names[id(projection)]
+        wanted = (f"{name}.bias", f"{name.rsplit('.', 1)[0]}.bias")
+        if any(key == w or key.endswith("." + w) for key in keys for w in wanted):
+            weight = projection.get_parameter("weight")
+            add_bias(projection, torch.zeros(weight.shape[0], dtype=weight.dtype))
 
 
 def _tied(model: nn.Module, key: str) -> bool:

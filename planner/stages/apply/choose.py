@@ -1,0 +1,109 @@
+"""Choosing how a plan is applied: every recipe a backend offers, kept by held-out closeness to the dense model.
+
+A backend may prune the same plan (the same heads and neurons) more than one way. Fisher's mask
+tuning refits the kept units of each block by least squares; at deep cuts (SmolLM2 decode at 3x,
+attention emptied in most layers) it made the model worse than no tuning with FLAP's bias
+compensation (test perplexity 2,460 against 1,362 on the same plan), while at mild cuts tuning wins.
+No per-block rule predicts which (``benchmarks/RESULTS.md``, 2026-12-06), so each recipe is applied
+and the model with the lowest mean KL from the dense model on the *selection windows* is kept:
+examples from the task's training split that no stage before it saw (not calibration: scoring,
+tuning and the search use it; not the guard split; never the test set).
+
+Call order: ``apply_best(backend, adapter, plan, task)`` -> (model, ``RecipeChoice`` or None).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from torch import nn
+
+from planner.backends.base import Backend, structured_units
+from planner.backends.tuning import output_projection
+from planner.records.plan import Plan
+from planner.tasks.base import Task, Tokenized
+
+SELECTION_EXAMPLES = 32
+"""Training-split examples the recipes are compared on (evenly spaced over the split; fewer when it holds
+fewer). The KL of a recipe is a mean over them; at SmolLM2 KV 512 the recipes differed by 0.5-2 nats
+per token where they differed at all."""
+
+
+@dataclass(frozen=True)
+class RecipeChoice:
+    """Which recipe applied the plan, and every recipe's mean KL from the dense model (nats per
+    example, the task's ``divergence``) on ``examples`` selection examples."""
+
+    recipe: str
+    mean_kl: Mapping[str, float]
+    examples: int
+
+    def text(self) -> str:
+        others = ", ".join(f"{name} {kl:.4g}" for name, kl in self.mean_kl.items())
+        return f"applied with {self.recipe} (mean KL on {self.examples} held-out training examples: {others})"
+
+
+def recipes_of(backend: Backend, adapter: Any, *, new_biases: bool) -> dict[str, Backend]:
+    """The backend's recipes for this model, the default first (``{name: backend}`` when it offers none).
+
+    Args:
+        new_biases: whether the pruned model may gain biases its dense model's output projections lack
+            (False when it must run where they have no place: llama.cpp's deci graph).
+    """
+    offer = getattr(backend, "recipes", None)
+    if offer is None:
+        return {backend.name: backend}
+    offered: dict[str, Backend] = dict(offer())
+    if new_biases or not adds_biases(adapter):
+        return offered
+    return {name: recipe for name, recipe in offered.items() if not getattr(recipe, "compensate", False)}
+
+
+def adds_biases(adapter: Any) -> bool:
+    """Whether bias compensation would give the model biases it lacks (an output projection without one)."""
+    return any(getattr(output_projection(adapter, unit), "bias", None) is None for unit in structured_units(adapter))
+
+
+def selection_examples(task: Task, count: int = SELECTION_EXAMPLES) -> Tokenized | None:
+    """``count`` evenly spaced examples of the task's training split (None when it is empty)."""
+    training = getattr(task, "training", None)
+    if training is None or len(training) == 0:
+        return None
+    index = np.unique(np.linspace(0, len(training) - 1, num=min(count, len(training))).round().astype(np.int64))
+    return training.subset(index)
+
+
+def apply_best(
+    backend: Backend,
+    adapter: Any,
+    plan: Plan,
+    task: Task | None,
+    *,
+    new_biases: bool = True,
+    log: Any = None,
+) -> tuple[nn.Module, RecipeChoice | None]:
+    """The plan applied by each of the backend's recipes; the model with the lowest mean KL on the
+    selection examples is returned, with the record of the choice (None: one recipe, or no training
+    split to choose on, and the backend's default was used)."""
+    recipes = recipes_of(backend, adapter, new_biases=new_biases)
+    examples = None if task is None or len(recipes) < 2 else selection_examples(task)
+    if task is None or examples is None:
+        return next(iter(recipes.values())).apply(adapter, plan, task), None
+    reference = task.reference(adapter.model, examples)
+    best: tuple[float, str, nn.Module] | None = None
+    scores: dict[str, float] = {}
+    for name, recipe in recipes.items():
+        model = recipe.apply(adapter, plan, task)
+        kl = float(np.mean(task.divergence(model, examples, reference)))
+        scores[name] = kl if np.isfinite(kl) else float("inf")
+        if best is None or scores[name] < best[0]:
+            best = (scores[name], name, model)
+        del model
+    assert best is not None
+    choice = RecipeChoice(best[1], scores, len(examples))
+    if log is not None:
+        log(f"      {choice.text()}")
+    return best[2], choice

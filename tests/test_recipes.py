@@ -1,0 +1,154 @@
+"""Choosing how a plan is applied (``planner.stages.apply.choose``): every recipe the backend offers is
+applied and the model closest to the dense one on held-out training examples is kept; models that gain
+output biases (FLAP's compensation on Llama) skip their emptied blocks' norms, save and load."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from planner.backends import FisherBackend
+from planner.backends.tuning import add_bias, output_projection
+from planner.models.decoder_surgery import AttentionlessLayer
+from planner.models.hf_compat import output_cache, with_cache
+from planner.models.units import first_kept
+from planner.records.plan import UnitChoice
+from planner.stages.apply.choose import apply_best, recipes_of, selection_examples
+from planner.stages.apply.pruned_io import load_pruned, save_pruned
+from planner.tasks import CausalLM, Tokenized
+from tests.tiny_models import TINY_ADAPTERS, plan_of
+
+
+def _task_with_training(adapter: Any, *, training: int = 24) -> CausalLM:
+    """A tiny causal-lm task whose training split (``training`` windows) is disjoint from calibration."""
+    torch.manual_seed(1)
+    ids, mask = adapter.example_inputs(16 + training, 8)
+    calibration = Tokenized(ids[:16], mask[:16], None)
+    rest = Tokenized(ids[16:], mask[16:], None) if training else None
+    return CausalLM(
+        calibration=calibration,
+        test=calibration,
+        batch_size=4,
+        provenance={"task": "causal-lm", "data": "tiny"},
+        top_k=8,
+        training=rest,
+    )
+
+
+def _deep_plan(adapter: Any) -> Any:
+    """Layer 1's attention emptied, every MLP at a quarter of its neurons, layer 0's attention halved."""
+    choices = []
+    for unit in adapter.units():
+        if unit.kind == "attention":
+            level = unit.levels[-1] if unit.layer == 1 else unit.levels[len(unit.levels) // 2]
+        else:
+            level = next(lv for lv in unit.levels if (lv.kept or 0) <= unit.size // 4)
+        keep = first_kept(unit, level)
+        structure = "heads" if unit.kind == "attention" else "neurons"
+        choices.append(
+            UnitChoice(unit.name, unit.kind, level.index, structure, kept=len(keep), keep=keep, size=unit.size)
+        )
+    return plan_of(*choices, architecture="llama", backend="fisher")
+
+
+def _logits(model: torch.nn.Module, task: CausalLM) -> torch.Tensor:
+    with torch.no_grad():
+        return task.logits(model, task.calibration.input_ids, task.calibration.attention_mask)
+
+
+def test_the_recipe_closest_to_the_dense_model_on_held_out_training_examples_is_kept() -> None:
+    adapter = TINY_ADAPTERS["llama"]()
+    task = _task_with_training(adapter)
+    plan = _deep_plan(adapter)
+    model, choice = apply_best(FisherBackend(), adapter, plan, task)
+    assert choice is not None and set(choice.mean_kl) == {"mask tuning", "bias compensation"}
+    assert choice.recipe == min(choice.mean_kl, key=choice.mean_kl.__getitem__)
+    examples = selection_examples(task)
+    assert examples is not None and choice.examples == len(examples) == 24
+    # each recipe's KL is what that recipe's model scores on the selection examples
+    reference = task.reference(adapter.model, examples)
+    for name, recipe in FisherBackend().recipes().items():
+        kl = float(np.mean(task.divergence(recipe.apply(adapter, plan, task), examples, reference)))
+        assert kl == pytest.approx(choice.mean_kl[name], rel=1e-4, abs=1e-7)
+    kept = FisherBackend().recipes()[choice.recipe].apply(adapter, plan, task)
+    torch.testing.assert_close(_logits(model, task), _logits(kept, task), rtol=1e-5, atol=1e-5)
+
+
+def test_the_selection_examples_are_training_examples_no_stage_before_saw() -> None:
+    adapter = TINY_ADAPTERS["llama"]()
+    task = _task_with_training(adapter, training=100)
+    examples = selection_examples(task)
+    assert examples is not None and len(examples) == 32
+    calibration = {tuple(row.tolist()) for row in task.calibration.input_ids}
+    training = {tuple(row.tolist()) for row in task.training.input_ids}
+    chosen = {tuple(row.tolist()) for row in examples.input_ids}
+    assert chosen <= training and not chosen & calibration
+
+
+def test_without_training_examples_the_backends_own_recipe_applies() -> None:
+    adapter = TINY_ADAPTERS["llama"]()
+    task = _task_with_training(adapter, training=0)
+    plan = _deep_plan(adapter)
+    model, choice = apply_best(FisherBackend(), adapter, plan, task)
+    assert choice is None
+    torch.testing.assert_close(_logits(model, task), _logits(FisherBackend().apply(adapter, plan, task), task))
+
+
+def test_no_recipe_adds_biases_a_model_bound_for_llama_cpp_has_no_place_for() -> None:
+    llama, gpt2 = TINY_ADAPTERS["llama"](), TINY_ADAPTERS["gpt2"]()
+    assert list(recipes_of(FisherBackend(), llama, new_biases=False)) == ["mask tuning"]
+    assert list(recipes_of(FisherBackend(), llama, new_biases=True)) == ["mask tuning", "bias compensation"]
+    # GPT-2's projections have biases already: compensation only changes their values
+    assert list(recipes_of(FisherBackend(), gpt2, new_biases=False)) == ["mask tuning", "bias compensation"]
+    assert list(recipes_of(FisherBackend(tune=False), llama, new_biases=True)) == ["Fisher"]
+
+
+def test_a_compensated_llama_saves_and_loads_with_its_new_biases(tmp_path: Path) -> None:
+    adapter = TINY_ADAPTERS["llama"]()
+    task = _task_with_training(adapter)
+    plan = _deep_plan(adapter)
+    pruned = FisherBackend().recipes()["bias compensation"].apply(adapter, plan, task)
+    layers = adapter.layers_of(pruned)
+    assert isinstance(layers[1], AttentionlessLayer) and layers[1].self_attn.bias is not None
+    assert pruned.config.to_dict().get("attention_bias") in (False, None)  # the dense config declares none
+    out = save_pruned(
+        pruned,
+        tmp_path / "pruned",
+        plan=plan,
+        shape=adapter.kept_shape(pruned),
+        base_config=adapter.model.config.to_dict(),
+    )
+    torch.testing.assert_close(_logits(load_pruned(out), task), _logits(pruned, task), rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("mlp", ["kept", "emptied"])
+def test_an_emptied_attention_with_a_bias_adds_it_without_the_norm_and_changes_nothing(
+    mlp: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    adapter = TINY_ADAPTERS["llama"]()
+    torch.manual_seed(2)
+    for unit in adapter.units():
+        projection = output_projection(adapter, unit)
+        add_bias(projection, torch.randn(projection.get_parameter("weight").shape[0]))
+    cut = {
+        u.name: first_kept(u, u.levels[-1])
+        for u in adapter.units()
+        if u.layer == 1 and (u.kind == "attention" or mlp == "emptied")
+    }
+    shrunk = adapter.shrink(cut)
+    assert isinstance(adapter.layers_of(shrunk)[1], AttentionlessLayer)
+    ids, mask = adapter.example_inputs(2, 6)
+    with torch.no_grad():
+        new = shrunk(input_ids=ids, attention_mask=mask, use_cache=True)
+        step = shrunk(**with_cache(shrunk, output_cache(new), input_ids=ids[:, :1], use_cache=True)).logits
+        monkeypatch.setattr(adapter, "skip_identity_layers", lambda _layers: None)  # same cut, layer kept
+        whole = adapter.shrink(cut)
+        old = whole(input_ids=ids, attention_mask=mask, use_cache=True)
+        old_step = whole(**with_cache(whole, output_cache(old), input_ids=ids[:, :1], use_cache=True)).logits
+    torch.testing.assert_close(new.logits, old.logits, rtol=1e-6, atol=1e-6)
+    torch.testing.assert_close(step, old_step, rtol=1e-6, atol=1e-6)
+    assert sorted(shrunk.state_dict()) == sorted(whole.state_dict())
