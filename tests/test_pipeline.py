@@ -113,6 +113,9 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     saved = json.loads((out / "report.json").read_text())
     jsonschema.validate(saved, report_schema())
     assert saved["measured_speedup"] == report.measured_speedup
+    # Fisher offers two recipes; each attempt records the one kept on held-out training documents.
+    assert {a.recipe for a in report.attempts} <= {"mask tuning", "bias compensation"}
+    assert [a["recipe"] for a in saved["attempts"]] == [a.recipe for a in report.attempts]
     assert "predicted" in (out / "report.md").read_text()
     # The quality figures come from torch whatever the runtime timed; a report timed elsewhere says so.
     assert "computed by the pruned torch model" not in render_report(report)
