@@ -17,14 +17,13 @@ from planner.backends.depth import INFLUENCE
 from planner.backends.flap import z_key
 from planner.cli import main
 from planner.models.decoder_surgery import AttentionlessLayer, SkippedLayer
-from planner.models.hf_compat import output_cache, with_cache
 from planner.models.units import first_kept
 from planner.records.plan import UnitChoice
 from planner.stages.solve import depth_levels, flap_levels, solve_plan
 from planner.sweep import run_sweep
 from solvers import threshold_levels
 from tests.test_decoders import TINY_LM_SPEEDUP, _lm_config
-from tests.tiny_models import TINY_ADAPTERS, loaded_of, plan_of, table_for, tiny_lm_task
+from tests.tiny_models import TINY_ADAPTERS, loaded_of, plan_of, skipped_and_whole_logits, table_for, tiny_lm_task
 
 # the tiny Qwen3 has an o_proj bias: a layer without blocks still adds it (tested below)
 SKIPPABLE = sorted(name for name in TINY_ADAPTERS if name.startswith("llama") and name != "llama/qwen3")
@@ -64,19 +63,12 @@ def test_a_layer_without_attention_runs_only_its_mlp_half_and_changes_nothing(
     layers = adapter.layers_of(shrunk)
     plain = family != "llama/gemma3"  # Gemma 3 has norms around each block: its layers stay whole
     assert isinstance(layers[1], AttentionlessLayer) == plain and not isinstance(layers[0], AttentionlessLayer)
-    ids, mask = adapter.example_inputs(2, 6)
-    with torch.no_grad():
-        new = shrunk(input_ids=ids, attention_mask=mask, use_cache=True)
-        step = shrunk(**with_cache(shrunk, output_cache(new), input_ids=ids[:, :1], use_cache=True)).logits
-        monkeypatch.setattr(adapter, "skip_identity_layers", lambda _layers: None)  # same cut, layer kept
-        whole = adapter.shrink(cut)
-        old = whole(input_ids=ids, attention_mask=mask, use_cache=True)
-        old_step = whole(**with_cache(whole, output_cache(old), input_ids=ids[:, :1], use_cache=True)).logits
-    torch.testing.assert_close(new.logits, old.logits, rtol=0, atol=0)
+    (new, step), (old, old_step) = skipped_and_whole_logits(adapter, cut, monkeypatch)
+    torch.testing.assert_close(new, old, rtol=0, atol=0)
     torch.testing.assert_close(step, old_step, rtol=0, atol=0)
     assert adapter.attention_heads(layers[1]) == 0
     # The same weights under the same names: the model saves and loads as before.
-    assert sorted(shrunk.state_dict()) == sorted(whole.state_dict())
+    assert sorted(shrunk.state_dict()) == sorted(adapter.shrink(cut).state_dict())
 
 
 def test_layers_with_output_biases_or_post_norms_are_not_skipped_and_depth_refuses_them(

@@ -14,13 +14,12 @@ import torch
 from planner.backends import FisherBackend
 from planner.backends.tuning import add_bias, output_projection
 from planner.models.decoder_surgery import AttentionlessLayer
-from planner.models.hf_compat import output_cache, with_cache
 from planner.models.units import first_kept
 from planner.records.plan import UnitChoice
 from planner.stages.apply.choose import apply_best, recipes_of, selection_examples
 from planner.stages.apply.pruned_io import load_pruned, save_pruned
 from planner.tasks import CausalLM, Tokenized
-from tests.tiny_models import TINY_ADAPTERS, plan_of
+from tests.tiny_models import TINY_ADAPTERS, plan_of, skipped_and_whole_logits
 
 
 def _task_with_training(adapter: Any, *, training: int = 24) -> CausalLM:
@@ -141,14 +140,7 @@ def test_an_emptied_attention_with_a_bias_adds_it_without_the_norm_and_changes_n
     }
     shrunk = adapter.shrink(cut)
     assert isinstance(adapter.layers_of(shrunk)[1], AttentionlessLayer)
-    ids, mask = adapter.example_inputs(2, 6)
-    with torch.no_grad():
-        new = shrunk(input_ids=ids, attention_mask=mask, use_cache=True)
-        step = shrunk(**with_cache(shrunk, output_cache(new), input_ids=ids[:, :1], use_cache=True)).logits
-        monkeypatch.setattr(adapter, "skip_identity_layers", lambda _layers: None)  # same cut, layer kept
-        whole = adapter.shrink(cut)
-        old = whole(input_ids=ids, attention_mask=mask, use_cache=True)
-        old_step = whole(**with_cache(whole, output_cache(old), input_ids=ids[:, :1], use_cache=True)).logits
-    torch.testing.assert_close(new.logits, old.logits, rtol=1e-6, atol=1e-6)
+    (new, step), (old, old_step) = skipped_and_whole_logits(adapter, cut, monkeypatch)
+    torch.testing.assert_close(new, old, rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(step, old_step, rtol=1e-6, atol=1e-6)
-    assert sorted(shrunk.state_dict()) == sorted(whole.state_dict())
+    assert sorted(shrunk.state_dict()) == sorted(adapter.shrink(cut).state_dict())

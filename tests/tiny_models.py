@@ -310,3 +310,24 @@ def tiny_lm_task(adapter: Any, n: int = 12, seq: int = 8) -> Any:
 
 
 TINY_TASKS.update({name: tiny_lm_task for name in TINY_ADAPTERS if name.startswith(("llama", "gpt2"))})
+
+
+def skipped_and_whole_logits(adapter: Any, cut: Any, monkeypatch: Any) -> tuple[Any, Any]:
+    """((prefill logits, one cached step's logits) of ``adapter.shrink(cut)``, the same of the same cut with
+    its layers kept whole (``skip_identity_layers`` off)): a layer replaced for speed must change neither."""
+    import torch
+
+    from planner.models.hf_compat import output_cache, with_cache
+
+    ids, mask = adapter.example_inputs(2, 6)
+
+    def run(model: Any) -> tuple[Any, Any]:
+        first = model(input_ids=ids, attention_mask=mask, use_cache=True)
+        step = model(**with_cache(model, output_cache(first), input_ids=ids[:, :1], use_cache=True)).logits
+        return first.logits, step
+
+    with torch.no_grad():
+        skipped = run(adapter.shrink(cut))
+        monkeypatch.setattr(adapter, "skip_identity_layers", lambda _layers: None)
+        whole = run(adapter.shrink(cut))
+    return skipped, whole

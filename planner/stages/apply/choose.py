@@ -101,7 +101,6 @@ def apply_best(
         scores[name] = kl if np.isfinite(kl) else float("inf")
         if best is None or scores[name] < best[0]:
             best = (scores[name], name, model)
-        del model
     assert best is not None
     choice = RecipeChoice(best[1], scores, len(examples))
     if log is not None:
