@@ -44,7 +44,7 @@ from planner.stages.recover.files import discard_checkpoint
 from planner.stages.score import cached_scores
 from planner.stages.search import Recipe, SearchOutcome, check_search, search_levels
 from planner.stages.search.runner import repick
-from planner.stages.solve import probe_plans, solve_plan
+from planner.stages.solve import probe_plans, solve_plan, unreachable_message
 from planner.stages.verify import check_quality, verify_models
 from planner.tasks import Task
 from profilers import LatencyTable, ProfilerSettings
@@ -271,9 +271,7 @@ def check_reachable(table: LatencyTable, speedups: list[float]) -> None:
     too_far = [s for s in speedups if s > best]
     if too_far:
         targets = f"{too_far[0]:g}x is" if len(too_far) == 1 else f"targets {too_far} are"
-        raise PlannerError(
-            f"{targets} not reachable on this device; the fastest plan gives {best:.2f}x. Ask for at most {best:.2f}x."
-        )
+        raise PlannerError(unreachable_message(targets, best))
 
 
 def make_plan(

@@ -421,15 +421,31 @@ def _topic_args(topics: Path, out: Path, *extra: str) -> list[str]:
             "--out", str(out), "--no-progress", *extra]  # fmt: skip
 
 
+@pytest.fixture(scope="module")
+def edge(topics: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """1.8x, or less where this machine's table cannot reach it (CI read 1.79x): asked of a run that
+    first measures the table (cached, and reused by the runs given ``--accept-noisy``) and refuses 1000x."""
+    import contextlib
+    import io
+    import re
+
+    said = io.StringIO()
+    with contextlib.redirect_stderr(said):
+        code = main(_topic_args(topics, tmp_path_factory.mktemp("probe") / "run", "--speedup", "1000"))
+    advice = re.search(r"Ask for at most ([0-9.]+)x", said.getvalue())
+    assert code == 2 and advice is not None, said.getvalue()
+    return f"{min(1.8, float(advice.group(1))):g}"
+
+
 def test_a_gutted_model_ends_with_exit_3_quality_lost_and_says_so_in_report_json(
-    topics: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    topics: Path, edge: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """No mock: the plan at the table's edge removes what the trained model needs; with no correction
     left, the run delivers it, and must own up (exit 3, the verdict, the guard's and the test set's loss)."""
     import json
 
     out = tmp_path / "run"
-    args = _topic_args(topics, out, "--speedup", "1.8", "--corrections", "0")
+    args = _topic_args(topics, out, "--speedup", edge, "--corrections", "0", "--accept-noisy")
     assert main(args) == QUALITY_LOST_EXIT
     assert "quality lost" in capsys.readouterr().err
     report = json.loads((out / "report.json").read_text())
@@ -443,19 +459,20 @@ def test_a_gutted_model_ends_with_exit_3_quality_lost_and_says_so_in_report_json
 
 
 def test_max_loss_delivers_a_model_within_it_on_the_guard_split_or_says_no_plan_was(
-    topics: Path, tmp_path: Path
+    topics: Path, edge: str, tmp_path: Path
 ) -> None:
-    """No mock: 1.8x guts the trained model; the corrections go lighter until a plan is within 10 points
-    (upper end of the guard interval), and the run either delivers that one or says none was."""
+    """No mock: the table's edge (1.8x) guts the trained model; the corrections go lighter until a plan
+    is within 10 points (upper end of the guard interval), and the run either delivers that one or says
+    none was."""
     import json
 
     out = tmp_path / "run"
-    code = main(_topic_args(topics, out, "--speedup", "1.8", "--max-loss", "10pt"))
+    code = main(_topic_args(topics, out, "--speedup", edge, "--max-loss", "10pt", "--accept-noisy"))
     report = json.loads((out / "report.json").read_text())
     quality = report["quality"]
     assert quality["explicit"] and quality["limit"] == 10.0 and quality["guard_examples"] == 104
     assert report["attempts"][0]["guard_high"] > 10.0  # the first plan was gutted ...
-    assert len(report["attempts"]) > 1 and report["attempts"][1]["planned_for"] < 1.8  # ... so the next went lighter
+    assert len(report["attempts"]) > 1 and report["attempts"][1]["planned_for"] < float(edge)  # ... went lighter
     if quality["guard_within"]:
         assert quality["guard_high"] <= 10.0
         no_speedup = report["speedup_low"] <= 1.0  # within the limit, but no speedup one can be sure of

@@ -187,6 +187,18 @@ def test_unreachable_speedup_names_the_best_reachable() -> None:
     check_reachable(table, [1.4])
 
 
+def test_the_advice_for_an_unreachable_speedup_is_reachable() -> None:
+    """The advice rounds down: a table reaching 1.796x prints 1.80x, and 1.80x is out of its reach."""
+    from planner.errors import PlannerError
+    from planner.pipeline import check_reachable
+
+    table = _spdy_table((17.84, 17.84))  # fastest: 20 + 35.68 -> 1.796x
+    with pytest.raises(PlannerError, match=r"gives 1\.80x\. Ask for at most 1\.79x\.") as refused:
+        check_reachable(table, [1.8])
+    advice = float(str(refused.value).rsplit(" ", 1)[1].rstrip("x."))
+    check_reachable(table, [advice])
+
+
 def test_target_below_a_flat_lowest_segment_is_unreachable() -> None:
     """A noisy fastest anchor pooled flat by the isotonic fit makes g's inverse -inf below it: that
     target is unreachable, never "every plan fits" (a 500x plan once passed on a busy CI box)."""

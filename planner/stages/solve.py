@@ -8,6 +8,7 @@ heads / neurons each structured level keeps.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,15 @@ from planner.models import LoadedModel
 from planner.records.error_table import ErrorTable
 from planner.records.plan import Plan, UnitChoice, choices_from_levels, library_versions
 from profilers import LatencyTable
+
+
+def unreachable_message(targets: str, best: float) -> str:
+    """``targets`` ("2x is", "targets [...] are") above ``best`` (the table's maximum speedup): what to ask for.
+
+    The advice rounds down, so that asking for exactly the number it prints is reachable.
+    """
+    advice = math.floor(best * 100) / 100
+    return f"{targets} not reachable on this device; the fastest plan gives {best:.2f}x. Ask for at most {advice:.2f}x."
 
 
 def check_table_matches(table: LatencyTable, loaded: LoadedModel, *, force: bool = False) -> None:
@@ -86,8 +96,7 @@ def solve_plan(
     if fastest > budget + solvers.BUDGET_SLACK_MS:
         best = table.max_speedup()
         raise solvers.InfeasibleBudgetError(
-            f"{speedup:g}x is not reachable on this device; the fastest plan gives {best:.2f}x. "
-            f"Ask for at most {best:.2f}x.",
+            unreachable_message(f"{speedup:g}x is", best),
             budget_ms=budget,
             min_cost_ms=fastest,
             target_speedup=speedup,
