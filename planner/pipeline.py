@@ -33,7 +33,7 @@ from planner.records.verification import Verification, target_met
 from planner.report.build import build_report
 from planner.report.folder import write_run_folder
 from planner.stages.apply import base_config, save_pruned
-from planner.stages.apply.choose import apply_best
+from planner.stages.apply.choose import applied_plan, apply_best
 from planner.stages.correct import LIGHTEST_SPEEDUP, Applied, correct, launch_bound, obstacle
 from planner.stages.load import configured_task, load_configured
 from planner.stages.profile.cache import cached_table
@@ -453,7 +453,8 @@ def _run(
             guard = None if check is None else check(pruned)
         if guard is not None:
             log(f"      guard split: lost {guard.text(allowed)} (limit {allowed.describe()})")
-        made.append(Applied(plan, pruned, verification, guard, recipe=None if recipe is None else recipe.recipe))
+        name = None if recipe is None else recipe.recipe
+        made.append(Applied(applied_plan(plan, recipe), pruned, verification, guard, recipe=name))
         return made[-1]
 
     def remeasure(current: Applied) -> Applied:

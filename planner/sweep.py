@@ -62,7 +62,7 @@ from planner.executors.worker import Worker, load_checked
 from planner.models import LoadedModel
 from planner.pipeline import Prepared, StageClock, check_reachable, make_plan, prepare
 from planner.records.plan import Plan
-from planner.stages.apply.choose import apply_best
+from planner.stages.apply.choose import applied_plan, apply_best
 from planner.stages.recover import recover
 from planner.stages.score import cached_scores
 from planner.stages.search import search_levels
@@ -207,6 +207,7 @@ class _Planner:
         )
         if choice is not None:
             self.log(f"      {method.label} {speedup:g}x {choice.text()}")
+        plan = applied_plan(plan, choice)
         recovery = config.recovery_settings()
         if recovery is None:
             return plan, model, None

@@ -22,7 +22,7 @@ from planner.records.headroom import Headroom
 from planner.records.plan import Plan
 from planner.records.verification import Verification
 from planner.stages.apply import base_config
-from planner.stages.apply.choose import apply_best
+from planner.stages.apply.choose import applied_plan, apply_best
 from planner.stages.load import configured_task, load_configured
 from planner.stages.profile.headroom import measure_headroom
 from planner.stages.profile.measure import profile_model
@@ -139,7 +139,8 @@ def apply_plan(
     seq_len = planned.seq_len
     task = _task_for(config, loaded, needs_task=backend.needs_task or gguf is not None, seq_len=seq_len)
     new_biases = gguf is None and planned.runtime != "llama.cpp"
-    pruned, _ = apply_best(backend, loaded.adapter, chosen, task, new_biases=new_biases)
+    pruned, choice = apply_best(backend, loaded.adapter, chosen, task, new_biases=new_biases)
+    chosen = applied_plan(chosen, choice)
     deployable: nn.Module = pruned if task is None else task.deployable(pruned)
     shrunk = loaded.adapter.kept_shape(pruned)
     target = save_pruned(

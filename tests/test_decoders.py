@@ -134,6 +134,64 @@ def test_mask_tuning_moves_the_pruned_model_toward_the_dense_one(family: str) ->
     assert divergence(tuned) <= divergence(binary) + 1e-6
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("target", ["block", "stream"])
+def test_the_block_target_fits_each_block_to_the_dense_blocks_output(
+    family: str, target: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Layer 0 is cut hard, so the student's stream into layer 1 differs from the dense one. With the
+    block target, layer 1's least-squares targets are the dense model's attention / MLP outputs less
+    the projection's bias; with the stream (the default) they also hold the stream's difference."""
+    from planner.backends.tuning import BlockSolver
+    from planner.backends.tuning_decoder import _bias, tune_decoder
+
+    adapter = _at_trained_scale(TINY_ADAPTERS[family]())
+    task = tiny_lm_task(adapter, n=16)
+    assert len(adapter.layers) == 2
+    keep = {}
+    for unit in adapter.units():
+        level = unit.levels[-2] if unit.layer == 0 else unit.levels[len(unit.levels) // 2]
+        keep[unit.name] = first_kept(unit, level)
+    targets: dict[str, list[torch.Tensor]] = {"attention": [], "mlp": []}
+    add_contributions, add_features = BlockSolver.add_contributions, BlockSolver.add_features
+
+    def record_contributions(self, c, y, m):  # type: ignore[no-untyped-def]
+        targets["attention"].append(y * m)
+        add_contributions(self, c, y, m)
+
+    def record_features(self, a, w, y, tokens=0):  # type: ignore[no-untyped-def]
+        targets["mlp"].append(y)
+        add_features(self, a, w, y, tokens)
+
+    monkeypatch.setattr(BlockSolver, "add_contributions", record_contributions)
+    monkeypatch.setattr(BlockSolver, "add_features", record_features)
+    tune_decoder(adapter, keep, task, target=target)
+
+    layer = adapter.layers[1]
+    dense: dict[str, list[torch.Tensor]] = {"attention": [], "mlp": []}
+    hooks = [
+        adapter.head_output(layer).register_forward_hook(lambda m, a, out: dense["attention"].append(out - _bias(m))),
+        adapter.neuron_output(layer).register_forward_hook(lambda m, a, out: dense["mlp"].append(out - _bias(m))),
+    ]
+    masks = []
+    with torch.no_grad():
+        for ids, mask, _ in task.calibration.batches(task.batch_size):
+            adapter.backbone(input_ids=ids, attention_mask=mask, use_cache=False)
+            masks.append(mask.unsqueeze(-1).float())
+    for hook in hooks:
+        hook.remove()
+    batches = len(masks)
+    assert len(targets["attention"]) == len(targets["mlp"]) == 2 * batches  # per layer, per batch
+    for b, mask in enumerate(masks):
+        got = (targets["attention"][batches + b], targets["mlp"][batches + b])
+        expected = (dense["attention"][b] * mask, (dense["mlp"][b] * mask).reshape(-1, dense["mlp"][b].shape[-1]))
+        for g, e in zip(got, expected, strict=True):
+            if target == "block":
+                torch.testing.assert_close(g, e, rtol=1e-4, atol=1e-4)
+            else:
+                assert not torch.allclose(g, e, rtol=1e-2, atol=1e-2)
+
+
 def test_a_block_whose_solve_fails_keeps_binary_masks_and_tuning_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """SmolLM2 decode at 3x: layer 11's MLP solve failed and tuning used to stop there, leaving layers
     12-29 untuned (test perplexity 56,404 against 2,460 with tuning going on)."""

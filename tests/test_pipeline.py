@@ -113,8 +113,13 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     saved = json.loads((out / "report.json").read_text())
     jsonschema.validate(saved, report_schema())
     assert saved["measured_speedup"] == report.measured_speedup
-    # Fisher offers two recipes; each attempt records the one kept on held-out training documents.
-    assert {a.recipe for a in report.attempts} <= {"mask tuning", "bias compensation"}
+    # Fisher offers three recipes for BERT; each attempt records the one kept on held-out training
+    # documents, and the plan beside the model lists the heads / neurons that recipe kept.
+    assert {a.recipe for a in report.attempts} <= {"mask tuning", "bias compensation", "fluctuation + compensation"}
+    from planner.stages.apply.pruned_io import read_pruned_config
+
+    kept = [u["keep"] for u in json.loads((out / "plan.json").read_text())["units"]]
+    assert [u["keep"] for u in read_pruned_config(out / "pruned")["plan"]["units"]] == kept
     assert [a["recipe"] for a in saved["attempts"]] == [a.recipe for a in report.attempts]
     assert "predicted" in (out / "report.md").read_text()
     # The quality figures come from torch whatever the runtime timed; a report timed elsewhere says so.

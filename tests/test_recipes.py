@@ -64,17 +64,48 @@ def test_the_recipe_closest_to_the_dense_model_on_held_out_training_examples_is_
     task = _task_with_training(adapter)
     plan = _deep_plan(adapter)
     model, choice = apply_best(FisherBackend(), adapter, plan, task)
-    assert choice is not None and set(choice.mean_kl) == {"mask tuning", "bias compensation"}
+    assert choice is not None
+    assert set(choice.mean_kl) == {
+        "mask tuning",
+        "block-target tuning",
+        "bias compensation",
+        "fluctuation + compensation",
+    }
     assert choice.recipe == min(choice.mean_kl, key=choice.mean_kl.__getitem__)
     examples = selection_examples(task)
     assert examples is not None and choice.examples == len(examples) == 24
     # each recipe's KL is what that recipe's model scores on the selection examples
     reference = task.reference(adapter.model, examples)
-    for name, recipe in FisherBackend().recipes().items():
-        kl = float(np.mean(task.divergence(recipe.apply(adapter, plan, task), examples, reference)))
+    for name, recipe in FisherBackend().recipes(adapter).items():
+        applied = recipe.selected(adapter, plan, task) if name == "fluctuation + compensation" else plan
+        kl = float(np.mean(task.divergence(recipe.apply(adapter, applied, task), examples, reference)))
         assert kl == pytest.approx(choice.mean_kl[name], rel=1e-4, abs=1e-7)
-    kept = FisherBackend().recipes()[choice.recipe].apply(adapter, plan, task)
+    kept = FisherBackend().recipes(adapter)[choice.recipe].apply(adapter, choice.plan, task)
     torch.testing.assert_close(_logits(model, task), _logits(kept, task), rtol=1e-5, atol=1e-5)
+
+
+def test_flaps_recipe_keeps_the_plans_levels_and_chooses_the_units_by_fluctuation() -> None:
+    """FLAP's apply of another method's plan: the same counts per unit (the same latency), the heads /
+    neurons FLAP's own scores rank first; the plan saved beside the model says which were kept."""
+    from planner.backends.base import best_keep
+    from planner.backends.flap import FlapBackend
+
+    adapter = TINY_ADAPTERS["llama"]()
+    task = _task_with_training(adapter)
+    plan = _deep_plan(adapter)
+    flap = FlapBackend()
+    selected = flap.selected(adapter, plan, task)
+    scores = flap.score(adapter, task)
+    units = {u.name: u for u in adapter.units()}
+    assert [c.kept for c in selected.units] == [c.kept for c in plan.units]
+    assert [c.level for c in selected.units] == [c.level for c in plan.units]
+    for choice in selected.units:
+        unit = units[choice.unit]
+        assert choice.keep == best_keep(scores.importance[unit.name], unit, unit.levels[choice.level])
+    assert any(a.keep != b.keep for a, b in zip(selected.units, plan.units, strict=True))  # Fisher chose others
+    model, choice = apply_best(FlapBackend(), adapter, plan, task)  # FLAP's own plans are applied as they are
+    assert choice is None
+    torch.testing.assert_close(_logits(model, task), _logits(flap.apply(adapter, plan, task), task))
 
 
 def test_the_selection_examples_are_training_examples_no_stage_before_saw() -> None:
@@ -99,18 +130,30 @@ def test_without_training_examples_the_backends_own_recipe_applies() -> None:
 
 def test_no_recipe_adds_biases_a_model_bound_for_llama_cpp_has_no_place_for() -> None:
     llama, gpt2 = TINY_ADAPTERS["llama"](), TINY_ADAPTERS["gpt2"]()
-    assert list(recipes_of(FisherBackend(), llama, new_biases=False)) == ["mask tuning"]
-    assert list(recipes_of(FisherBackend(), llama, new_biases=True)) == ["mask tuning", "bias compensation"]
+    tuned = ["mask tuning", "block-target tuning"]
+    compensated = ["bias compensation", "fluctuation + compensation"]
+    assert list(recipes_of(FisherBackend(), llama, new_biases=False)) == tuned
+    assert list(recipes_of(FisherBackend(), llama, new_biases=True)) == [*tuned, *compensated]
     # GPT-2's projections have biases already: compensation only changes their values
-    assert list(recipes_of(FisherBackend(), gpt2, new_biases=False)) == ["mask tuning", "bias compensation"]
+    assert list(recipes_of(FisherBackend(), gpt2, new_biases=False)) == [*tuned, *compensated]
     assert list(recipes_of(FisherBackend(tune=False), llama, new_biases=True)) == ["Fisher"]
+
+
+@pytest.mark.parametrize(("family", "recipes"), [
+    ("bert", ["mask tuning", "bias compensation", "fluctuation + compensation"]),  # its stream: pre-LN sums
+    ("llama/gemma3", ["mask tuning", "bias compensation", "fluctuation + compensation"]),  # post-norms
+])  # fmt: skip
+def test_the_block_target_is_offered_only_where_it_differs_from_the_familys_own(
+    family: str, recipes: list[str]
+) -> None:
+    assert list(recipes_of(FisherBackend(), TINY_ADAPTERS[family](), new_biases=True)) == recipes
 
 
 def test_a_compensated_llama_saves_and_loads_with_its_new_biases(tmp_path: Path) -> None:
     adapter = TINY_ADAPTERS["llama"]()
     task = _task_with_training(adapter)
     plan = _deep_plan(adapter)
-    pruned = FisherBackend().recipes()["bias compensation"].apply(adapter, plan, task)
+    pruned = FisherBackend().recipes(adapter)["bias compensation"].apply(adapter, plan, task)
     layers = adapter.layers_of(pruned)
     assert isinstance(layers[1], AttentionlessLayer) and layers[1].self_attn.bias is not None
     assert pruned.config.to_dict().get("attention_bias") in (False, None)  # the dense config declares none

@@ -64,10 +64,14 @@ def tune_bert(
     *,
     teacher_keep: Mapping[str, Sequence[int]] | None = None,
     intercept: bool = False,
+    target: str = "stream",
     progress: bool = False,
 ) -> Tuned:
     """Scales for kept heads and neurons of every layer (0 for removed ones); with ``intercept`` also
-    the bias shift of every tuned block's output projection."""
+    the bias shift of every tuned block's output projection. ``target``: only ``"stream"`` (the
+    teacher's pre-LayerNorm sums, which hold its residual stream)."""
+    if target != "stream":
+        raise ValueError(f"BERT mask tuning fits the teacher's residual stream only; got target {target!r}")
     scales = binary_scales(adapter, keep)
     shifts: dict[str, torch.Tensor] = {}
     targets, hidden, layer_masks = _teacher_targets(adapter, task, teacher_keep)

@@ -1,15 +1,18 @@
 """Choosing how a plan is applied: every recipe a backend offers, kept by held-out closeness to the dense model.
 
 A backend may prune the same plan (the same heads and neurons) more than one way. Fisher's mask
-tuning refits the kept units of each block by least squares; at deep cuts (SmolLM2 decode at 3x,
-attention emptied in most layers) it made the model worse than no tuning with FLAP's bias
-compensation (test perplexity 2,460 against 1,362 on the same plan), while at mild cuts tuning wins.
-No per-block rule predicts which (``benchmarks/RESULTS.md``, 2026-12-06), so each recipe is applied
+tuning refits the kept units of each block by least squares, toward the dense residual stream or
+(pre-norm decoders) toward the dense block's own output; at deep cuts (SmolLM2 decode at 3x,
+attention emptied in most layers) tuning made the model worse than no tuning with FLAP's bias
+compensation (test perplexity 2,460 against 1,362 on the same plan), at three-quarter width in
+prefill the block target beat the stream (182 against 578). No per-block rule predicts which
+(``benchmarks/RESULTS.md``, 2026-12-06), so each recipe is applied
 and the model with the lowest mean KL from the dense model on the *selection windows* is kept:
 examples from the task's training split that no stage before it saw (not calibration: scoring,
 tuning and the search use it; not the guard split; never the test set).
 
-Call order: ``apply_best(backend, adapter, plan, task)`` -> (model, ``RecipeChoice`` or None).
+Call order: ``apply_best(backend, adapter, plan, task)`` -> (model, ``RecipeChoice`` or None);
+``applied_plan(plan, choice)`` is the plan to save beside the model.
 """
 
 from __future__ import annotations
@@ -34,16 +37,23 @@ per token where they differed at all."""
 
 @dataclass(frozen=True)
 class RecipeChoice:
-    """Which recipe applied the plan, and every recipe's mean KL from the dense model (nats per
-    example, the task's ``divergence``) on ``examples`` selection examples."""
+    """Which recipe applied the plan, every recipe's mean KL from the dense model (nats per example,
+    the task's ``divergence``) on ``examples`` selection examples, and the plan as the kept recipe
+    applied it (the same levels; a recipe may choose other heads / neurons at them)."""
 
     recipe: str
     mean_kl: Mapping[str, float]
     examples: int
+    plan: Plan
 
     def text(self) -> str:
         others = ", ".join(f"{name} {kl:.4g}" for name, kl in self.mean_kl.items())
         return f"applied with {self.recipe} (mean KL on {self.examples} held-out training examples: {others})"
+
+
+def applied_plan(plan: Plan, choice: RecipeChoice | None) -> Plan:
+    """The plan the model ``apply_best`` returned holds: ``plan``, or the kept recipe's re-selection of it."""
+    return plan if choice is None else choice.plan
 
 
 def recipes_of(backend: Backend, adapter: Any, *, new_biases: bool) -> dict[str, Backend]:
@@ -56,7 +66,7 @@ def recipes_of(backend: Backend, adapter: Any, *, new_biases: bool) -> dict[str,
     offer = getattr(backend, "recipes", None)
     if offer is None:
         return {backend.name: backend}
-    offered: dict[str, Backend] = dict(offer())
+    offered: dict[str, Backend] = dict(offer(adapter))
     if new_biases or not adds_biases(adapter):
         return offered
     return {name: recipe for name, recipe in offered.items() if not getattr(recipe, "compensate", False)}
@@ -87,22 +97,26 @@ def apply_best(
 ) -> tuple[nn.Module, RecipeChoice | None]:
     """The plan applied by each of the backend's recipes; the model with the lowest mean KL on the
     selection examples is returned, with the record of the choice (None: one recipe, or no training
-    split to choose on, and the backend's default was used)."""
+    split to choose on, and the backend's default was used). A recipe with ``selected(adapter, plan,
+    task) -> Plan`` re-chooses the kept heads / neurons at the plan's levels before it applies; the
+    choice's ``plan`` is what the returned model holds (``applied_plan``)."""
     recipes = recipes_of(backend, adapter, new_biases=new_biases)
     examples = None if task is None or len(recipes) < 2 else selection_examples(task)
     if task is None or examples is None:
         return next(iter(recipes.values())).apply(adapter, plan, task), None
     reference = task.reference(adapter.model, examples)
-    best: tuple[float, str, nn.Module] | None = None
+    best: tuple[float, str, nn.Module, Plan] | None = None
     scores: dict[str, float] = {}
     for name, recipe in recipes.items():
-        model = recipe.apply(adapter, plan, task)
+        select = getattr(recipe, "selected", None)
+        applied = plan if select is None else select(adapter, plan, task)
+        model = recipe.apply(adapter, applied, task)
         kl = float(np.mean(task.divergence(model, examples, reference)))
         scores[name] = kl if np.isfinite(kl) else float("inf")
         if best is None or scores[name] < best[0]:
-            best = (scores[name], name, model)
+            best = (scores[name], name, model, applied)
     assert best is not None
-    choice = RecipeChoice(best[1], scores, len(examples))
+    choice = RecipeChoice(best[1], scores, len(examples), best[3])
     if log is not None:
         log(f"      {choice.text()}")
     return best[2], choice
