@@ -19,7 +19,8 @@
   selection and tuning (FLAP's own plan: 53.92%).
 
 Plans applied here carry biases the stock configs of some families do not declare: FLAP is a
-baseline of ``planner sweep``, not a backend of ``planner apply`` (``PEER_BACKENDS``).
+baseline of ``planner sweep``, not a backend of ``planner apply`` (``PEER_BACKENDS``); its apply is a
+recipe of the Fisher backend, tried wherever new biases have a place (not for llama.cpp).
 """
 
 from __future__ import annotations

@@ -1,15 +1,16 @@
 """Choosing how a plan is applied: every recipe a backend offers, kept by held-out closeness to the dense model.
 
-A backend may prune the same plan (the same heads and neurons) more than one way. Fisher's mask
-tuning refits the kept units of each block by least squares, toward the dense residual stream or
-(pre-norm decoders) toward the dense block's own output; at deep cuts (SmolLM2 decode at 3x,
+A backend may prune the same plan (the same levels, so the same latency) more than one way. Fisher's
+mask tuning refits the kept units of each block by least squares, toward the dense residual stream
+or (pre-norm decoders) toward the dense block's own output; at deep cuts (SmolLM2 decode at 3x,
 attention emptied in most layers) tuning made the model worse than no tuning with FLAP's bias
 compensation (test perplexity 2,460 against 1,362 on the same plan), at three-quarter width in
-prefill the block target beat the stream (182 against 578). No per-block rule predicts which
-(``benchmarks/RESULTS.md``, 2026-12-06), so each recipe is applied
-and the model with the lowest mean KL from the dense model on the *selection windows* is kept:
-examples from the task's training split that no stage before it saw (not calibration: scoring,
-tuning and the search use it; not the guard split; never the test set).
+prefill the block target beat the stream (182 against 578), and on MiniLM's 3x plan for the medical
+reviews FLAP's whole apply (its own choice of heads / neurons at the plan's levels, compensated)
+beat tuning by 5.67 accuracy points. No per-block rule predicts which (``benchmarks/RESULTS.md``,
+2026-12-06), so each recipe is applied and the model with the lowest mean KL from the dense model on
+the *selection windows* is kept: examples from the task's training split that no stage before it saw
+(not calibration: scoring, tuning and the search use it; not the guard split; never the test set).
 
 Call order: ``apply_best(backend, adapter, plan, task)`` -> (model, ``RecipeChoice`` or None);
 ``applied_plan(plan, choice)`` is the plan to save beside the model.
