@@ -423,8 +423,10 @@ def _topic_args(topics: Path, out: Path, *extra: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def edge(topics: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
-    """1.8x, or less where this machine's table cannot reach it (CI read 1.79x): asked of a run that
-    first measures the table (cached, and reused by the runs given ``--accept-noisy``) and refuses 1000x."""
+    """The table's edge on this machine (one CI box's reached 1.79x, another's 2.05x): what a run that first
+    measures the table (cached, and reused by the runs given ``--accept-noisy``) and refuses 1000x advises.
+    Not a fixed speedup: at 1.8x one machine's plan removed every head, CI's kept two in the last layer,
+    and mask tuning brought the topics back to 100% (the run rightly kept its promise)."""
     import contextlib
     import io
     import re
@@ -434,7 +436,7 @@ def edge(topics: Path, tmp_path_factory: pytest.TempPathFactory) -> str:
         code = main(_topic_args(topics, tmp_path_factory.mktemp("probe") / "run", "--speedup", "1000"))
     advice = re.search(r"Ask for at most ([0-9.]+)x", said.getvalue())
     assert code == 2 and advice is not None, said.getvalue()
-    return f"{min(1.8, float(advice.group(1))):g}"
+    return advice.group(1)
 
 
 def test_a_gutted_model_ends_with_exit_3_quality_lost_and_says_so_in_report_json(
@@ -461,7 +463,7 @@ def test_a_gutted_model_ends_with_exit_3_quality_lost_and_says_so_in_report_json
 def test_max_loss_delivers_a_model_within_it_on_the_guard_split_or_says_no_plan_was(
     topics: Path, edge: str, tmp_path: Path
 ) -> None:
-    """No mock: the table's edge (1.8x) guts the trained model; the corrections go lighter until a plan
+    """No mock: the table's edge guts the trained model; the corrections go lighter until a plan
     is within 10 points (upper end of the guard interval), and the run either delivers that one or says
     none was."""
     import json
