@@ -163,6 +163,9 @@ class _Planner:
     ) -> None:
         self.config, self.prepared, self.log = config, prepared, log
         self.scores: dict[str, Any] = dict(scores or {})
+        # A re-plan often comes out as a plan already applied (the same heads and neurons for another
+        # target); applying it again would cost every recipe's tuning pass for the same model.
+        self.applied: dict[tuple[str, tuple[Any, ...]], Made] = {}
 
     def scores_for(self, name: str) -> Any:
         """The backend's error table (computed once, cached on disk)."""
@@ -202,6 +205,17 @@ class _Planner:
             seed=config.seed,
             search=search,
         )
+        key = (method.backend, plan_cut(plan))
+        if key in self.applied:
+            held, model, before = self.applied[key]
+            self.log(f"      {method.label} {speedup:g}x: the same cut as a plan already applied; its model reused")
+            return replace(plan, units=held.units), model, before
+        self.applied[key] = self._apply(method, speedup, backend, plan)
+        return self.applied[key]
+
+    def _apply(self, method: SweepMethod, speedup: float, backend: Any, plan: Plan) -> Made:
+        """``plan`` applied by the backend's best recipe, and recovered when recovery is on."""
+        prepared, config, task = self.prepared, self.config, self.prepared.task
         model, choice = apply_best(
             backend, prepared.loaded.adapter, plan, task, new_biases=config.runtime != "llama.cpp"
         )
@@ -219,6 +233,12 @@ class _Planner:
             f"      {method.label} {speedup:g}x recovered: {record.steps} steps, validation KL {first:.4f}->{best:.4f}"
         )
         return plan, recovered, before
+
+
+def plan_cut(plan: Plan) -> tuple[Any, ...]:
+    """What an apply of ``plan`` depends on: each unit's level, structure and kept heads / neurons (not the
+    target or the prediction, which differ between plans that cut the same)."""
+    return tuple((c.unit, c.level, c.structure, c.keep, c.sparsity) for c in plan.units)
 
 
 Evaluated = tuple[MetricResult, np.ndarray]

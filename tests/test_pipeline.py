@@ -240,6 +240,36 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
     assert (tmp_path / "sweep" / "pareto.png").is_file()
 
 
+def test_sweep_applies_a_cut_once_however_many_targets_plan_it(
+    workspace: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A re-plan that cuts the same heads and neurons as a plan already applied reuses its model (each
+    apply runs every recipe); a different cut is applied."""
+    from planner import sweep
+    from planner.pipeline import StageClock, prepare
+
+    config = tiny_config(workspace, tmp_path / "cache", search_seconds=0.0)
+    prepared = prepare(config, StageClock(), progress=False)
+    applies: list[float] = []
+    real = sweep.apply_best
+
+    def counted(backend, adapter, plan, task, **kwargs):  # type: ignore[no-untyped-def]
+        applies.append(plan.target_speedup)
+        return real(backend, adapter, plan, task, **kwargs)
+
+    monkeypatch.setattr(sweep, "apply_best", counted)
+    said: list[str] = []
+    make = sweep._Planner(config, prepared, said.append)
+    uniform = sweep.SWEEP_METHODS["uniform"]
+    first_plan, first_model, _ = make(uniform, 1.05)
+    again_plan, again_model, _ = make(uniform, 1.05)
+    assert again_model is first_model and applies == [1.05] and "its model reused" in said[-1]
+    assert sweep.plan_cut(again_plan) == sweep.plan_cut(first_plan)
+    heavier_plan, heavier_model, _ = make(uniform, prepared.table.max_speedup() * 0.95)
+    assert sweep.plan_cut(heavier_plan) != sweep.plan_cut(first_plan)
+    assert heavier_model is not first_model and len(applies) == 2
+
+
 @pytest.mark.slow
 def test_run_on_the_real_minilm_small_setting(tmp_path: Path) -> None:
     config = RunConfig(
