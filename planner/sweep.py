@@ -62,6 +62,7 @@ from planner.executors.worker import Worker, load_checked
 from planner.models import LoadedModel
 from planner.pipeline import Prepared, StageClock, check_reachable, make_plan, prepare
 from planner.records.plan import Plan
+from planner.report.build import kept_lists
 from planner.stages.apply.choose import applied_plan, apply_best
 from planner.stages.recover import recover
 from planner.stages.score import cached_scores
@@ -418,8 +419,7 @@ def _measure(entries: list[_Entry], verification: Any) -> None:
             "pruned_ms": verification[entry.key].median_ms,
             "dense_ms": verification["dense"].median_ms,
             "solver": entry.plan.solver,
-            "heads_kept": [c.kept for c in entry.plan.units if c.kind == "attention"],
-            "neurons_kept": [c.kept for c in entry.plan.units if c.kind == "ffn"],
+            **dict(zip(("heads_kept", "neurons_kept", "groups_kept"), map(list, kept_lists(entry.plan)), strict=True)),
         }
         if entry.matched_to:
             entry.row["baseline_speedup"] = verification.speedup(entry.matched_to).value

@@ -190,6 +190,9 @@ def test_a_decoder_sweep_with_depth_and_flap_compares_at_equal_measured_speed(wo
     )
     own = frame[frame["matched_to"] == ""]
     assert set(own["method"]) == {"planner (spdy)", "depth (ShortGPT)", "FLAP", "uniform (fisher)"}
+    for row in frame.itertuples():  # GQA: KV groups recorded beside query heads, never more of them
+        assert len(row.groups_kept) == len(row.heads_kept) == len(row.neurons_kept)
+        assert all(0 <= g <= h for g, h in zip(row.groups_kept, row.heads_kept, strict=True))
     for label in ("depth (ShortGPT)", "FLAP"):
         row = own[own["method"] == label].iloc[0]
         assert row["baseline"] == "uniform (fisher)" and row["verdict"] in {"win", "tie", "loss"}

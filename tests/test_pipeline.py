@@ -236,7 +236,8 @@ def test_sweep_compares_methods_at_every_target(workspace: Path, tmp_path: Path)
             assert (again["planned_for"] > 1.0).all()
             assert (again["predicted_speedup"] >= again["planned_for"] - 1e-9).all()
     saved = pd.read_csv(tmp_path / "sweep" / "pareto.csv", keep_default_na=False)
-    assert len(saved) == len(frame) and {"verdict", "kl_verdict", "vs_baseline_low"} <= set(saved.columns)
+    assert len(saved) == len(frame)
+    assert {"verdict", "kl_verdict", "vs_baseline_low", "groups_kept"} <= set(saved.columns)
     assert (tmp_path / "sweep" / "pareto.png").is_file()
 
 
