@@ -105,3 +105,31 @@ def test_the_least_squares_intercept_recovers_scales_and_bias(path: str) -> None
     torch.testing.assert_close(shift.double(), b_true, rtol=0, atol=1e-2)
     plain, none = solved(False)
     assert none is None and float((plain - s_true).abs().max()) > 0.05
+
+
+def test_the_dense_moments_are_measured_once_until_a_weight_or_the_data_changes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every compensating recipe asks for the dense model's moments; one calibration pass serves them all,
+    and a weight written in place or another task measures anew (never a stale answer)."""
+    from planner.backends import activations
+
+    adapter = TINY_ADAPTERS["llama"]()
+    task = TINY_TASKS["llama"](adapter)
+    modules = [output_projection(adapter, u) for u in adapter.units() if u.kind in ("attention", "ffn")]
+    passes: list[int] = []
+    real = activations.calibration_passes
+    monkeypatch.setattr(activations, "calibration_passes", lambda *a: (passes.append(1), real(*a)))
+
+    first = activations.dense_input_moments(task, adapter.model, modules)
+    assert activations.dense_input_moments(task, adapter.model, modules) is first and len(passes) == 1
+    fresh = activations.input_moments(task, adapter.model, modules)
+    for held, measured in zip(first, fresh, strict=True):
+        torch.testing.assert_close(held.total, measured.total)
+    with torch.no_grad():
+        adapter.model.get_input_embeddings().weight.mul_(2.0)
+    changed = activations.dense_input_moments(task, adapter.model, modules)
+    assert changed is not first and not torch.allclose(changed[0].total, first[0].total)
+    other = TINY_TASKS["llama"](adapter)
+    assert activations.dense_input_moments(other, adapter.model, modules) is not changed
+    assert len(passes) == 4  # the first, the fresh one, after the write, for the other task

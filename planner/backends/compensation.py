@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from planner.backends.activations import input_moments
+from planner.backends.activations import dense_input_moments
 from planner.backends.base import structured_units
 from planner.backends.tuning import add_bias, input_columns, output_projection
 from planner.models.transformer import head_columns
@@ -32,7 +32,7 @@ def output_means(adapter: Any, task: Task) -> dict[str, np.ndarray]:
     """unit name -> (in,) mean input of its output projection over the calibration set's real tokens
     (one pass of ``adapter``'s model)."""
     units = structured_units(adapter)
-    moments = input_moments(task, adapter.model, [output_projection(adapter, u) for u in units])
+    moments = dense_input_moments(task, adapter.model, [output_projection(adapter, u) for u in units])
     return {u.name: m.mean for u, m in zip(units, moments, strict=True)}
 
 

@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from planner.backends.activations import input_moments
+from planner.backends.activations import dense_input_moments
 from planner.backends.base import best_keep, is_grouped, level_errors, plan_keep, structured_units
 from planner.backends.compensation import compensated_shrink
 from planner.backends.magnitude import input_column_energy, mass_share
@@ -116,7 +116,7 @@ class FlapBackend:
             raise PlannerError(why)
         units = structured_units(adapter)
         outputs = [output_projection(adapter, u) for u in units]
-        moments = input_moments(task, adapter.model, outputs)
+        moments = dense_input_moments(task, adapter.model, outputs)
         importance, extra, errors = {}, {}, []
         for unit, module, stats in zip(units, outputs, moments, strict=True):
             channel = stats.variance * input_column_energy(module).numpy()  # (in,)
