@@ -29,6 +29,7 @@ from planner.backends.base import Backend, structured_units
 from planner.backends.tuning import output_projection
 from planner.records.plan import Plan
 from planner.tasks.base import Task, Tokenized
+from planner.tasks.compare import PairedDifference, paired_mean_difference
 
 SELECTION_EXAMPLES = 32
 """Training-split examples the recipes are compared on (evenly spaced over the split; fewer when it holds
@@ -46,10 +47,18 @@ class RecipeChoice:
     mean_kl: Mapping[str, float]
     examples: int
     plan: Plan
+    margin: PairedDifference | None = None
+    """The kept recipe's KL minus the runner-up's, paired over the examples with a 95% interval (None:
+    one recipe scored a finite KL); "win" where the examples resolve the choice, else "tie"."""
 
     def text(self) -> str:
         others = ", ".join(f"{name} {kl:.4g}" for name, kl in self.mean_kl.items())
-        return f"applied with {self.recipe} (mean KL on {self.examples} held-out training examples: {others})"
+        said = f"applied with {self.recipe} (mean KL on {self.examples} held-out training examples: {others})"
+        if self.margin is None:
+            return said
+        m = self.margin
+        resolved = "resolved" if m.verdict == "win" else "not resolved by these examples"
+        return f"{said}; ahead of the next by {m.difference:.3g} [{m.low:.3g}, {m.high:.3g}]: {resolved}"
 
 
 def applied_plan(plan: Plan, choice: RecipeChoice | None) -> Plan:
@@ -108,16 +117,26 @@ def apply_best(
     reference = task.reference(adapter.model, examples)
     best: tuple[float, str, nn.Module, Plan] | None = None
     scores: dict[str, float] = {}
+    per_example: dict[str, np.ndarray] = {}
     for name, recipe in recipes.items():
         select = getattr(recipe, "selected", None)
         applied = plan if select is None else select(adapter, plan, task)
         model = recipe.apply(adapter, applied, task)
-        kl = float(np.mean(task.divergence(model, examples, reference)))
+        per_example[name] = np.asarray(task.divergence(model, examples, reference), dtype=np.float64)
+        kl = float(np.mean(per_example[name]))
         scores[name] = kl if np.isfinite(kl) else float("inf")
         if best is None or scores[name] < best[0]:
             best = (scores[name], name, model, applied)
     assert best is not None
-    choice = RecipeChoice(best[1], scores, len(examples), best[3])
+    choice = RecipeChoice(best[1], scores, len(examples), best[3], margin=_margin(best[1], scores, per_example))
     if log is not None:
         log(f"      {choice.text()}")
     return best[2], choice
+
+
+def _margin(kept: str, scores: Mapping[str, float], per_example: Mapping[str, np.ndarray]) -> PairedDifference | None:
+    """The kept recipe's per-example KL against the runner-up's (None: no finite runner-up)."""
+    finite = sorted((kl, name) for name, kl in scores.items() if np.isfinite(kl) and name != kept)
+    if not finite or not np.isfinite(scores[kept]) or per_example[kept].size < 2:
+        return None
+    return paired_mean_difference(per_example[kept], per_example[finite[0][1]])
