@@ -56,9 +56,9 @@ class RecipeChoice:
         said = f"applied with {self.recipe} (mean KL on {self.examples} held-out training examples: {others})"
         if self.margin is None:
             return said
-        m = self.margin
+        m, runner_up = self.margin, sorted((kl, n) for n, kl in self.mean_kl.items() if n != self.recipe)[0][1]
         resolved = "resolved" if m.verdict == "win" else "not resolved by these examples"
-        return f"{said}; ahead of the next by {m.difference:.3g} [{m.low:.3g}, {m.high:.3g}]: {resolved}"
+        return f"{said}; {-m.difference:.3g} [{-m.high:.3g}, {-m.low:.3g}] below {runner_up}: {resolved}"
 
 
 def applied_plan(plan: Plan, choice: RecipeChoice | None) -> Plan:
