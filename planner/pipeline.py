@@ -405,7 +405,7 @@ def _run(
             if time_text:
                 log(f"      {time_text}")
 
-    made: list[Applied] = []
+    made: dict[tuple[tuple[object, ...], ...], Applied] = {}  # by the cut as planned (a recipe may re-choose the units)
 
     def applied(speedup: float, *, first: bool) -> Applied:
         """The plan for ``speedup`` applied, verified and guarded; a plan that repeats one already made
@@ -437,9 +437,8 @@ def _run(
                 levels=levels,
                 label=label,
             )
-        repeated = next((earlier for earlier in made if earlier.plan.units == plan.units), None)
-        if repeated is not None:
-            return repeated
+        if plan.cut() in made:
+            return made[plan.cut()]
         log(f"[4/6] apply: {plan.solver} plan, predicted {plan.predicted_speedup:.2f}x")
         with clock.stage("apply"):
             pruned, recipe = apply_best(
@@ -454,8 +453,8 @@ def _run(
         if guard is not None:
             log(f"      guard split: lost {guard.text(allowed)} (limit {allowed.describe()})")
         name = None if recipe is None else recipe.recipe
-        made.append(Applied(applied_plan(plan, recipe), pruned, verification, guard, recipe=name))
-        return made[-1]
+        made[plan.cut()] = Applied(applied_plan(plan, recipe), pruned, verification, guard, recipe=name)
+        return made[plan.cut()]
 
     def remeasure(current: Applied) -> Applied:
         with clock.stage("verify"):

@@ -206,7 +206,7 @@ class _Planner:
             seed=config.seed,
             search=search,
         )
-        key = (method.backend, plan_cut(plan))
+        key = (method.backend, plan.cut())
         if key in self.applied:
             held, model, before = self.applied[key]
             self.log(f"      {method.label} {speedup:g}x: the same cut as a plan already applied; its model reused")
@@ -234,12 +234,6 @@ class _Planner:
             f"      {method.label} {speedup:g}x recovered: {record.steps} steps, validation KL {first:.4f}->{best:.4f}"
         )
         return plan, recovered, before
-
-
-def plan_cut(plan: Plan) -> tuple[Any, ...]:
-    """What an apply of ``plan`` depends on: each unit's level, structure and kept heads / neurons (not the
-    target or the prediction, which differ between plans that cut the same)."""
-    return tuple((c.unit, c.level, c.structure, c.keep, c.sparsity) for c in plan.units)
 
 
 Evaluated = tuple[MetricResult, np.ndarray]

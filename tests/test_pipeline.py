@@ -265,9 +265,9 @@ def test_sweep_applies_a_cut_once_however_many_targets_plan_it(
     first_plan, first_model, _ = make(uniform, 1.05)
     again_plan, again_model, _ = make(uniform, 1.05)
     assert again_model is first_model and applies == [1.05] and "its model reused" in said[-1]
-    assert sweep.plan_cut(again_plan) == sweep.plan_cut(first_plan)
+    assert again_plan.cut() == first_plan.cut()
     heavier_plan, heavier_model, _ = make(uniform, prepared.table.max_speedup() * 0.95)
-    assert sweep.plan_cut(heavier_plan) != sweep.plan_cut(first_plan)
+    assert heavier_plan.cut() != first_plan.cut()
     assert heavier_model is not first_model and len(applies) == 2
 
 

@@ -3,6 +3,7 @@ training-free peers score with (FLAP's per-channel fluctuation, ShortGPT's Block
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -89,8 +90,6 @@ def dense_input_moments(task: Task, model: nn.Module, modules: Sequence[nn.Modul
     """``input_moments`` remembered while ``model``, ``task`` and ``modules`` are the same objects and no
     parameter of the model changed in place: every recipe that compensates asks for the dense model's
     moments once more per apply (a calibration pass each, about a minute per sweep apply on SmolLM2)."""
-    import weakref
-
     versions = _parameter_versions(model)
     if versions is None:
         return input_moments(task, model, modules)

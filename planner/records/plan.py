@@ -88,6 +88,11 @@ class Plan:
         """unit -> level index."""
         return {c.unit: c.level for c in self.units}
 
+    def cut(self) -> tuple[tuple[Any, ...], ...]:
+        """What applying the plan depends on, hashable: each unit's level, structure, kept heads / neurons
+        and sparsity (not the target or the prediction, which differ between plans that cut the same)."""
+        return tuple((c.unit, c.level, c.structure, c.keep, c.sparsity) for c in self.units)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready content (what ``plan.json`` holds)."""
         data = dataclasses.asdict(self)

@@ -50,15 +50,17 @@ class RecipeChoice:
     margin: PairedDifference | None = None
     """The kept recipe's KL minus the runner-up's, paired over the examples with a 95% interval (None:
     one recipe scored a finite KL); "win" where the examples resolve the choice, else "tie"."""
+    runner_up: str | None = None
+    """The recipe ``margin`` is against."""
 
     def text(self) -> str:
         others = ", ".join(f"{name} {kl:.4g}" for name, kl in self.mean_kl.items())
         said = f"applied with {self.recipe} (mean KL on {self.examples} held-out training examples: {others})"
         if self.margin is None:
             return said
-        m, runner_up = self.margin, sorted((kl, n) for n, kl in self.mean_kl.items() if n != self.recipe)[0][1]
+        m = self.margin
         resolved = "resolved" if m.verdict == "win" else "not resolved by these examples"
-        return f"{said}; {-m.difference:.3g} [{-m.high:.3g}, {-m.low:.3g}] below {runner_up}: {resolved}"
+        return f"{said}; {-m.difference:.3g} [{-m.high:.3g}, {-m.low:.3g}] below {self.runner_up}: {resolved}"
 
 
 def applied_plan(plan: Plan, choice: RecipeChoice | None) -> Plan:
@@ -128,15 +130,20 @@ def apply_best(
         if best is None or scores[name] < best[0]:
             best = (scores[name], name, model, applied)
     assert best is not None
-    choice = RecipeChoice(best[1], scores, len(examples), best[3], margin=_margin(best[1], scores, per_example))
+    runner_up, margin = _margin(best[1], scores, per_example)
+    choice = RecipeChoice(best[1], scores, len(examples), best[3], margin=margin, runner_up=runner_up)
     if log is not None:
         log(f"      {choice.text()}")
     return best[2], choice
 
 
-def _margin(kept: str, scores: Mapping[str, float], per_example: Mapping[str, np.ndarray]) -> PairedDifference | None:
-    """The kept recipe's per-example KL against the runner-up's (None: no finite runner-up)."""
+def _margin(
+    kept: str, scores: Mapping[str, float], per_example: Mapping[str, np.ndarray]
+) -> tuple[str | None, PairedDifference | None]:
+    """(the runner-up, the kept recipe's per-example KL against the runner-up's); (None, None) without a
+    finite runner-up."""
     finite = sorted((kl, name) for name, kl in scores.items() if np.isfinite(kl) and name != kept)
     if not finite or not np.isfinite(scores[kept]) or per_example[kept].size < 2:
-        return None
-    return paired_mean_difference(per_example[kept], per_example[finite[0][1]])
+        return None, None
+    runner_up = finite[0][1]
+    return runner_up, paired_mean_difference(per_example[kept], per_example[runner_up])
