@@ -403,7 +403,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite,
         progress=not args.no_progress,
         log=lambda m: print(m, file=sys.stderr),
-        gguf=args.gguf is not None,
     )
     print(summary_text(report, args.out))
     if args.gguf is not None:

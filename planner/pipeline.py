@@ -318,19 +318,13 @@ def run_pipeline(
     overwrite: bool = False,
     progress: bool = True,
     log: Callable[[str], None] = lambda _m: None,
-    gguf: bool = False,
 ) -> Report:
-    """Run every stage and write ``out``; returns the report (also ``out/report.json``).
-
-    ``gguf``: the pruned model will be written for llama.cpp, whose graph has no place for biases the
-    dense model lacks (so no recipe that adds them is applied; neither with ``--runtime llama.cpp``).
-    """
+    """Run every stage and write ``out``; returns the report (also ``out/report.json``)."""
     target = Path(out)
     if target.exists() and not overwrite:
         raise PlannerError(f"{target} already exists; choose another --out or pass --overwrite.")
     with Executor(config.executor_settings(), device=config.device) as executor:
-        new_biases = not gguf and config.runtime != "llama.cpp"
-        return _run(config, executor, target, progress=progress, log=log, new_biases=new_biases)
+        return _run(config, executor, target, progress=progress, log=log)
 
 
 def _run(
@@ -340,7 +334,6 @@ def _run(
     *,
     progress: bool,
     log: Callable[[str], None],
-    new_biases: bool,
 ) -> Report:
     clock = StageClock()
     log("[1/6] profile: latency table (cached per model, device, runtime, shape and phase)")
@@ -441,9 +434,7 @@ def _run(
             return made[plan.cut()]
         log(f"[4/6] apply: {plan.solver} plan, predicted {plan.predicted_speedup:.2f}x")
         with clock.stage("apply"):
-            pruned, recipe = apply_best(
-                backend, prepared.loaded.adapter, plan, prepared.task, new_biases=new_biases, log=log
-            )
+            pruned, recipe = apply_best(backend, prepared.loaded.adapter, plan, prepared.task, log=log)
         log("[5/6] verify: dense vs pruned latency, interleaved; quality on the guard split")
         with clock.stage("verify"):
             verification = verify_models(

@@ -217,9 +217,7 @@ class _Planner:
     def _apply(self, method: SweepMethod, speedup: float, backend: Any, plan: Plan) -> Made:
         """``plan`` applied by the backend's best recipe, and recovered when recovery is on."""
         prepared, config, task = self.prepared, self.config, self.prepared.task
-        model, choice = apply_best(
-            backend, prepared.loaded.adapter, plan, task, new_biases=config.runtime != "llama.cpp"
-        )
+        model, choice = apply_best(backend, prepared.loaded.adapter, plan, task)
         if choice is not None:
             self.log(f"      {method.label} {speedup:g}x {choice.text()}")
         plan = applied_plan(plan, choice)

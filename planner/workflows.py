@@ -138,8 +138,7 @@ def apply_plan(
     backend = get_backend(chosen.backend)
     seq_len = planned.seq_len
     task = _task_for(config, loaded, needs_task=backend.needs_task or gguf is not None, seq_len=seq_len)
-    new_biases = gguf is None and planned.runtime != "llama.cpp"
-    pruned, choice = apply_best(backend, loaded.adapter, chosen, task, new_biases=new_biases)
+    pruned, choice = apply_best(backend, loaded.adapter, chosen, task)
     chosen = applied_plan(chosen, choice)
     deployable: nn.Module = pruned if task is None else task.deployable(pruned)
     shrunk = loaded.adapter.kept_shape(pruned)

@@ -17,7 +17,7 @@ import torch
 
 from planner.cli import main
 from planner.errors import PlannerError
-from planner.models.gguf_writer import gguf_blocks, refusal, write_gguf
+from planner.models.gguf_writer import SHIFT_BLOCK, gguf_blocks, refusal, write_gguf
 from planner.models.loading import shape_path
 from planner.records.gguf import PERPLEXITY_TOLERANCE
 from planner.stages.apply.gguf_check import check_gguf, export_checked_gguf
@@ -131,6 +131,59 @@ def test_llama_cpp_computes_what_the_pruned_torch_model_computes(bpe_lm: Path, t
     assert check.max_abs_logit_diff <= 1e-3 * check.max_abs_logit + 1e-3
     assert abs(check.perplexity_ratio - 1) <= PERPLEXITY_TOLERANCE["f32"] and check.top1_agreement >= 0.99
     assert len(check.notes) == 2
+
+
+def _biased(folder: Path, plan: list[tuple[list[int], list[int]]]) -> Any:
+    """The tiny Llama cut by ``plan`` ((heads, neurons) kept per layer) after every output projection gained
+    a random bias (as compensation or a fitted intercept leaves them; emptied blocks keep theirs)."""
+    adapter = _adapter(folder)
+    generator = torch.Generator().manual_seed(2)
+    with torch.no_grad():
+        for layer in adapter.model.model.layers:
+            for module in (layer.self_attn.o_proj, layer.mlp.down_proj):
+                module.bias = torch.nn.Parameter(torch.randn(64, generator=generator))
+    keep: dict[str, list[int]] = {}
+    for layer, (heads, neurons) in enumerate(plan):
+        attention, ffn = adapter.unit_names(layer)
+        keep[attention], keep[ffn] = heads, neurons
+    return adapter.shrink(keep).eval()
+
+
+BIASED_PLANS = {
+    # layer 0 attention-free (its bias on the first block's zero head), layer 1 FFN-free (bias on the zero
+    # FFN), layer 2 removed (both biases join block 1's FFN output), layer 3 whole
+    "emptied and removed blocks": [([], list(range(0, 64, 2))), ([0, 1], []), ([], []), ([0, 2], list(range(24)))],
+    # layer 0 removed before a block with heads (a shift block first), layer 2 attention-free mid-model
+    "a removed first layer": [([], []), ([0, 1, 2, 3], list(range(40))), ([], list(range(16))), ([0, 1], [])],
+}
+
+
+@pytest.mark.parametrize("cut", list(BIASED_PLANS))
+def test_llama_cpp_adds_the_biases_pruning_left_where_torch_does(
+    bpe_lm: Path, tmp_path: Path, cut: str, monkeypatch: Any
+) -> None:
+    import gguf
+
+    from planner.models import gguf_writer
+
+    model = _biased(bpe_lm, BIASED_PLANS[cut])
+    path = tmp_path / "b.gguf"
+    blocks = write_gguf(model, path, weight_type="f32", tokenizer_folder=bpe_lm)
+    check = check_gguf(path, model, _windows(), weight_type="f32", blocks=blocks, threads=1)
+    assert check.passed, check.text()
+    assert check.max_abs_logit_diff <= 1e-3 * check.max_abs_logit + 1e-3
+    names = {t.name for t in gguf.GGUFReader(str(path)).tensors}
+    if cut == "a removed first layer":
+        assert blocks[0] is SHIFT_BLOCK and [b.layer for b in blocks] == [-1, 1, 2, 3]
+        assert "blk.0.ffn_down.bias" in names and "blk.0.attn_output.bias" not in names
+        assert "blk.2.attn_output.bias" not in names  # layer 2's emptied attention: on block 1's FFN output
+    else:
+        assert [b.layer for b in blocks] == [0, 1, 3] and "blk.0.attn_output.bias" in names
+    # Without the biases llama.cpp computes another model: the check sees it.
+    stripped = tmp_path / "stripped.gguf"
+    monkeypatch.setattr(gguf_writer, "stream_biases", lambda model, blocks: {})
+    write_gguf(model, stripped, weight_type="f32", tokenizer_folder=bpe_lm)
+    assert not check_gguf(stripped, model, _windows(), weight_type="f32", blocks=blocks, threads=1).passed
 
 
 def test_a_wrong_rotary_layout_is_caught_by_the_check(bpe_lm: Path, tmp_path: Path, monkeypatch: Any) -> None:

@@ -133,15 +133,14 @@ def test_without_training_examples_the_backends_own_recipe_applies() -> None:
     torch.testing.assert_close(_logits(model, task), _logits(FisherBackend().apply(adapter, plan, task), task))
 
 
-def test_no_recipe_adds_biases_a_model_bound_for_llama_cpp_has_no_place_for() -> None:
+def test_every_recipe_is_offered_to_llamas_whose_projections_have_no_biases() -> None:
+    """The biases compensation adds are saved with the folder and written to GGUF (``test_gguf``), so a
+    model bound for llama.cpp is offered the same recipes."""
     llama, gpt2 = TINY_ADAPTERS["llama"](), TINY_ADAPTERS["gpt2"]()
-    tuned = ["mask tuning", "block-target tuning"]
-    compensated = ["bias compensation", "fluctuation + compensation"]
-    assert list(recipes_of(FisherBackend(), llama, new_biases=False)) == tuned
-    assert list(recipes_of(FisherBackend(), llama, new_biases=True)) == [*tuned, *compensated]
-    # GPT-2's projections have biases already: compensation only changes their values
-    assert list(recipes_of(FisherBackend(), gpt2, new_biases=False)) == [*tuned, *compensated]
-    assert list(recipes_of(FisherBackend(tune=False), llama, new_biases=True)) == ["Fisher"]
+    recipes = ["mask tuning", "block-target tuning", "bias compensation", "fluctuation + compensation"]
+    assert list(recipes_of(FisherBackend(), llama)) == recipes
+    assert list(recipes_of(FisherBackend(), gpt2)) == recipes  # its projections have biases already
+    assert list(recipes_of(FisherBackend(tune=False), llama)) == ["Fisher"]
 
 
 @pytest.mark.parametrize(("family", "recipes"), [
@@ -151,7 +150,7 @@ def test_no_recipe_adds_biases_a_model_bound_for_llama_cpp_has_no_place_for() ->
 def test_the_block_target_is_offered_only_where_it_differs_from_the_familys_own(
     family: str, recipes: list[str]
 ) -> None:
-    assert list(recipes_of(FisherBackend(), TINY_ADAPTERS[family](), new_biases=True)) == recipes
+    assert list(recipes_of(FisherBackend(), TINY_ADAPTERS[family]())) == recipes
 
 
 def test_a_compensated_llama_saves_and_loads_with_its_new_biases(tmp_path: Path) -> None:

@@ -20,7 +20,7 @@
 
 Plans applied here carry biases the stock configs of some families do not declare: FLAP is a
 baseline of ``planner sweep``, not a backend of ``planner apply`` (``PEER_BACKENDS``); its apply is a
-recipe of the Fisher backend, tried wherever new biases have a place (not for llama.cpp).
+recipe of the Fisher backend (the saved folder and GGUF carry the biases).
 """
 
 from __future__ import annotations

@@ -12,7 +12,13 @@ written (checked against llama.cpp's ``src/models/deci.cpp``, vendored by llama-
   0's head count;
 - heads but no neurons: llama.cpp's graph drops the attention output of a block whose FFN width is
   0, so such a block gets an FFN one neuron wide whose weights are zero (its output is exactly 0);
-- tied embeddings stay tied (no ``output.weight``; llama.cpp reuses ``token_embd``).
+- tied embeddings stay tied (no ``output.weight``; llama.cpp reuses ``token_embd``);
+- output-projection biases (FLAP's compensation, Fisher's fitted intercepts) are ``attn_output.bias``
+  and ``ffn_down.bias``, which the deci loader reads when present. The graph adds an attention bias
+  only where the block runs attention, so a bias the stream gains without a block to hold it (an
+  emptied attention block's, a removed layer's) joins the FFN output bias of the block before it
+  (the same sum reaches the next norm); before the first kept block, the first block holds it (its
+  zero head's output bias), or, when that block has real heads, a shift block is written first.
 
 Weights keep PyTorch's (out, in) layout as numpy arrays (the writer reverses the dimensions, as GGUF
 wants). Q and K rows are permuted per head from Hugging Face's rotate-half rotary layout to GGUF's
@@ -43,7 +49,8 @@ ARCHITECTURE = "deci"
 GGUF_TYPES = ("f32", "f16", "q8_0")
 """Weight types ``--gguf-type`` accepts (llama.cpp runs all three on CPU)."""
 EXPRESSIBLE_FAMILIES = ("llama", "mistral")
-"""Hugging Face ``model_type`` values the deci builder computes exactly (no q/k norms, no biases)."""
+"""Hugging Face ``model_type`` values the deci builder computes exactly (no q/k norms; of the biases, only
+the output projections' that pruning adds: ``stream_biases``)."""
 Q8_BLOCK = 32
 ZERO_FFN_WIDTH = 1
 """FFN width written for a block that keeps heads but no neurons (zero weights: output exactly 0)."""
@@ -62,6 +69,9 @@ class GGUFBlock:
 
 FIXED_BLOCK = GGUFBlock(-1, 1, 1, ZERO_FFN_WIDTH, "fixed block")
 """A block of one head and one neuron with zero weights (adds exactly 0): where llama.cpp needs a block."""
+SHIFT_BLOCK = GGUFBlock(-1, 1, 1, ZERO_FFN_WIDTH, "shift block: the biases of removed layers before the first kept one")
+"""``FIXED_BLOCK``'s zero weights with an FFN output bias: a constant the stream gains before the first block
+that runs attention (written only when removed layers with biases come first)."""
 
 
 def refusal(
@@ -80,7 +90,10 @@ def refusal(
             f"'deci' architecture; this model is {family!r}. Drop --gguf and use the saved folder, or --onnx."
         )
     if getattr(config, "attention_bias", False) or getattr(config, "mlp_bias", False):
-        return "--gguf: this model has attention or MLP biases, which llama.cpp's deci graph does not add; drop --gguf."
+        return (
+            "--gguf: this model's config declares attention or MLP biases (Q, K, V, gate, up), which this "
+            "exporter does not write; drop --gguf."
+        )
     if getattr(config, "sliding_window", None) and family == "mistral":
         return "--gguf: this Mistral model uses a sliding attention window, which the deci graph does not; drop --gguf."
     scaling = getattr(config, "rope_scaling", None) or {}
@@ -105,10 +118,14 @@ def gguf_blocks(model: nn.Module, *, allow_empty: bool = False) -> list[GGUFBloc
     from planner.models.decoder_surgery import gated_mlp_neurons, llama_groups, llama_heads
 
     blocks: list[GGUFBlock] = []
+    shifted = False  # a removed layer before the first kept one adds a constant (its biases)
     for index, layer in enumerate(_layers(model)):
         heads, groups, ffn = llama_heads(layer.self_attn), llama_groups(layer.self_attn), gated_mlp_neurons(layer.mlp)
         if heads == 0 and ffn == 0:
+            shifted = shifted or (not blocks and any(b is not None for b in output_biases(layer)))
             continue
+        if shifted and not blocks and heads > 0:
+            blocks.append(SHIFT_BLOCK)
         note = ""
         if heads == 0 and not blocks:
             heads, groups = 1, 1
@@ -119,6 +136,8 @@ def gguf_blocks(model: nn.Module, *, allow_empty: bool = False) -> list[GGUFBloc
                 "FFN removed: a zero FFN one neuron wide (llama.cpp drops attention without FFN)",
             )
         blocks.append(GGUFBlock(index, heads, groups, ffn, note))
+    if not blocks and shifted:
+        return [SHIFT_BLOCK]
     if not blocks and allow_empty:
         return [FIXED_BLOCK]  # llama.cpp aborts on a model without blocks
     if not blocks:
@@ -254,17 +273,75 @@ def _tensors(model: Any, blocks: list[GGUFBlock], head_dim: int) -> Iterator[tup
     if not _tied(model):
         yield "output.weight", _array(model.lm_head.weight)
     hidden = int(backbone.embed_tokens.weight.shape[1])
+    biases = stream_biases(model, blocks)
     for number, block in enumerate(blocks):
         prefix = f"blk.{number}"
-        if block is FIXED_BLOCK:
+        if block.layer < 0:
             yield from _fixed_block(prefix, hidden, head_dim)
+        else:
+            layer = backbone.layers[block.layer]
+            if block.heads > 0:
+                yield f"{prefix}.attn_norm.weight", _array(layer.input_layernorm.weight)
+                yield from _attention(prefix, layer.self_attn, block, hidden, head_dim)
+            yield f"{prefix}.ffn_norm.weight", _array(layer.post_attention_layernorm.weight)
+            yield from _ffn(prefix, layer.mlp, block, hidden)
+        for part in ("attn_output", "ffn_down"):
+            if (number, part) in biases:
+                yield f"{prefix}.{part}.bias", biases[(number, part)]
+
+
+def output_biases(layer: Any) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+    """(attention, MLP) output-projection biases of a decoder layer, (hidden,) each; None without one
+    (an emptied block keeps its bias as ``EmptyAttention.bias`` / ``EmptyMLP.bias``)."""
+    from planner.models.decoder_surgery import EmptyAttention, EmptyMLP
+
+    attention, mlp = layer.self_attn, layer.mlp
+    attention_bias = attention.bias if isinstance(attention, EmptyAttention) else attention.o_proj.bias
+    mlp_bias = mlp.bias if isinstance(mlp, EmptyMLP) else mlp.down_proj.bias
+    return attention_bias, mlp_bias
+
+
+def stream_biases(model: Any, blocks: Sequence[GGUFBlock]) -> dict[tuple[int, str], np.ndarray]:
+    """(block number, "attn_output" | "ffn_down") -> the (hidden,) bias that block's projection adds.
+
+    A layer's attention bias stays on its block where the block runs attention (real heads, or the
+    first block's zero head); otherwise it, like a removed layer's biases, is a constant the stream
+    gains before the next block, added to the FFN output bias of the block before (every written block
+    has an FFN, ``ZERO_FFN_WIDTH`` at least). Constants before the first block go to that block's zero
+    head, or to ``SHIFT_BLOCK`` (``gguf_blocks`` writes it first in that case).
+    """
+    from planner.models.decoder_surgery import llama_heads
+
+    sums: dict[tuple[int, str], np.ndarray] = {}
+
+    def add(number: int, part: str, bias: np.ndarray) -> None:
+        key = (number, part)
+        sums[key] = sums[key] + bias if key in sums else bias
+
+    number_of = {block.layer: number for number, block in enumerate(blocks) if block.layer >= 0}
+    before = 0 if blocks and blocks[0] is SHIFT_BLOCK else None  # the block a constant joins the FFN output of
+    pending: list[np.ndarray] = []  # constants before the first block (that block's zero head adds them)
+    for index, layer in enumerate(_layers(model)):
+        attention, mlp = (None if b is None else _array(b).astype(np.float64) for b in output_biases(layer))
+        number = number_of.get(index)
+        if number is None:
+            for constant in (c for c in (attention, mlp) if c is not None):
+                if before is None:
+                    pending.append(constant)
+                else:
+                    add(before, "ffn_down", constant)
             continue
-        layer = backbone.layers[block.layer]
-        if block.heads > 0:
-            yield f"{prefix}.attn_norm.weight", _array(layer.input_layernorm.weight)
-            yield from _attention(prefix, layer.self_attn, block, hidden, head_dim)
-        yield f"{prefix}.ffn_norm.weight", _array(layer.post_attention_layernorm.weight)
-        yield from _ffn(prefix, layer.mlp, block, hidden)
+        if attention is not None and before is not None and llama_heads(layer.self_attn) == 0:
+            add(before, "ffn_down", attention)
+        elif attention is not None:
+            add(number, "attn_output", attention)
+        for constant in pending:
+            add(number, "attn_output", constant)
+        pending = []
+        if mlp is not None:
+            add(number, "ffn_down", mlp)
+        before = number
+    return {key: value.astype(np.float32) for key, value in sums.items()}
 
 
 def _attention(

@@ -25,8 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from planner.backends.base import Backend, structured_units
-from planner.backends.tuning import output_projection
+from planner.backends.base import Backend
 from planner.records.plan import Plan
 from planner.tasks.base import Task, Tokenized
 from planner.tasks.compare import PairedDifference, paired_mean_difference
@@ -68,25 +67,16 @@ def applied_plan(plan: Plan, choice: RecipeChoice | None) -> Plan:
     return plan if choice is None else choice.plan
 
 
-def recipes_of(backend: Backend, adapter: Any, *, new_biases: bool) -> dict[str, Backend]:
+def recipes_of(backend: Backend, adapter: Any) -> dict[str, Backend]:
     """The backend's recipes for this model, the default first (``{name: backend}`` when it offers none).
 
-    Args:
-        new_biases: whether the pruned model may gain biases its dense model's output projections lack
-            (False when it must run where they have no place: llama.cpp's deci graph).
+    Every recipe's model can be deployed where the dense one runs: the biases compensation gives
+    output projections are saved with the folder and written to GGUF (``planner.models.gguf_writer``).
     """
     offer = getattr(backend, "recipes", None)
     if offer is None:
         return {backend.name: backend}
-    offered: dict[str, Backend] = dict(offer(adapter))
-    if new_biases or not adds_biases(adapter):
-        return offered
-    return {name: recipe for name, recipe in offered.items() if not getattr(recipe, "compensate", False)}
-
-
-def adds_biases(adapter: Any) -> bool:
-    """Whether bias compensation would give the model biases it lacks (an output projection without one)."""
-    return any(getattr(output_projection(adapter, unit), "bias", None) is None for unit in structured_units(adapter))
+    return dict(offer(adapter))
 
 
 def selection_examples(task: Task, count: int = SELECTION_EXAMPLES) -> Tokenized | None:
@@ -104,7 +94,6 @@ def apply_best(
     plan: Plan,
     task: Task | None,
     *,
-    new_biases: bool = True,
     log: Any = None,
 ) -> tuple[nn.Module, RecipeChoice | None]:
     """The plan applied by each of the backend's recipes; the model with the lowest mean KL on the
@@ -112,7 +101,7 @@ def apply_best(
     split to choose on, and the backend's default was used). A recipe with ``selected(adapter, plan,
     task) -> Plan`` re-chooses the kept heads / neurons at the plan's levels before it applies; the
     choice's ``plan`` is what the returned model holds (``applied_plan``)."""
-    recipes = recipes_of(backend, adapter, new_biases=new_biases)
+    recipes = recipes_of(backend, adapter)
     examples = None if task is None or len(recipes) < 2 else selection_examples(task)
     if task is None or examples is None:
         return next(iter(recipes.values())).apply(adapter, plan, task), None
