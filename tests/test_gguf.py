@@ -280,6 +280,33 @@ def test_pruned_smollm2_runs_in_llama_cpp(weight_type: str, tmp_path: Path) -> N
     assert check.perplexity_torch < 1000  # a usable model: a gutted one hides quantization noise in the check
 
 
+@pytest.mark.slow
+def test_a_compensated_smollm2_runs_in_llama_cpp_with_its_biases(tmp_path: Path) -> None:
+    """FLAP's compensation on the real SmolLM2, cut so every place a bias can land is used: layer 20
+    removed (its biases join block 19's FFN output), 27 attention-free (its bias joins 26's), 28 FFN-free."""
+    from planner.backends.compensation import compensated_shrink
+    from planner.models import load_model
+    from planner.stages.apply.gguf_check import held_out_windows
+    from planner.tasks import build_task
+
+    loaded = load_model("smollm2")
+    adapter = loaded.adapter
+    task = build_task(
+        loaded, task="causal-lm", data="bbc", seq_len=64, calibration_size=4, batch_size=4, seed=0, cache_dir=tmp_path
+    )
+    keep: dict[str, list[int]] = {}
+    for layer in range(30):
+        attention, ffn = adapter.unit_names(layer)
+        keep[attention] = [] if layer in (20, 27) else list(range(6 if layer % 4 == 1 else 9))
+        keep[ffn] = [] if layer in (20, 28) else list(range(1024 if layer % 6 == 3 else 1536))
+    model = compensated_shrink(adapter, keep, task).eval()
+    assert model.model.layers[20].self_attn.bias is not None  # a removed layer that still adds a constant
+    check = export_checked_gguf(
+        model, tmp_path, weight_type="f16", spec="smollm2", tokenizer_folder=None, windows=held_out_windows(task)
+    )
+    assert check.passed and check.blocks == 29, check.text()
+
+
 def test_run_gguf_refuses_an_encoder_before_any_work(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "run"
     code = main(["run", "--model", "minilm", "--gguf", "--out", str(out), "--no-progress"])
