@@ -17,8 +17,8 @@ written (checked against llama.cpp's ``src/models/deci.cpp``, vendored by llama-
   and ``ffn_down.bias``, which the deci loader reads when present. The graph adds an attention bias
   only where the block runs attention, so a bias the stream gains without a block to hold it (an
   emptied attention block's, a removed layer's) joins the FFN output bias of the block before it
-  (the same sum reaches the next norm); before the first kept block, the first block holds it (its
-  zero head's output bias), or, when that block has real heads, a shift block is written first.
+  (the same sum reaches the next norm); constants before the first kept block go to a zero shift
+  block written first, and an attention-free first block's own bias to its zero head.
 
 Weights keep PyTorch's (out, in) layout as numpy arrays (the writer reverses the dimensions, as GGUF
 wants). Q and K rows are permuted per head from Hugging Face's rotate-half rotary layout to GGUF's
@@ -70,8 +70,8 @@ class GGUFBlock:
 FIXED_BLOCK = GGUFBlock(-1, 1, 1, ZERO_FFN_WIDTH, "fixed block")
 """A block of one head and one neuron with zero weights (adds exactly 0): where llama.cpp needs a block."""
 SHIFT_BLOCK = GGUFBlock(-1, 1, 1, ZERO_FFN_WIDTH, "shift block: the biases of removed layers before the first kept one")
-"""``FIXED_BLOCK``'s zero weights with an FFN output bias: a constant the stream gains before the first block
-that runs attention (written only when removed layers with biases come first)."""
+"""``FIXED_BLOCK``'s zero weights with an FFN output bias: a constant the stream gains before the first kept
+block (written only when removed layers with biases come first)."""
 
 
 def refusal(
@@ -124,7 +124,7 @@ def gguf_blocks(model: nn.Module, *, allow_empty: bool = False) -> list[GGUFBloc
         if heads == 0 and ffn == 0:
             shifted = shifted or (not blocks and any(b is not None for b in output_biases(layer)))
             continue
-        if shifted and not blocks and heads > 0:
+        if shifted and not blocks:
             blocks.append(SHIFT_BLOCK)
         note = ""
         if heads == 0 and not blocks:
@@ -307,8 +307,8 @@ def stream_biases(model: Any, blocks: Sequence[GGUFBlock]) -> dict[tuple[int, st
     A layer's attention bias stays on its block where the block runs attention (real heads, or the
     first block's zero head); otherwise it, like a removed layer's biases, is a constant the stream
     gains before the next block, added to the FFN output bias of the block before (every written block
-    has an FFN, ``ZERO_FFN_WIDTH`` at least). Constants before the first block go to that block's zero
-    head, or to ``SHIFT_BLOCK`` (``gguf_blocks`` writes it first in that case).
+    has an FFN, ``ZERO_FFN_WIDTH`` at least). Constants before the first kept layer go to
+    ``SHIFT_BLOCK``, which ``gguf_blocks`` writes first in that case.
     """
     from planner.models.decoder_surgery import llama_heads
 
@@ -320,24 +320,18 @@ def stream_biases(model: Any, blocks: Sequence[GGUFBlock]) -> dict[tuple[int, st
 
     number_of = {block.layer: number for number, block in enumerate(blocks) if block.layer >= 0}
     before = 0 if blocks and blocks[0] is SHIFT_BLOCK else None  # the block a constant joins the FFN output of
-    pending: list[np.ndarray] = []  # constants before the first block (that block's zero head adds them)
     for index, layer in enumerate(_layers(model)):
         attention, mlp = (None if b is None else _array(b).astype(np.float64) for b in output_biases(layer))
         number = number_of.get(index)
         if number is None:
-            for constant in (c for c in (attention, mlp) if c is not None):
-                if before is None:
-                    pending.append(constant)
-                else:
-                    add(before, "ffn_down", constant)
+            shift = [c for c in (attention, mlp) if c is not None]
+            if shift and before is not None:  # before is None only where there is no shift (gguf_blocks)
+                add(before, "ffn_down", sum(shift[1:], shift[0]))
             continue
         if attention is not None and before is not None and llama_heads(layer.self_attn) == 0:
             add(before, "ffn_down", attention)
         elif attention is not None:
             add(number, "attn_output", attention)
-        for constant in pending:
-            add(number, "attn_output", constant)
-        pending = []
         if mlp is not None:
             add(number, "ffn_down", mlp)
         before = number
