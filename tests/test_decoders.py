@@ -192,6 +192,47 @@ def test_the_block_target_fits_each_block_to_the_dense_blocks_output(
                 assert not torch.allclose(g, e, rtol=1e-2, atol=1e-2)
 
 
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_the_tuners_shortcuts_give_what_running_the_layer_gives(family: str) -> None:
+    """Mask tuning stops the attention's capture run at the output projection and adds the tuned MLP's
+    output to the stream from its captured input instead of running each layer a fourth time; both
+    must match a full run of the layer with the tuned scales and shift."""
+    from planner.backends.tuning import binary_scales, input_columns
+    from planner.backends.tuning_decoder import _bias, _captured, _layer_calls, _mlp_output, _run, _run_until, _shifted
+
+    adapter = _at_trained_scale(TINY_ADAPTERS[family]())
+    task = tiny_lm_task(adapter, n=8)
+    keep = {u.name: first_kept(u, u.levels[len(u.levels) // 2]) for u in adapter.units()}
+    scales = binary_scales(adapter, keep)
+    inputs, calls = _layer_calls(adapter, task)
+    layer, (att_unit, mlp_unit) = adapter.layers[0], adapter.unit_names(0)
+    out_proj, down_proj = adapter.head_output(layer), adapter.neuron_output(layer)
+    with torch.no_grad():
+        with (
+            adapter.masked({att_unit: scales[att_unit]}),
+            _captured(out_proj, inputs=True) as stopped,
+            _captured(down_proj, inputs=False) as ran_mlp,
+        ):
+            _run_until(layer, inputs[0], calls[0][0], out_proj)
+        with adapter.masked({att_unit: scales[att_unit]}), _captured(out_proj, inputs=True) as whole:
+            _run(layer, inputs[0], calls[0][0])
+        assert ran_mlp == [] and len(stopped) == 1  # the run stopped before the MLP
+        torch.testing.assert_close(stopped[0], whole[0], rtol=0, atol=0)
+
+        kept = torch.nonzero(scales[mlp_unit]).flatten()
+        masks = {att_unit: scales[att_unit], mlp_unit: scales[mlp_unit]}
+        with adapter.masked(masks), _captured(out_proj, inputs=False) as att, _captured(down_proj, inputs=True) as act:
+            _run(layer, inputs[0], calls[0][0])
+        torch.manual_seed(1)
+        scales[mlp_unit][kept] = 0.5 + torch.rand(len(kept))
+        shift = torch.randn(adapter.model.config.hidden_size)
+        with adapter.masked(masks), _shifted({down_proj: shift}):
+            expected = _run(layer, inputs[0], calls[0][0])
+        columns, bias = input_columns(down_proj, kept), _bias(down_proj)
+        got = inputs[0] + att[0] + _mlp_output(act[0], kept, scales[mlp_unit], columns, bias, shift)
+    torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-4)
+
+
 def test_a_block_whose_solve_fails_keeps_binary_masks_and_tuning_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
     """SmolLM2 decode at 3x: layer 11's MLP solve failed and tuning used to stop there, leaving layers
     12-29 untuned (test perplexity 56,404 against 2,460 with tuning going on)."""
