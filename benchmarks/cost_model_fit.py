@@ -6,7 +6,10 @@ anchors). For each model, features that are sums over units, so a DP could plan 
 
 - ``Sa`` / ``Sm``: the table's standalone times of its attention / MLP units at their levels (ms);
 - ``Sad`` / ``Smd``: the same over units left dense (level 0) only;
-- ``na`` / ``nm``: attention / MLP units that keep anything;
+- ``na`` / ``nm``: attention / MLP units that keep anything (``n`` both);
+- ``W`` / ``Wa`` / ``Wm``: the same sums as ``S`` over each unit's standalone times straightened in
+  its width (``profilers.context.width_line``: bytes over bandwidth plus a per-call part), so
+  ``c0 + c1 x W + c2 x n`` prices a memory-bound pass by bytes plus a cost per present unit;
 - ``Hf0..5``: standalone times weighted by the hat functions of a piecewise-linear ratio over the
   unit's level fraction (0 dense, 1 last level), knots at the anchor fractions: ``sum_u s_u x
   r(fraction_u)``, the unit's cost in context when a thin unit costs relatively more in context than
@@ -42,7 +45,7 @@ import numpy as np
 from profile_accuracy import CONFIGS, depth_levels, extreme_levels, random_levels
 
 from profilers.context import KNOTS as CONTEXT_KNOTS
-from profilers.context import hat_weights
+from profilers.context import hat_weights, width_line
 
 FAMILIES = ("anchors", "random", "extreme", "depth", "plans")
 CHECKED = ("random", "extreme", "depth", "plans")
@@ -59,6 +62,9 @@ CANDIDATES = (
     ("Sa", "Sm", "na", "nm"),
     ("Sa", "Sm", "Sad", "Smd"),
     ("Sa", "Sm", "Sad", "Smd", "na", "nm"),
+    ("W",),
+    ("W", "n"),
+    ("Wa", "Wm", "na", "nm"),
 )
 
 
@@ -67,13 +73,18 @@ def hats(position: float) -> np.ndarray:
     return hat_weights(np.array([position]), KNOTS)[0]
 
 
-def features(levels: list[int], costs: list[np.ndarray], kinds: list[str], kept: list[list[int]]) -> dict[str, float]:
-    """The additive features of one configuration (one level per unit, table order)."""
-    out = dict.fromkeys(("S", "Sa", "Sm", "Sad", "Smd", "na", "nm", *HAT_F, *HAT_R), 0.0)
+def features(
+    levels: list[int], costs: list[np.ndarray], kinds: list[str], kept: list[list[int]], lines: list[np.ndarray]
+) -> dict[str, float]:
+    """The additive features of one configuration (one level per unit, table order); ``lines``: per unit,
+    its standalone times on their line in width (``width_lines``)."""
+    out = dict.fromkeys(("S", "Sa", "Sm", "Sad", "Smd", "n", "na", "nm", "W", "Wa", "Wm", *HAT_F, *HAT_R), 0.0)
     for unit, level in enumerate(levels):
         cost, kind = float(costs[unit][level]), "a" if kinds[unit] == "attention" else "m"
         out["S"] += cost
         out[f"S{kind}"] += cost
+        out["W"] += float(lines[unit][level])
+        out[f"W{kind}"] += float(lines[unit][level])
         fraction = level / max(1, costs[unit].size - 1)
         size = 1.0 - cost / float(costs[unit][0]) if costs[unit][0] > 0 else 0.0
         for names, position in ((HAT_F, fraction), (HAT_R, size)):
@@ -83,7 +94,14 @@ def features(levels: list[int], costs: list[np.ndarray], kinds: list[str], kept:
             out[f"S{kind}d"] += cost
         if kept[unit][level] > 0:
             out[f"n{kind}"] += 1
+            out["n"] += 1
     return out
+
+
+def width_lines(costs: list[np.ndarray], kept: list[list[int]]) -> list[np.ndarray]:
+    """Per unit, its standalone times (n_levels,) straightened in its width, as a decode table's basis."""
+    widths = [np.array([np.nan if k is None else k for k in unit], dtype=np.float64) for unit in kept]
+    return [width_line(c, w) for c, w in zip(costs, widths, strict=True)]
 
 
 def sweep_levels(units: list[Any], csv: Path) -> dict[str, dict[str, int]]:
@@ -182,11 +200,12 @@ def main() -> None:
     kept = [[level.kept for level in by_name[n].levels] for n in names]
     family = [name.split("/")[0] if name.split("/")[0] in FAMILIES else "extreme" for name in configs]
     measured = np.array([table.meta.dense_ms / check.speedup(name).value for name in configs])
-    feats = [features([int(lv.get(n, 0)) for n in names], costs, kinds, kept) for lv in configs.values()]
+    lines = width_lines(costs, kept)
+    feats = [features([int(lv.get(n, 0)) for n in names], costs, kinds, kept, lines) for lv in configs.values()]
     # The dense model is an anchor too (speedup 1 by definition), and a fit on anchors alone needs it.
     family.append("anchors")
     measured = np.append(measured, table.meta.dense_ms)
-    feats.append(features([0] * len(names), costs, kinds, kept))
+    feats.append(features([0] * len(names), costs, kinds, kept, lines))
     all_levels = [*configs.values(), {}]
     print(
         f"{adapter.name} {args.phase} b{args.batch_size} s{args.seq_len}: {len(configs)} models, table dense "
