@@ -140,7 +140,8 @@ def tune_decoder(
     student_in, calls = _layer_calls(adapter, task)
     teacher_in = [x.clone() for x in student_in]
     token_masks = [m.unsqueeze(-1).float() for _, m, _ in task.calibration.batches(task.batch_size)]
-    stream = target == "stream" and not getattr(adapter, "post_norms", False)
+    post_norms = bool(getattr(adapter, "post_norms", False))  # Gemma 3: a norm after each block
+    stream = target == "stream" and not post_norms
     with progress_bar(len(adapter.layers), "mask tuning", unit="layer", enabled=progress) as bar:
         for index, layer in enumerate(adapter.layers):
             att_unit, mlp_unit = adapter.unit_names(index)
@@ -201,7 +202,7 @@ def tune_decoder(
                 if solved is not None:  # else this block keeps binary masks
                     scales[mlp_unit][kept] = solved
                     keep_shift(shifts, mlp_unit, solver)
-                if not getattr(adapter, "post_norms", False):
+                if not post_norms:
                     outputs = [
                         student_in[b] + att_s[b] + _mlp_output(a, kept, scales[mlp_unit], w, bias, shifts.get(mlp_unit))
                         for b, a in enumerate(activations)
