@@ -186,7 +186,13 @@ def main() -> None:
         configs.update(extreme_levels(units))
     if "depth" in args.families:
         configs.update({f"depth/{k}": v for k, v in depth_levels(adapter).items()})
-    configs.update({f"anchors/{k.strip('_')}": v for k, v in calibration_anchors(units).items() if k != DENSE_KEY})
+    configs.update(
+        {
+            f"anchors/{k.strip('_')}": v
+            for k, v in calibration_anchors(units, by_kind=table.meta.context_basis == "width").items()
+            if k != DENSE_KEY
+        }
+    )
     if args.plans:
         configs.update(sweep_levels(units, args.plans))
     models: dict[str, Any] = {"dense": adapter.model}
@@ -235,7 +241,7 @@ def main() -> None:
                 f"measured {table.meta.dense_ms / measured[i]:.2f}x"
             )
     show(f"the table as it plans ({table.meta.cost_model})", table_errors)
-    anchor_keys = calibration_anchors(units)
+    anchor_keys = calibration_anchors(units, by_kind=table.meta.context_basis == "width")
     curve = CalibrationCurve.fit(
         [sum(float(costs[i][levels[n]]) for i, n in enumerate(names)) for levels in anchor_keys.values()],
         [table.meta.anchor_ms[key] for key in anchor_keys],

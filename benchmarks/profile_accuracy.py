@@ -129,7 +129,13 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
     if "depth" in families:
         configs.update({f"depth/{k}": v for k, v in depth_levels(adapter).items()})
     if "anchors" in families:
-        configs.update({f"anchors/{k.strip('_')}": v for k, v in calibration_anchors(units).items() if k != DENSE_KEY})
+        configs.update(
+            {
+                f"anchors/{k.strip('_')}": v
+                for k, v in calibration_anchors(units, by_kind=table.meta.context_basis == "width").items()
+                if k != DENSE_KEY
+            }
+        )
     models = {"dense": adapter.model, **{name: adapter.shrink_to_levels(levels) for name, levels in configs.items()}}
     check = verify_models(adapter, models, dataclasses.replace(measurement, max_rounds=None))
     runtime = measurement.runtime

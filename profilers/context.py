@@ -19,16 +19,13 @@ the ratios at the knots are fitted, non-negative, by least squares to the same w
 curve goes through (the anchors).
 
 Where a forward pass reads every weight for a handful of tokens (decode at a small batch: at most
-``MEMORY_BOUND_TOKENS``), the model is memory-bound: inside it a unit costs in proportion to the
-bytes it streams, so its cost is a line in its width. Timed alone, its weights sit in cache and
-the kernel's own steps show: on SmolLM2 decode (2 CPU cores) an MLP at 960 neurons timed 14% below
-one at 1,024 standalone, yet 30 of them saved 1.0 ms in the model against 2.75 ms predicted. A
-search finds such a step and takes it in every layer (a 32-token reply plan put 22 of 30 MLPs at
-960 and measured 1.38x for 1.49x predicted; benchmarks/RESULTS.md, 2026-12-05, seventh session).
-So in that regime the ratio multiplies each unit's standalone times straightened to the
-least-squares line in width (``width_line``, basis "width-line"); elsewhere (prefill, large
-batches: compute-bound, where a kernel's steps are real in the model too) the standalone times
-themselves (basis "standalone").
+``MEMORY_BOUND_TOKENS``), the model is memory-bound and a unit's standalone times (weights in cache,
+the kernel's own steps) mislead in any multiple: there the table plans with ``profilers.width_model``
+instead (basis "width": a line in width per kind, fitted to whole models). Schema-7 tables planned
+memory-bound shapes with this model over each unit's standalone times straightened in width
+(``width_line``, basis "width-line"); they keep the costs they were fitted with. Elsewhere (prefill,
+large batches: compute-bound, where a kernel's steps are real in the model too) this model over the
+standalone times themselves (basis "standalone").
 """
 
 from __future__ import annotations
@@ -44,15 +41,16 @@ KNOTS = (0.0, 0.25, 0.5, 0.75, 0.85, 0.95)
 MEMORY_BOUND_TOKENS = 16
 """A forward pass over at most this many tokens (batch x tokens per sequence) is memory-bound: fp32
 weights give 0.5 FLOP per byte per token, and CPUs and GPUs need far more than 8 to be compute-bound."""
-BASES = ("standalone", "width-line")
-"""What the in-context ratio multiplies: the standalone times, or their line in width (see above)."""
+BASES = ("standalone", "width-line", "width")
+"""How a table prices a unit in context: the ratio here over its standalone times, or over their line in
+width (schema-7 memory-bound tables), or ``profilers.width_model``'s line in width per kind ("width")."""
 
 
 def context_basis(phase: str, batch_size: int, seq_len: int) -> str:
-    """ "width-line" where a forward pass is memory-bound (decode, or a prefill of very few tokens, over
-    at most ``MEMORY_BOUND_TOKENS`` tokens), else "standalone"."""
+    """ "width" where a forward pass is memory-bound (decode, or a prefill of very few tokens, over at most
+    ``MEMORY_BOUND_TOKENS`` tokens), else "standalone"."""
     tokens = batch_size if phase == "decode" else batch_size * seq_len
-    return "width-line" if tokens <= MEMORY_BOUND_TOKENS else "standalone"
+    return "width" if tokens <= MEMORY_BOUND_TOKENS else "standalone"
 
 
 def width_line(costs_ms: np.ndarray, kept: np.ndarray) -> np.ndarray:

@@ -53,10 +53,14 @@ from profilers.atomic import atomic_path, atomic_write_text
 from profilers.calibration import CalibrationCurve
 from profilers.context import BASES
 from profilers.errors import TableFormatError
+from profilers.width_model import WidthModel
 
-SCHEMA_VERSION = 7
-READABLE_VERSIONS = (3, 4, 5, 6, 7)
-"""Version 7 fits the in-context ratios non-decreasing in the removed share, over width lines that
+SCHEMA_VERSION = 8
+READABLE_VERSIONS = (3, 4, 5, 6, 7, 8)
+"""Version 8 prices memory-bound shapes with a line in width per kind fitted to whole models (basis
+"width", its costs in ``context_costs``; ``profilers.width_model``); older tables plan with the costs
+they were fitted with.
+Version 7 fits the in-context ratios non-decreasing in the removed share, over width lines that
 never cross zero (``profilers.context``); a version-6 table plans with the costs it was fitted with.
 Version 6 records what the in-context ratio multiplies (``context_basis``: "standalone", or
 "width-line" where the table's shape is memory-bound); version 5 tables multiplied standalone times.
@@ -173,10 +177,14 @@ class TableMetadata:
     context_ratios: tuple[float, ...] = ()
     """The fitted in-context / standalone ratio at each removed share (``profilers.context``); empty
     for a curve table and for a reply's table (its parts hold theirs)."""
+    context_costs: Mapping[str, float] = dataclasses.field(default_factory=dict)
+    """A width model's fitted costs ("kind/term" -> ms per unit, kept head / neuron, or key/value group;
+    ``profilers.width_model``); empty for other cost models and for a reply's table."""
     context_basis: str = "standalone"
-    """What the ratios multiply (``profilers.context.BASES``): "standalone" times, or their least-squares
-    line in width ("width-line", memory-bound shapes such as decode at a small batch); a reply's table
-    whose parts differ says "per part"."""
+    """How units are priced in context (``profilers.context.BASES``): the ratios over "standalone" times
+    or over their least-squares line in width ("width-line", schema-7 memory-bound tables), or a width
+    model ("width", memory-bound shapes such as decode at a small batch); a reply's table whose parts
+    differ says "per part"."""
     schema_version: int = SCHEMA_VERSION
 
     def provenance(self) -> dict[str, Any]:
@@ -354,6 +362,8 @@ class LatencyTable:
         m = self.meta
         if m.cost_model != "context":
             return f"standalone; {len(m.calibration_sum_ms)} whole-model calibration points"
+        if m.context_costs:
+            return "in context: " + WidthModel(m.fixed_ms, m.context_costs).describe()
         if not m.context_ratios:
             return "in context: the parts' costs in their whole models"
         ratios = ", ".join(f"{r:.2f}" for r in m.context_ratios)
@@ -406,6 +416,8 @@ class LatencyTable:
             raw_meta = {**raw_meta, "cost_model": "curve", "context_knots": [], "context_ratios": []}
         if version in (3, 4, 5):  # before bases: the ratios multiplied standalone times
             raw_meta = {**raw_meta, "context_basis": "standalone"}
+        if version in (3, 4, 5, 6, 7):  # before width models
+            raw_meta = {**raw_meta, "context_costs": {}}
         raw_meta = {**raw_meta, "schema_version": SCHEMA_VERSION}  # older fields filled in above; values kept
         fields = {f.name for f in dataclasses.fields(TableMetadata)}
         missing = sorted(fields - set(raw_meta))
@@ -420,6 +432,11 @@ class LatencyTable:
             CalibrationCurve(meta.calibration_sum_ms, meta.calibration_total_ms)
         except (TypeError, ValueError) as exc:
             raise TableFormatError(f"{json_path}: bad calibration anchors ({exc}); re-run `planner profile`.") from None
+        if meta.context_costs:
+            try:
+                WidthModel(meta.fixed_ms, dict(meta.context_costs))
+            except (AttributeError, TypeError, ValueError) as exc:
+                raise TableFormatError(f"{json_path}: bad width costs ({exc}); re-run `planner profile`.") from None
         try:
             frame = pd.read_csv(
                 csv_path, dtype={"unit": str, "kind": str, "structure": str, "impl": str, "signature": str}

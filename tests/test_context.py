@@ -161,12 +161,12 @@ def test_width_line_straightens_a_step_and_keeps_empty_and_sparsity_levels() -> 
     np.testing.assert_array_equal(width_line(costs[:2], widths[:2]), costs[:2])  # two points pin nothing
 
 
-def test_only_memory_bound_shapes_straighten_their_times() -> None:
-    assert context_basis("decode", 1, 512) == "width-line"
-    assert context_basis("decode", 16, 128) == "width-line"
+def test_only_memory_bound_shapes_are_priced_by_width() -> None:
+    assert context_basis("decode", 1, 512) == "width"
+    assert context_basis("decode", 16, 128) == "width"
     assert context_basis("decode", 64, 128) == "standalone"
     assert context_basis("prefill", 8, 128) == "standalone"
-    assert context_basis("prefill", 1, 4) == "width-line"
+    assert context_basis("prefill", 1, 4) == "width"
 
 
 def test_on_the_width_line_a_step_timed_alone_is_not_taken_for_a_saving() -> None:

@@ -41,9 +41,11 @@ def test_profile_tiny_bert_writes_a_complete_table(tmp_path: Path, runtime: str)
     assert (m.runtime, m.batch_size, m.seq_len, m.threads) == (runtime, 2, 8, 1)
     assert m.model_fingerprint == loaded.fingerprint
     assert m.dense_ms > 0 and math.isfinite(m.fixed_ms)
-    # Ten whole models pin down each unit's cost in context: the table plans with those.
-    assert m.cost_model == "context" and len(m.context_ratios) == len(m.context_knots) >= 2
-    assert m.context_basis == "width-line"  # 2 x 8 tokens a pass: memory-bound, times straightened in width
+    # 2 x 8 tokens a pass is memory-bound: whole models, some with one kind emptied in alternate layers,
+    # pin down a line in width per kind, and the table plans with it.
+    assert m.cost_model == "context" and m.context_basis == "width" and not m.context_ratios
+    assert {"attention/present", "attention/kept", "ffn/present", "ffn/kept"} <= set(m.context_costs)
+    assert {"__emptied_attention__", "__emptied_ffn__", "__emptied_layers__"} <= set(m.anchor_ms)
     assert table.frame["context_ms"].notna().all() and (table.frame["context_ms"] >= 0).all()
     assert table.budget_ms(2.0) == pytest.approx(m.dense_ms / 2 - m.fixed_ms)
     # The fit passes near the measured dense model (noisy anchors on a tiny model: loosely).

@@ -312,3 +312,28 @@ def test_an_unknown_context_basis_is_refused(tmp_path: Path) -> None:
     with pytest.raises(TableFormatError, match="context basis 'wavy'") as info:
         LatencyTable.load(path)
     assert "planner profile" in str(info.value)
+
+
+def test_a_version_7_table_keeps_its_costs_and_a_width_tables_costs_are_checked(tmp_path: Path) -> None:
+    """Version 8 prices memory-bound shapes with a width model (its costs in the sidecar); a version-7
+    table planned them with ratios over width lines and keeps the costs it was fitted with."""
+    table = _context_table()
+    path = table.save(tmp_path / "t.csv")
+    meta = json.loads(path.with_suffix(".json").read_text())
+    del meta["context_costs"]
+    meta["schema_version"], meta["context_basis"] = 7, "width-line"
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    loaded = LatencyTable.load(path)
+    assert loaded.meta.context_costs == {} and loaded.meta.context_basis == "width-line"
+    assert loaded.predict_ms([1, 2]) == pytest.approx(table.predict_ms([1, 2]))
+    widths = dataclasses.replace(
+        table.meta, context_basis="width", context_costs={"ffn/present": 0.1, "ffn/kept": 0.01}
+    )
+    saved = LatencyTable(frame=table.frame, meta=widths).save(tmp_path / "w.csv")
+    assert "ffn 0.1 ms/unit + 0.01 ms/kept" in LatencyTable.load(saved).summary()
+    meta = json.loads(saved.with_suffix(".json").read_text())
+    meta["context_costs"] = {"ffn/present": -1.0}
+    saved.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(TableFormatError, match="bad width costs") as info:
+        LatencyTable.load(saved)
+    assert "planner profile" in str(info.value)

@@ -32,11 +32,12 @@ from planner.models.phases import shape_of
 from planner.version import __version__
 from profilers import LatencyTable, Measured, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
 from profilers.calibration import CalibrationCurve
-from profilers.context import ContextModel, context_basis, width_line
+from profilers.context import ContextModel, context_basis
 from profilers.runtimes import DTYPES, device_name
 from profilers.smoothing import non_increasing_fit
 from profilers.table import PER_PART
 from profilers.timing import TimingStats
+from profilers.width_model import UnitWidths, WidthModel
 
 DENSE_KEY = "__dense_model__"
 ANCHOR_FRACTIONS = (0.25, 0.5, 0.75, 0.85, 0.95, 1.0)
@@ -94,7 +95,11 @@ def profile_model(
     workloads = [Workload(w.key, w.module, w.inputs) for w in unit_work]
     dense_module, dense_inputs = adapter.timed(adapter.model, shape)
     workloads.append(Workload(DENSE_KEY, dense_module, dense_inputs, steady=True))
-    anchors = calibration_anchors(units) if adapter.supports_shrinking else {DENSE_KEY: {u.name: 0 for u in units}}
+    basis = context_basis(measurement.phase, measurement.batch_size, measurement.seq_len)
+    if adapter.supports_shrinking:
+        anchors = calibration_anchors(units, by_kind=basis == "width")
+    else:
+        anchors = {DENSE_KEY: {u.name: 0 for u in units}}
     for key, levels in anchors.items():
         if key != DENSE_KEY:
             module, inputs = adapter.timed(adapter.shrink_to_levels(levels), shape)
@@ -109,12 +114,11 @@ def profile_model(
     )
     frame = _table_rows(units, stats, smoothing=smoothing)
     dense = stats[DENSE_KEY]
-    basis = context_basis(measurement.phase, measurement.batch_size, measurement.seq_len)
     context = _context_model(frame, anchors, stats, basis)
     if context is None:
         curve = _calibration(frame, anchors, stats)
     else:
-        frame = _with_context_costs(frame, context, basis)
+        frame = _with_context_costs(frame, context)
         curve = CalibrationCurve((0.0,), (context.fixed_ms,))
     noisy = _signatures_of(material_noise(stats, unit_work, units, dense_key=DENSE_KEY), unit_work)
     grid = level_grid(adapter)
@@ -153,8 +157,9 @@ def profile_model(
         anchor_ms={key: stats[key].estimate_ms for key in anchors},
         fusions=fused_operators(stats, unit_work),
         cost_model="curve" if context is None else "context",
-        context_knots=() if context is None else context.knots,
-        context_ratios=() if context is None else context.ratios,
+        context_knots=context.knots if isinstance(context, ContextModel) else (),
+        context_ratios=context.ratios if isinstance(context, ContextModel) else (),
+        context_costs=dict(context.costs) if isinstance(context, WidthModel) else {},
         context_basis="standalone" if context is None else basis,
     )
     table = LatencyTable(frame=frame, meta=meta)
@@ -232,6 +237,7 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
         cost_model="context" if in_context else "curve",
         context_knots=(),
         context_ratios=(),
+        context_costs={},
         context_basis=p.context_basis if p.context_basis == d.context_basis else PER_PART,
         noisy=p.noisy or d.noisy,
         noisy_workloads=tuple(f"prefill: {w}" for w in p.noisy_workloads)
@@ -290,8 +296,14 @@ def _signatures_of(keys: Sequence[str], unit_work: Sequence[Any]) -> tuple[str, 
     return tuple(names.get(k, readable.get(k, k.strip("_").replace("_", " "))) for k in keys)
 
 
-def calibration_anchors(units: Sequence[Unit]) -> dict[str, dict[str, int]]:
-    """Every whole model the calibration curve goes through: key -> unit levels (dense first)."""
+def calibration_anchors(units: Sequence[Unit], *, by_kind: bool = False) -> dict[str, dict[str, int]]:
+    """Every whole model the calibration curve goes through: key -> unit levels (dense first).
+
+    ``by_kind`` adds the models a memory-bound table's width model needs (``profilers.width_model``):
+    per kind, that kind emptied in even layers and the rest dense ("__emptied_<kind>__"), and every unit
+    of the odd layers emptied with the rest at half range ("__emptied_layers__"), so what a present
+    unit costs is told apart per kind and from the fixed part.
+    """
     anchors = {DENSE_KEY: {u.name: 0 for u in units}}
     for fraction in ANCHOR_FRACTIONS:
         anchors[f"__anchor_{fraction:g}__"] = anchor_levels(units, fraction)
@@ -307,37 +319,64 @@ def calibration_anchors(units: Sequence[Unit]) -> dict[str, dict[str, int]]:
                 fraction = center + spread * jitter[unit.name]
             levels[unit.name] = int(np.clip(round(fraction * top), 0, top))
         anchors[f"__mixed_{name}__"] = levels
+    if by_kind:
+        anchors.update(emptied_anchors(units))
     return anchors
 
 
-def _basis_ms(rows: pd.DataFrame, basis: str) -> np.ndarray:
-    """One unit's rows (sorted by level) as the context model's basis: standalone times, or their line in
-    width (weight-sparsity levels have no width and keep their times)."""
-    costs = rows["latency_ms"].to_numpy(float)
-    if basis == "standalone":
-        return costs
-    widths = pd.to_numeric(rows["kept"], errors="coerce").to_numpy(float)
-    widths[rows["sparsity"].notna().to_numpy()] = np.nan
-    return width_line(costs, widths)
+def emptied_anchors(units: Sequence[Unit]) -> dict[str, dict[str, int]]:
+    """Whole models with units emptied: per kind, its units in even layers (even positions for units
+    outside layers) at their empty level and the rest dense; and every unit of the odd layers emptied,
+    the rest at half range. Units without an empty level stay as the rest."""
+    position = {u.name: int(u.layer) if u.layer is not None else i for i, u in enumerate(units)}
+    empty: dict[str, int | None] = {u.name: next((lv.index for lv in u.levels if lv.kept == 0), None) for u in units}
+
+    def emptied(chosen: set[str], rest: float) -> dict[str, int]:
+        levels = anchor_levels(units, rest)
+        for name in chosen:
+            level = empty[name]
+            if level is not None:
+                levels[name] = level
+        return levels
+
+    anchors = {}
+    for kind in dict.fromkeys(u.kind for u in units):
+        chosen = {u.name for u in units if u.kind == kind and position[u.name] % 2 == 0}
+        anchors[f"__emptied_{kind}__"] = emptied(chosen, 0.0)
+    anchors["__emptied_layers__"] = emptied({u.name for u in units if position[u.name] % 2 == 1}, 0.5)
+    return anchors
+
+
+def _unit_widths(rows: pd.DataFrame) -> UnitWidths:
+    """One unit's rows (sorted by level) as the width model reads them."""
+    kept = pd.to_numeric(rows["kept"], errors="coerce").to_numpy(float)
+    groups = pd.to_numeric(rows["groups"], errors="coerce").to_numpy(float)
+    return UnitWidths(str(rows["kind"].iloc[0]), kept, groups, rows["latency_ms"].to_numpy(float))
 
 
 def _context_model(
     frame: pd.DataFrame, anchors: dict[str, dict[str, int]], stats: Mapping[str, TimingStats], basis: str
-) -> ContextModel | None:
-    """Each unit's cost in the whole model, fitted to the anchors; None where they are too few."""
+) -> ContextModel | WidthModel | None:
+    """Each unit's cost in the whole model, fitted to the anchors; None where they are too few. A
+    memory-bound shape (basis "width") gets a width model, others a ratio over standalone times."""
     names = list(dict.fromkeys(frame["unit"]))
-    by_unit = {name: _basis_ms(rows.sort_values("level"), basis) for name, rows in frame.groupby("unit")}
+    ordered = {name: rows.sort_values("level") for name, rows in frame.groupby("unit")}
     timed = [([levels[name] for name in names], stats[key].estimate_ms) for key, levels in anchors.items()]
-    return ContextModel.fit([by_unit[name] for name in names], timed)
+    if basis == "width":
+        return WidthModel.fit([_unit_widths(ordered[name]) for name in names], timed)
+    return ContextModel.fit([ordered[name]["latency_ms"].to_numpy(float) for name in names], timed)
 
 
-def _with_context_costs(frame: pd.DataFrame, context: ContextModel, basis: str) -> pd.DataFrame:
-    """``frame`` with ``context_ms`` filled in from ``context`` over ``basis`` (rows in any order)."""
+def _with_context_costs(frame: pd.DataFrame, context: ContextModel | WidthModel) -> pd.DataFrame:
+    """``frame`` with ``context_ms`` filled in from ``context`` (rows in any order)."""
     out = frame.copy()
     out["context_ms"] = np.nan
     for _, rows in out.groupby("unit", sort=False):
         ordered = rows.sort_values("level")
-        (costs,) = context.unit_costs([_basis_ms(ordered, basis)])
+        if isinstance(context, WidthModel):
+            (costs,) = context.unit_costs([_unit_widths(ordered)])
+        else:
+            (costs,) = context.unit_costs([ordered["latency_ms"].to_numpy(float)])
         out.loc[ordered.index, "context_ms"] = costs
     return out
 
