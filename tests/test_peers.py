@@ -16,7 +16,7 @@ from planner.backends.activations import block_influence
 from planner.backends.depth import INFLUENCE
 from planner.backends.flap import z_key
 from planner.cli import main
-from planner.models.decoder_surgery import AttentionlessLayer, SkippedLayer
+from planner.models.decoder_surgery import AttentionlessLayer, SkippedLayer, UnusedNorm
 from planner.models.units import first_kept
 from planner.records.plan import UnitChoice
 from planner.stages.solve import depth_levels, flap_levels, solve_plan
@@ -69,6 +69,30 @@ def test_a_layer_without_attention_runs_only_its_mlp_half_and_changes_nothing(
     assert adapter.attention_heads(layers[1]) == 0
     # The same weights under the same names: the model saves and loads as before.
     assert sorted(shrunk.state_dict()) == sorted(adapter.shrink(cut).state_dict())
+
+
+@pytest.mark.parametrize("family", SKIPPABLE)
+def test_a_layer_without_its_mlp_skips_the_norm_before_it_and_changes_nothing(
+    family: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An emptied MLP returns its bias (zeros) whatever it is given: the norm before it is not computed
+    (Llama, Qwen2, Mistral); the logits, with and without a KV cache, are the same bits."""
+    adapter = TINY_ADAPTERS[family]()
+    cut = {u.name: first_kept(u, u.levels[-1]) for u in adapter.units() if u.layer == 1 and u.kind == "ffn"}
+    shrunk = adapter.shrink(cut)
+    layers = adapter.layers_of(shrunk)
+    plain = family != "llama/gemma3"  # Gemma 3 has norms around each block: its layers stay whole
+    assert isinstance(layers[1].post_attention_layernorm, UnusedNorm) == plain
+    assert not isinstance(layers[0].post_attention_layernorm, UnusedNorm)
+    (new, step), (old, old_step) = skipped_and_whole_logits(adapter, cut, monkeypatch)
+    torch.testing.assert_close(new, old, rtol=0, atol=0)
+    torch.testing.assert_close(step, old_step, rtol=0, atol=0)
+    # The same weights under the same names: the model saves and loads as before.
+    monkeypatch.setattr(adapter, "skip_identity_layers", lambda _layers: None)
+    whole = adapter.shrink(cut).state_dict()
+    assert sorted(shrunk.state_dict()) == sorted(whole)
+    for name, tensor in shrunk.state_dict().items():
+        torch.testing.assert_close(tensor, whole[name], rtol=0, atol=0)
 
 
 def test_layers_with_output_biases_or_post_norms_are_not_skipped_and_depth_refuses_them(

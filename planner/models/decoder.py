@@ -29,9 +29,11 @@ from planner.models.decoder_surgery import (
     EmptyAttention,
     EmptyMLP,
     SkippedLayer,
+    UnusedNorm,
     gated_mlp_neurons,
     gpt2_heads,
     gpt2_neurons,
+    has_unused_mlp_norm,
     is_attentionless_layer,
     is_identity_layer,
     llama_groups,
@@ -383,6 +385,8 @@ class LlamaAdapter(DecoderAdapter):
                 layers[i] = SkippedLayer(layer)
             elif not isinstance(layer, AttentionlessLayer) and is_attentionless_layer(layer):
                 layers[i] = AttentionlessLayer(layer)
+            elif has_unused_mlp_norm(layer):
+                layer.post_attention_layernorm = UnusedNorm(layer.post_attention_layernorm)
 
     def pruned_attention(self, attention: Any, keep: Sequence[int]) -> nn.Module:
         if isinstance(attention, EmptyAttention) or len(keep) == llama_heads(attention):

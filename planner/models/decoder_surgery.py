@@ -16,7 +16,10 @@ A pre-norm layer whose two blocks are both empty without biases adds zeros to it
 identity, and becomes a ``SkippedLayer`` that skips its norms too (depth pruning, exactly). Any other
 whose attention is empty becomes an ``AttentionlessLayer``, which skips the input norm and adds the
 attention's bias (if any, from FLAP's compensation) straight to the stream (Llama family; the output
-is the same).
+is the same). One whose MLP alone is empty keeps running its attention half, but the norm before the
+MLP becomes an ``UnusedNorm`` (the emptied MLP ignores its input). So each emptied block skips its own
+norm, and a layer's savings add up by block: a memory-bound table prices them per block
+(``profilers.width_model``).
 """
 
 from __future__ import annotations
@@ -129,6 +132,37 @@ class AttentionlessLayer(nn.Module):
         if isinstance(self.mlp, EmptyMLP):
             return hidden_states + self.mlp(hidden_states)
         return hidden_states + self.mlp(self.post_attention_layernorm(hidden_states))
+
+
+class UnusedNorm(nn.Module):
+    """The norm before an emptied MLP, not computed: that MLP returns its bias (zeros without one)
+    whatever it is given, so this returns its input unchanged and the layer's output is the same.
+
+    Keeps the norm's parameters and buffers under their own names, so the weights save and load as the
+    layer's. Without it an emptied MLP's layer still ran the norm (about 0.05-0.1 ms a layer in SmolLM2
+    decode on 2 CPU cores) that a removed layer skips, so removing a layer saved more than emptying its
+    two blocks, which an additive cost model cannot price.
+    """
+
+    def __init__(self, norm: nn.Module) -> None:
+        super().__init__()
+        for name, parameter in norm.named_parameters(recurse=False):
+            self.register_parameter(name, parameter)
+        for name, buffer in norm.named_buffers(recurse=False):
+            self.register_buffer(name, buffer)
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states
+
+
+def has_unused_mlp_norm(layer: nn.Module) -> bool:
+    """Whether a plain pre-norm layer's MLP is empty while its attention is not (``UnusedNorm`` applies)."""
+    return (
+        {name for name, _ in layer.named_children()} == PRE_NORM_PARTS
+        and isinstance(getattr(layer, "mlp", None), EmptyMLP)
+        and not isinstance(getattr(layer, "self_attn", None), EmptyAttention)
+        and not isinstance(getattr(layer, "post_attention_layernorm", None), UnusedNorm)
+    )
 
 
 PRE_NORM_PARTS = frozenset({"self_attn", "mlp", "input_layernorm", "post_attention_layernorm"})
