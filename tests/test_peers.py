@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import numpy as np
 import pytest
@@ -51,21 +52,29 @@ def test_a_layer_without_blocks_is_skipped_whole_and_changes_nothing(
     torch.testing.assert_close(skipped, kept, rtol=0, atol=0)
 
 
+def _layer_1_block_emptied(family: str, kind: str, monkeypatch: pytest.MonkeyPatch) -> tuple[Any, Any, Any, bool]:
+    """(adapter, cut, shrunk model, whether its layers are plain pre-norm ones) for ``family`` with layer
+    1's ``kind`` block emptied; checks first that the logits, with and without a KV cache, are the same
+    bits as with the layer kept whole."""
+    adapter = TINY_ADAPTERS[family]()
+    cut = {u.name: first_kept(u, u.levels[-1]) for u in adapter.units() if u.layer == 1 and u.kind == kind}
+    (new, step), (old, old_step) = skipped_and_whole_logits(adapter, cut, monkeypatch)
+    torch.testing.assert_close(new, old, rtol=0, atol=0)
+    torch.testing.assert_close(step, old_step, rtol=0, atol=0)
+    monkeypatch.undo()
+    plain = family != "llama/gemma3"  # Gemma 3 has norms around each block: its layers stay whole
+    return adapter, cut, adapter.shrink(cut), plain
+
+
 @pytest.mark.parametrize("family", SKIPPABLE)
 def test_a_layer_without_attention_runs_only_its_mlp_half_and_changes_nothing(
     family: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An emptied attention (no bias) adds zeros: its layer skips the input norm and the residual add
     (Llama, Qwen2, Mistral); the logits, with and without a KV cache, are the same bits."""
-    adapter = TINY_ADAPTERS[family]()
-    cut = {u.name: first_kept(u, u.levels[-1]) for u in adapter.units() if u.layer == 1 and u.kind == "attention"}
-    shrunk = adapter.shrink(cut)
+    adapter, cut, shrunk, plain = _layer_1_block_emptied(family, "attention", monkeypatch)
     layers = adapter.layers_of(shrunk)
-    plain = family != "llama/gemma3"  # Gemma 3 has norms around each block: its layers stay whole
     assert isinstance(layers[1], AttentionlessLayer) == plain and not isinstance(layers[0], AttentionlessLayer)
-    (new, step), (old, old_step) = skipped_and_whole_logits(adapter, cut, monkeypatch)
-    torch.testing.assert_close(new, old, rtol=0, atol=0)
-    torch.testing.assert_close(step, old_step, rtol=0, atol=0)
     assert adapter.attention_heads(layers[1]) == 0
     # The same weights under the same names: the model saves and loads as before.
     assert sorted(shrunk.state_dict()) == sorted(adapter.shrink(cut).state_dict())
@@ -77,16 +86,10 @@ def test_a_layer_without_its_mlp_skips_the_norm_before_it_and_changes_nothing(
 ) -> None:
     """An emptied MLP returns its bias (zeros) whatever it is given: the norm before it is not computed
     (Llama, Qwen2, Mistral); the logits, with and without a KV cache, are the same bits."""
-    adapter = TINY_ADAPTERS[family]()
-    cut = {u.name: first_kept(u, u.levels[-1]) for u in adapter.units() if u.layer == 1 and u.kind == "ffn"}
-    shrunk = adapter.shrink(cut)
+    adapter, cut, shrunk, plain = _layer_1_block_emptied(family, "ffn", monkeypatch)
     layers = adapter.layers_of(shrunk)
-    plain = family != "llama/gemma3"  # Gemma 3 has norms around each block: its layers stay whole
     assert isinstance(layers[1].post_attention_layernorm, UnusedNorm) == plain
     assert not isinstance(layers[0].post_attention_layernorm, UnusedNorm)
-    (new, step), (old, old_step) = skipped_and_whole_logits(adapter, cut, monkeypatch)
-    torch.testing.assert_close(new, old, rtol=0, atol=0)
-    torch.testing.assert_close(step, old_step, rtol=0, atol=0)
     # The same weights under the same names: the model saves and loads as before.
     monkeypatch.setattr(adapter, "skip_identity_layers", lambda _layers: None)
     whole = adapter.shrink(cut).state_dict()
