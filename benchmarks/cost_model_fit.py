@@ -46,6 +46,7 @@ from profile_accuracy import CONFIGS, depth_levels, extreme_levels, random_level
 
 from profilers.context import KNOTS as CONTEXT_KNOTS
 from profilers.context import hat_weights, width_line
+from profilers.heap import settle_heap
 
 FAMILIES = ("anchors", "random", "extreme", "depth", "plans")
 CHECKED = ("random", "extreme", "depth", "plans")
@@ -145,6 +146,7 @@ def show(label: str, by_family: dict[str, tuple[float, float]]) -> None:
 
 
 def main() -> None:
+    settle_heap()  # as the planner command does, before any model is built
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--phase", default="decode")

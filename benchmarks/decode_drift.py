@@ -18,10 +18,13 @@ from __future__ import annotations
 import argparse
 import statistics
 
+from profilers.heap import settle_heap
+
 FRACTIONS = {"dense": 0.0, "half": 0.5, "three_quarters": 0.75}
 
 
 def main() -> None:
+    settle_heap()  # as the planner command does, before any model is built
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="smollm2")
     parser.add_argument("--seq-len", type=int, default=512, help="tokens already in the KV cache")

@@ -21,7 +21,7 @@ import numpy as np
 from planner.config import RunConfig
 from planner.models import load_model
 from planner.models.phases import Shape
-from planner.stages.profile.measure import anchor_levels, profiler_settings
+from planner.stages.profile.measure import anchor_levels
 from profilers import Profiler, Workload
 from profilers.hog import cpu_hog
 
@@ -50,7 +50,7 @@ def workloads(batch: int, seq: int) -> list[Workload]:
 
 
 def run(rounds: int, hog: bool, seed: int) -> dict[str, list[float]]:
-    settings = profiler_settings(RunConfig(rounds=rounds, seed=seed).measurement())
+    settings = RunConfig(rounds=rounds, seed=seed).measurement().profiler_settings()
     work = workloads(32, 128)
     if hog:
         with cpu_hog(cores=1):

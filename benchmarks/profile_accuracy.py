@@ -46,6 +46,7 @@ from planner.models import LoadedModel, load_model
 from planner.models.fingerprint import model_fingerprint
 from planner.stages.profile.measure import DENSE_KEY, calibration_anchors, profile_model
 from planner.stages.verify import verify_models
+from profilers.heap import settle_heap
 
 CONFIGS = 8
 
@@ -169,6 +170,7 @@ def run(loaded: LoadedModel, measurement: Measurement, families: list[str]) -> t
 
 
 def main() -> None:
+    settle_heap()  # as the planner command does, before any model is built
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm", help="minilm, smollm2 or bert-base")
     parser.add_argument("--runtimes", nargs="+", default=["torch", "onnxruntime"])

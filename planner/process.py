@@ -2,7 +2,9 @@
 
 Nothing the planner does leaves the process changed: environment variables, warning filters and
 Hugging Face's logging verbosity and progress bars are set for a block and put back afterwards
-(thread counts are restored by ``profilers.runtimes.torch_threads``).
+(thread counts are restored by ``profilers.runtimes.torch_threads``). One exception: the C heap's
+thresholds, once raised (``profilers.heap.settle_heap``), stay raised, as glibc itself leaves them
+after any large free.
 """
 
 from __future__ import annotations
@@ -59,7 +61,12 @@ def _one_line_warning(message: Warning | str, category: type[Warning], *args: An
 @contextlib.contextmanager
 def cli_session(*, debug: bool, progress: bool) -> Iterator[None]:
     """What the ``planner`` command changes while it runs: one-line warnings (library UserWarnings
-    hidden unless ``debug``) and, with ``progress=False``, no progress bars."""
+    hidden unless ``debug``) and, with ``progress=False``, no progress bars. First of all it settles
+    the C heap (``profilers.heap``), before any model is built, so that what it times reads what a
+    long-running process gets."""
+    from profilers.heap import settle_heap
+
+    settle_heap()
     with warnings.catch_warnings():  # restores the filters and showwarning on exit
         if not debug:
             warnings.filterwarnings("ignore", category=UserWarning)

@@ -12,6 +12,10 @@ estimate is not yet settled (its 95% interval wider than ``stability`` of it), u
 CPU (``profilers.load``) is kept apart and does not count: under a persistent load every sample is
 slow alike, which no spread statistic can see. Stops at ``max_rounds`` rounds or ``max_seconds``;
 workloads that still have too few quiet samples or an unsettled estimate are reported as noisy.
+
+Before anything is prepared the C heap is settled (``profilers.heap``; best done before the models
+were built, as the ``planner`` command does): timings then read what a long-running process gets,
+not what a fresh one pays for its first large frees.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import torch
 
 from profilers.atomic import atomic_write_text
 from profilers.errors import ProfileError
+from profilers.heap import AS_FOUND, heap_state, settle_heap
 from profilers.load import LoadMeter
 from profilers.runtimes import canonical_dtype, check_execution, get_runtime
 from profilers.timing import Runner, SampleStore, TimingStats, calls_per_sample, run_rounds
@@ -133,6 +138,8 @@ class Measured(Mapping[str, TimingStats]):
     busy: tuple[str, ...] = ()
     fusions: Mapping[str, Mapping[str, int]] = dataclasses.field(default_factory=dict)
     """Per workload, the fused operators the runtime's graph optimizer placed (ONNX Runtime)."""
+    heap: str = AS_FOUND
+    """The C heap the samples ran on (``profilers.heap.HEAP_STATES``): "settled" or "as found"."""
 
     def __getitem__(self, key: str) -> TimingStats:
         return self.stats[key]
@@ -201,6 +208,8 @@ class Profiler:
         )
         store = _load_checkpoint(checkpoint, full_key)
         rng = np.random.default_rng(s.seed + len(store.loads))
+        settle_heap()
+        heap = heap_state()
         with self.runtime.threads(s.threads), _quiet():
             runners: dict[str, Runner] = {}
             for w in workloads:
@@ -238,7 +247,7 @@ class Profiler:
                 )
             seconds = time.perf_counter() - started
         fusions = {k: dict(r.fusions) for k, r in runners.items() if hasattr(r, "fusions")}
-        return dataclasses.replace(_summarise(store, keys, s, seconds), fusions=fusions)
+        return dataclasses.replace(_summarise(store, keys, s, seconds), fusions=fusions, heap=heap)
 
 
 def _load_reader() -> Callable[[], float | None]:

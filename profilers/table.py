@@ -53,11 +53,14 @@ from profilers.atomic import atomic_path, atomic_write_text
 from profilers.calibration import CalibrationCurve
 from profilers.context import BASES
 from profilers.errors import TableFormatError
+from profilers.heap import AS_FOUND, HEAP_STATES
 from profilers.width_model import WidthModel
 
-SCHEMA_VERSION = 8
-READABLE_VERSIONS = (3, 4, 5, 6, 7, 8)
-"""Version 8 prices memory-bound shapes with a line in width per kind fitted to whole models (basis
+SCHEMA_VERSION = 9
+READABLE_VERSIONS = (3, 4, 5, 6, 7, 8, 9)
+"""Version 9 records the C heap the samples ran on (``heap``: "settled" where glibc's thresholds were
+raised before timing, ``profilers.heap``); older tables were timed on the heap "as found".
+Version 8 prices memory-bound shapes with a line in width per kind fitted to whole models (basis
 "width", its costs in ``context_costs``; ``profilers.width_model``); older tables plan with the costs
 they were fitted with.
 Version 7 fits the in-context ratios non-decreasing in the removed share, over width lines that
@@ -185,6 +188,9 @@ class TableMetadata:
     or over their least-squares line in width ("width-line", schema-7 memory-bound tables), or a width
     model ("width", memory-bound shapes such as decode at a small batch); a reply's table whose parts
     differ says "per part"."""
+    heap: str = AS_FOUND
+    """The C heap the samples ran on (``profilers.heap.HEAP_STATES``): "settled" (a long-running
+    process's state) or "as found" (not glibc, or a table from before schema 9)."""
     schema_version: int = SCHEMA_VERSION
 
     def provenance(self) -> dict[str, Any]:
@@ -335,7 +341,8 @@ class LatencyTable:
         lines = [
             f"latency table: {m.model_name} on {m.device} ({m.device_name}), {m.runtime} {m.runtime_version} "
             f"({m.execution}), "
-            f"{m.dtype}, batch {m.batch_size} x seq {m.seq_len}, {_phase_text(m)}, {m.threads} threads",
+            f"{m.dtype}, batch {m.batch_size} x seq {m.seq_len}, {_phase_text(m)}, {m.threads} threads, "
+            f"C heap {m.heap}",
             f"  dense end-to-end: {m.dense_ms:.2f} ms (p10 {m.dense_p10_ms:.2f}, p90 {m.dense_p90_ms:.2f})",
             f"  fixed part (not searched): {m.fixed_ms:.2f} ms; "
             f"searched units at dense: {self.searched_dense_ms:.2f} ms ({self._cost_text()})",
@@ -418,6 +425,8 @@ class LatencyTable:
             raw_meta = {**raw_meta, "context_basis": "standalone"}
         if version in (3, 4, 5, 6, 7):  # before width models
             raw_meta = {**raw_meta, "context_costs": {}}
+        if version in (3, 4, 5, 6, 7, 8):  # before the heap was settled for timing
+            raw_meta = {**raw_meta, "heap": AS_FOUND}
         raw_meta = {**raw_meta, "schema_version": SCHEMA_VERSION}  # older fields filled in above; values kept
         fields = {f.name for f in dataclasses.fields(TableMetadata)}
         missing = sorted(fields - set(raw_meta))
@@ -432,6 +441,10 @@ class LatencyTable:
             CalibrationCurve(meta.calibration_sum_ms, meta.calibration_total_ms)
         except (TypeError, ValueError) as exc:
             raise TableFormatError(f"{json_path}: bad calibration anchors ({exc}); re-run `planner profile`.") from None
+        if meta.heap not in HEAP_STATES:
+            raise TableFormatError(
+                f"{json_path}: heap {meta.heap!r} is not one of {', '.join(HEAP_STATES)}; re-run `planner profile`."
+            )
         if meta.context_costs:
             try:
                 WidthModel(meta.fixed_ms, dict(meta.context_costs))

@@ -337,3 +337,21 @@ def test_a_version_7_table_keeps_its_costs_and_a_width_tables_costs_are_checked(
     with pytest.raises(TableFormatError, match="bad width costs") as info:
         LatencyTable.load(saved)
     assert "planner profile" in str(info.value)
+
+
+def test_a_version_8_table_was_timed_on_the_heap_as_found_and_an_unknown_heap_is_refused(tmp_path: Path) -> None:
+    """Version 9 records the C heap the samples ran on; older tables ran on the heap as found."""
+    path = dataclasses.replace(make_table(), meta=dataclasses.replace(make_table().meta, heap="settled")).save(
+        tmp_path / "t.csv"
+    )
+    assert "C heap settled" in LatencyTable.load(path).summary()
+    meta = json.loads(path.with_suffix(".json").read_text())
+    del meta["heap"]
+    meta["schema_version"] = 8
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    assert LatencyTable.load(path).meta.heap == "as found"
+    meta["heap"], meta["schema_version"] = "tidy", SCHEMA_VERSION
+    path.with_suffix(".json").write_text(json.dumps(meta))
+    with pytest.raises(TableFormatError, match="heap 'tidy'") as info:
+        LatencyTable.load(path)
+    assert "planner profile" in str(info.value)

@@ -33,6 +33,7 @@ from planner.version import __version__
 from profilers import LatencyTable, Measured, Profiler, ProfilerSettings, TableFormatError, TableMetadata, Workload
 from profilers.calibration import CalibrationCurve
 from profilers.context import ContextModel, context_basis
+from profilers.heap import AS_FOUND
 from profilers.runtimes import DTYPES, device_name
 from profilers.smoothing import non_increasing_fit
 from profilers.table import PER_PART
@@ -161,6 +162,7 @@ def profile_model(
         context_ratios=context.ratios if isinstance(context, ContextModel) else (),
         context_costs=dict(context.costs) if isinstance(context, WidthModel) else {},
         context_basis="standalone" if context is None else basis,
+        heap=stats.heap,
     )
     table = LatencyTable(frame=frame, meta=meta)
     if out_path is not None:
@@ -239,6 +241,7 @@ def combine_phases(prefill: LatencyTable, decode: LatencyTable, *, tokens: int, 
         context_ratios=(),
         context_costs={},
         context_basis=p.context_basis if p.context_basis == d.context_basis else PER_PART,
+        heap=p.heap if p.heap == d.heap else AS_FOUND,
         noisy=p.noisy or d.noisy,
         noisy_workloads=tuple(f"prefill: {w}" for w in p.noisy_workloads)
         + tuple(f"decode: {w}" for w in d.noisy_workloads),
