@@ -14,11 +14,12 @@ and 59.0 ms in a settled one, and shrunk models' speedups read 11% higher in the
 a long-running process's history does. It keeps glibc's own rule (the thresholds stay dynamic) and
 holds no memory. Elsewhere (not glibc; macOS, Windows, musl) it does nothing and says so.
 
-Call it before the models are built: raised after the weights were allocated (each block of them
-mmapped on its own), the same decode step read 65.9 ms, against 71.4 ms fresh and 60.1 ms settled
-first (``benchmarks/heap_drift.py``). The ``planner`` command settles the heap as it starts
-(``planner.process.cli_session``); ``Profiler.measure`` settles it too, for library callers, from then
-on. The change lasts for the process, as the same free in glibc's own course would.
+Call it before the models are built: raised after the weights were allocated, the same decode step
+read 65.9 ms, against 71.4 ms fresh and 60.1 ms settled first (``benchmarks/RESULTS.md``, nineteenth
+session; why a late settle helps so little is inferred, not traced). The ``planner`` command settles
+the heap as it starts (``planner.process.cli_session``); ``Profiler.measure`` settles it too, for
+library callers, from then on. The change lasts for the process, as the same free in glibc's own
+course would.
 """
 
 from __future__ import annotations

@@ -37,7 +37,8 @@ _CHURN = textwrap.dedent(
 
 
 def _page_faults(mode: str) -> int:
-    out = subprocess.run([sys.executable, "-c", _CHURN, mode], check=True, capture_output=True, text=True)
+    root = Path(__file__).resolve().parent.parent
+    out = subprocess.run([sys.executable, "-c", _CHURN, mode], check=True, capture_output=True, text=True, cwd=root)
     return int(out.stdout.strip().splitlines()[-1])
 
 
