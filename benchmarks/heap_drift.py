@@ -1,9 +1,8 @@
 """Does the C heap's state move decode speedups? The dense and two shrunk SmolLM2 models timed in fresh
 processes on three heaps: "fresh" (glibc's as a new process has it: the profiler's settling switched
 off, as tables before schema 9 were timed), "settled" (``profilers.heap.settle_heap`` first, as the
-``planner`` command does) and
-"tunables" (mmap and trim thresholds raised through glibc's environment tunables, as a process that
-has allocated and freed a lot behaves).
+``planner`` command does) and "tunables" (mmap and trim thresholds raised through glibc's environment
+tunables, as a process that has allocated and freed a lot behaves).
 
 Each child process loads the model, shrinks it to uniform's 3x levels (no heads, 128 neurons) and to a
 plan with 2 heads in 1 KV group and 256 neurons per layer, and times the three interleaved

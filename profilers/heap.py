@@ -64,11 +64,13 @@ _settled = False
 def settle_heap() -> bool:
     """Raise glibc's mmap and trim thresholds as a long-running process has them; True if done.
 
-    Idempotent and cheap (one 31 MiB mmap and munmap; its pages are never touched). Returns False
-    where the C library is not glibc, or the block could not be allocated: timing then runs on the
-    heap as it is.
+    Cheap (one 31 MiB mmap and munmap; its pages are never touched) and done once per process: later
+    calls return True at once. Returns False where the C library is not glibc, or the block could not
+    be allocated: timing then runs on the heap as it is.
     """
     global _settled
+    if _settled:
+        return True
     libc = _glibc()
     if libc is None:
         return False
