@@ -57,7 +57,7 @@ class SyntheticWorker:
     def ready(self) -> dict[str, Any]:
         return {"pid": os.getpid(), "threads": 0}
 
-    def evaluate(self, levels: tuple[int, ...], sample: str) -> np.ndarray:
+    def evaluate(self, levels: tuple[int, ...], sample: str, scoring: str) -> np.ndarray:
         time.sleep(self.cost)
         return np.zeros(1)
 
@@ -172,10 +172,10 @@ def measure_synthetic(cost_s: float, counts: list[int]) -> dict[int, tuple[float
     try:
         for workers in counts:
             pool = RayPool(connection, SyntheticSpec(cost_s), workers, worker=SyntheticWorker)  # type: ignore[arg-type]
-            pool.losses([((0,), "s")] * workers)  # warm-up
+            pool.losses([((0,), "s", "plain")] * workers)  # warm-up
             evaluations = max(64, 8 * workers)
             started = time.perf_counter()
-            pool.losses([((i,), "s") for i in range(evaluations)])
+            pool.losses([((i,), "s", "plain") for i in range(evaluations)])
             wall = time.perf_counter() - started
             ideal = -(-evaluations // workers) * cost_s
             overhead_ms = 1000 * (workers * wall - evaluations * cost_s) / evaluations

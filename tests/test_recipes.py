@@ -12,11 +12,12 @@ import pytest
 import torch
 
 from planner.backends import FisherBackend
+from planner.backends.base import recipes_of
 from planner.backends.tuning import add_bias, output_projection
 from planner.models.decoder_surgery import AttentionlessLayer
 from planner.models.units import first_kept
 from planner.records.plan import UnitChoice
-from planner.stages.apply.choose import apply_best, recipes_of, selection_examples
+from planner.stages.apply.choose import apply_best, selection_examples
 from planner.stages.apply.pruned_io import load_pruned, save_pruned
 from planner.tasks import CausalLM, Tokenized
 from tests.tiny_models import TINY_ADAPTERS, plan_of, skipped_and_whole_logits

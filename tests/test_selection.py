@@ -30,7 +30,7 @@ def test_the_lowest_held_out_loss_wins_and_each_plan_is_scored_once() -> None:
     assert [c.source for c in selection.contenders] == ["search #1", "search #2", "uniform"]
     summary = selection.as_dict()
     assert summary["chosen"] == "uniform" and summary["examples"] == 7
-    assert summary["contenders"][0] == {"source": "search #1", "search_loss": 0.1, "loss": 0.5}
+    assert summary["contenders"][0] == {"source": "search #1", "search_loss": 0.1, "loss": 0.5, "scoring": None}
 
 
 def test_ties_go_to_the_earlier_contender() -> None:

@@ -106,3 +106,17 @@ def plan_keep(plan: Plan) -> dict[str, Sequence[int]]:
 def structured_units(adapter: Any) -> list[Unit]:
     """The adapter's attention and FFN units (the ones heads / neurons are selected in)."""
     return [u for u in adapter.units() if u.kind in ("attention", "ffn")]
+
+
+def recipes_of(backend: Backend, adapter: Any) -> dict[str, Backend]:
+    """The backend's recipes for this model, the default first (``{name: backend}`` when it offers none).
+
+    Every recipe's model can be deployed where the dense one runs: the biases compensation gives
+    output projections are saved with the folder and written to GGUF (``planner.models.gguf_writer``).
+    The apply stage keeps the recipe closest to the dense model (``planner.stages.apply.choose``); the
+    search scores candidates the ways the recipes fill units (``planner.stages.search.scoring``).
+    """
+    offer = getattr(backend, "recipes", None)
+    if offer is None:
+        return {backend.name: backend}
+    return dict(offer(adapter))

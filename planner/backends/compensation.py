@@ -44,15 +44,19 @@ def removed_channels(adapter: Any, unit: Unit, kept: Sequence[int]) -> torch.Ten
     return torch.nonzero(owned).flatten()
 
 
+def compensate(module: nn.Module, adapter: Any, unit: Unit, kept: Sequence[int], mean: np.ndarray) -> None:
+    """Add to ``module`` (``unit``'s output projection, still full width) the mean contribution of the
+    channels ``kept`` leaves out, in place: sum over removed j of W[:, j] * mean[j] (``mean``: (in,))."""
+    removed = removed_channels(adapter, unit, kept)
+    shift = torch.as_tensor(mean, dtype=torch.float64)[removed]
+    add_bias(module, input_columns(module, removed).detach().double() @ shift)
+
+
 def compensated_shrink(adapter: Any, keep: Mapping[str, Sequence[int]], task: Task) -> nn.Module:
     """``adapter.shrink(keep)`` with the removed channels' mean contribution added as biases (FLAP)."""
     means = output_means(adapter, task)
     copied = adapter.rebind(copy.deepcopy(adapter.model))
     for unit in structured_units(copied):
-        if unit.name not in keep:
-            continue
-        module = output_projection(copied, unit)
-        removed = removed_channels(copied, unit, keep[unit.name])
-        mean = torch.as_tensor(means[unit.name], dtype=torch.float64)[removed]
-        add_bias(module, input_columns(module, removed).detach().double() @ mean)
+        if unit.name in keep:
+            compensate(output_projection(copied, unit), copied, unit, keep[unit.name], means[unit.name])
     return copied.shrink(keep)

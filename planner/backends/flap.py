@@ -88,7 +88,7 @@ class FlapBackend:
 
     name = "flap"
     needs_task = True
-    compensate = True  # every model it applies gains biases (``planner.stages.apply.choose.recipes_of``)
+    compensate = True  # every model it applies gains biases (``planner.backends.base.recipes_of``)
 
     def __init__(self, *, progress: bool = False) -> None:
         self.progress = progress

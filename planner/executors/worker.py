@@ -102,6 +102,6 @@ class CandidateWorker(Worker):
             device=spec.device,
         )
 
-    def evaluate(self, levels: tuple[int, ...], sample: str) -> np.ndarray:
-        """(n,) per-example losses of the candidate at ``levels`` on ``sample``."""
-        return self.samples.per_example(levels, sample)
+    def evaluate(self, levels: tuple[int, ...], sample: str, scoring: str) -> np.ndarray:
+        """(n,) per-example losses of the candidate at ``levels`` on ``sample``, its units filled as ``scoring``."""
+        return self.samples.per_example(levels, sample, scoring)

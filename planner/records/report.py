@@ -75,6 +75,8 @@ class Contender:
     source: str
     search_loss: float | None
     loss: float
+    scoring: str | None = None
+    """How its units were filled for ``loss`` (``planner.stages.search.scoring``; None in older reports)."""
 
 
 @dataclass(frozen=True)
@@ -122,6 +124,9 @@ class SearchSummary:
     executor: dict[str, float | str] | None = None
     """Where candidates were evaluated: kind ("local", "ray"), workers, evaluations, evaluations per
     second, and evaluations retried after a worker died."""
+    scoring: dict[str, Any] | None = None
+    """``chosen``: the scoring the search ran under (``planner.stages.search.scoring``); ``seed_losses``:
+    scoring -> the seeds' lowest loss under it (None: the backend has one scoring). None in older reports."""
 
     @property
     def executor_text(self) -> str | None:

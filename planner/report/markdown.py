@@ -170,9 +170,20 @@ def render_report(report: Report) -> str:
             )
         if s.executor is not None:
             lines.append(f"Candidates evaluated: {s.executor_text}.")
+        scoring = s.scoring or {}
+        seeds = scoring.get("seed_losses")
+        if seeds:
+            each = ", ".join(f"{name} {loss:.4f}" for name, loss in seeds.items())
+            lines.append(
+                f"Candidates were built as {scoring['chosen']} (the seeds' lowest loss under each way the "
+                f"backend's recipes fill units: {each}); the final pick scored each contender every way."
+            )
         if s.selection is not None:
             pick = s.selection
-            scored = ", ".join(f"{c.source} {c.loss:.4f}" for c in pick.contenders)
+            scored = ", ".join(
+                f"{c.source} {c.loss:.4f}" + (f" as {c.scoring}" if seeds and c.scoring else "")
+                for c in pick.contenders
+            )
             lines.append(f"Final pick on {pick.examples} held-out calibration examples: {pick.chosen} ({scored}).")
             if pick.versus_uniform is not None:
                 v = pick.versus_uniform

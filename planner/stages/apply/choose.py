@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from planner.backends.base import Backend
+from planner.backends.base import Backend, recipes_of
 from planner.records.plan import Plan
 from planner.tasks.base import Task, Tokenized
 from planner.tasks.compare import PairedDifference, paired_mean_difference
@@ -65,18 +65,6 @@ class RecipeChoice:
 def applied_plan(plan: Plan, choice: RecipeChoice | None) -> Plan:
     """The plan the model ``apply_best`` returned holds: ``plan``, or the kept recipe's re-selection of it."""
     return plan if choice is None else choice.plan
-
-
-def recipes_of(backend: Backend, adapter: Any) -> dict[str, Backend]:
-    """The backend's recipes for this model, the default first (``{name: backend}`` when it offers none).
-
-    Every recipe's model can be deployed where the dense one runs: the biases compensation gives
-    output projections are saved with the folder and written to GGUF (``planner.models.gguf_writer``).
-    """
-    offer = getattr(backend, "recipes", None)
-    if offer is None:
-        return {backend.name: backend}
-    return dict(offer(adapter))
 
 
 def selection_examples(task: Task, count: int = SELECTION_EXAMPLES) -> Tokenized | None:

@@ -6,6 +6,9 @@ differ in a few layers, so here a candidate is a copy of the model's module *she
 tensor with the dense model, except the layers it shrinks; each shrunk layer is built once per
 (layer, heads kept, neurons kept) and reused by later candidates (least recently used ones are
 dropped past ``max_layers``). Candidates are read-only: evaluate them, never train or modify them.
+
+With ``means`` a shrunk layer's output projections also gain FLAP's bias compensation before they are
+cut, as ``planner.backends.compensation.compensated_shrink`` does for the whole model.
 """
 
 from __future__ import annotations
@@ -15,7 +18,10 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import numpy as np
 from torch import nn
+
+from planner.backends.compensation import compensate
 
 LayerKey = tuple[int, tuple[int, ...] | None, tuple[int, ...] | None]
 """(layer index, query heads kept or None for all, neurons kept or None for all)."""
@@ -27,15 +33,21 @@ class CandidateBuilder:
     Args:
         adapter: a ``TransformerAdapter`` over the dense model.
         max_layers: shrunk layers kept for reuse (default: 4 per model layer).
+        means: unit name -> (in,) the dense mean input of its output projection: shrunk layers are
+            compensated (``adapter.shrink`` then differs by those biases); None: plain shrinking.
     """
 
-    def __init__(self, adapter: Any, *, max_layers: int | None = None) -> None:
+    def __init__(
+        self, adapter: Any, *, max_layers: int | None = None, means: Mapping[str, np.ndarray] | None = None
+    ) -> None:
         self.adapter = adapter
+        self.means = means
         self.layers: Sequence[Any] = adapter.layers_of(adapter.model)
         self.max_layers = max_layers if max_layers is not None else 4 * len(self.layers)
         units = adapter.units()
         self._unit_of = {u.name: u for u in units}
         self._sizes = {u.name: u.size for u in units}
+        self._at = {(int(u.layer), u.kind): u for u in units if u.kind in ("attention", "ffn")}
         self._cache: OrderedDict[LayerKey, nn.Module] = OrderedDict()
         self.built = 0
         """Shrunk layers built so far (cache misses)."""
@@ -46,6 +58,8 @@ class CandidateBuilder:
             return self._cache[key]
         index, heads, neurons = key
         layer = copy.deepcopy(self.layers[index])
+        if self.means is not None:
+            self._compensate(layer, index, heads, neurons)
         if heads is not None:
             self.adapter.prune_attention(layer, list(heads))
         if neurons is not None:
@@ -55,6 +69,17 @@ class CandidateBuilder:
         while len(self._cache) > self.max_layers:
             self._cache.popitem(last=False)
         return layer
+
+    def _compensate(
+        self, layer: nn.Module, index: int, heads: tuple[int, ...] | None, neurons: tuple[int, ...] | None
+    ) -> None:
+        assert self.means is not None
+        for kind, kept in (("attention", heads), ("ffn", neurons)):
+            if kept is None:
+                continue
+            unit = self._at[(index, kind)]
+            module = self.adapter.head_output(layer) if kind == "attention" else self.adapter.neuron_output(layer)
+            compensate(module, self.adapter, unit, kept, self.means[unit.name])
 
     def layer_keys(self, keep: Mapping[str, Sequence[int]]) -> dict[int, LayerKey]:
         """Layer index -> cache key of every layer ``keep`` shrinks (units keeping everything are skipped)."""

@@ -43,7 +43,8 @@ class CandidateLoss:
     objective "kl": mean KL divergence of the model's output distribution from the dense model's
     (the task's ``divergence``; smooth, and needs no labels); "ce": the task loss with the true
     targets. Which heads/neurons a level keeps comes from the backend (Fisher: rearranged), cached
-    per (unit, level). No mask tuning here (that happens once, when the final plan is applied).
+    per (unit, level); the builder may compensate (``planner.stages.search.scoring``). No mask tuning
+    here (that happens once, when the final plan is applied).
     Candidates come from a ``CandidateBuilder`` (shrunk layers reused across candidates); ``on``
     gives the same loss on other examples, sharing those caches and the ``clock``.
     """

@@ -3,8 +3,9 @@
 The search owns this interface; ``LocalPool`` (this process) implements it here, and
 ``planner.executors`` implements it with Ray actors (importing the search, never the reverse).
 
-A request is ``(levels, sample)``: one level index per unit and the name of a calibration sample
-(``planner.stages.search.samples``). A pool returns each request's per-example losses, in request order,
+A request is ``(levels, sample, scoring)``: one level index per unit, the name of a calibration sample
+(``planner.stages.search.samples``) and the name of the way the candidate's units are filled
+(``planner.stages.search.scoring``). A pool returns each request's per-example losses, in request order,
 whoever computed them. Evaluations are pure (the same request gives the same losses on any worker),
 so a search's trajectory depends on its seed and batch size, never on the pool.
 """
@@ -21,8 +22,8 @@ import numpy as np
 if TYPE_CHECKING:  # samples build losses from the model; a pool only needs their interface
     from planner.stages.search.samples import SampleLosses
 
-Request = tuple[tuple[int, ...], str]
-"""(levels, sample name)."""
+Request = tuple[tuple[int, ...], str, str]
+"""(levels, sample name, scoring name)."""
 
 
 @dataclass
@@ -81,7 +82,7 @@ class LocalPool:
 
     def losses(self, requests: Sequence[Request]) -> list[np.ndarray]:
         started = time.perf_counter()
-        out = [self.samples.per_example(levels, sample) for levels, sample in requests]
+        out = [self.samples.per_example(levels, sample, scoring) for levels, sample, scoring in requests]
         self.stats.evaluations += len(out)
         self.stats.examples += sum(len(x) for x in out)
         self.stats.seconds += time.perf_counter() - started

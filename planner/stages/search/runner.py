@@ -14,6 +14,10 @@ The search scores candidates on the first ``examples`` calibration examples. Its
 plain DP plan and the uniform allocation for the same budget are then re-ranked on the remaining
 calibration examples (``selection``); the lowest loss there is the plan, unless it does not beat
 uniform with paired confidence (then uniform is kept).
+
+Candidates are built the ways the backend's recipes will fill the plan's units
+(``planner.stages.search.scoring``): the search runs under the scoring its seeds scored lowest under,
+and the final pick scores each contender under every scoring and keeps its best, as the apply will.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ import contextlib
 import itertools
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -34,9 +38,9 @@ from planner.errors import PlannerError
 from planner.records.error_table import ErrorTable
 from planner.records.report import Contender as ReportContender
 from planner.records.report import SearchSummary, SelectionSummary
-from planner.stages.search.loss import CandidateLoss
 from planner.stages.search.pool import CandidatePool, LocalPool, describe
 from planner.stages.search.samples import SEARCH, SELECTION, SampleLosses, screen
+from planner.stages.search.scoring import scoring_names
 from planner.stages.search.selection import Contender, Selection, select_plan
 from planner.tasks.base import Task
 from profilers import LatencyTable
@@ -108,6 +112,11 @@ class SearchOutcome:
     cost: dict[str, float]
     executor: dict[str, float | str] | None = None
     """Where the candidates were evaluated: kind, workers, evaluations, evaluations/s, retried."""
+    scoring: str | None = None
+    """The scoring the search ran under (``planner.stages.search.scoring``)."""
+    seed_losses: dict[str, float] | None = None
+    """scoring -> the lowest loss of the seeds (plain DP plan, uniform) under it on the search sample;
+    None when the backend has one scoring."""
 
     @property
     def start_loss(self) -> float:
@@ -126,7 +135,7 @@ class SearchOutcome:
         selection = SelectionSummary(
             pick.chosen.source,
             pick.examples,
-            tuple(ReportContender(c.source, c.search_loss, c.loss) for c in pick.contenders),
+            tuple(ReportContender(c.source, c.search_loss, c.loss, c.scoring) for c in pick.contenders),
             pick.as_dict().get("versus_uniform"),
         )
         return SearchSummary(
@@ -140,6 +149,7 @@ class SearchOutcome:
             generations=self.generations,
             cost=dict(self.cost),
             executor=None if self.executor is None else dict(self.executor),
+            scoring=None if self.scoring is None else {"chosen": self.scoring, "seed_losses": self.seed_losses},
         )
 
 
@@ -246,12 +256,16 @@ def search_levels(
         )
         pool = LocalPool(local)
     evaluations_before, examples_before = pool.stats.evaluations, pool.stats.examples
-
-    def losses(candidates: Sequence[tuple[int, ...]], sample: str) -> list[float]:
-        return [float(np.mean(x)) for x in pool.losses([(tuple(c), sample) for c in candidates])]
-
     units = adapter.units()
     costs, errors = table.unit_costs(), scores.unit_errors()
+    scorings = scoring_names(adapter, backend)
+    scoring, seed_losses = choose_scoring(
+        pool, scorings, [s.levels for s in _seeds(table, scores, budget_ms, units, ())]
+    )
+
+    def losses(candidates: Sequence[tuple[int, ...]], sample: str) -> list[float]:
+        return [float(np.mean(x)) for x in pool.losses([(tuple(c), sample, scoring) for c in candidates])]
+
     batch = settings.batch or pool.workers
     total = round(settings.seconds) if settings.seconds is not None else None
     label = f"search ({settings.method}, {backend.name}, {pool.workers} worker{'s' if pool.workers > 1 else ''})"
@@ -316,7 +330,7 @@ def search_levels(
         for rank, c in enumerate(result.top, start=1)
     ]
     admissible = _admissible(quality, pool, adapter=adapter, task=task, backend=backend, scores=scores)
-    selection = _pick(contenders, pool, examples=len(samples[SELECTION]), admissible=admissible)
+    selection = _pick(contenders, pool, scorings, examples=len(samples[SELECTION]), admissible=admissible)
     chosen = selection.chosen
     if chosen.source == "uniform":
         recipe = Recipe(None)
@@ -342,39 +356,60 @@ def search_levels(
         seconds=time.perf_counter() - start,
         cost=cost,
         executor=describe(pool),
+        scoring=scoring,
+        seed_losses=seed_losses,
     )
+
+
+def choose_scoring(
+    pool: CandidatePool, names: Sequence[str], seeds: Sequence[tuple[int, ...]]
+) -> tuple[str, dict[str, float] | None]:
+    """(the scoring the search runs under, scoring -> the lowest mean loss of ``seeds`` under it on the
+    search sample); with one scoring, (it, None) and nothing is evaluated. Ties go to the earlier name
+    (the backend's own first)."""
+    if len(names) == 1:
+        return names[0], None
+    requests = [(tuple(levels), SEARCH, name) for name in names for levels in seeds]
+    means = [float(np.mean(x)) for x in pool.losses(requests)]
+    lowest = {name: min(means[i * len(seeds) : (i + 1) * len(seeds)]) for i, name in enumerate(names)}
+    return min(names, key=lambda name: lowest[name]), lowest
 
 
 def _admissible(
     quality: Callable[[Any], bool] | None, pool: CandidatePool, *, adapter: Any, task: Task, backend: Backend,
     scores: ErrorTable,
-) -> Callable[[tuple[int, ...]], bool] | None:  # fmt: skip
-    """``levels -> quality(model at those levels)``, the model built as the search builds candidates."""
+) -> Callable[[tuple[int, ...], str], bool] | None:  # fmt: skip
+    """``(levels, scoring) -> quality(model at those levels)``, the model built as the search builds candidates."""
     if quality is None:
         return None
     local = pool.samples if isinstance(pool, LocalPool) else None
-    builder = local or CandidateLoss(  # only builds models: the "ce" objective needs no dense reference
-        adapter=adapter,
-        task=task,
-        backend=backend,
-        scores=scores,
-        tokens=task.calibration.subset([]),
-        objective="ce",
+    builder = local or SampleLosses(  # only builds models: the "ce" objective needs no dense reference
+        adapter=adapter, task=task, backend=backend, scores=scores, samples={"build": ()}, objective="ce"
     )
-    return lambda levels: quality(builder.model(levels))
+    return lambda levels, scoring: quality(builder.model(levels, scoring))
 
 
 def _pick(
     contenders: Sequence[Contender],
     pool: CandidatePool,
+    names: Sequence[str],
     *,
     examples: int,
-    admissible: Callable[[tuple[int, ...]], bool] | None,
+    admissible: Callable[[tuple[int, ...], str], bool] | None,
 ) -> Selection:
-    """The final pick: each distinct contender scored once on the pool's selection sample."""
+    """The final pick: each distinct contender scored once under every scoring on the pool's selection
+    sample; its loss is that of the scoring it scored lowest under (the way the apply would fill it)."""
     distinct = list(dict.fromkeys(c.levels for c in contenders))
-    held_out = dict(zip(distinct, pool.losses([(tuple(c), SELECTION) for c in distinct]), strict=True))
-    return select_plan(contenders, held_out.__getitem__, examples=examples, admissible=admissible)
+    scored = pool.losses([(tuple(c), SELECTION, name) for c in distinct for name in names])
+    held_out: dict[tuple[int, ...], np.ndarray] = {}
+    scoring_of: dict[tuple[int, ...], str] = {}
+    for i, levels in enumerate(distinct):
+        own = scored[i * len(names) : (i + 1) * len(names)]
+        best = min(range(len(names)), key=lambda k: float(np.mean(own[k])))
+        held_out[levels], scoring_of[levels] = own[best], names[best]
+    check = None if admissible is None else (lambda levels: admissible(levels, scoring_of[levels]))
+    selection = select_plan(contenders, held_out.__getitem__, examples=examples, admissible=check)
+    return replace(selection, contenders=tuple(replace(c, scoring=scoring_of[c.levels]) for c in selection.contenders))
 
 
 def repick(
@@ -410,7 +445,7 @@ def repick(
             Contender(recipe.label, tuple(recipe.levels(table, scores, budget_ms, units)), recipe.coefficients)
         )
     admissible = _admissible(quality, pool, adapter=adapter, task=task, backend=backend, scores=scores)
-    selection = _pick(contenders, pool, examples=examples, admissible=admissible)
+    selection = _pick(contenders, pool, scoring_names(adapter, backend), examples=examples, admissible=admissible)
     chosen = selection.chosen
     label = {"uniform": Recipe(None).label, "dp": "dp"}.get(chosen.source, recipe.label)
     return tuple(chosen.levels), label, selection

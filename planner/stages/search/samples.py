@@ -16,7 +16,9 @@ import torch
 
 from planner.backends.base import Backend
 from planner.records.error_table import ErrorTable
+from planner.stages.search.builder import CandidateBuilder
 from planner.stages.search.loss import CandidateLoss, LossClock
+from planner.stages.search.scoring import scorings_for
 from planner.tasks.base import Task
 
 SEARCH = "search"
@@ -29,10 +31,12 @@ def screen(step: int) -> str:
 
 
 class SampleLosses:
-    """``per_example(levels, sample) -> (n,) losses`` of the shrunk model on a named sample.
+    """``per_example(levels, sample, scoring) -> (n,) losses`` of the shrunk model on a named sample,
+    its units filled the way ``scoring`` names (``planner.stages.search.scoring``).
 
-    Every sample shares one candidate builder, one keep cache and one clock (``CandidateLoss.on``);
-    each has its own dense reference, computed here once.
+    Every sample of one scoring shares one candidate builder and one keep cache
+    (``CandidateLoss.on``); each sample has its own dense reference, computed once; one clock counts
+    everything.
 
     Args:
         samples: name -> calibration example indices (``search_samples``).
@@ -54,34 +58,44 @@ class SampleLosses:
             raise ValueError("SampleLosses needs at least one sample.")
         if device != "cpu":
             adapter.model.to(torch.device(device))
-        self.losses: dict[str, CandidateLoss] = {}
-        base: CandidateLoss | None = None
-        for name, index in samples.items():
-            tokens = task.calibration.subset(list(index)).to(device)
-            if base is None:
-                base = CandidateLoss(
-                    adapter=adapter, task=task, backend=backend, scores=scores, tokens=tokens, objective=objective
-                )
-                self.losses[name] = base
-            else:
-                self.losses[name] = base.on(tokens)
-        self._base = base
+        self.scorings = scorings_for(adapter, task, backend, scores)
+        self.default = next(iter(self.scorings))
+        """The backend's own scoring (what a request without one is scored under)."""
+        self.clock = LossClock()
+        self.losses: dict[tuple[str, str], CandidateLoss] = {}
+        tokens_of = {name: task.calibration.subset(list(index)).to(device) for name, index in samples.items()}
+        for scoring in self.scorings.values():
+            base: CandidateLoss | None = None
+            for name, tokens in tokens_of.items():
+                if base is None:
+                    base = CandidateLoss(
+                        adapter=adapter,
+                        task=task,
+                        backend=scoring.selector,
+                        scores=scoring.scores,
+                        tokens=tokens,
+                        objective=objective,
+                        builder=CandidateBuilder(adapter, means=scoring.means),
+                        clock=self.clock,
+                    )
+                    self.losses[(scoring.name, name)] = base
+                else:  # the dense references come from one cache (``dense_reference``)
+                    self.losses[(scoring.name, name)] = base.on(tokens)
 
-    @property
-    def clock(self) -> LossClock:
-        assert self._base is not None
-        return self._base.clock
+    def sample(self, name: str, scoring: str | None = None) -> CandidateLoss:
+        key = (scoring or self.default, name)
+        if key not in self.losses:
+            if key[0] not in self.scorings:
+                raise KeyError(f"unknown scoring {key[0]!r}; this evaluator holds {', '.join(self.scorings)}")
+            raise KeyError(
+                f"unknown sample {name!r}; this evaluator holds {', '.join(dict.fromkeys(n for _, n in self.losses))}"
+            )
+        return self.losses[key]
 
-    def sample(self, name: str) -> CandidateLoss:
-        if name not in self.losses:
-            raise KeyError(f"unknown sample {name!r}; this evaluator holds {', '.join(self.losses)}")
-        return self.losses[name]
+    def per_example(self, levels: Sequence[int], sample: str, scoring: str | None = None) -> np.ndarray:
+        """(n,) loss of each example of ``sample`` for the model at ``levels`` (filled as ``scoring``)."""
+        return self.sample(sample, scoring).per_example(tuple(levels))
 
-    def per_example(self, levels: Sequence[int], sample: str) -> np.ndarray:
-        """(n,) loss of each example of ``sample`` for the model at ``levels``."""
-        return self.sample(sample).per_example(tuple(levels))
-
-    def model(self, levels: Sequence[int]) -> torch.nn.Module:
-        """The shrunk model at ``levels``."""
-        assert self._base is not None
-        return self._base.model(levels)
+    def model(self, levels: Sequence[int], scoring: str | None = None) -> torch.nn.Module:
+        """The shrunk model at ``levels`` (filled as ``scoring``)."""
+        return next(loss for (s, _), loss in self.losses.items() if s == (scoring or self.default)).model(levels)

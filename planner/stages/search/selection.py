@@ -41,6 +41,8 @@ class Contender:
         loss: loss on the selection documents (NaN until evaluated).
         admissible: False when the plan lost more quality than ``--max-loss`` allows on the
             selection documents (never chosen while another contender is admissible).
+        scoring: the way its units were filled for ``loss`` (``planner.stages.search.scoring``; None
+            when the pick did not say).
     """
 
     source: str
@@ -49,6 +51,7 @@ class Contender:
     search_loss: float | None = None
     loss: float = math.nan
     admissible: bool = True
+    scoring: str | None = None
 
 
 @dataclass(frozen=True)
@@ -81,7 +84,10 @@ class Selection:
         out: dict[str, Any] = {
             "chosen": self.chosen.source,
             "examples": self.examples,
-            "contenders": [{"source": c.source, "search_loss": c.search_loss, "loss": c.loss} for c in self.contenders],
+            "contenders": [
+                {"source": c.source, "search_loss": c.search_loss, "loss": c.loss, "scoring": c.scoring}
+                for c in self.contenders
+            ],
         }
         if self.versus_uniform is not None:
             d = self.versus_uniform
