@@ -392,6 +392,7 @@ def _run(
                 quality=admissible,
                 pool=pool,
             )
+            log(f"      {search.text()}")
             if search.executor is not None:
                 log(f"      search: {executor_text(search.executor)}")
             time_text = search.summary().time_text

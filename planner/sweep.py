@@ -197,6 +197,7 @@ class _Planner:
                     budget_ms=prepared.table.budget_ms(speedup),
                     settings=settings,
                 )
+                self.log(f"      {method.label} {speedup:g}x {search.text()}")
         plan = make_plan(
             prepared,
             backend=backend,

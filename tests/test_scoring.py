@@ -169,6 +169,9 @@ def test_a_search_reports_its_scoring_and_the_report_reads_it_back() -> None:
     assert outcome.seed_losses is not None and set(outcome.seed_losses) == set(names)
     assert outcome.seed_losses[outcome.scoring] == min(outcome.seed_losses.values())
     assert all(c.scoring in names for c in outcome.selection.contenders)
+    said = outcome.text()
+    assert said.startswith(f"searched as {outcome.scoring} (the seeds' lowest loss: fisher ")
+    assert f"final pick {outcome.selection.chosen.source} (uniform " in said
     summary = outcome.summary()
     assert summary.scoring == {"chosen": outcome.scoring, "seed_losses": outcome.seed_losses}
     assert summary.selection is not None and all(c.scoring in names for c in summary.selection.contenders)

@@ -129,6 +129,20 @@ class SearchOutcome:
     def generations(self) -> int | None:
         return self.result.generations if isinstance(self.result, solvers.EvolutionResult) else None
 
+    def text(self) -> str:
+        """One line for the log: the scoring the search ran under, and the final pick with every
+        contender's held-out loss (and, with several scorings, the way it was scored)."""
+        said = f"searched as {self.scoring}" if self.scoring else "searched"
+        if self.seed_losses:
+            said += " (the seeds' lowest loss: " + ", ".join(f"{n} {v:.4g}" for n, v in self.seed_losses.items()) + ")"
+        pick = self.selection
+        each = ", ".join(
+            f"{c.source} {c.loss:.4g}" + (f" as {c.scoring}" if self.seed_losses and c.scoring else "")
+            for c in pick.contenders
+        )
+        said += f"; final pick {pick.chosen.source} ({each})"
+        return said + ("; uniform kept, not beaten with confidence" if pick.kept_uniform else "")
+
     def summary(self) -> SearchSummary:
         """The report's record of this search (``planner.records.report.SearchSummary``)."""
         pick = self.selection
