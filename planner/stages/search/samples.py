@@ -62,40 +62,39 @@ class SampleLosses:
         self.default = next(iter(self.scorings))
         """The backend's own scoring (what a request without one is scored under)."""
         self.clock = LossClock()
-        self.losses: dict[tuple[str, str], CandidateLoss] = {}
-        tokens_of = {name: task.calibration.subset(list(index)).to(device) for name, index in samples.items()}
+        tokens = [task.calibration.subset(list(index)).to(device) for index in samples.values()]
+        self.losses: dict[str, dict[str, CandidateLoss]] = {}
+        """scoring -> sample -> its loss (the dense references come from one cache, ``dense_reference``)."""
         for scoring in self.scorings.values():
-            base: CandidateLoss | None = None
-            for name, tokens in tokens_of.items():
-                if base is None:
-                    base = CandidateLoss(
-                        adapter=adapter,
-                        task=task,
-                        backend=scoring.selector,
-                        scores=scoring.scores,
-                        tokens=tokens,
-                        objective=objective,
-                        builder=CandidateBuilder(adapter, means=scoring.means),
-                        clock=self.clock,
-                    )
-                    self.losses[(scoring.name, name)] = base
-                else:  # the dense references come from one cache (``dense_reference``)
-                    self.losses[(scoring.name, name)] = base.on(tokens)
+            first = CandidateLoss(
+                adapter=adapter,
+                task=task,
+                backend=scoring.selector,
+                scores=scoring.scores,
+                tokens=tokens[0],
+                objective=objective,
+                builder=CandidateBuilder(adapter, means=scoring.means),
+                clock=self.clock,
+            )
+            losses = [first] + [first.on(t) for t in tokens[1:]]
+            self.losses[scoring.name] = dict(zip(samples, losses, strict=True))
+
+    def _scoring(self, scoring: str | None) -> dict[str, CandidateLoss]:
+        name = scoring or self.default
+        if name not in self.losses:
+            raise KeyError(f"unknown scoring {name!r}; this evaluator holds {', '.join(self.losses)}")
+        return self.losses[name]
 
     def sample(self, name: str, scoring: str | None = None) -> CandidateLoss:
-        key = (scoring or self.default, name)
-        if key not in self.losses:
-            if key[0] not in self.scorings:
-                raise KeyError(f"unknown scoring {key[0]!r}; this evaluator holds {', '.join(self.scorings)}")
-            raise KeyError(
-                f"unknown sample {name!r}; this evaluator holds {', '.join(dict.fromkeys(n for _, n in self.losses))}"
-            )
-        return self.losses[key]
+        samples = self._scoring(scoring)
+        if name not in samples:
+            raise KeyError(f"unknown sample {name!r}; this evaluator holds {', '.join(samples)}")
+        return samples[name]
 
     def per_example(self, levels: Sequence[int], sample: str, scoring: str | None = None) -> np.ndarray:
         """(n,) loss of each example of ``sample`` for the model at ``levels`` (filled as ``scoring``)."""
         return self.sample(sample, scoring).per_example(tuple(levels))
 
     def model(self, levels: Sequence[int], scoring: str | None = None) -> torch.nn.Module:
-        """The shrunk model at ``levels`` (filled as ``scoring``)."""
-        return next(loss for (s, _), loss in self.losses.items() if s == (scoring or self.default)).model(levels)
+        """The shrunk model at ``levels`` (filled as ``scoring``; every sample of it builds the same)."""
+        return next(iter(self._scoring(scoring).values())).model(levels)
