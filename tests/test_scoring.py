@@ -171,6 +171,8 @@ def test_a_search_reports_its_scoring_and_the_report_reads_it_back() -> None:
     assert all(c.scoring in names for c in outcome.selection.contenders)
     said = outcome.text()
     assert said.startswith(f"searched as {outcome.scoring} (the seeds' lowest loss: fisher ")
+    assert f"; {outcome.result.evaluations} evaluations in " in said
+    assert f"best {outcome.result.loss:.4g} from {outcome.start_loss:.4g} on the search sample" in said
     assert f"final pick {outcome.selection.chosen.source} (uniform " in said
     summary = outcome.summary()
     assert summary.scoring == {"chosen": outcome.scoring, "seed_losses": outcome.seed_losses}

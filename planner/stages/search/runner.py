@@ -130,11 +130,17 @@ class SearchOutcome:
         return self.result.generations if isinstance(self.result, solvers.EvolutionResult) else None
 
     def text(self) -> str:
-        """One line for the log: the scoring the search ran under, and the final pick with every
-        contender's held-out loss (and, with several scorings, the way it was scored)."""
+        """One line for the log: the scoring the search ran under, its evaluations and how far it moved
+        from its start, and the final pick with every contender's held-out loss (and, with several
+        scorings, the way it was scored)."""
         said = f"searched as {self.scoring}" if self.scoring else "searched"
         if self.seed_losses:
             said += " (the seeds' lowest loss: " + ", ".join(f"{n} {v:.4g}" for n, v in self.seed_losses.items()) + ")"
+        # Whether the search moved from where it started: a best equal to the start is its prior.
+        said += (
+            f"; {self.result.evaluations} evaluations in {self.seconds:.0f} s,"
+            f" best {self.result.loss:.4g} from {self.start_loss:.4g} on the search sample"
+        )
         pick = self.selection
         each = ", ".join(
             f"{c.source} {c.loss:.4g}" + (f" as {c.scoring}" if self.seed_losses and c.scoring else "")
