@@ -138,7 +138,7 @@ class SearchOutcome:
             said += " (the seeds' lowest loss: " + ", ".join(f"{n} {v:.4g}" for n, v in self.seed_losses.items()) + ")"
         # Whether the search moved from where it started: a best equal to the start is its prior.
         said += (
-            f"; {self.result.evaluations} evaluations in {self.seconds:.0f} s,"
+            f"; {self.result.evaluations} evaluations in {self.cost.get('search_seconds', self.seconds):.0f} s,"
             f" best {self.result.loss:.4g} from {self.start_loss:.4g} on the search sample"
         )
         pick = self.selection
