@@ -3,8 +3,9 @@
 For one model and target: the cached latency table and Fisher scores (``planner run`` would build the
 same), then for each seed and each method a search with the same wall-time budget, followed by the
 same final pick on the calibration examples the search did not score. Judged on the test set, which
-neither the search nor the pick saw: the chosen plan's mean KL to the dense model (the shrunk model
-with Fisher's choice of heads/neurons, before mask tuning, which every method gets alike). Methods are
+neither the search nor the pick saw: the chosen plan's mean KL to the dense model, its units filled the
+way the pick scored it (its scoring: whose heads/neurons, with or without bias compensation; no mask
+tuning, which every method gets alike), beside the plain DP plan's the same way. Methods are
 interleaved per seed so drifts of the machine hit all of them alike. Also: evaluations per second
 and the share of evaluation time spent building candidates (vs forward passes).
 
@@ -13,7 +14,11 @@ evaluations_per_s_evolution=<x> build_share_evolution=<x>``.
 
 Run: ``.venv/bin/python benchmarks/search_bench.py [--model minilm|smollm2] [--speedup 2]
 [--seconds 60] [--seeds 0 1 2] [--batch-size 8 --seq-len 128] [--accept-noisy] [--executor ray --workers 2]
-[--search-examples N] [--calibration-size N]``
+[--search-examples N] [--calibration-size N] [--random-shares 1 0.5]``
+
+``--random-shares`` runs SPDY once per share of its budget its random starts may use
+(``runner.SPDY_RANDOM_SHARE``; 1 = random starts until the budget or 100 of them), labelled
+``spdy@<share>``, interleaved with the other methods per seed.
 """
 
 from __future__ import annotations
@@ -32,13 +37,22 @@ from planner.executors import Executor
 from planner.pipeline import StageClock, prepare
 from planner.stages.score import cached_scores
 from planner.stages.search import CandidateLoss, runner, search_levels
+from planner.stages.search.builder import CandidateBuilder
+from planner.stages.search.scoring import Scoring, scorings_for
+from solvers import SearchResult
 
 
-def heldout_kl(prepared: Any, backend: Any, scores: Any, levels: tuple[int, ...]) -> float:
-    """Mean KL to the dense model on the test set of the shrunk model at ``levels``."""
-    task = prepared.task
+def heldout_kl(prepared: Any, scoring: Scoring, levels: tuple[int, ...]) -> float:
+    """Mean KL to the dense model on the test set of the shrunk model at ``levels``, its units filled as
+    ``scoring`` (the way the final pick scored the plan: the apply keeps the recipe closest to dense)."""
     loss = CandidateLoss(
-        adapter=prepared.loaded.adapter, task=task, backend=backend, scores=scores, tokens=task.test, objective="kl"
+        adapter=prepared.loaded.adapter,
+        task=prepared.task,
+        backend=scoring.selector,
+        scores=scoring.scores,
+        tokens=prepared.task.test,
+        objective="kl",
+        builder=CandidateBuilder(prepared.loaded.adapter, means=scoring.means),
     )
     return float(loss(levels))
 
@@ -58,6 +72,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=None)
     parser.add_argument("--search-examples", type=int, default=None)
     parser.add_argument("--calibration-size", type=int, default=None)
+    parser.add_argument("--random-shares", type=float, nargs="+", default=None)
     args = parser.parse_args()
     runner.EVOLUTION_SPACE = args.space
     overrides = {
@@ -93,11 +108,28 @@ def main() -> None:
     dp_levels = tuple(
         Recipe((1.0,) * len(table.unit_costs())).levels(table, scores, budget, prepared.loaded.adapter.units())
     )
-    kl_dp = heldout_kl(prepared, backend, scores, dp_levels)
+    scorings = scorings_for(prepared.loaded.adapter, task, backend, scores)
     uniform_levels = tuple(Recipe(None).levels(table, scores, budget, prepared.loaded.adapter.units()))
-    kl_uniform = heldout_kl(prepared, backend, scores, uniform_levels)
-    print(f"plain DP: held-out KL {kl_dp:.4f}; uniform: {kl_uniform:.4f}")
-    results: dict[str, list[dict[str, float]]] = {m: [] for m in args.methods}
+    judged: dict[tuple[tuple[int, ...], str], float] = {}
+
+    def judge(levels: tuple[int, ...], scoring: str | None) -> float:
+        """Held-out KL under ``scoring`` (None: the backend's own), each plan and scoring once."""
+        name = scoring or next(iter(scorings))
+        if (levels, name) not in judged:
+            judged[levels, name] = heldout_kl(prepared, scorings[name], levels)
+        return judged[levels, name]
+
+    every = {name: (judge(dp_levels, name), judge(uniform_levels, name)) for name in scorings}
+    print(
+        "held-out KL of the plain DP plan / uniform under each scoring (not a choice: the test set): "
+        + "; ".join(f"{name} {dp:.4f} / {uni:.4f}" for name, (dp, uni) in every.items())
+    )
+    variants = [
+        (f"{m}@{share:g}", m, share) if m == "spdy" and args.random_shares else (m, m, None)
+        for m in args.methods
+        for share in (args.random_shares if m == "spdy" and args.random_shares else [None])
+    ]
+    results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in variants}
     executor = Executor(config.executor_settings())
     pools = {}
     for method in args.methods:
@@ -107,8 +139,10 @@ def main() -> None:
         pools[method] = executor.search_pool(
             config=config, loaded=prepared.loaded, task=task, backend=backend, scores=scores, settings=settings
         )
+    default_share = runner.SPDY_RANDOM_SHARE
     for seed in args.seeds:
-        for method in args.methods:
+        for label, method, share in variants:
+            runner.SPDY_RANDOM_SHARE = default_share if share is None else share
             settings = config.replace(search=method, seed=seed).search_settings(
                 calibration=len(task.calibration), default_examples=task.search_examples
             )
@@ -124,11 +158,15 @@ def main() -> None:
                 pool=pools[method],
             )
             seconds = time.perf_counter() - started
-            kl = heldout_kl(prepared, backend, scores, outcome.levels)
+            chosen = outcome.selection.chosen
+            kl = judge(tuple(outcome.levels), chosen.scoring)
+            dp_contender = next(c for c in outcome.selection.contenders if c.source == "dp")
+            kl_dp_here = judge(tuple(dp_contender.levels), dp_contender.scoring)
             cost = outcome.cost
             busy = cost.get("build_seconds", 0.0) + cost.get("forward_seconds", 0.0) or seconds
             row = {
                 "kl": kl,
+                "kl_dp": kl_dp_here,
                 "search_loss": outcome.result.loss,
                 "evaluations": float(outcome.result.evaluations),
                 "evaluations_per_s": cost["evaluations"] / max(busy, 1e-9),
@@ -144,12 +182,16 @@ def main() -> None:
                 f"{uniform.loss if uniform else float('nan'):.4f} there",
                 flush=True,
             )
-            results[method].append(row)
+            results[label].append(row)
+            origin = ""
+            if isinstance(outcome.result, SearchResult):  # did the search's best come from a random start?
+                origin = f" (start {outcome.result.start_loss:.4f}, best from its {outcome.result.top[0].phase} phase)"
             print(
-                f"seed {seed} {method:9s}: held-out KL {kl:.4f} | search loss {outcome.result.loss:.4f} on "
-                f"{settings.examples} examples | {outcome.result.evaluations} evaluations "
+                f"seed {seed} {label:9s}: held-out KL {kl:.4f} | search loss {outcome.result.loss:.4f} on "
+                f"{settings.examples} examples{origin} | {outcome.result.evaluations} evaluations "
                 f"({row['evaluations_per_s']:.2f}/s, {row['examples_per_s']:.0f} examples/s, "
-                f"{100 * row['build_share']:.0f}% building) | pick: {outcome.selection.chosen.source} | "
+                f"{100 * row['build_share']:.0f}% building) | pick: {chosen.source} as {chosen.scoring} "
+                f"(the DP plan {kl_dp_here:.4f} held out as {dp_contender.scoring}) | "
                 f"{seconds:.0f} s incl. pick",
                 flush=True,
             )
@@ -166,6 +208,11 @@ def main() -> None:
         diffs = [a["kl"] - b["kl"] for a, b in zip(results["evolution"], results["spdy"], strict=True)]
         paired = f" evo_vs_spdy={np.mean(diffs):+.4f}"
         print(f"evolution - spdy per seed: {', '.join(f'{d:+.4f}' for d in diffs)}")
+    shares = [label for label, method, share in variants if share is not None]
+    for label in shares[1:]:
+        diffs = [a["kl"] - b["kl"] for a, b in zip(results[label], results[shares[0]], strict=True)]
+        paired += f" {label}_vs_{shares[0]}={np.mean(diffs):+.4f}"
+        print(f"{label} - {shares[0]} per seed: {', '.join(f'{d:+.4f}' for d in diffs)}")
     evo = results.get("evolution", [])
     tail = ""
     if evo:
@@ -175,7 +222,8 @@ def main() -> None:
         )
     executor.close()
     means = " ".join(f"kl_{m}={v:.4f}" for m, v in summary.items())
-    print(f"{means} kl_dp={kl_dp:.4f} kl_uniform={kl_uniform:.4f}{paired}{tail}")
+    kl_dp = float(np.mean([r["kl_dp"] for rows in results.values() for r in rows]))
+    print(f"{means} kl_dp={kl_dp:.4f}{paired}{tail}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import sys
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 
@@ -112,3 +115,41 @@ def test_keep_top_must_be_positive() -> None:
     costs, budget, evaluate, _ = _instance()
     with pytest.raises(ValueError, match="keep_top"):
         local_search(costs, budget, evaluate, max_evaluations=5, keep_top=0)
+
+
+def test_random_share_caps_the_random_starts_by_evaluations() -> None:
+    costs, budget, evaluate, _ = _instance(seed=4)
+    kwargs = {"seed": 0, "max_evaluations": 40, "random_starts": 100, "patience": 5}
+    capped = local_search(costs, budget, evaluate, random_share=0.25, **kwargs)  # type: ignore[arg-type]
+    uncapped = local_search(costs, budget, evaluate, **kwargs)  # type: ignore[arg-type]
+    phases = [step.phase for step in capped.history]
+    assert phases[0] == "start"
+    assert phases.count("random") >= 1 and phases.count("random") + 1 <= 10  # a quarter of 40, start included
+    assert "mutate" in phases and phases.index("mutate") > max(i for i, p in enumerate(phases) if p == "random")
+    assert "mutate" not in {step.phase for step in uncapped.history}  # 100 random starts outlast 40 evaluations
+    again = local_search(costs, budget, evaluate, random_share=0.25, **kwargs)  # type: ignore[arg-type]
+    assert again.solution.levels == capped.solution.levels  # counted, so reproducible
+
+
+def test_random_share_caps_the_random_starts_by_the_clock(monkeypatch: pytest.MonkeyPatch) -> None:
+    costs, budget, _, _ = _instance(seed=5)
+    clock = {"now": 0.0}
+
+    def slow(levels: tuple[int, ...]) -> float:  # every evaluation "takes" 1 s of a 10 s budget
+        clock["now"] += 1.0
+        return float(sum(levels))
+
+    # the module, not the function the package exports under the same name
+    monkeypatch.setattr(sys.modules["solvers.local_search"], "time", SimpleNamespace(perf_counter=lambda: clock["now"]))
+    result = local_search(
+        costs, budget, slow, seed=0, max_evaluations=None, max_seconds=10.0, random_share=0.3, patience=50
+    )
+    phases = [step.phase for step in result.history]
+    assert phases.count("random") <= 3 and "mutate" in phases
+
+
+@pytest.mark.parametrize("share", [0.0, -0.5, 1.5, float("nan")])
+def test_random_share_must_be_a_share(share: float) -> None:
+    costs, budget, evaluate, _ = _instance()
+    with pytest.raises(ValueError, match="random_share"):
+        local_search(costs, budget, evaluate, max_evaluations=5, random_share=share)
