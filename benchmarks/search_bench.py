@@ -160,8 +160,10 @@ def main() -> None:
             seconds = time.perf_counter() - started
             chosen = outcome.selection.chosen
             kl = judge(tuple(outcome.levels), chosen.scoring)
-            dp_contender = next(c for c in outcome.selection.contenders if c.source == "dp")
-            kl_dp_here = judge(tuple(dp_contender.levels), dp_contender.scoring)
+            # the pick scores identical levels once, under the first source (uniform's name when the DP plan is uniform)
+            contenders = outcome.selection.contenders
+            dp_scoring = next((c.scoring for c in contenders if c.levels == dp_levels), chosen.scoring)
+            kl_dp_here = judge(dp_levels, dp_scoring)
             cost = outcome.cost
             busy = cost.get("build_seconds", 0.0) + cost.get("forward_seconds", 0.0) or seconds
             row = {
@@ -191,7 +193,7 @@ def main() -> None:
                 f"{settings.examples} examples{origin} | {outcome.result.evaluations} evaluations "
                 f"({row['evaluations_per_s']:.2f}/s, {row['examples_per_s']:.0f} examples/s, "
                 f"{100 * row['build_share']:.0f}% building) | pick: {chosen.source} as {chosen.scoring} "
-                f"(the DP plan {kl_dp_here:.4f} held out as {dp_contender.scoring}) | "
+                f"(the DP plan {kl_dp_here:.4f} held out as {dp_scoring}) | "
                 f"{seconds:.0f} s incl. pick",
                 flush=True,
             )
