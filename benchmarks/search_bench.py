@@ -42,19 +42,30 @@ from planner.stages.search.scoring import Scoring, scorings_for
 from solvers import SearchResult
 
 
-def heldout_kl(prepared: Any, scoring: Scoring, levels: tuple[int, ...]) -> float:
-    """Mean KL to the dense model on the test set of the shrunk model at ``levels``, its units filled as
-    ``scoring`` (the way the final pick scored the plan: the apply keeps the recipe closest to dense)."""
-    loss = CandidateLoss(
-        adapter=prepared.loaded.adapter,
-        task=prepared.task,
-        backend=scoring.selector,
-        scores=scoring.scores,
-        tokens=prepared.task.test,
-        objective="kl",
-        builder=CandidateBuilder(prepared.loaded.adapter, means=scoring.means),
-    )
-    return float(loss(levels))
+def heldout_losses(prepared: Any, scorings: dict[str, Scoring]) -> dict[str, CandidateLoss]:
+    """scoring name -> mean KL to the dense model on the test set of a shrunk model, its units filled as
+    that scoring fills them (the way the final pick scored a plan: the apply keeps the recipe closest to
+    dense). One loss per scoring, so its shrunk layers are cut once across every plan judged."""
+    return {
+        name: CandidateLoss(
+            adapter=prepared.loaded.adapter,
+            task=prepared.task,
+            backend=scoring.selector,
+            scores=scoring.scores,
+            tokens=prepared.task.test,
+            objective="kl",
+            builder=CandidateBuilder(prepared.loaded.adapter, means=scoring.means),
+        )
+        for name, scoring in scorings.items()
+    }
+
+
+def paired(results: dict[str, list[dict[str, float]]], a: str, b: str, name: str | None = None) -> str:
+    """`` <name>=<mean>`` (default name ``a_vs_b``) of the per-seed held-out KL differences a - b, printing
+    them per seed."""
+    diffs = [x["kl"] - y["kl"] for x, y in zip(results[a], results[b], strict=True)]
+    print(f"{a} - {b} per seed: {', '.join(f'{d:+.4f}' for d in diffs)}")
+    return f" {name or f'{a}_vs_{b}'}={np.mean(diffs):+.4f}"
 
 
 def main() -> None:
@@ -108,26 +119,27 @@ def main() -> None:
     dp_levels = tuple(
         Recipe((1.0,) * len(table.unit_costs())).levels(table, scores, budget, prepared.loaded.adapter.units())
     )
-    scorings = scorings_for(prepared.loaded.adapter, task, backend, scores)
     uniform_levels = tuple(Recipe(None).levels(table, scores, budget, prepared.loaded.adapter.units()))
+    heldout = heldout_losses(prepared, scorings_for(prepared.loaded.adapter, task, backend, scores))
     judged: dict[tuple[tuple[int, ...], str], float] = {}
 
     def judge(levels: tuple[int, ...], scoring: str | None) -> float:
         """Held-out KL under ``scoring`` (None: the backend's own), each plan and scoring once."""
-        name = scoring or next(iter(scorings))
+        name = scoring or next(iter(heldout))
         if (levels, name) not in judged:
-            judged[levels, name] = heldout_kl(prepared, scorings[name], levels)
+            judged[levels, name] = heldout[name](levels)
         return judged[levels, name]
 
-    every = {name: (judge(dp_levels, name), judge(uniform_levels, name)) for name in scorings}
+    every = {name: (judge(dp_levels, name), judge(uniform_levels, name)) for name in heldout}
     print(
         "held-out KL of the plain DP plan / uniform under each scoring (not a choice: the test set): "
         + "; ".join(f"{name} {dp:.4f} / {uni:.4f}" for name, (dp, uni) in every.items())
     )
+    spdy_shares: list[float | None] = list(args.random_shares or [None])
     variants = [
-        (f"{m}@{share:g}", m, share) if m == "spdy" and args.random_shares else (m, m, None)
+        (m if share is None else f"{m}@{share:g}", m, share)
         for m in args.methods
-        for share in (args.random_shares if m == "spdy" and args.random_shares else [None])
+        for share in (spdy_shares if m == "spdy" else [None])
     ]
     results: dict[str, list[dict[str, float]]] = {label: [] for label, _, _ in variants}
     executor = Executor(config.executor_settings())
@@ -176,7 +188,7 @@ def main() -> None:
                 "build_share": cost.get("build_share", float("nan")),
                 "seconds": seconds,
             }
-            picked = {c.source: c for c in outcome.selection.contenders}
+            picked = {c.source: c for c in contenders}
             best, uniform = picked.get("search #1"), picked.get("uniform")
             print(
                 f"  search #1: loss {best.search_loss if best else float('nan'):.4f} on the search sample, "
@@ -205,16 +217,12 @@ def main() -> None:
         print(
             f"{method:9s}: held-out KL mean {np.mean(kls):.4f} sd {spread:.4f} (min {min(kls):.4f}, max {max(kls):.4f})"
         )
-    paired = ""
+    differences = ""
     if {"evolution", "spdy"} <= set(results):
-        diffs = [a["kl"] - b["kl"] for a, b in zip(results["evolution"], results["spdy"], strict=True)]
-        paired = f" evo_vs_spdy={np.mean(diffs):+.4f}"
-        print(f"evolution - spdy per seed: {', '.join(f'{d:+.4f}' for d in diffs)}")
-    shares = [label for label, method, share in variants if share is not None]
+        differences = paired(results, "evolution", "spdy", name="evo_vs_spdy")
+    shares = [label for label, _, share in variants if share is not None]
     for label in shares[1:]:
-        diffs = [a["kl"] - b["kl"] for a, b in zip(results[label], results[shares[0]], strict=True)]
-        paired += f" {label}_vs_{shares[0]}={np.mean(diffs):+.4f}"
-        print(f"{label} - {shares[0]} per seed: {', '.join(f'{d:+.4f}' for d in diffs)}")
+        differences += paired(results, label, shares[0])
     evo = results.get("evolution", [])
     tail = ""
     if evo:
@@ -225,7 +233,7 @@ def main() -> None:
     executor.close()
     means = " ".join(f"kl_{m}={v:.4f}" for m, v in summary.items())
     kl_dp = float(np.mean([r["kl_dp"] for rows in results.values() for r in rows]))
-    print(f"{means} kl_dp={kl_dp:.4f}{paired}{tail}")
+    print(f"{means} kl_dp={kl_dp:.4f}{differences}{tail}")
 
 
 if __name__ == "__main__":

@@ -172,10 +172,11 @@ def local_search(
     candidates = 0
     best = _Incumbent()
 
-    def out_of_budget() -> str | None:
-        if max_evaluations is not None and len(cache) >= max_evaluations:
+    def out_of_budget(share: float = 1.0) -> str | None:
+        """Why ``share`` of the budget is spent (None: it is not)."""
+        if max_evaluations is not None and len(cache) >= share * max_evaluations:
             return "max_evaluations"
-        if max_seconds is not None and time.perf_counter() - started >= max_seconds:
+        if max_seconds is not None and time.perf_counter() - started >= share * max_seconds:
             return "max_seconds"
         return None
 
@@ -220,18 +221,11 @@ def local_search(
             improved.append(better)
         return improved
 
-    def random_phase_over() -> bool:
-        if random_share is None:
-            return False
-        if max_evaluations is not None and len(cache) >= random_share * max_evaluations:
-            return True
-        return max_seconds is not None and time.perf_counter() - started >= random_share * max_seconds
-
     try_round([np.ones(n_units)], "start", 0)
     start_loss = best.loss
     stopped = out_of_budget()
     remaining = random_starts
-    while remaining > 0 and not stopped and not random_phase_over():
+    while remaining > 0 and not stopped and not (random_share is not None and out_of_budget(random_share)):
         size = min(batch, remaining)
         if random_share is not None and max_evaluations is not None:  # never past the share mid-round
             size = min(size, max(1, int(np.ceil(random_share * max_evaluations)) - len(cache)))
