@@ -86,6 +86,11 @@ def test_run_writes_a_complete_folder_and_an_honest_report(workspace: Path, tmp_
     else:
         assert pick.chosen == lowest
     assert pick.examples == 4  # the 8 calibration documents minus the search's 4
+    if versus is not None:  # two priors the search did not rank are tested on its 4 documents too
+        both_priors = {versus["source"], "uniform"} <= {"uniform", "dp"}
+        assert versus["examples"] in ((4, 8) if both_priors else (4,))
+        if versus["examples"] == 8:
+            assert "on 8 examples (the search's too: it ranked neither)" in render_report(report)
     searched = "evolution" if DEFAULT_SEARCH == "evolution" else "dp+search"
     assert report.solver == ("dp+search:uniform" if pick.chosen == "uniform" else searched)
     names = {p.name for p in out.iterdir()}

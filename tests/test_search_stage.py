@@ -127,3 +127,12 @@ def test_the_search_objective_is_a_flag_and_a_wrong_one_is_refused_before_any_wo
     out = tmp_path / "sweep"
     assert main(["sweep", "--search-objective", "mse", "--out", str(out)]) == 2
     assert "search_objective" in capsys.readouterr().err and not out.exists()
+
+
+def test_the_search_sample_is_offered_to_the_pick_only_when_apart_from_its_examples() -> None:
+    from planner.stages.search.runner import SEARCH, apart_from_pick, split_examples
+
+    search, pick = split_examples(256, 128)
+    assert apart_from_pick(256, len(pick)) == SEARCH and not set(search) & set(pick)
+    search, pick = split_examples(16, 16)  # every example is the search's: the pick reuses them all
+    assert apart_from_pick(16, len(pick)) is None and set(search) == set(pick)

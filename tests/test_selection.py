@@ -72,3 +72,61 @@ def test_a_searched_plan_replaces_uniform_only_when_it_wins_with_confidence() ->
     # Uniform outside --max-loss is never kept for this reason.
     forced = pick((1,), admissible=lambda lv: lv != (0,))
     assert forced.chosen.source == "search #1" and not forced.kept_uniform
+
+
+def test_two_priors_the_search_did_not_rank_are_also_tested_on_the_search_sample() -> None:
+    import numpy as np
+
+    uniform_pick, uniform_search = np.linspace(0.1, 0.3, 64), np.linspace(0.3, 0.1, 64)
+    # The DP plan is lower on both samples (by 0.01 and 0.03 on average, each example +-0.08 about
+    # that): the pick's 64 examples alone cannot confirm it (interval about +-0.02), all 128 can.
+    spread = 0.08 * np.resize([1.0, -1.0], 64)
+    dp_pick, dp_search = uniform_pick - 0.01 + spread, uniform_search - 0.03 + spread
+    pick_losses = {(0,): uniform_pick, (1,): dp_pick, (2,): uniform_pick + 0.1}
+    search_losses = {(0,): uniform_search, (1,): dp_search, (2,): uniform_search - 0.2}
+    asked: list[tuple[int, ...]] = []
+
+    def evidence(levels: tuple[int, ...]) -> Any:
+        asked.append(levels)
+        return search_losses[levels]
+
+    def pick(searched: tuple[int, ...], *, with_evidence: bool = True) -> Any:
+        contenders = [
+            Contender("uniform", (0,), None),
+            Contender("dp", (1,), (1.0,)),
+            Contender("search #1", searched, (0.5,), search_loss=0.01),
+        ]
+        return select_plan(
+            contenders, pick_losses.__getitem__, examples=64, evidence=evidence if with_evidence else None
+        )
+
+    alone = pick((2,), with_evidence=False)
+    assert alone.lowest.source == "dp" and alone.kept_uniform and alone.tested == 64
+    pooled = pick((2,))
+    assert pooled.chosen.source == "dp" and not pooled.kept_uniform and pooled.tested == 128
+    assert pooled.versus_uniform is not None and pooled.versus_uniform.high < 0
+    assert sorted(asked) == [(0,), (1,)]  # only the two priors, never the searched plan
+    assert pooled.as_dict()["versus_uniform"]["examples"] == 128
+    # The search ranked the DP plan's levels among its best: its search loss is no longer held out.
+    asked.clear()
+    ranked = pick((1,))
+    assert ranked.kept_uniform and ranked.tested == 64 and not asked
+
+
+def test_a_searched_plan_is_tested_on_the_pick_examples_only() -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(2)
+    uniform = rng.uniform(0.1, 0.3, size=32)
+    losses = {(0,): uniform, (1,): uniform - 0.05, (2,): uniform + rng.normal(-0.01, 0.05, size=32)}
+
+    def evidence(levels: tuple[int, ...]) -> Any:
+        raise AssertionError("a searched plan's own sample is not evidence for it")
+
+    contenders = [
+        Contender("uniform", (0,), None),
+        Contender("dp", (2,), (1.0,)),
+        Contender("search #1", (1,), (0.5,), search_loss=0.01),
+    ]
+    selection = select_plan(contenders, losses.__getitem__, examples=32, evidence=evidence)
+    assert selection.chosen.source == "search #1" and selection.tested == 32

@@ -88,8 +88,9 @@ class SelectionSummary:
     contenders: tuple[Contender, ...]
     versus_uniform: dict[str, Any] | None = None
     """The lowest contender's held-out loss minus uniform's, with its paired 95% interval (``difference``,
-    ``low``, ``high``, ``source``), and ``kept_uniform``: uniform was kept because that interval did
-    not lie below zero."""
+    ``low``, ``high``, ``source``), the ``examples`` it was tested on (the pick's, and the search's for
+    two priors, ``planner.stages.search.selection``), and ``kept_uniform``: uniform was kept because that
+    interval did not lie below zero."""
 
 
 def executor_text(record: Mapping[str, Any]) -> str:

@@ -187,8 +187,14 @@ def render_report(report: Report) -> str:
             lines.append(f"Final pick on {pick.examples} held-out calibration examples: {pick.chosen} ({scored}).")
             if pick.versus_uniform is not None:
                 v = pick.versus_uniform
+                tested = v.get("examples")
+                where = (
+                    f"on {tested} examples (the search's too: it ranked neither)"
+                    if tested is not None and tested > pick.examples
+                    else "there"
+                )
                 lines.append(
-                    f"{v['source']} minus uniform there: {v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]; "
+                    f"{v['source']} minus uniform {where}: {v['difference']:+.4f} [{v['low']:+.4f}, {v['high']:+.4f}]; "
                     + ("not a confident win, so uniform was kept." if v["kept_uniform"] else "a confident win.")
                 )
     if r.recovery is not None:

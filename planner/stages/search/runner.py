@@ -187,6 +187,13 @@ def split_examples(count: int, search_examples: int) -> tuple[list[int], list[in
     return list(range(used)), held_out
 
 
+def apart_from_pick(calibration: int, pick_examples: int) -> str | None:
+    """The search sample's name when it is apart from the final pick's ``pick_examples`` of ``calibration``
+    examples (``split_examples`` gives the pick every example when none are left), else None: the pick
+    adds it to its paired test of priors (``planner.stages.search.selection``) only when apart."""
+    return SEARCH if pick_examples < calibration else None
+
+
 def sample_sizes(examples: int, fractions: Sequence[float] = EVOLUTION_SAMPLES) -> tuple[int, ...]:
     """Examples scored at each selection step: growing prefixes of the ``examples`` search examples.
 
@@ -357,7 +364,14 @@ def search_levels(
         for rank, c in enumerate(result.top, start=1)
     ]
     admissible = _admissible(quality, pool, adapter=adapter, task=task, backend=backend, scores=scores)
-    selection = _pick(contenders, pool, scorings, examples=len(samples[SELECTION]), admissible=admissible)
+    selection = _pick(
+        contenders,
+        pool,
+        scorings,
+        examples=len(samples[SELECTION]),
+        admissible=admissible,
+        apart=apart_from_pick(len(task.calibration), len(samples[SELECTION])),
+    )
     chosen = selection.chosen
     if chosen.source == "uniform":
         recipe = Recipe(None)
@@ -423,9 +437,11 @@ def _pick(
     *,
     examples: int,
     admissible: Callable[[tuple[int, ...], str], bool] | None,
+    apart: str | None,
 ) -> Selection:
     """The final pick: each distinct contender scored once under every scoring on the pool's selection
-    sample; its loss is that of the scoring it scored lowest under (the way the apply would fill it)."""
+    sample; its loss is that of the scoring it scored lowest under (the way the apply would fill it).
+    ``apart``: the sample the pick's paired test of priors may add (``apart_from_pick``; None: none)."""
     distinct = list(dict.fromkeys(c.levels for c in contenders))
     scored = pool.losses([(tuple(c), SELECTION, name) for c in distinct for name in names])
     held_out: dict[tuple[int, ...], np.ndarray] = {}
@@ -435,7 +451,14 @@ def _pick(
         best = min(range(len(names)), key=lambda k: float(np.mean(own[k])))
         held_out[levels], scoring_of[levels] = own[best], names[best]
     check = None if admissible is None else (lambda levels: admissible(levels, scoring_of[levels]))
-    selection = select_plan(contenders, held_out.__getitem__, examples=examples, admissible=check)
+
+    def evidence(levels: tuple[int, ...]) -> np.ndarray:
+        assert apart is not None
+        return pool.losses([(levels, apart, scoring_of[levels])])[0]
+
+    selection = select_plan(
+        contenders, held_out.__getitem__, examples=examples, admissible=check, evidence=evidence if apart else None
+    )
     return replace(selection, contenders=tuple(replace(c, scoring=scoring_of[c.levels]) for c in selection.contenders))
 
 
@@ -472,7 +495,14 @@ def repick(
             Contender(recipe.label, tuple(recipe.levels(table, scores, budget_ms, units)), recipe.coefficients)
         )
     admissible = _admissible(quality, pool, adapter=adapter, task=task, backend=backend, scores=scores)
-    selection = _pick(contenders, pool, scoring_names(adapter, backend), examples=examples, admissible=admissible)
+    selection = _pick(
+        contenders,
+        pool,
+        scoring_names(adapter, backend),
+        examples=examples,
+        admissible=admissible,
+        apart=apart_from_pick(len(task.calibration), examples),
+    )
     chosen = selection.chosen
     label = {"uniform": Recipe(None).label, "dp": "dp"}.get(chosen.source, recipe.label)
     return tuple(chosen.levels), label, selection
