@@ -124,7 +124,7 @@ def test_the_final_pick_scores_each_contender_its_best_way() -> None:
     table = {("plain", (0,)): 10.3, ("plain", (1,)): 7.4, ("comp", (0,)): 4.1, ("comp", (1,)): 4.5}
     pool = FakePool(lambda levels, scoring: table[(scoring, levels)])
     contenders = [Contender("uniform", (0,), None), Contender("search #1", (1,), (1.0,), 7.0)]
-    selection = _pick(contenders, pool, ("plain", "comp"), examples=8, admissible=None)
+    selection = _pick(contenders, pool, ("plain", "comp"), examples=8, admissible=None, apart=None)
     assert selection.chosen.source == "uniform"
     assert {c.source: (c.scoring, round(c.loss, 6)) for c in selection.contenders} == {
         "uniform": ("comp", 4.1),
@@ -133,7 +133,7 @@ def test_the_final_pick_scores_each_contender_its_best_way() -> None:
     assert {s for _, s, _ in pool.requests} == {SELECTION}
     # Scored under the plain way only (the old pick), the searched plan would have won.
     old = _pick(contenders, FakePool(lambda levels, scoring: table[(scoring, levels)]), ("plain",), examples=8,
-                admissible=None)  # fmt: skip
+                admissible=None, apart=None)  # fmt: skip
     assert old.chosen.source == "search #1"
 
 
@@ -147,7 +147,7 @@ def test_the_quality_limit_judges_a_contender_as_it_was_scored() -> None:
         return True
 
     _pick([Contender("uniform", (0,), None), Contender("dp", (1,), (1.0,))], pool, ("plain", "comp"), examples=8,
-          admissible=admissible)  # fmt: skip
+          admissible=admissible, apart=None)  # fmt: skip
     assert sorted(seen) == [((0,), "plain"), ((1,), "comp")]
 
 
