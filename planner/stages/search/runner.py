@@ -451,14 +451,8 @@ def _pick(
         best = min(range(len(names)), key=lambda k: float(np.mean(own[k])))
         held_out[levels], scoring_of[levels] = own[best], names[best]
     check = None if admissible is None else (lambda levels: admissible(levels, scoring_of[levels]))
-
-    def evidence(levels: tuple[int, ...]) -> np.ndarray:
-        assert apart is not None
-        return pool.losses([(levels, apart, scoring_of[levels])])[0]
-
-    selection = select_plan(
-        contenders, held_out.__getitem__, examples=examples, admissible=check, evidence=evidence if apart else None
-    )
+    evidence = None if apart is None else (lambda levels: pool.losses([(levels, apart, scoring_of[levels])])[0])
+    selection = select_plan(contenders, held_out.__getitem__, examples=examples, admissible=check, evidence=evidence)
     return replace(selection, contenders=tuple(replace(c, scoring=scoring_of[c.levels]) for c in selection.contenders))
 
 
